@@ -1,0 +1,114 @@
+// Package api defines the agent's local API: the JSON types exchanged over the
+// agent's unix socket and a small client for them. The CLI and the CNI plugin
+// talk to the agent only through this package.
+package api
+
+import "time"
+
+// Default paths of a node's agent outside the lab.
+const (
+	DefaultSocket   = "/run/lumen/agent.sock"
+	DefaultStateDir = "/run/lumen"
+)
+
+// Subsystem states reported by GET /v1/status.
+const (
+	StateOK       = "ok"
+	StateDegraded = "degraded"
+	StateFailure  = "failure"
+	StateDisabled = "disabled"
+)
+
+// Endpoint states.
+const (
+	EndpointReady     = "ready"
+	EndpointRestoring = "restoring"
+	EndpointNotReady  = "not-ready"
+)
+
+// SubsystemStatus is the health of one part of the agent.
+type SubsystemStatus struct {
+	Name    string `json:"name"`
+	State   string `json:"state"`
+	Message string `json:"message,omitempty"`
+}
+
+// Status is returned by GET /v1/status.
+type Status struct {
+	Node       string            `json:"node"`
+	Version    string            `json:"version"`
+	Routing    string            `json:"routing"` // "native" or "vxlan"
+	Devices    []string          `json:"devices"`
+	PodCIDRs   []string          `json:"podCIDRs"`
+	NodeIPs    []string          `json:"nodeIPs"`
+	Endpoints  int               `json:"endpoints"`
+	Subsystems []SubsystemStatus `json:"subsystems"`
+	StartedAt  time.Time         `json:"startedAt"`
+}
+
+// Healthy reports whether every subsystem is ok or disabled.
+func (s *Status) Healthy() bool {
+	for _, ss := range s.Subsystems {
+		if ss.State != StateOK && ss.State != StateDisabled {
+			return false
+		}
+	}
+	return true
+}
+
+// IPConfig is one address handed to a pod.
+type IPConfig struct {
+	Address string `json:"address"` // CIDR notation, e.g. 10.200.1.7/32
+	Gateway string `json:"gateway"` // the pod's next hop, e.g. 10.200.1.1
+}
+
+// IPAMRequest asks the agent for pod addresses (POST /v1/ipam).
+type IPAMRequest struct {
+	Owner string `json:"owner"` // container ID
+}
+
+// IPAMResponse carries the allocated addresses and the MTU the pod must use.
+type IPAMResponse struct {
+	IPv4 *IPConfig `json:"ipv4,omitempty"`
+	IPv6 *IPConfig `json:"ipv6,omitempty"`
+	MTU  int       `json:"mtu"`
+}
+
+// EndpointRequest registers a plugged-in pod (PUT /v1/endpoints/{containerID}).
+type EndpointRequest struct {
+	ContainerID string            `json:"containerID"`
+	NetNS       string            `json:"netns"`
+	IfName      string            `json:"ifName"`     // inside the pod, e.g. eth0
+	HostIfName  string            `json:"hostIfName"` // host side of the veth
+	PodName     string            `json:"podName,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	IPv4        string            `json:"ipv4,omitempty"` // bare address
+	IPv6        string            `json:"ipv6,omitempty"`
+	MAC         string            `json:"mac"` // pod side MAC
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// Endpoint is a pod as the agent manages it.
+type Endpoint struct {
+	ID          uint16            `json:"id"`
+	ContainerID string            `json:"containerID"`
+	PodName     string            `json:"podName,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	NetNS       string            `json:"netns"`
+	IfName      string            `json:"ifName"`
+	HostIfName  string            `json:"hostIfName"`
+	HostIfIndex int               `json:"hostIfIndex"`
+	IPv4        string            `json:"ipv4,omitempty"`
+	IPv6        string            `json:"ipv6,omitempty"`
+	MAC         string            `json:"mac"`
+	HostMAC     string            `json:"hostMAC"`
+	Identity    uint32            `json:"identity"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	State       string            `json:"state"`
+	Created     time.Time         `json:"created"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,114 @@
+// Package cli implements the lumen command line.
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/lab"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	socket string
+	node   string
+	lab    string
+	output string
+}
+
+var g globals
+
+// NewRoot builds the lumen command tree.
+func NewRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "lumen",
+		Short:         "eBPF networking, security and observability for containers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.socket, "socket", envOr("LUMEN_SOCKET", api.DefaultSocket), "agent API socket")
+	pf.StringVar(&g.node, "node", "", "talk to this lab node's agent (instead of --socket)")
+	pf.StringVar(&g.lab, "lab", lab.Name(), "lab name (env LUMEN_LAB)")
+	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+
+	root.AddCommand(
+		newStatusCmd(),
+		newEndpointCmd(),
+		newMetricsCmd(),
+		newApplyCmd(),
+		newDeleteCmd(),
+		newGetCmd(),
+		newLabCmd(),
+		newBenchCmd(),
+		newBPFCmd(),
+	)
+	return root
+}
+
+// Execute runs the CLI and exits with its status.
+func Execute() {
+	if err := NewRoot().Execute(); err != nil {
+		var ec exitCoder
+		if asExit(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+// exitCoder lets a command pick its exit status without printing an error
+// (lab probe exits 1 for "not connected").
+type exitCoder interface{ ExitCode() int }
+
+// ExitError ends the CLI with Code and no message.
+type ExitError struct{ Code int }
+
+func (e ExitError) Error() string  { return fmt.Sprintf("exit status %d", e.Code) }
+func (e ExitError) ExitCode() int { return e.Code }
+
+func asExit(err error, ec *exitCoder) bool {
+	if e, ok := err.(exitCoder); ok {
+		*ec = e
+		return true
+	}
+	return false
+}
+
+// client returns an API client for the selected agent.
+func client() *api.Client {
+	if g.node != "" {
+		return api.NewClient(lab.NodeSocket(g.lab, g.node))
+	}
+	return api.NewClient(g.socket)
+}
+
+// jsonOutput reports whether -o json was asked for; it rejects unknown formats.
+func jsonOutput() (bool, error) {
+	switch g.output {
+	case "json":
+		return true, nil
+	case "text", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid --output %q: want text or json", g.output)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

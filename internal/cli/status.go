@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's health, subsystem by subsystem",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := jsonOutput()
+			if err != nil {
+				return err
+			}
+			st, err := client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(os.Stdout, st)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "Node:\t%s\n", st.Node)
+			fmt.Fprintf(w, "Routing:\t%s\n", st.Routing)
+			fmt.Fprintf(w, "Node IPs:\t%s\n", strings.Join(st.NodeIPs, ", "))
+			fmt.Fprintf(w, "Pod CIDRs:\t%s\n", strings.Join(st.PodCIDRs, ", "))
+			fmt.Fprintf(w, "Devices:\t%s\n", strings.Join(st.Devices, ", "))
+			fmt.Fprintf(w, "Endpoints:\t%d\n", st.Endpoints)
+			for _, s := range st.Subsystems {
+				msg := s.State
+				if s.Message != "" {
+					msg += "  " + s.Message
+				}
+				fmt.Fprintf(w, "%s:\t%s\n", s.Name, msg)
+			}
+			w.Flush()
+			if !st.Healthy() {
+				return ExitError{Code: 1}
+			}
+			return nil
+		},
+	}
+}
+
+func newEndpointCmd() *cobra.Command {
+	ep := &cobra.Command{Use: "endpoint", Aliases: []string{"endpoints", "ep"}, Short: "Inspect the node's endpoints"}
+	ep.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List endpoints: id, pod, namespace, IPs, identity, state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := jsonOutput()
+			if err != nil {
+				return err
+			}
+			eps, err := client().Endpoints(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(os.Stdout, eps)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tPOD\tNAMESPACE\tIPV4\tIPV6\tIDENTITY\tSTATE")
+			for _, e := range eps {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, dash(e.PodName), dash(e.Namespace), dash(e.IPv4), dash(e.IPv6), e.Identity, e.State)
+			}
+			return w.Flush()
+		},
+	})
+	return ep
+}
+
+func newMetricsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "metrics",
+		Short: "Print the agent's Prometheus metrics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := client().Raw(context.Background(), "/metrics")
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(b)
+			return err
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
