@@ -1,0 +1,132 @@
+/* Shared definitions of Lumen's datapath: constants, wire structs and
+ * small helpers. Every struct here is mirrored in Go by bpf2go. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+/* Reserved identities (see internal/identity). */
+#define ID_HOST 1
+#define ID_WORLD 2
+#define ID_UNMANAGED 3
+#define ID_REMOTE_NODE 6
+
+/* Traffic direction, from the endpoint's point of view (as Hubble). */
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+/* Drop reasons share Cilium's numbering so flows decode as Hubble does. */
+#define REASON_FORWARDED 0
+#define DROP_INVALID_SIP 132
+#define DROP_INVALID 134
+#define DROP_UNSUPPORTED_L3 139
+#define DROP_WRITE_ERROR 141
+#define DROP_NO_TUNNEL_KEY 147
+#define DROP_CSUM_L3 153
+#define DROP_FRAG_NOT_SUPPORTED 157
+#define DROP_NO_TUNNEL_ENDPOINT 160
+#define DROP_FIB_LOOKUP 169
+
+/* Trace observation points, numbered as Hubble's TraceObservationPoint. */
+#define OBS_TO_STACK 3
+#define OBS_TO_OVERLAY 4
+#define OBS_FROM_ENDPOINT 5
+#define OBS_FROM_OVERLAY 9
+#define OBS_FROM_NETWORK 10
+#define OBS_TO_NETWORK 11
+#define OBS_TO_ENDPOINT 101
+
+/* Event types in the ring buffer. */
+#define EVENT_TRACE 1
+#define EVENT_DROP 2
+
+/* Trace levels (lumen_config.trace_level). Drops are always reported. */
+#define TRACE_NONE 0
+#define TRACE_CONTROL 1 /* TCP SYN/FIN/RST and every non-TCP packet */
+#define TRACE_ALL 2
+
+/* An IP address of either family; IPv4 uses the first 4 bytes. */
+struct ip_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+/* Value of lumen_endpoints: a local pod. */
+struct endpoint_info {
+	__u32 ifindex;   /* host side of the pod's veth */
+	__u16 ep_id;
+	__u16 flags;
+	__u32 identity;
+	__u8 mac[6];      /* pod side MAC */
+	__u8 node_mac[6]; /* host side MAC */
+};
+
+/* LPM key of lumen_ipcache: prefixlen counts the family and pad bits too. */
+struct ipcache_key {
+	__u32 prefixlen;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 tunnel_ip4; /* node to encapsulate to, network order; 0: none */
+	__u8 flags;
+	__u8 pad[3];
+};
+
+struct metrics_key {
+	__u8 reason;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct config {
+	__u32 trace_level;
+	__u32 vxlan_ifindex; /* 0: no tunnel */
+	__u32 pad[2];
+};
+
+/* One record in lumen_events: headers already parsed, so user space reads
+ * fixed fields instead of packet bytes. */
+struct event {
+	__u64 ts;
+	__u8 type;
+	__u8 subtype; /* observation point or drop reason */
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 dir;
+	__u16 ep_id;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 len;
+	__u16 sport; /* host order */
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 flags;
+};

@@ -1,0 +1,86 @@
+/* Metrics and events: every packet is counted by {reason, direction};
+ * drops always produce an event, traces depend on the trace level. */
+#pragma once
+#include "maps.h"
+#include "pkt.h"
+
+static __always_inline struct config *get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&lumen_config, &zero);
+}
+
+static __always_inline void account(struct pkt *p, __u8 reason, __u8 dir)
+{
+	struct metrics_key key = { .reason = reason, .dir = dir };
+	struct metrics_value *v = bpf_map_lookup_elem(&lumen_metrics, &key);
+
+	if (!v) {
+		struct metrics_value zero = {};
+		bpf_map_update_elem(&lumen_metrics, &key, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&lumen_metrics, &key);
+		if (!v)
+			return;
+	}
+	v->packets++;
+	v->bytes += p->len;
+}
+
+static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type, __u8 subtype,
+				 __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id)
+{
+	struct event *e = bpf_ringbuf_reserve(&lumen_events, sizeof(*e), 0);
+
+	if (!e)
+		return; /* the reader sees the loss through the ring's counters */
+	e->ts = bpf_ktime_get_ns();
+	e->type = type;
+	e->subtype = subtype;
+	e->family = p->family;
+	e->proto = p->proto;
+	e->tcp_flags = p->tcp_flags;
+	e->dir = dir;
+	e->ep_id = ep_id;
+	e->ifindex = skb->ifindex;
+	e->src_identity = src_id;
+	e->dst_identity = dst_id;
+	e->len = p->len;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memcpy(e->saddr, p->src.addr, 16);
+	__builtin_memcpy(e->daddr, p->dst.addr, 16);
+	e->flags = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int want_trace(struct pkt *p)
+{
+	struct config *cfg = get_config();
+	__u32 level = cfg ? cfg->trace_level : TRACE_CONTROL;
+
+	if (level == TRACE_ALL)
+		return 1;
+	if (level == TRACE_NONE)
+		return 0;
+	if (p->proto == IPPROTO_TCP)
+		return p->tcp_flags & 0x07; /* FIN, SYN, RST */
+	return 1;
+}
+
+/* trace counts a forwarded packet and maybe reports it. */
+static __always_inline void trace(struct __sk_buff *skb, struct pkt *p, __u8 obs, __u8 dir,
+				  __u16 ep_id, __u32 src_id, __u32 dst_id)
+{
+	account(p, REASON_FORWARDED, dir);
+	if (want_trace(p))
+		emit(skb, p, EVENT_TRACE, obs, dir, ep_id, src_id, dst_id);
+}
+
+/* drop counts, reports and drops the packet. */
+static __always_inline int drop(struct __sk_buff *skb, struct pkt *p, __u8 reason, __u8 dir,
+				__u16 ep_id, __u32 src_id, __u32 dst_id)
+{
+	account(p, reason, dir);
+	emit(skb, p, EVENT_DROP, reason, dir, ep_id, src_id, dst_id);
+	return TC_ACT_SHOT;
+}

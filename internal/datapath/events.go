@@ -1,0 +1,67 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Event types.
+const (
+	EventTrace = 1
+	EventDrop  = 2
+)
+
+// Event is one datapath event, decoded.
+type Event struct {
+	Timestamp   uint64 // CLOCK_MONOTONIC ns
+	Type        uint8  // EventTrace or EventDrop
+	Subtype     uint8  // observation point (trace) or drop reason (drop)
+	Proto       uint8
+	TCPFlags    uint8
+	Direction   uint8
+	EndpointID  uint16
+	IfIndex     uint32
+	SrcIdentity uint32
+	DstIdentity uint32
+	Length      uint32
+	Src, Dst    netip.Addr
+	SrcPort     uint16
+	DstPort     uint16
+}
+
+// EventSize is the size of one raw event record.
+const EventSize = int(unsafe.Sizeof(lxcEvent{}))
+
+// ParseEvent decodes a raw ring-buffer record.
+func ParseEvent(b []byte, e *Event) error {
+	if len(b) < EventSize {
+		return fmt.Errorf("event record of %d bytes, want %d", len(b), EventSize)
+	}
+	ne := binary.NativeEndian
+	e.Timestamp = ne.Uint64(b[0:])
+	e.Type, e.Subtype, e.Proto, e.TCPFlags, e.Direction = b[8], b[9], b[11], b[12], b[13]
+	family := b[10]
+	e.EndpointID = ne.Uint16(b[14:])
+	e.IfIndex = ne.Uint32(b[16:])
+	e.SrcIdentity = ne.Uint32(b[20:])
+	e.DstIdentity = ne.Uint32(b[24:])
+	e.Length = ne.Uint32(b[28:])
+	e.SrcPort = ne.Uint16(b[32:])
+	e.DstPort = ne.Uint16(b[34:])
+	e.Src = addrOf(family, [16]byte(b[36:52]))
+	e.Dst = addrOf(family, [16]byte(b[52:68]))
+	return nil
+}
+
+// OpenEvents opens a reader on the events ring buffer.
+func (d *Datapath) OpenEvents() (*ringbuf.Reader, error) {
+	r, err := ringbuf.NewReader(d.Events)
+	if err != nil {
+		return nil, fmt.Errorf("opening events ring buffer: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,234 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Trace levels of the datapath (Config.TraceLevel).
+const (
+	TraceNone    = 0 // drops only
+	TraceControl = 1 // TCP SYN/FIN/RST and every non-TCP packet
+	TraceAll     = 2
+)
+
+// Options configure Load.
+type Options struct {
+	// BPFFS is a bpffs mount private to this agent; maps are pinned in
+	// BPFFS/maps and links in BPFFS/links.
+	BPFFS string
+	// EventsRingSize is the size of the events ring buffer in bytes (a
+	// power of two, multiple of the page size); 0 keeps the default 4 MiB.
+	EventsRingSize uint32
+}
+
+// Datapath holds the loaded programs and the shared, pinned maps.
+type Datapath struct {
+	opts    Options
+	lxc     lxcObjects
+	host    hostObjects
+	overlay overlayObjects
+
+	Endpoints *ebpf.Map
+	IPCache   *ebpf.Map
+	Metrics   *ebpf.Map
+	Events    *ebpf.Map
+	Config    *ebpf.Map
+}
+
+const bpfFSMagic = 0xcafe4a11
+
+// MountBPFFS mounts a bpffs at dir unless one is already there.
+func MountBPFFS(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating bpffs dir: %w", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && uint32(st.Type) == bpfFSMagic {
+		return nil
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs at %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Load loads every program, reusing maps pinned by an earlier agent so that
+// state survives restarts. Programs already attached keep running until
+// Attach* replaces them in place.
+func Load(opts Options) (*Datapath, error) {
+	if err := MountBPFFS(opts.BPFFS); err != nil {
+		return nil, err
+	}
+	pinDir := filepath.Join(opts.BPFFS, "maps")
+	for _, d := range []string{pinDir, filepath.Join(opts.BPFFS, "links")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", d, err)
+		}
+	}
+	copts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}}
+	d := &Datapath{opts: opts}
+
+	spec, err := loadLxc()
+	if err != nil {
+		return nil, fmt.Errorf("loading lxc spec: %w", err)
+	}
+	if opts.EventsRingSize != 0 {
+		spec.Maps["lumen_events"].MaxEntries = opts.EventsRingSize
+	}
+	if err := loadWithRecreate(spec, &d.lxc, copts, pinDir); err != nil {
+		return nil, fmt.Errorf("loading lxc programs: %w", err)
+	}
+	hspec, err := loadHost()
+	if err != nil {
+		return nil, fmt.Errorf("loading host spec: %w", err)
+	}
+	hspec.Maps["lumen_events"].MaxEntries = spec.Maps["lumen_events"].MaxEntries
+	if err := hspec.LoadAndAssign(&d.host, copts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("loading host programs: %w", err)
+	}
+	ospec, err := loadOverlay()
+	if err != nil {
+		return nil, fmt.Errorf("loading overlay spec: %w", err)
+	}
+	ospec.Maps["lumen_events"].MaxEntries = spec.Maps["lumen_events"].MaxEntries
+	if err := ospec.LoadAndAssign(&d.overlay, copts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("loading overlay programs: %w", err)
+	}
+	m := d.lxc.lxcMaps
+	d.Endpoints, d.IPCache, d.Metrics, d.Events, d.Config = m.LumenEndpoints, m.LumenIpcache, m.LumenMetrics, m.LumenEvents, m.LumenConfig
+	return d, nil
+}
+
+// loadWithRecreate loads spec; when a pinned map no longer matches its spec
+// (an upgrade changed it) and holds only soft state, the pin is replaced.
+// The events ring is the only such map: endpoint and ipcache state is
+// rebuilt by the agent anyway, but their incompatibility is reported
+// rather than silently discarded.
+func loadWithRecreate(spec *ebpf.CollectionSpec, obj any, copts *ebpf.CollectionOptions, pinDir string) error {
+	err := spec.LoadAndAssign(obj, copts)
+	if err == nil || !errors.Is(err, ebpf.ErrMapIncompatible) {
+		return err
+	}
+	if rmErr := os.Remove(filepath.Join(pinDir, "lumen_events")); rmErr != nil && !os.IsNotExist(rmErr) {
+		return err
+	}
+	return spec.LoadAndAssign(obj, copts)
+}
+
+// Close releases the agent's handles. Pinned maps and links stay, so the
+// datapath keeps forwarding while no agent runs.
+func (d *Datapath) Close() error {
+	return errors.Join(d.lxc.Close(), d.host.Close(), d.overlay.Close())
+}
+
+// Hook names a program attachment.
+type Hook int
+
+// The attachment points.
+const (
+	HookFromContainer Hook = iota
+	HookToContainer
+	HookFromNetdev
+	HookFromOverlay
+)
+
+func (d *Datapath) hook(h Hook) (*ebpf.Program, ebpf.AttachType, string) {
+	switch h {
+	case HookFromContainer:
+		return d.lxc.FromContainer, ebpf.AttachTCXIngress, "from_container"
+	case HookToContainer:
+		return d.lxc.ToContainer, ebpf.AttachTCXEgress, "to_container"
+	case HookFromNetdev:
+		return d.host.FromNetdev, ebpf.AttachTCXIngress, "from_netdev"
+	default:
+		return d.overlay.FromOverlay, ebpf.AttachTCXIngress, "from_overlay"
+	}
+}
+
+func (d *Datapath) linkPin(ifindex int, name string) string {
+	return filepath.Join(d.opts.BPFFS, "links", fmt.Sprintf("%d_%s", ifindex, name))
+}
+
+// Attach attaches hook's program to the device with ifindex through a TCX
+// link pinned in bpffs. If a pinned link is already there (an earlier agent
+// made it) the program is swapped in place: the device is never without a
+// program, so restarts open no gap.
+func (d *Datapath) Attach(h Hook, ifindex int) error {
+	prog, typ, name := d.hook(h)
+	pin := d.linkPin(ifindex, name)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		defer l.Close()
+		if err := l.Update(prog); err == nil {
+			return nil
+		}
+		// The device went away and came back: the old link is defunct.
+		_ = l.Unpin()
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: typ})
+	if err != nil {
+		return fmt.Errorf("attaching %s to ifindex %d: %w", name, ifindex, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pinning %s link of ifindex %d: %w", name, ifindex, err)
+	}
+	return nil
+}
+
+// Detach removes hook's program from the device (no error if absent).
+func (d *Datapath) Detach(h Hook, ifindex int) error {
+	_, _, name := d.hook(h)
+	return unpinLink(d.linkPin(ifindex, name))
+}
+
+func unpinLink(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		// A link whose device is gone may not load: drop the pin itself.
+		return os.Remove(pin)
+	}
+	defer l.Close()
+	return l.Unpin()
+}
+
+// Attached lists the pinned links as "<ifindex>_<program>" names.
+func (d *Datapath) Attached() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(d.opts.BPFFS, "links"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
+
+// PruneLinks detaches every pinned link whose name keep does not accept.
+func (d *Datapath) PruneLinks(keep func(ifindex int, program string) bool) error {
+	names, err := d.Attached()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		var ifindex int
+		var prog string
+		if _, err := fmt.Sscanf(n, "%d_%s", &ifindex, &prog); err != nil || !keep(ifindex, prog) {
+			errs = append(errs, unpinLink(filepath.Join(d.opts.BPFFS, "links", n)))
+		}
+	}
+	return errors.Join(errs...)
+}

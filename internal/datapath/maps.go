@@ -1,0 +1,199 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// EndpointInfo is a local pod as the datapath sees it.
+type EndpointInfo struct {
+	IfIndex  uint32
+	ID       uint16
+	Identity uint32
+	MAC      net.HardwareAddr // pod side
+	HostMAC  net.HardwareAddr // host side of the veth
+}
+
+// IPCacheEntry maps a prefix to an identity and, in tunnel mode, the node
+// that owns it.
+type IPCacheEntry struct {
+	Prefix   netip.Prefix
+	Identity uint32
+	Tunnel   netip.Addr // IPv4 of the owning node; invalid when not tunnelled
+}
+
+// RuntimeConfig is the node-wide configuration shared by all programs.
+type RuntimeConfig struct {
+	TraceLevel   uint32
+	VXLANIfIndex uint32
+}
+
+func ipKey(a netip.Addr) lxcIpKey {
+	var k lxcIpKey
+	a = a.Unmap()
+	if a.Is4() {
+		k.Family = afInet
+		b := a.As4()
+		copy(k.Addr[:], b[:])
+	} else {
+		k.Family = afInet6
+		k.Addr = a.As16()
+	}
+	return k
+}
+
+func addrOf(family uint8, b [16]byte) netip.Addr {
+	if family == afInet {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+func mac6(m net.HardwareAddr) ([6]uint8, error) {
+	var out [6]uint8
+	if len(m) != 6 {
+		return out, fmt.Errorf("invalid MAC %q", m)
+	}
+	copy(out[:], m)
+	return out, nil
+}
+
+// UpsertEndpoint adds or updates the endpoint owning ip.
+func (d *Datapath) UpsertEndpoint(ip netip.Addr, ep EndpointInfo) error {
+	mac, err := mac6(ep.MAC)
+	if err != nil {
+		return fmt.Errorf("endpoint %s: %w", ip, err)
+	}
+	hmac, err := mac6(ep.HostMAC)
+	if err != nil {
+		return fmt.Errorf("endpoint %s host side: %w", ip, err)
+	}
+	v := lxcEndpointInfo{Ifindex: ep.IfIndex, EpId: ep.ID, Identity: ep.Identity, Mac: mac, NodeMac: hmac}
+	k := ipKey(ip)
+	if err := d.Endpoints.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("updating endpoint map for %s: %w", ip, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes ip from the endpoint map (no error if absent).
+func (d *Datapath) DeleteEndpoint(ip netip.Addr) error {
+	k := ipKey(ip)
+	if err := d.Endpoints.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting %s from endpoint map: %w", ip, err)
+	}
+	return nil
+}
+
+// ListEndpoints returns the endpoint map's content.
+func (d *Datapath) ListEndpoints() (map[netip.Addr]EndpointInfo, error) {
+	out := map[netip.Addr]EndpointInfo{}
+	var k lxcIpKey
+	var v lxcEndpointInfo
+	it := d.Endpoints.Iterate()
+	for it.Next(&k, &v) {
+		out[addrOf(k.Family, k.Addr)] = EndpointInfo{
+			IfIndex: v.Ifindex, ID: v.EpId, Identity: v.Identity,
+			MAC: net.HardwareAddr(v.Mac[:]), HostMAC: net.HardwareAddr(v.NodeMac[:]),
+		}
+	}
+	return out, it.Err()
+}
+
+func ipcacheKey(p netip.Prefix) lxcIpcacheKey {
+	p = p.Masked()
+	ik := ipKey(p.Addr())
+	return lxcIpcacheKey{Prefixlen: uint32(32 + p.Bits()), Family: ik.Family, Addr: ik.Addr}
+}
+
+// UpsertIPCache adds or updates one prefix.
+func (d *Datapath) UpsertIPCache(e IPCacheEntry) error {
+	if !e.Prefix.IsValid() {
+		return fmt.Errorf("invalid ipcache prefix %v", e.Prefix)
+	}
+	v := lxcIpcacheValue{Identity: e.Identity}
+	if e.Tunnel.IsValid() {
+		if !e.Tunnel.Unmap().Is4() {
+			return fmt.Errorf("ipcache %s: tunnel endpoint %s: only IPv4 underlays are supported", e.Prefix, e.Tunnel)
+		}
+		b := e.Tunnel.Unmap().As4()
+		// The program compares it in network order: keep the bytes as they are.
+		v.TunnelIp4 = nativeEndianU32(b)
+	}
+	k := ipcacheKey(e.Prefix)
+	if err := d.IPCache.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("updating ipcache for %s: %w", e.Prefix, err)
+	}
+	return nil
+}
+
+// DeleteIPCache removes one prefix (no error if absent).
+func (d *Datapath) DeleteIPCache(p netip.Prefix) error {
+	k := ipcacheKey(p)
+	if err := d.IPCache.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting %s from ipcache: %w", p, err)
+	}
+	return nil
+}
+
+// ListIPCache returns the ipcache's content.
+func (d *Datapath) ListIPCache() ([]IPCacheEntry, error) {
+	var out []IPCacheEntry
+	var k lxcIpcacheKey
+	var v lxcIpcacheValue
+	it := d.IPCache.Iterate()
+	for it.Next(&k, &v) {
+		e := IPCacheEntry{
+			Prefix:   netip.PrefixFrom(addrOf(k.Family, k.Addr), int(k.Prefixlen)-32),
+			Identity: v.Identity,
+		}
+		if v.TunnelIp4 != 0 {
+			e.Tunnel = netip.AddrFrom4(nativeEndianBytes(v.TunnelIp4))
+		}
+		out = append(out, e)
+	}
+	return out, it.Err()
+}
+
+// SetConfig writes the node-wide runtime configuration.
+func (d *Datapath) SetConfig(c RuntimeConfig) error {
+	v := lxcConfig{TraceLevel: c.TraceLevel, VxlanIfindex: c.VXLANIfIndex}
+	if err := d.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("updating datapath config: %w", err)
+	}
+	return nil
+}
+
+// Counter is one {reason, direction} row of the datapath metrics.
+type Counter struct {
+	Reason    uint8 // 0: forwarded, else a drop reason
+	Direction uint8 // 0 ingress (towards the endpoint), 1 egress
+	Packets   uint64
+	Bytes     uint64
+}
+
+// Counters sums the per-CPU metrics map.
+func (d *Datapath) Counters() ([]Counter, error) {
+	var out []Counter
+	var k lxcMetricsKey
+	var vs []lxcMetricsValue
+	it := d.Metrics.Iterate()
+	for it.Next(&k, &vs) {
+		c := Counter{Reason: k.Reason, Direction: k.Dir}
+		for _, v := range vs {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out = append(out, c)
+	}
+	return out, it.Err()
+}
