@@ -71,10 +71,14 @@ func NodeSocket(lab, node string) string { return filepath.Join(NodeDir(lab, nod
 func NodeBPFDir(lab, node string) string { return filepath.Join(NodeDir(lab, node), "bpf") }
 
 // NodeCNIConfDir holds the CNI network configuration of a lab node.
-func NodeCNIConfDir(lab, node string) string { return filepath.Join(NodeDir(lab, node), "cni", "net.d") }
+func NodeCNIConfDir(lab, node string) string {
+	return filepath.Join(NodeDir(lab, node), "cni", "net.d")
+}
 
 // NodeCNICacheDir is libcni's result cache for a lab node.
-func NodeCNICacheDir(lab, node string) string { return filepath.Join(NodeDir(lab, node), "cni", "cache") }
+func NodeCNICacheDir(lab, node string) string {
+	return filepath.Join(NodeDir(lab, node), "cni", "cache")
+}
 
 // NSPrefix starts the name of every network namespace of a lab.
 func NSPrefix(lab string) string { return "lmn-" + lab + "-" }
