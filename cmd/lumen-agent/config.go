@@ -1,0 +1,134 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/lumen-net/lumen/internal/api"
+)
+
+// config is the agent's configuration: flags, or the same keys in a YAML file.
+type config struct {
+	NodeName            string   `json:"node-name"`
+	StateDir            string   `json:"state-dir"`
+	KVStore             string   `json:"kvstore"`
+	IPv4PodCIDR         string   `json:"ipv4-pod-cidr"`
+	IPv6PodCIDR         string   `json:"ipv6-pod-cidr"`
+	Routing             string   `json:"routing"`
+	Devices             []string `json:"devices"`
+	Zone                string   `json:"zone"`
+	PrometheusServeAddr string   `json:"prometheus-serve-addr"`
+	TraceLevel          string   `json:"trace-level"`
+	LogLevel            string   `json:"log-level"`
+
+	v4, v6 netip.Prefix
+	level  slog.Level
+}
+
+func parseConfig(args []string) (*config, error) {
+	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info"}
+	// The file sets the defaults; flags given on the command line win.
+	if file := configFileArg(args); file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(b, c); err != nil {
+			return nil, fmt.Errorf("--config %s: %w", file, err)
+		}
+	}
+	fs := flag.NewFlagSet("lumen-agent", flag.ContinueOnError)
+	var tunnel string
+	devices := strings.Join(c.Devices, ",")
+	fs.String("config", "", "YAML file with the same keys as the flags (flags win)")
+	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name of this node (default: hostname)")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for the API socket, bpffs and state files")
+	fs.StringVar(&c.KVStore, "kvstore", c.KVStore, "etcd endpoint (unix:///path or http://host:port); empty: single node")
+	fs.StringVar(&c.IPv4PodCIDR, "ipv4-pod-cidr", c.IPv4PodCIDR, "this node's IPv4 pod CIDR")
+	fs.StringVar(&c.IPv6PodCIDR, "ipv6-pod-cidr", c.IPv6PodCIDR, "this node's IPv6 pod CIDR")
+	fs.StringVar(&c.Routing, "routing", c.Routing, "routing between nodes: native or vxlan")
+	fs.StringVar(&tunnel, "tunnel", "", "vxlan: same as --routing=vxlan; disabled: --routing=native")
+	fs.StringVar(&devices, "devices", devices, "comma-separated devices (or prefixes like eth+) instead of detection")
+	fs.StringVar(&c.Zone, "zone", c.Zone, "topology zone of this node")
+	fs.StringVar(&c.PrometheusServeAddr, "prometheus-serve-addr", c.PrometheusServeAddr, "also serve /metrics on this TCP address")
+	fs.StringVar(&c.TraceLevel, "trace-level", c.TraceLevel, "datapath trace events: none, control or all")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.Devices = nil
+	if devices != "" {
+		c.Devices = strings.Split(devices, ",")
+	}
+	switch tunnel {
+	case "":
+	case "vxlan":
+		c.Routing = "vxlan"
+	case "disabled":
+		c.Routing = "native"
+	default:
+		return nil, fmt.Errorf("--tunnel: invalid value %q: want vxlan or disabled (geneve is not available in this build)", tunnel)
+	}
+	return c, c.validate()
+}
+
+// configFileArg finds --config in args before the flags are parsed.
+func configFileArg(args []string) string {
+	for i, a := range args {
+		for _, p := range []string{"--config=", "-config="} {
+			if strings.HasPrefix(a, p) {
+				return strings.TrimPrefix(a, p)
+			}
+		}
+		if (a == "--config" || a == "-config") && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+func (c *config) validate() error {
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node-name: not set and no hostname: %w", err)
+		}
+		c.NodeName = h
+	}
+	if c.Routing != "native" && c.Routing != "vxlan" {
+		return fmt.Errorf("routing: invalid value %q: want native or vxlan", c.Routing)
+	}
+	var err error
+	if c.IPv4PodCIDR != "" {
+		if c.v4, err = netip.ParsePrefix(c.IPv4PodCIDR); err != nil || !c.v4.Addr().Is4() {
+			return fmt.Errorf("ipv4-pod-cidr: invalid value %q: want an IPv4 CIDR", c.IPv4PodCIDR)
+		}
+	}
+	if c.IPv6PodCIDR != "" {
+		if c.v6, err = netip.ParsePrefix(c.IPv6PodCIDR); err != nil || !c.v6.Addr().Is6() {
+			return fmt.Errorf("ipv6-pod-cidr: invalid value %q: want an IPv6 CIDR", c.IPv6PodCIDR)
+		}
+	}
+	if !c.v4.IsValid() && !c.v6.IsValid() {
+		return errors.New("ipv4-pod-cidr, ipv6-pod-cidr: at least one pod CIDR is required")
+	}
+	switch c.TraceLevel {
+	case "none", "control", "all":
+	default:
+		return fmt.Errorf("trace-level: invalid value %q: want none, control or all", c.TraceLevel)
+	}
+	if err := c.level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("log-level: invalid value %q", c.LogLevel)
+	}
+	return nil
+}

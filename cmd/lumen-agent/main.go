@@ -1,0 +1,344 @@
+// Command lumen-agent runs on every node: it loads Lumen's eBPF datapath,
+// keeps its maps, routes and neighbours equal to the desired state, and
+// serves the node's API. The whole agent is wired in run below.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/apiserver"
+	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/devices"
+	"github.com/lumen-net/lumen/internal/endpoint"
+	"github.com/lumen-net/lumen/internal/ipam"
+	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/metrics"
+	"github.com/lumen-net/lumen/internal/node"
+)
+
+const version = "0.1.0-dev"
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lumen-agent:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.level}))
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("agent failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg *config, log *slog.Logger) error {
+	started := time.Now().UTC()
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state dir: %w", err)
+	}
+
+	// Datapath: programs loaded, maps pinned (and adopted after a restart).
+	dp, err := datapath.Load(datapath.Options{BPFFS: filepath.Join(cfg.StateDir, "bpf")})
+	if err != nil {
+		return err
+	}
+	defer dp.Close() // pins stay: the datapath keeps forwarding without us
+	rtCfg := datapath.RuntimeConfig{TraceLevel: traceLevel(cfg.TraceLevel)}
+
+	// Devices: the node's external interfaces and addresses.
+	filter, err := devices.ParseFilter(cfg.Devices)
+	if err != nil {
+		return fmt.Errorf("devices: %w", err)
+	}
+	devCh, err := devices.Watch(ctx, devices.WatchConfig{NS: netns.None(), Filter: filter, Logger: log})
+	if err != nil {
+		return err
+	}
+	devs := <-devCh
+	nodeIPv4, nodeIPv6 := nodeIPs(devs)
+	mtu := deviceMTU(devs)
+
+	// Tunnel device for --routing=vxlan.
+	nw := newNetwork(log)
+	overlayIndex := 0
+	if cfg.Routing == "vxlan" {
+		overlayIndex, err = nw.ensureVXLAN(mtu)
+		if err != nil {
+			return err
+		}
+		if err := dp.Attach(datapath.HookFromOverlay, overlayIndex); err != nil {
+			return err
+		}
+		rtCfg.VXLANIfIndex = uint32(overlayIndex)
+		mtu -= 50
+	} else if err := nw.deleteVXLAN(); err != nil {
+		return err
+	}
+	if err := dp.SetConfig(rtCfg); err != nil {
+		return err
+	}
+
+	// IPAM and the store.
+	pods, err := ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json"))
+	if err != nil {
+		return err
+	}
+	var store *kvstore.Client
+	if cfg.KVStore != "" {
+		if store, err = kvstore.New(cfg.KVStore); err != nil {
+			return fmt.Errorf("kvstore: %w", err)
+		}
+		defer store.Close()
+	}
+	ids := newIdentities(store, log)
+
+	// Cluster: this node, the others, their endpoints.
+	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6)}
+	if nodeIPv4.IsValid() {
+		local.IPv4 = nodeIPv4.String()
+	}
+	if nodeIPv6.IsValid() {
+		local.IPv6 = nodeIPv6.String()
+	}
+	nodes := node.New(local, store, dp, nw, cfg.Routing == "vxlan", log)
+
+	// Endpoints: restore what the previous agent left, then serve new ones.
+	eps, err := endpoint.New(dp, cfg.StateDir, endpoint.Hooks{
+		Identity: ids.resolve,
+		Owns: func(owner string, ips []netip.Addr) bool {
+			a, ok := pods.Owners()[owner]
+			if !ok {
+				return false
+			}
+			for _, ip := range ips {
+				if ip != a.IPv4 && ip != a.IPv6 {
+					return false
+				}
+			}
+			return true
+		},
+		AddRoute:  nw.addEndpointRoute,
+		DelRoute:  nw.delEndpointRoute,
+		Publish:   nodes.Publish,
+		Unpublish: nodes.Unpublish,
+	}, log)
+	if err != nil {
+		return err
+	}
+	gone, err := eps.Restore(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ep := range gone {
+		_, _ = pods.Release(ep.ContainerID)
+	}
+	if err := pruneEndpointMap(dp, eps.IPs()); err != nil {
+		return err
+	}
+	go nodes.Run(ctx)
+	go func() {
+		keep := map[string]bool{}
+		for _, ep := range eps.List() {
+			keep[ep.ContainerID] = true
+		}
+		if err := nodes.PruneEndpoints(ctx, keep); err != nil {
+			log.Warn("pruning stale endpoints in the store", "err", err)
+		}
+	}()
+
+	// Host devices: from_netdev on every selected device, following changes.
+	devState := &deviceState{}
+	attachDevices(dp, devState, devs, log)
+	go func() {
+		for d := range devCh {
+			attachDevices(dp, devState, d, log)
+		}
+	}()
+	// Links nobody wants any more (devices and pods gone while we were away).
+	err = dp.PruneLinks(func(ifindex int, prog string) bool {
+		switch prog {
+		case "from_container", "to_container":
+			return eps.IfIndexes()[ifindex]
+		case "from_netdev":
+			return devState.has(ifindex)
+		case "from_overlay":
+			return ifindex == overlayIndex && overlayIndex != 0
+		}
+		return false
+	})
+	if err != nil {
+		log.Warn("pruning links", "err", err)
+	}
+
+	// Events and metrics.
+	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
+	go readEvents(ctx, dp, reg, log)
+
+	status := func() api.Status {
+		st := api.Status{
+			Node: cfg.NodeName, Version: version, Routing: cfg.Routing, StartedAt: started,
+			Devices: devState.names(), PodCIDRs: []string{}, NodeIPs: []string{},
+		}
+		for _, p := range []netip.Prefix{cfg.v4, cfg.v6} {
+			if p.IsValid() {
+				st.PodCIDRs = append(st.PodCIDRs, p.String())
+			}
+		}
+		for _, a := range []netip.Addr{nodeIPv4, nodeIPv6} {
+			if a.IsValid() {
+				st.NodeIPs = append(st.NodeIPs, a.String())
+			}
+		}
+		list := eps.List()
+		st.Endpoints = len(list)
+		st.Subsystems = []api.SubsystemStatus{
+			{Name: "datapath", State: api.StateOK, Message: "programs loaded, maps pinned"},
+			devState.health(),
+			{Name: "ipam", State: api.StateOK, Message: fmt.Sprintf("%d allocated", len(pods.Owners()))},
+			nodes.Health(),
+			ids.health(),
+		}
+		if cfg.Routing == "vxlan" {
+			st.Subsystems = append(st.Subsystems, api.SubsystemStatus{Name: "tunnel", State: api.StateOK, Message: "vxlan " + tunnelName})
+		}
+		for _, s := range st.Subsystems {
+			v := 0.0
+			if s.State == api.StateOK || s.State == api.StateDisabled {
+				v = 1
+			}
+			reg.Subsystem.WithLabelValues(s.Name).Set(v)
+		}
+		return st
+	}
+
+	if cfg.PrometheusServeAddr != "" {
+		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
+	}
+	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log})
+	sock := filepath.Join(cfg.StateDir, "agent.sock")
+	log.Info("agent ready", "node", cfg.NodeName, "socket", sock, "routing", cfg.Routing, "devices", devState.names(), "endpoints", len(eps.List()))
+	return apiserver.Serve(ctx, sock, h)
+}
+
+func traceLevel(s string) uint32 {
+	switch s {
+	case "none":
+		return datapath.TraceNone
+	case "all":
+		return datapath.TraceAll
+	}
+	return datapath.TraceControl
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+// nodeIPs picks the node's addresses: the first global IPv4 and IPv6 of the
+// selected devices.
+func nodeIPs(devs []devices.Device) (v4, v6 netip.Addr) {
+	for _, d := range devs {
+		for _, a := range d.GlobalAddrs() {
+			if a.Is4() && !v4.IsValid() {
+				v4 = a
+			}
+			if a.Is6() && !v6.IsValid() {
+				v6 = a
+			}
+		}
+	}
+	return
+}
+
+func deviceMTU(devs []devices.Device) int {
+	mtu := 0
+	for _, d := range devs {
+		if mtu == 0 || (d.MTU > 0 && d.MTU < mtu) {
+			mtu = d.MTU
+		}
+	}
+	if mtu == 0 {
+		mtu = 1500
+	}
+	return mtu
+}
+
+// pruneEndpointMap removes map entries of endpoints that no longer exist.
+func pruneEndpointMap(dp *datapath.Datapath, keep map[netip.Addr]bool) error {
+	have, err := dp.ListEndpoints()
+	if err != nil {
+		return err
+	}
+	for ip := range have {
+		if !keep[ip] {
+			if err := dp.DeleteEndpoint(ip); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func readEvents(ctx context.Context, dp *datapath.Datapath, reg *metrics.Registry, log *slog.Logger) {
+	rd, err := dp.OpenEvents()
+	if err != nil {
+		log.Error("events reader", "err", err)
+		return
+	}
+	go func() { <-ctx.Done(); rd.Close() }()
+	var ev datapath.Event
+	for {
+		rec, err := rd.Read()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("reading events", "err", err)
+			}
+			return
+		}
+		if datapath.ParseEvent(rec.RawSample, &ev) != nil {
+			continue
+		}
+		switch ev.Type {
+		case datapath.EventDrop:
+			reg.Events.WithLabelValues("drop").Inc()
+			log.Debug("drop", "reason", datapath.ReasonName(ev.Subtype), "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto, "dport", ev.DstPort)
+		default:
+			reg.Events.WithLabelValues("trace").Inc()
+		}
+	}
+}
+
+func servePrometheus(ctx context.Context, addr string, h http.Handler, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error("prometheus listener", "addr", addr, "err", err)
+		return
+	}
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("prometheus server", "err", err)
+	}
+}

@@ -1,0 +1,422 @@
+// Package node keeps the cluster's nodes and remote endpoints in sync: it
+// announces the local node in the store, watches the other nodes and their
+// endpoints, and converges the ipcache, the routes to other nodes' pod
+// CIDRs and the managed neighbour entries of their addresses.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/kvstore"
+)
+
+// Store key prefixes.
+const (
+	NodesPrefix     = "/lumen/v1/nodes/"
+	EndpointsPrefix = "/lumen/v1/endpoints/"
+)
+
+// Reserved identities used in the ipcache.
+const (
+	idHost       = 1
+	idWorld      = 2
+	idRemoteNode = 6
+)
+
+// Node is a node as announced in the store.
+type Node struct {
+	Name      string            `json:"name"`
+	Zone      string            `json:"zone,omitempty"`
+	IPv4      string            `json:"ipv4,omitempty"`
+	IPv6      string            `json:"ipv6,omitempty"`
+	PodCIDRv4 string            `json:"podCIDRv4,omitempty"`
+	PodCIDRv6 string            `json:"podCIDRv6,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// Endpoint is an endpoint as announced in the store.
+type Endpoint struct {
+	Node        string            `json:"node"`
+	ContainerID string            `json:"containerID"`
+	PodName     string            `json:"podName,omitempty"`
+	Namespace   string            `json:"namespace,omitempty"`
+	IPv4        string            `json:"ipv4,omitempty"`
+	IPv6        string            `json:"ipv6,omitempty"`
+	Identity    uint32            `json:"identity"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// Route is a route to another node's pod CIDR (native routing).
+type Route struct {
+	Dst netip.Prefix
+	Gw  netip.Addr
+}
+
+// Network applies routes and neighbour entries on the node.
+type Network interface {
+	SyncRoutes(routes []Route) error
+	SyncNeighbors(nexthops []netip.Addr) error
+}
+
+// IPCache is the part of the datapath the manager writes.
+type IPCache interface {
+	UpsertIPCache(e datapath.IPCacheEntry) error
+	DeleteIPCache(p netip.Prefix) error
+	ListIPCache() ([]datapath.IPCacheEntry, error)
+}
+
+// Manager converges the node-level state.
+type Manager struct {
+	local  Node
+	store  *kvstore.Client // nil: the node is alone
+	ipc    IPCache
+	net    Network
+	tunnel bool
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	nodes     map[string]Node
+	endpoints map[string]Endpoint // by store key
+	synced    bool
+	lastErr   error
+	kick      chan struct{}
+}
+
+// New returns a manager; store may be nil.
+func New(local Node, store *kvstore.Client, ipc IPCache, nw Network, tunnel bool, log *slog.Logger) *Manager {
+	return &Manager{
+		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
+		nodes: map[string]Node{}, endpoints: map[string]Endpoint{}, kick: make(chan struct{}, 1),
+	}
+}
+
+// Local returns the local node.
+func (m *Manager) Local() Node { return m.local }
+
+// Nodes returns every known node, the local one included.
+func (m *Manager) Nodes() []Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Node{m.local}
+	for name, n := range m.nodes {
+		if name != m.local.Name {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Health reports the manager's state for /v1/status.
+func (m *Manager) Health() api.SubsystemStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := api.SubsystemStatus{Name: "cluster", State: api.StateOK}
+	switch {
+	case m.store == nil:
+		st.State, st.Message = api.StateDisabled, "no kvstore: single node"
+	case m.lastErr != nil:
+		st.State, st.Message = api.StateDegraded, m.lastErr.Error()
+	case !m.synced:
+		st.State, st.Message = api.StateDegraded, "waiting for the kvstore"
+	default:
+		st.Message = fmt.Sprintf("%d nodes, %d remote endpoints", len(m.nodes), m.remoteEndpointCount())
+	}
+	return st
+}
+
+func (m *Manager) remoteEndpointCount() int {
+	n := 0
+	for _, ep := range m.endpoints {
+		if ep.Node != m.local.Name {
+			n++
+		}
+	}
+	return n
+}
+
+// Run announces the node and follows the store until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	go m.reconcileLoop(ctx)
+	m.trigger()
+	if m.store == nil {
+		return
+	}
+	nodes := m.store.ListAndWatch(ctx, NodesPrefix)
+	eps := m.store.ListAndWatch(ctx, EndpointsPrefix)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-nodes:
+			if !ok {
+				return
+			}
+			m.applyNodes(u)
+			if u.Resync {
+				m.announce(ctx)
+			}
+		case u, ok := <-eps:
+			if !ok {
+				return
+			}
+			m.applyEndpoints(u)
+		}
+		m.trigger()
+	}
+}
+
+// announce (re)writes the local node; called on every listing so that a
+// store that lost its data learns the node again.
+func (m *Manager) announce(ctx context.Context) {
+	b, _ := json.Marshal(m.local)
+	if _, err := m.store.Put(ctx, NodesPrefix+m.local.Name, b); err != nil {
+		m.setErr(fmt.Errorf("announcing node: %w", err))
+		return
+	}
+	m.mu.Lock()
+	m.synced = true
+	m.mu.Unlock()
+}
+
+func (m *Manager) applyNodes(u kvstore.Update) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u.Resync {
+		m.nodes = map[string]Node{}
+		for _, kv := range u.KVs {
+			m.putNode(kv)
+		}
+	}
+	for _, ev := range u.Events {
+		if ev.Type == kvstore.EventDelete {
+			delete(m.nodes, strings.TrimPrefix(ev.KV.Key, NodesPrefix))
+			continue
+		}
+		m.putNode(ev.KV)
+	}
+}
+
+func (m *Manager) putNode(kv kvstore.KV) {
+	var n Node
+	if err := json.Unmarshal(kv.Value, &n); err != nil || n.Name == "" {
+		m.log.Warn("skipping malformed node in store", "key", kv.Key, "err", err)
+		return
+	}
+	m.nodes[n.Name] = n
+}
+
+func (m *Manager) applyEndpoints(u kvstore.Update) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u.Resync {
+		m.endpoints = map[string]Endpoint{}
+		for _, kv := range u.KVs {
+			m.putEndpoint(kv)
+		}
+	}
+	for _, ev := range u.Events {
+		if ev.Type == kvstore.EventDelete {
+			delete(m.endpoints, ev.KV.Key)
+			continue
+		}
+		m.putEndpoint(ev.KV)
+	}
+}
+
+func (m *Manager) putEndpoint(kv kvstore.KV) {
+	var ep Endpoint
+	if err := json.Unmarshal(kv.Value, &ep); err != nil {
+		m.log.Warn("skipping malformed endpoint in store", "key", kv.Key, "err", err)
+		return
+	}
+	m.endpoints[kv.Key] = ep
+}
+
+// Publish announces a local endpoint.
+func (m *Manager) Publish(ctx context.Context, ep api.Endpoint) error {
+	if m.store == nil {
+		return nil
+	}
+	b, _ := json.Marshal(Endpoint{
+		Node: m.local.Name, ContainerID: ep.ContainerID, PodName: ep.PodName, Namespace: ep.Namespace,
+		IPv4: ep.IPv4, IPv6: ep.IPv6, Identity: ep.Identity, Labels: ep.Labels,
+	})
+	_, err := m.store.Put(ctx, m.endpointKey(ep.ContainerID), b)
+	return err
+}
+
+// Unpublish withdraws a local endpoint.
+func (m *Manager) Unpublish(ctx context.Context, ep api.Endpoint) error {
+	if m.store == nil {
+		return nil
+	}
+	_, err := m.store.Delete(ctx, m.endpointKey(ep.ContainerID))
+	return err
+}
+
+// PruneEndpoints removes this node's announced endpoints that are not in keep
+// (left behind by a crash between a pod's deletion and its withdrawal).
+func (m *Manager) PruneEndpoints(ctx context.Context, keep map[string]bool) error {
+	if m.store == nil {
+		return nil
+	}
+	kvs, _, err := m.store.List(ctx, EndpointsPrefix+m.local.Name+"/")
+	if err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		if !keep[strings.TrimPrefix(kv.Key, EndpointsPrefix+m.local.Name+"/")] {
+			_, _ = m.store.Delete(ctx, kv.Key)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) endpointKey(containerID string) string {
+	return EndpointsPrefix + m.local.Name + "/" + containerID
+}
+
+func (m *Manager) trigger() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) setErr(err error) {
+	m.mu.Lock()
+	m.lastErr = err
+	m.mu.Unlock()
+	if err != nil {
+		m.log.Warn("node sync", "err", err)
+	}
+}
+
+// reconcileLoop converges on every change, and retries every few seconds
+// after a failure.
+func (m *Manager) reconcileLoop(ctx context.Context) {
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-retry.C:
+		}
+		err := m.reconcile()
+		m.setErr(err)
+		if err != nil {
+			retry.Reset(3 * time.Second)
+		}
+	}
+}
+
+// desired computes the ipcache, routes and next hops from the known nodes
+// and endpoints.
+func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []netip.Addr) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ipc := map[netip.Prefix]datapath.IPCacheEntry{}
+	add := func(s string, bits4, bits6 int, id uint32, tunnel netip.Addr) {
+		var p netip.Prefix
+		if a, err := netip.ParseAddr(s); err == nil {
+			bits := bits4
+			if a.Is6() {
+				bits = bits6
+			}
+			p = netip.PrefixFrom(a, bits)
+		} else if pp, err := netip.ParsePrefix(s); err == nil {
+			p = pp.Masked()
+		} else {
+			return
+		}
+		ipc[p] = datapath.IPCacheEntry{Prefix: p, Identity: id, Tunnel: tunnel}
+	}
+	add(m.local.IPv4, 32, 128, idHost, netip.Addr{})
+	add(m.local.IPv6, 32, 128, idHost, netip.Addr{})
+
+	var routes []Route
+	var hops []netip.Addr
+	tunnels := map[string]netip.Addr{}
+	for name, n := range m.nodes {
+		if name == m.local.Name {
+			continue
+		}
+		v4, _ := netip.ParseAddr(n.IPv4)
+		v6, _ := netip.ParseAddr(n.IPv6)
+		var tun netip.Addr
+		if m.tunnel {
+			tun = v4
+		}
+		tunnels[name] = tun
+		add(n.IPv4, 32, 128, idRemoteNode, netip.Addr{})
+		add(n.IPv6, 32, 128, idRemoteNode, netip.Addr{})
+		add(n.PodCIDRv4, 32, 128, idWorld, tun)
+		add(n.PodCIDRv6, 32, 128, idWorld, tun)
+		for _, a := range []netip.Addr{v4, v6} {
+			if a.IsValid() {
+				hops = append(hops, a)
+			}
+		}
+		if !m.tunnel {
+			if p, err := netip.ParsePrefix(n.PodCIDRv4); err == nil && v4.IsValid() {
+				routes = append(routes, Route{Dst: p.Masked(), Gw: v4})
+			}
+			if p, err := netip.ParsePrefix(n.PodCIDRv6); err == nil && v6.IsValid() {
+				routes = append(routes, Route{Dst: p.Masked(), Gw: v6})
+			}
+		}
+	}
+	for _, ep := range m.endpoints {
+		if ep.Node == m.local.Name {
+			continue
+		}
+		tun, known := tunnels[ep.Node]
+		if !known {
+			continue // its node is gone or not seen yet
+		}
+		add(ep.IPv4, 32, 128, ep.Identity, tun)
+		add(ep.IPv6, 32, 128, ep.Identity, tun)
+	}
+	return ipc, routes, hops
+}
+
+func (m *Manager) reconcile() error {
+	want, routes, hops := m.desired()
+	have, err := m.ipc.ListIPCache()
+	if err != nil {
+		return fmt.Errorf("listing ipcache: %w", err)
+	}
+	// Add and update first, then delete: a moving entry is never missing.
+	for _, e := range want {
+		if err := m.ipc.UpsertIPCache(e); err != nil {
+			return err
+		}
+	}
+	for _, e := range have {
+		if _, ok := want[e.Prefix]; !ok {
+			if err := m.ipc.DeleteIPCache(e.Prefix); err != nil {
+				return err
+			}
+		}
+	}
+	if m.net != nil {
+		if err := m.net.SyncNeighbors(hops); err != nil {
+			return fmt.Errorf("syncing neighbours: %w", err)
+		}
+		if err := m.net.SyncRoutes(routes); err != nil {
+			return fmt.Errorf("syncing routes: %w", err)
+		}
+	}
+	return nil
+}
