@@ -70,7 +70,7 @@ type exitCoder interface{ ExitCode() int }
 // ExitError ends the CLI with Code and no message.
 type ExitError struct{ Code int }
 
-func (e ExitError) Error() string  { return fmt.Sprintf("exit status %d", e.Code) }
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 func (e ExitError) ExitCode() int { return e.Code }
 
 func asExit(err error, ec *exitCoder) bool {
