@@ -51,6 +51,7 @@ var knownFields = map[string]bool{
 	"runtimeConfig":             true,
 	"prevResult":                true,
 	"cni.dev/valid-attachments": true,
+	"cni.dev/attachments":       true, // the spec's first name for it; libcni sends both
 	"agentSocket":               true,
 	"mtu":                       true,
 	"logFile":                   true,
@@ -118,10 +119,16 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, invalidField("dns", v, "must be a CNI dns object")
 		}
 	}
-	if v, ok := raw["cni.dev/valid-attachments"]; ok && !isNull(v) {
-		if err := json.Unmarshal(v, &c.ValidAttachments); err != nil {
-			return nil, invalidField("cni.dev/valid-attachments", v, "must be a list of {containerID, ifname}")
+	for _, k := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
+		v, ok := raw[k]
+		if !ok || isNull(v) {
+			continue
 		}
+		var atts []types.GCAttachment
+		if err := json.Unmarshal(v, &atts); err != nil {
+			return nil, invalidField(k, v, "must be a list of {containerID, ifname}")
+		}
+		c.ValidAttachments = append(c.ValidAttachments, atts...)
 	}
 	if v, ok := raw["prevResult"]; ok && !isNull(v) {
 		if err := json.Unmarshal(v, &c.RawPrevResult); err != nil {

@@ -261,9 +261,10 @@ func isLinkNotFound(err error) bool {
 type podState struct {
 	Addrs  []net.IP
 	Neighs []netlink.Neigh
+	Routes []netlink.Route
 }
 
-// inspectPod reads the addresses and permanent neighbours of ifName in the pod.
+// inspectPod reads the addresses, neighbours and routes of ifName in the pod.
 func inspectPod(podNS ns.NetNS, ifName string) (*podState, error) {
 	st := &podState{}
 	err := podNS.Do(func(ns.NetNS) error {
@@ -287,6 +288,11 @@ func inspectPod(podNS ns.NetNS, ifName string) (*podState, error) {
 				return fmt.Errorf("listing neighbours of %s in netns %s: %w", ifName, podNS.Path(), err)
 			}
 			st.Neighs = append(st.Neighs, neighs...)
+			routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(link, fam) })
+			if err != nil {
+				return fmt.Errorf("listing routes of %s in netns %s: %w", ifName, podNS.Path(), err)
+			}
+			st.Routes = append(st.Routes, routes...)
 		}
 		return nil
 	})

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -179,6 +180,10 @@ func cmdAdd(ctx context.Context, conf *Config, args *skel.CmdArgs, log *slog.Log
 	mtu := conf.MTU
 	if mtu == 0 {
 		mtu = ipam.MTU
+		// The kernel silently turns IPv6 off below 1280; say so instead.
+		if mtu != 0 && mtu < MinMTU && slices.ContainsFunc(addrs, func(a podAddr) bool { return !a.is4() }) {
+			return fail(newError(ErrAgent, "agent handed out MTU %d with an IPv6 address; IPv6 needs an MTU of at least %d", mtu, MinMTU))
+		}
 	}
 	p, err = plug(plugSpec{ContainerID: id, IfName: args.IfName, MTU: mtu, Addrs: addrs}, podNS)
 	if err != nil {
@@ -375,12 +380,25 @@ func cmdCheck(ctx context.Context, conf *Config, args *skel.CmdArgs, _ *slog.Log
 		}
 	}
 	for _, gw := range gateways {
+		if !hasDefaultRoute(st, gw) {
+			return newError(ErrCheck, "CHECK container %s: default route via %s is missing on %s in netns %s", id, gw, args.IfName, args.Netns)
+		}
 		if !hasPermanentNeigh(st, gw, host.Attrs().HardwareAddr) {
 			return newError(ErrCheck, "CHECK container %s: permanent neighbour %s lladdr %s is missing on %s in netns %s",
 				id, gw, host.Attrs().HardwareAddr, args.IfName, args.Netns)
 		}
 	}
 	return nil
+}
+
+func hasDefaultRoute(st *podState, gw net.IP) bool {
+	for _, r := range st.Routes {
+		isDefault := r.Dst == nil || (r.Dst.IP.IsUnspecified() && func() bool { ones, _ := r.Dst.Mask.Size(); return ones == 0 }())
+		if isDefault && r.Gw.Equal(gw) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasPermanentNeigh(st *podState, ip net.IP, mac net.HardwareAddr) bool {
