@@ -1,0 +1,42 @@
+# Lumen: the two commands a newcomer needs are `make lab` and `make test`.
+GO ?= go
+BIN := $(CURDIR)/bin
+TOPOLOGY ?= examples/lab/topology.yaml
+
+.PHONY: all build deps lab lab-down test generate check-generated lint bench
+
+all: build
+
+deps:
+	./hack/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni
+
+# Installs what is missing, builds, brings up the example lab and shows it.
+lab: deps build
+	$(BIN)/lumen lab up -f $(TOPOLOGY)
+	$(BIN)/lumen lab status
+	$(BIN)/lumen lab probe --matrix --family all
+
+lab-down:
+	$(BIN)/lumen lab down
+
+# Installs what is missing, then runs every test (privileged ones need root).
+test: deps
+	$(GO) build ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+bench: deps build
+	$(BIN)/lumen bench datapath
+
+generate:
+	$(GO) generate ./internal/datapath/...
+
+# CI: the committed bpf2go output must match what clang produces.
+check-generated: generate
+	git diff --exit-code -- internal/datapath
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
