@@ -1,0 +1,198 @@
+package lab
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func testState() *State {
+	return &State{
+		Name: "t",
+		Nodes: []NodeState{
+			{Name: "n1", NetNS: "lmn-t-n1"},
+			{Name: "n2", NetNS: "lmn-t-n2"},
+		},
+		Pods: []PodState{
+			{Name: "web", Namespace: "shop", Node: "n1", IPv4: "10.200.1.2", IPv6: "fd00:10:200:1::2", Ports: []Port{{80, ProtoTCP}, {80, ProtoUDP}}},
+			{Name: "web", Namespace: "tools", Node: "n2", IPv4: "10.200.2.2", IPv6: "fd00:10:200:2::2", Ports: []Port{{80, ProtoTCP}}},
+			{Name: "db", Namespace: "shop", Node: "n2", IPv4: "10.200.2.3", Ports: []Port{{5432, ProtoTCP}}},
+		},
+	}
+}
+
+func TestFindPod(t *testing.T) {
+	st := testState()
+	if p, err := st.FindPod("db"); err != nil || p.FullName() != "shop/db" {
+		t.Errorf("db: %v %v", p, err)
+	}
+	if p, err := st.FindPod("tools/web"); err != nil || p.Node != "n2" {
+		t.Errorf("tools/web: %v %v", p, err)
+	}
+	if _, err := st.FindPod("web"); err == nil || !strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), "shop/web, tools/web") {
+		t.Errorf("ambiguous: %v", err)
+	}
+	for _, bad := range []string{"nope", "shop/nope", "x/web"} {
+		if _, err := st.FindPod(bad); err == nil || !strings.Contains(err.Error(), `no pod "`+bad+`"`) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	if n, err := st.Node("n2"); err != nil || n.NetNS != "lmn-t-n2" {
+		t.Errorf("node n2: %v %v", n, err)
+	}
+	if _, err := st.Node("n9"); err == nil || !strings.Contains(err.Error(), "n1, n2") {
+		t.Errorf("node n9: %v", err)
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	cases := []struct {
+		in    string
+		host  string
+		addr  string
+		port  Port
+		isPod bool
+	}{
+		{"web:80/tcp", "web", "", Port{80, ProtoTCP}, true},
+		{"shop/web:81/UDP", "shop/web", "", Port{81, ProtoUDP}, true},
+		{"10.200.1.2:80/udp", "10.200.1.2", "10.200.1.2", Port{80, ProtoUDP}, false},
+		{"[fd00::1]:80/sctp", "[fd00::1]", "fd00::1", Port{80, ProtoSCTP}, false},
+	}
+	for _, c := range cases {
+		got, err := ParseTarget(c.in)
+		if err != nil {
+			t.Errorf("%s: %v", c.in, err)
+			continue
+		}
+		if got.Host != c.host || got.Port != c.port || got.IsPod != c.isPod {
+			t.Errorf("%s: got %+v", c.in, got)
+		}
+		if c.addr != "" && got.Addr != netip.MustParseAddr(c.addr) {
+			t.Errorf("%s: addr %v", c.in, got.Addr)
+		}
+	}
+	for _, bad := range []string{"web", "web:80", "web:80/icmp", ":80/tcp", "fd00::1:80/tcp", "[fd00::1:80/tcp", "[10.0.0.1]:80/tcp", "[nope]:80/tcp", "10.0.0.1:0/tcp"} {
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if !strings.Contains(err.Error(), "invalid target") {
+			t.Errorf("%q: error does not say invalid target: %v", bad, err)
+		}
+	}
+}
+
+func TestParseFamilies(t *testing.T) {
+	for in, want := range map[string][]int{"4": {4}, "6": {6}, "all": {4, 6}, "": {4}} {
+		got, err := ParseFamilies(in)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	if _, err := ParseFamilies("5"); err == nil || !strings.Contains(err.Error(), `"5"`) {
+		t.Errorf("5: %v", err)
+	}
+}
+
+func TestProbeSpecs(t *testing.T) {
+	st := testState()
+	specs := MatrixSpecs(st, []int{4, 6})
+	// shop/web -> tools/web (1 port x 2 fam), -> db (1 port x v4 only)
+	// tools/web -> shop/web (2 ports x 2 fam), -> db (1)
+	// db -> shop/web (4), -> tools/web (2)
+	if len(specs) != 3+5+6 {
+		t.Fatalf("matrix has %d probes, want 14", len(specs))
+	}
+	for _, s := range specs {
+		if s.From.FullName() == s.To {
+			t.Errorf("probe from a pod to itself: %+v", s)
+		}
+	}
+	tgt, _ := ParseTarget("db:5432/tcp")
+	got, err := ProbeSpecsFor(st, "tools/web", tgt, []int{4})
+	if err != nil || len(got) != 1 || got[0].Target.String() != "10.200.2.3:5432" || got[0].To != "shop/db" {
+		t.Errorf("single probe: %+v %v", got, err)
+	}
+	if _, err := ProbeSpecsFor(st, "tools/web", tgt, []int{6}); err == nil || !strings.Contains(err.Error(), "no IPv6") {
+		t.Errorf("v6 of a v4-only pod: %v", err)
+	}
+	tgt, _ = ParseTarget("[fd00::9]:80/udp")
+	got, err = ProbeSpecsFor(st, "db", tgt, []int{4})
+	if err != nil || len(got) != 1 || got[0].Target.String() != "[fd00::9]:80" || got[0].Proto != ProtoUDP {
+		t.Errorf("ip probe: %+v %v", got, err)
+	}
+	if _, err := ProbeSpecsFor(st, "web", tgt, []int{4}); err == nil {
+		t.Error("ambiguous FROM accepted")
+	}
+}
+
+func TestFormatResult(t *testing.T) {
+	r := ProbeResult{From: "a/b", To: "c/d", Address: "10.0.0.1:80", Protocol: "tcp", Family: 4, Connected: true}
+	if s := FormatResult(r); !strings.HasSuffix(s, "connected") || !strings.HasPrefix(s, "a/b -> c/d") {
+		t.Error(s)
+	}
+	r.Connected, r.Error = false, "refused"
+	if s := FormatResult(r); !strings.Contains(s, "NOT connected: refused") {
+		t.Error(s)
+	}
+	r.Unsupported = true
+	if s := FormatResult(r); !strings.Contains(s, "unsupported") {
+		t.Error(s)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	line := "1234 (my (weird) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10"
+	st, err := parseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.state != 'S' || st.startTime != 987654 {
+		t.Errorf("got %+v", st)
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2", "1 (x) S 1 1 1 0 -1 4 1 0 0 0 1 2 0 0 20 0 1 0 abc 1"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseMountsUnder(t *testing.T) {
+	info := `22 1 0:21 / /run rw shared:5 - tmpfs tmpfs rw
+40 22 0:40 / /run/lumen-lab/x/nodes/n1/bpf rw - bpf bpf rw
+41 22 0:41 / /run/lumen-lab/x/nodes/n1/bpf/sub rw - bpf bpf rw
+42 22 0:42 / /run/lumen-lab/xy/nodes/n1/bpf rw - bpf bpf rw
+43 22 0:43 / /run/lumen-lab/x/with\040space rw - tmpfs tmpfs rw
+44 22 0:44 / /run/lumen-lab/x rw - tmpfs tmpfs rw
+`
+	got := parseMountsUnder(info, "/run/lumen-lab/x")
+	want := []string{"/run/lumen-lab/x/nodes/n1/bpf/sub", "/run/lumen-lab/x/nodes/n1/bpf", "/run/lumen-lab/x/with space", "/run/lumen-lab/x"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestContainerID(t *testing.T) {
+	a := ContainerID("l", "shop", "web")
+	if len(a) != 64 || a != ContainerID("l", "shop", "web") || a == ContainerID("l", "tools", "web") || a == ContainerID("m", "shop", "web") {
+		t.Errorf("container IDs not stable and distinct: %s", a)
+	}
+}
+
+func TestServeConfig(t *testing.T) {
+	c := ServeConfigFor([]Port{{80, ProtoTCP}, {81, ProtoTCP}, {80, ProtoUDP}, {80, ProtoSCTP}})
+	want := []string{"--tcp", "80,81", "--udp", "80", "--sctp", "80"}
+	if got := c.Args(); !reflect.DeepEqual(got, want) {
+		t.Errorf("args = %q", got)
+	}
+	if ps, err := ParsePortList("80, 81"); err != nil || !reflect.DeepEqual(ps, []uint16{80, 81}) {
+		t.Errorf("ParsePortList = %v %v", ps, err)
+	}
+	if ps, err := ParsePortList(""); err != nil || ps != nil {
+		t.Errorf("empty = %v %v", ps, err)
+	}
+	for _, bad := range []string{"0", "x", "80,", "70000"} {
+		if _, err := ParsePortList(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
