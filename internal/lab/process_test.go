@@ -92,4 +92,3 @@ func TestStartDetachedErrors(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
