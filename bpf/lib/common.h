@@ -92,12 +92,6 @@ struct ipcache_value {
 	__u8 pad[3];
 };
 
-struct metrics_key {
-	__u8 reason;
-	__u8 dir;
-	__u8 pad[2];
-};
-
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;

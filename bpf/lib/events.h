@@ -12,16 +12,11 @@ static __always_inline struct config *get_config(void)
 
 static __always_inline void account(struct pkt *p, __u8 reason, __u8 dir)
 {
-	struct metrics_key key = { .reason = reason, .dir = dir };
+	__u32 key = (__u32)reason << 1 | (dir & 1);
 	struct metrics_value *v = bpf_map_lookup_elem(&lumen_metrics, &key);
 
-	if (!v) {
-		struct metrics_value zero = {};
-		bpf_map_update_elem(&lumen_metrics, &key, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&lumen_metrics, &key);
-		if (!v)
-			return;
-	}
+	if (!v)
+		return;
 	v->packets++;
 	v->bytes += p->len;
 }

@@ -30,37 +30,60 @@ static __always_inline __u32 identity_of(struct ip_key *ip)
 	return v ? v->identity : ID_WORLD;
 }
 
-/* dec_ttl decrements the IPv4 TTL or IPv6 hop limit as a router does.
- * Returns -1 when the packet must not be forwarded (the stack then answers
- * with ICMP time exceeded), or a negative errno on write failure. */
+/* csum_replace16 updates a 16-bit ones' complement checksum for one
+ * changed 16-bit word (RFC 1624: HC' = ~(~HC + ~m + m')). */
+static __always_inline __u16 csum_replace16(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/* dec_ttl decrements the IPv4 TTL or IPv6 hop limit as a router does, by
+ * direct packet access (cheaper than bpf_skb_store_bytes). Returns -1 when
+ * the packet must not be forwarded (the stack then answers with ICMP time
+ * exceeded), -2 when the header is out of reach. */
 static __always_inline int dec_ttl(struct __sk_buff *skb, struct pkt *p)
 {
-	__u8 ttl = p->ttl;
-	__u8 next = ttl - 1;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 
-	if (ttl <= 1)
+	if (p->ttl <= 1)
 		return -1;
 	if (p->family == AF_INET) {
-		__u32 off = p->l3_off + offsetof(struct iphdr, ttl);
-		if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
-					bpf_htons(ttl << 8), bpf_htons(next << 8), 2) < 0)
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+		__u16 old, new;
+
+		if ((void *)(ip + 1) > data_end)
 			return -2;
-		if (bpf_skb_store_bytes(skb, off, &next, 1, 0) < 0)
-			return -2;
+		old = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+		ip->ttl--;
+		new = bpf_htons((__u16)ip->ttl << 8 | ip->protocol);
+		ip->check = csum_replace16(ip->check, old, new);
 	} else {
-		__u32 off = p->l3_off + offsetof(struct ipv6hdr, hop_limit);
-		if (bpf_skb_store_bytes(skb, off, &next, 1, 0) < 0)
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+
+		if ((void *)(ip6 + 1) > data_end)
 			return -2;
+		ip6->hop_limit--;
 	}
-	p->ttl = next;
+	p->ttl--;
 	return 0;
 }
 
 static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
 {
-	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
 		return -1;
-	return bpf_skb_store_bytes(skb, ETH_ALEN, src, ETH_ALEN, 0);
+	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
+	return 0;
 }
 
 /* deliver_local hands the packet to a pod on this node through its

@@ -20,11 +20,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lumen_ipcache SEC(".maps");
 
+/* Indexed by reason << 1 | direction: an array lookup is inlined by the
+ * verifier, a hash lookup is not. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, struct metrics_key);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
 	__type(value, struct metrics_value);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 512);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lumen_metrics SEC(".maps");
 

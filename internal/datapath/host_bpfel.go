@@ -53,13 +53,6 @@ type hostIpcacheValue struct {
 	Pad       [3]uint8
 }
 
-type hostMetricsKey struct {
-	_      structs.HostLayout
-	Reason uint8
-	Dir    uint8
-	Pad    [2]uint8
-}
-
 type hostMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64

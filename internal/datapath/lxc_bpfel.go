@@ -74,13 +74,6 @@ type lxcIpcacheValue struct {
 	Pad       [3]uint8
 }
 
-type lxcMetricsKey struct {
-	_      structs.HostLayout
-	Reason uint8
-	Dir    uint8
-	Pad    [2]uint8
-}
-
 type lxcMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64

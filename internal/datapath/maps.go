@@ -184,16 +184,18 @@ type Counter struct {
 // Counters sums the per-CPU metrics map.
 func (d *Datapath) Counters() ([]Counter, error) {
 	var out []Counter
-	var k lxcMetricsKey
+	var k uint32
 	var vs []lxcMetricsValue
 	it := d.Metrics.Iterate()
 	for it.Next(&k, &vs) {
-		c := Counter{Reason: k.Reason, Direction: k.Dir}
+		c := Counter{Reason: uint8(k >> 1), Direction: uint8(k & 1)}
 		for _, v := range vs {
 			c.Packets += v.Packets
 			c.Bytes += v.Bytes
 		}
-		out = append(out, c)
+		if c.Packets > 0 {
+			out = append(out, c)
+		}
 	}
 	return out, it.Err()
 }

@@ -53,13 +53,6 @@ type overlayIpcacheValue struct {
 	Pad       [3]uint8
 }
 
-type overlayMetricsKey struct {
-	_      structs.HostLayout
-	Reason uint8
-	Dir    uint8
-	Pad    [2]uint8
-}
-
 type overlayMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
