@@ -76,10 +76,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	mtu := deviceMTU(devs)
 
 	// Tunnel device for --routing=vxlan.
-	nw := newNetwork(log)
+	nw, err := newNetwork(log)
+	if err != nil {
+		return err
+	}
 	overlayIndex := 0
 	if cfg.Routing == "vxlan" {
-		overlayIndex, err = nw.ensureVXLAN(mtu)
+		overlayIndex, mtu, err = nw.ensureVXLAN(mtu)
 		if err != nil {
 			return err
 		}
@@ -87,7 +90,6 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 		rtCfg.VXLANIfIndex = uint32(overlayIndex)
-		mtu -= 50
 	} else if err := nw.deleteVXLAN(); err != nil {
 		return err
 	}

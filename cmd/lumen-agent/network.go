@@ -10,60 +10,50 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/lumen-net/lumen/internal/neighbor"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/tunnel"
 )
 
-// TODO(helper): switch to internal/{routing,neighbor,tunnel} when they land.
+// TODO: switch the routes to internal/routing when it lands.
 
 const (
-	tunnelName  = "lumen_vxlan"
-	tunnelPort  = 8472
-	routeProto  = netlink.RouteProtocol(0xb0) // marks the routes Lumen owns
-	familyAll   = netlink.FAMILY_ALL
-	managedFlag = netlink.NTF_EXT_MANAGED
+	tunnelName = tunnel.DefaultVXLANName
+	routeProto = netlink.RouteProtocol(0xb0) // marks the routes Lumen owns
+	familyAll  = netlink.FAMILY_ALL
 )
 
-// network applies the node's routes, neighbours and tunnel device.
+// network applies the node's routes, neighbours and tunnel device in the
+// agent's network namespace.
 type network struct {
+	h   *netlink.Handle
 	log *slog.Logger
 	mu  sync.Mutex
 }
 
-func newNetwork(log *slog.Logger) *network { return &network{log: log} }
-
-func (n *network) ensureVXLAN(mtu int) (int, error) {
-	if l, err := netlink.LinkByName(tunnelName); err == nil {
-		if vx, ok := l.(*netlink.Vxlan); ok && vx.FlowBased && vx.Port == tunnelPort {
-			if err := netlink.LinkSetUp(l); err != nil {
-				return 0, err
-			}
-			return l.Attrs().Index, nil
-		}
-		if err := netlink.LinkDel(l); err != nil {
-			return 0, fmt.Errorf("replacing %s: %w", tunnelName, err)
-		}
-	}
-	vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: tunnelName, MTU: mtu - 50}, FlowBased: true, Port: tunnelPort}
-	if err := netlink.LinkAdd(vx); err != nil {
-		return 0, fmt.Errorf("creating %s: %w", tunnelName, err)
-	}
-	l, err := netlink.LinkByName(tunnelName)
+func newNetwork(log *slog.Logger) (*network, error) {
+	h, err := netlink.NewHandle()
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return 0, err
-	}
-	return l.Attrs().Index, nil
+	return &network{h: h, log: log}, nil
 }
 
-func (n *network) deleteVXLAN() error {
-	l, err := netlink.LinkByName(tunnelName)
+// ensureVXLAN creates the overlay device for an underlay of mtu and
+// returns its ifindex and the MTU pods must use.
+func (n *network) ensureVXLAN(underlayMTU int) (int, int, error) {
+	mtu, err := tunnel.OverlayMTU(underlayMTU, false)
 	if err != nil {
-		return nil
+		return 0, 0, err
 	}
-	return netlink.LinkDel(l)
+	vx, err := tunnel.EnsureVXLAN(n.h, tunnelName, tunnel.DefaultVXLANPort, mtu)
+	if err != nil {
+		return 0, 0, err
+	}
+	return vx.Attrs().Index, mtu, nil
 }
+
+func (n *network) deleteVXLAN() error { return tunnel.DeleteVXLAN(n.h, tunnelName) }
 
 func hostRoute(ip netip.Addr, ifindex int) *netlink.Route {
 	bits := 32
@@ -77,12 +67,12 @@ func hostRoute(ip netip.Addr, ifindex int) *netlink.Route {
 }
 
 func (n *network) addEndpointRoute(ip netip.Addr, ifindex int) error {
-	return netlink.RouteReplace(hostRoute(ip, ifindex))
+	return n.h.RouteReplace(hostRoute(ip, ifindex))
 }
 
 func (n *network) delEndpointRoute(ip netip.Addr, ifindex int) error {
 	// The route vanishes with the veth anyway: a missing route is fine.
-	_ = netlink.RouteDel(hostRoute(ip, ifindex))
+	_ = n.h.RouteDel(hostRoute(ip, ifindex))
 	return nil
 }
 
@@ -94,7 +84,7 @@ func (n *network) SyncRoutes(routes []node.Route) error {
 	for _, r := range routes {
 		want[r.Dst.String()] = r
 	}
-	have, err := netlink.RouteListFiltered(familyAll, &netlink.Route{Protocol: routeProto}, netlink.RT_FILTER_PROTOCOL)
+	have, err := n.h.RouteListFiltered(familyAll, &netlink.Route{Protocol: routeProto}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		return err
 	}
@@ -109,7 +99,7 @@ func (n *network) SyncRoutes(routes []node.Route) error {
 			continue
 		}
 		if !ok {
-			_ = netlink.RouteDel(&r)
+			_ = n.h.RouteDel(&r)
 		}
 	}
 	var errs []error
@@ -123,33 +113,25 @@ func (n *network) SyncRoutes(routes []node.Route) error {
 			Gw:       r.Gw.AsSlice(),
 			Protocol: routeProto,
 		}
-		if err := netlink.RouteReplace(rt); err != nil {
+		if err := n.h.RouteReplace(rt); err != nil {
 			errs = append(errs, fmt.Errorf("route %s via %s: %w", r.Dst, r.Gw, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// SyncNeighbors keeps managed neighbour entries for the next hops.
+// SyncNeighbors keeps managed neighbour entries for the next hops, on the
+// device the kernel routes each of them through.
 func (n *network) SyncNeighbors(hops []netip.Addr) error {
 	var errs []error
+	var want []neighbor.Entry
 	for _, h := range hops {
-		rs, err := netlink.RouteGet(h.AsSlice())
+		rs, err := n.h.RouteGet(h.AsSlice())
 		if err != nil || len(rs) == 0 {
 			errs = append(errs, fmt.Errorf("no route to next hop %s: %v", h, err))
 			continue
 		}
-		family := netlink.FAMILY_V4
-		if h.Is6() {
-			family = netlink.FAMILY_V6
-		}
-		ne := &netlink.Neigh{
-			LinkIndex: rs[0].LinkIndex, Family: family, IP: h.AsSlice(),
-			State: netlink.NUD_NONE, Flags: netlink.NTF_EXT_LEARNED, FlagsExt: managedFlag,
-		}
-		if err := netlink.NeighSet(ne); err != nil {
-			errs = append(errs, fmt.Errorf("managed neighbour %s: %w", h, err))
-		}
+		want = append(want, neighbor.Entry{LinkIndex: rs[0].LinkIndex, IP: h.AsSlice()})
 	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, neighbor.Sync(n.h, want))...)
 }
