@@ -231,6 +231,26 @@ func TestDetectBadInput(t *testing.T) {
 	}
 }
 
+// expectDevices reads ch until the device names equal want.
+func expectDevices(t *testing.T, ch <-chan []Device, want ...string) []Device {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case devs, ok := <-ch:
+			if !ok {
+				t.Fatalf("channel closed while waiting for %v", want)
+			}
+			if slices.Equal(Names(devs), want) {
+				return devs
+			}
+			t.Logf("devices %v, waiting for %v", Names(devs), want)
+		case <-timeout:
+			t.Fatalf("devices never became %v", want)
+		}
+	}
+}
+
 func TestWatch(t *testing.T) {
 	l := newLab(t)
 	l.veth("eth0", "10.0.0.2/24")
@@ -246,30 +266,11 @@ func TestWatch(t *testing.T) {
 		for range ch {
 		}
 	})
-
-	expect := func(want ...string) []Device {
-		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for {
-			select {
-			case devs, ok := <-ch:
-				if !ok {
-					t.Fatalf("channel closed while waiting for %v", want)
-				}
-				if slices.Equal(Names(devs), want) {
-					return devs
-				}
-				t.Logf("devices %v, waiting for %v", Names(devs), want)
-			case <-timeout:
-				t.Fatalf("devices never became %v", want)
-			}
-		}
-	}
-	expect("eth0")
+	expectDevices(t, ch, "eth0")
 
 	// A new device with a global route appears, with its addresses.
 	l.veth("eth1", "fd00:b::1/64")
-	devs := expect("eth0", "eth1")
+	devs := expectDevices(t, ch, "eth0", "eth1")
 	if !slices.Contains(devs[1].Addrs, netip.MustParsePrefix("fd00:b::1/64")) {
 		t.Errorf("eth1 addresses %v lack fd00:b::1/64", devs[1].Addrs)
 	}
@@ -277,17 +278,17 @@ func TestWatch(t *testing.T) {
 	// A device that only gains a global route later appears then.
 	eth2 := l.veth("eth2", "169.254.2.1/16")
 	l.route(&netlink.Route{Dst: mustCIDR(t, "192.0.2.0/24"), LinkIndex: eth2.Attrs().Index, Table: 100})
-	expect("eth0", "eth1", "eth2")
+	expectDevices(t, ch, "eth0", "eth1", "eth2")
 
 	// Removing the route, then the device, makes them go away.
 	if err := l.node.NL.RouteDel(&netlink.Route{Dst: mustCIDR(t, "192.0.2.0/24"), LinkIndex: eth2.Attrs().Index, Table: 100}); err != nil {
 		t.Fatal(err)
 	}
-	expect("eth0", "eth1")
+	expectDevices(t, ch, "eth0", "eth1")
 	if err := l.node.NL.LinkDel(l.node.MustLink(t, "eth1")); err != nil {
 		t.Fatal(err)
 	}
-	expect("eth0")
+	expectDevices(t, ch, "eth0")
 
 	// Cancelling closes the channel.
 	cancel()
@@ -299,6 +300,31 @@ func TestWatch(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("channel not closed after cancel")
 	}
+}
+
+// TestWatchCallerNamespace checks that a zero NS means the namespace of the
+// calling thread, also for the subscriptions, after the thread moved on.
+func TestWatchCallerNamespace(t *testing.T) {
+	l := newLab(t)
+	l.veth("lmnw0", "10.0.0.2/24")
+	ctx, cancel := context.WithCancel(context.Background())
+	var ch <-chan []Device
+	err := l.node.Do(func() error {
+		var err error
+		ch, err = Watch(ctx, WatchConfig{Logger: discard()})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range ch {
+		}
+	})
+	expectDevices(t, ch, "lmnw0")
+	l.veth("lmnw1", "10.0.1.2/24")
+	expectDevices(t, ch, "lmnw0", "lmnw1")
 }
 
 // addTun creates a persistent tun device. Tun devices are created through

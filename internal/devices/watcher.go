@@ -20,9 +20,8 @@ const (
 
 // WatchConfig configures Watch.
 type WatchConfig struct {
-	// NS is the network namespace to watch. netns.None() (or a zero value
-	// handle of -1) means the namespace of the calling thread at the time
-	// Watch is called.
+	// NS is the network namespace to watch. The zero value and netns.None()
+	// mean the namespace of the calling thread at the time Watch is called.
 	NS netns.NsHandle
 	// Filter is the --devices override; empty means detection.
 	Filter Filter
@@ -56,7 +55,7 @@ func Watch(ctx context.Context, cfg WatchConfig) (<-chan []Device, error) {
 	// from arbitrary threads.
 	var ns netns.NsHandle
 	var err error
-	if cfg.NS.IsOpen() {
+	if cfg.NS > 0 {
 		ns, err = dupNS(cfg.NS)
 	} else {
 		ns, err = netns.Get()
