@@ -6,29 +6,22 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/lumen-net/lumen/internal/neighbor"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/routing"
 	"github.com/lumen-net/lumen/internal/tunnel"
 )
 
-// TODO: switch the routes to internal/routing when it lands.
-
-const (
-	tunnelName = tunnel.DefaultVXLANName
-	routeProto = netlink.RouteProtocol(0xb0) // marks the routes Lumen owns
-	familyAll  = netlink.FAMILY_ALL
-)
+const tunnelName = tunnel.DefaultVXLANName
 
 // network applies the node's routes, neighbours and tunnel device in the
 // agent's network namespace.
 type network struct {
 	h   *netlink.Handle
 	log *slog.Logger
-	mu  sync.Mutex
 }
 
 func newNetwork(log *slog.Logger) (*network, error) {
@@ -55,69 +48,25 @@ func (n *network) ensureVXLAN(underlayMTU int) (int, int, error) {
 
 func (n *network) deleteVXLAN() error { return tunnel.DeleteVXLAN(n.h, tunnelName) }
 
-func hostRoute(ip netip.Addr, ifindex int) *netlink.Route {
-	bits := 32
-	if ip.Is6() {
-		bits = 128
-	}
-	return &netlink.Route{
-		LinkIndex: ifindex, Scope: netlink.SCOPE_LINK, Protocol: routeProto,
-		Dst: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(bits, bits)},
-	}
-}
-
 func (n *network) addEndpointRoute(ip netip.Addr, ifindex int) error {
-	return n.h.RouteReplace(hostRoute(ip, ifindex))
+	return routing.EnsureEndpointRoute(n.h, ip.AsSlice(), ifindex)
 }
 
 func (n *network) delEndpointRoute(ip netip.Addr, ifindex int) error {
-	// The route vanishes with the veth anyway: a missing route is fine.
-	_ = n.h.RouteDel(hostRoute(ip, ifindex))
-	return nil
+	return routing.DeleteEndpointRoute(n.h, ip.AsSlice(), ifindex)
 }
 
-// SyncRoutes makes Lumen's gateway routes equal to routes.
+// SyncRoutes makes Lumen's routes to other nodes' pod CIDRs equal to routes.
 func (n *network) SyncRoutes(routes []node.Route) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	want := map[string]node.Route{}
+	want := make([]routing.Route, 0, len(routes))
 	for _, r := range routes {
-		want[r.Dst.String()] = r
+		want = append(want, routing.Route{Dst: prefixNet(r.Dst), Gw: r.Gw.AsSlice()})
 	}
-	have, err := n.h.RouteListFiltered(familyAll, &netlink.Route{Protocol: routeProto}, netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return err
-	}
-	for _, r := range have {
-		if r.Gw == nil || r.Dst == nil {
-			continue // endpoint routes
-		}
-		p, _ := netip.ParsePrefix(r.Dst.String())
-		w, ok := want[p.String()]
-		if ok && net.IP(w.Gw.AsSlice()).Equal(r.Gw) {
-			delete(want, p.String())
-			continue
-		}
-		if !ok {
-			_ = n.h.RouteDel(&r)
-		}
-	}
-	var errs []error
-	for _, r := range want {
-		bits := 32
-		if r.Dst.Addr().Is6() {
-			bits = 128
-		}
-		rt := &netlink.Route{
-			Dst:      &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), bits)},
-			Gw:       r.Gw.AsSlice(),
-			Protocol: routeProto,
-		}
-		if err := n.h.RouteReplace(rt); err != nil {
-			errs = append(errs, fmt.Errorf("route %s via %s: %w", r.Dst, r.Gw, err))
-		}
-	}
-	return errors.Join(errs...)
+	return routing.SyncNodeRoutes(n.h, want)
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // SyncNeighbors keeps managed neighbour entries for the next hops, on the
