@@ -94,7 +94,12 @@ type runtimeEnv struct {
 func newRuntime(t *testing.T, cniVersion string, plugin map[string]any) *runtimeEnv {
 	t.Helper()
 	testutil.RequirePrivileged(t)
-	node := nstest.New(t, nsTag)
+	return newRuntimeIn(t, nstest.New(t, nsTag), cniVersion, plugin)
+}
+
+// newRuntimeIn is newRuntime on an existing node namespace.
+func newRuntimeIn(t *testing.T, node *nstest.NS, cniVersion string, plugin map[string]any) *runtimeEnv {
+	t.Helper()
 	dir := t.TempDir()
 	conf := map[string]any{
 		"cniVersion": cniVersion,
