@@ -135,6 +135,21 @@ func TestBadArgs(t *testing.T) {
 
 // With no agentSocket the plugin uses the default socket, and an agent that
 // does not answer is "try again later" naming the socket, for every command.
+func TestNodeNamespaceRefused(t *testing.T) {
+	fake := startFakeAgent(t)
+	rt := newRuntime(t, "1.0.0", pluginConf(fake.socket, ""))
+	p := rt.newPod("self")
+	p.rt.NetNS = "/run/netns/" + rt.node.Name
+	_, err := rt.add(p)
+	wantCNIError(t, err, types.ErrInvalidNetNS, rt.node.Name, "node")
+	if ls := hostLinks(t, rt.node); len(ls) > 0 || link(t, rt.node, "eth0") != nil {
+		t.Errorf("ADD into the node's own namespace created %v", ls)
+	}
+	if calls := fake.callList(); slices.Contains(calls, "POST /v1/ipam") {
+		t.Errorf("addresses allocated for an impossible ADD: %v", calls)
+	}
+}
+
 func TestUnreachableAgent(t *testing.T) {
 	sock := filepath.Join(shortTempDir(t), "agent.sock")
 	for _, tc := range []struct {

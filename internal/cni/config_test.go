@@ -27,7 +27,7 @@ func TestParseConfigGood(t *testing.T) {
 			socket: "/x/a.sock", mtu: 1400, log: "/var/log/lumen-cni.log"},
 		{name: "prevResult from libcni", in: `{"cniVersion":"1.0.0","name":"lumen","type":"lumen-cni","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/run/netns/x"}],"ips":[{"interface":0,"address":"10.1.0.5/32","gateway":"10.1.0.1"}]}}`,
 			socket: api.DefaultSocket, wantPrevResult: true},
-		{name: "GC attachments", in: `{"cniVersion":"1.1.0","name":"lumen","type":"lumen-cni","cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}]}`, socket: api.DefaultSocket},
+		{name: "GC attachments (both names libcni sends)", in: `{"cniVersion":"1.1.0","name":"lumen","type":"lumen-cni","cni.dev/valid-attachments":[{"containerID":"abc","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"abc","ifname":"eth0"}]}`, socket: api.DefaultSocket},
 		{name: "max mtu", in: `{"name":"lumen","type":"lumen-cni","mtu":65535}`, socket: api.DefaultSocket, mtu: 65535},
 		{name: "min mtu", in: `{"name":"lumen","type":"lumen-cni","mtu":1280}`, socket: api.DefaultSocket, mtu: 1280},
 	} {
@@ -97,6 +97,7 @@ func FuzzParseConfig(f *testing.F) {
 		`{"cniVersion":"1.0.0","name":"lumen","type":"lumen-cni","prevResult":{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.5/32","gateway":"10.1.0.1"}]}}`,
 		`{"name":"lumen","type":"lumen-cni","MTU":1}`,
 		`{"name":"lumen","type":"lumen-cni","ipam":{"type":"x"}}`,
+		`{"cniVersion":"1.1.0","name":"lumen","type":"lumen-cni","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}],"cni.dev/attachments":[{"containerID":"a","ifname":"eth0"}]}`,
 		`[]`, `null`, `{`, `{"mtu":1e400}`,
 	} {
 		f.Add([]byte(s))

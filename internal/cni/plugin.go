@@ -21,6 +21,7 @@ import (
 	"slices"
 	"time"
 
+	cnins "github.com/containernetworking/cni/pkg/ns"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -114,6 +115,13 @@ func cmdAdd(ctx context.Context, conf *Config, args *skel.CmdArgs, log *slog.Log
 		return err
 	}
 	defer podNS.Close()
+	// skel makes this check only after ADD has run; the node's own namespace
+	// must be refused before anything is created in it.
+	if same, terr := cnins.CheckNetNS(args.Netns); terr != nil {
+		return terr
+	} else if same {
+		return newError(types.ErrInvalidNetNS, "CNI_NETNS=%q is the plugin's own (node) network namespace, not a pod's", args.Netns)
+	}
 	client := api.NewClient(conf.AgentSocket)
 	id := args.ContainerID
 	hostName := HostIfName(id)
