@@ -1,20 +1,51 @@
 //go:build ignore
 
 /* Programs on the host side of a pod's veth.
- * from_container: TCX ingress, every packet the pod sends.
- * to_container:   TCX egress, every packet on its way into the pod. */
+ * from_container: TCX ingress, every packet the pod sends (its egress).
+ * to_container:   TCX egress, every packet on its way into the pod (its ingress). */
 #include "lib/fwd.h"
+#include "lib/conntrack.h"
+#include "lib/policy.h"
+
+/* enforce applies ep's policy to a new connection, reports the verdict and
+ * tells whether the packet may pass. Replies and established connections
+ * are not re-evaluated. */
+static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, __u16 ep_id, __u16 ep_flags,
+				   __u8 egress, __u32 src_id, __u32 dst_id, int *reason)
+{
+	__u16 enforced = egress ? EP_F_EGRESS_ENFORCED : EP_F_INGRESS_ENFORCED;
+	__u32 peer = egress ? dst_id : src_id;
+	__u32 flags = 0;
+	__u8 match = MATCH_NONE;
+	int verdict;
+
+	if (p->ct_status != CT_NEW || !(ep_flags & enforced))
+		return 1;
+	verdict = policy_check(ep_id, egress, peer, p, &match);
+	if (verdict != POLICY_ALLOW) {
+		flags |= EV_F_DENIED;
+		if (verdict == POLICY_DENY_EXPLICIT)
+			flags |= EV_F_EXPLICIT;
+		if (ep_flags & EP_F_AUDIT)
+			flags |= EV_F_AUDIT;
+	}
+	emit_flags(skb, p, EVENT_POLICY, match, egress ? DIR_EGRESS : DIR_INGRESS, ep_id, src_id, dst_id, flags);
+	if (verdict == POLICY_ALLOW || (ep_flags & EP_F_AUDIT))
+		return 1;
+	*reason = verdict == POLICY_DENY_EXPLICIT ? DROP_POLICY_DENY : DROP_POLICY;
+	return 0;
+}
 
 SEC("tcx/ingress")
 int from_container(struct __sk_buff *skb)
 {
 	struct endpoint_info *src, *dst;
-	struct ipcache_value *remote;
+	struct ipcache_value *remote = 0;
 	struct config *cfg;
 	struct pkt p;
 	__u32 src_id, dst_id;
 	__u16 ep_id;
-	int ret;
+	int ret, reason = 0;
 
 	ret = parse(skb, &p);
 	if (ret == PARSE_PASS)
@@ -33,12 +64,22 @@ int from_container(struct __sk_buff *skb)
 
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
-		trace(skb, &p, OBS_FROM_ENDPOINT, DIR_EGRESS, ep_id, src_id, dst->identity);
-		return deliver_local(skb, &p, dst, DIR_EGRESS, ep_id, src_id);
+		dst_id = dst->identity;
+	} else {
+		remote = lookup_ipcache(&p.dst);
+		dst_id = remote ? remote->identity : ID_WORLD;
 	}
 
-	remote = lookup_ipcache(&p.dst);
-	dst_id = remote ? remote->identity : ID_WORLD;
+	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
+		if (!enforce(skb, &p, ep_id, src->flags, 1, src_id, dst_id, &reason))
+			return drop(skb, &p, reason, DIR_EGRESS, ep_id, src_id, dst_id);
+		ct_create(&p, CT_EGRESS, src_id);
+	}
+
+	if (dst) {
+		trace(skb, &p, OBS_FROM_ENDPOINT, DIR_EGRESS, ep_id, src_id, dst_id);
+		return deliver_local(skb, &p, dst, DIR_EGRESS, ep_id, src_id);
+	}
 	if (remote && remote->tunnel_ip4) {
 		cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
@@ -53,7 +94,8 @@ int to_container(struct __sk_buff *skb)
 {
 	struct endpoint_info *ep;
 	struct pkt p;
-	int ret;
+	__u32 src_id;
+	int ret, reason = 0;
 
 	ret = parse(skb, &p);
 	if (ret == PARSE_PASS)
@@ -64,9 +106,15 @@ int to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	ep = lookup_endpoint(&p.dst);
-	/* Policy is enforced here once it exists; for now, count and trace. */
-	trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep ? ep->ep_id : 0, identity_of(&p.src),
-	      ep ? ep->identity : 0);
+	if (!ep)
+		return TC_ACT_OK; /* not addressed to the pod: the pod decides */
+	src_id = identity_of(&p.src);
+	if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
+		if (!enforce(skb, &p, ep->ep_id, ep->flags, 0, src_id, ep->identity, &reason))
+			return drop(skb, &p, reason, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
+		ct_create(&p, CT_INGRESS, src_id);
+	}
+	trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 	return TC_ACT_OK;
 }
 

@@ -33,6 +33,8 @@
 /* Drop reasons share Cilium's numbering so flows decode as Hubble does. */
 #define REASON_FORWARDED 0
 #define DROP_INVALID_SIP 132
+#define DROP_POLICY 133
+#define DROP_POLICY_DENY 181
 #define DROP_INVALID 134
 #define DROP_UNSUPPORTED_L3 139
 #define DROP_WRITE_ERROR 141
@@ -54,10 +56,33 @@
 /* Event types in the ring buffer. */
 #define EVENT_TRACE 1
 #define EVENT_DROP 2
+#define EVENT_POLICY 3 /* a policy decision on a new connection */
+
+/* Event flags. */
+#define EV_F_REPLY (1 << 0)    /* the packet is a reply of a tracked connection */
+#define EV_F_DENIED (1 << 1)   /* policy verdict: denied */
+#define EV_F_AUDIT (1 << 2)    /* denied, but let through (audit mode) */
+#define EV_F_EXPLICIT (1 << 3) /* denied by a deny rule, not by default */
+
+/* Policy match types, numbered as Cilium's monitor API. */
+#define MATCH_NONE 0
+#define MATCH_L3_ONLY 1
+#define MATCH_L3_L4 2
+#define MATCH_L4_ONLY 3
+#define MATCH_ALL 4
+
+/* Endpoint flags (endpoint_info.flags). */
+#define EP_F_INGRESS_ENFORCED (1 << 0)
+#define EP_F_EGRESS_ENFORCED (1 << 1)
+#define EP_F_AUDIT (1 << 2)
+#define EP_F_HOST (1 << 3) /* the node itself (host firewall) */
+
+/* Pseudo reason under which ring buffer overflows are counted. */
+#define REASON_EVENTS_LOST 255
 
 /* Trace levels (lumen_config.trace_level). Drops are always reported. */
 #define TRACE_NONE 0
-#define TRACE_CONTROL 1 /* TCP SYN/FIN/RST and every non-TCP packet */
+#define TRACE_CONTROL 1 /* per connection: first packet each way, TCP SYN/FIN/RST */
 #define TRACE_ALL 2
 
 /* An IP address of either family; IPv4 uses the first 4 bytes. */
@@ -95,6 +120,51 @@ struct ipcache_value {
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Key of lumen_policy (LPM): ep_id, direction and identity are always
+ * matched in full (64 bits); protocol (with pad) and port bits follow. */
+struct policy_key {
+	__u32 prefixlen;
+	__u16 ep_id;
+	__u8 egress;
+	__u8 pad;
+	__u32 identity; /* 0: any identity */
+	__u8 proto;     /* 0 (with prefixlen 64): any protocol */
+	__u8 pad2;
+	__be16 dport;
+};
+
+struct policy_value {
+	__u8 deny;
+	__u8 pad[3];
+};
+
+#define CT_EGRESS 0  /* opened by the endpoint (from_container) */
+#define CT_INGRESS 1 /* accepted by the endpoint (to_container) */
+
+struct ct_key {
+	__u8 family;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+#define CT_F_SEEN_REPLY (1 << 0)
+#define CT_F_CLOSING (1 << 1)
+
+struct ct_entry {
+	__u64 last_seen; /* bpf_ktime_get_ns */
+	__u64 packets;
+	__u64 bytes;
+	__u32 src_identity;
+	__u8 flags;
+	__u8 tcp_flags; /* union of the flags seen */
+	__u16 pad;
 };
 
 struct config {

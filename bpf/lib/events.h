@@ -21,13 +21,19 @@ static __always_inline void account(struct pkt *p, __u8 reason, __u8 dir)
 	v->bytes += p->len;
 }
 
-static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type, __u8 subtype,
-				 __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id)
+static __always_inline void emit_flags(struct __sk_buff *skb, struct pkt *p, __u8 type, __u8 subtype,
+				       __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id, __u32 flags)
 {
 	struct event *e = bpf_ringbuf_reserve(&lumen_events, sizeof(*e), 0);
 
-	if (!e)
-		return; /* the reader sees the loss through the ring's counters */
+	if (!e) {
+		/* Counted, so that user space can report the loss. */
+		__u32 key = (__u32)REASON_EVENTS_LOST << 1;
+		struct metrics_value *v = bpf_map_lookup_elem(&lumen_metrics, &key);
+		if (v)
+			v->packets++;
+		return;
+	}
 	e->ts = bpf_ktime_get_ns();
 	e->type = type;
 	e->subtype = subtype;
@@ -44,8 +50,15 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type
 	e->dport = p->dport;
 	__builtin_memcpy(e->saddr, p->src.addr, 16);
 	__builtin_memcpy(e->daddr, p->dst.addr, 16);
-	e->flags = 0;
+	e->flags = flags;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type, __u8 subtype,
+				 __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id)
+{
+	emit_flags(skb, p, type, subtype, dir, ep_id, src_id, dst_id,
+		   p->ct_status == CT_REPLY ? EV_F_REPLY : 0);
 }
 
 static __always_inline int want_trace(struct pkt *p)
@@ -57,9 +70,10 @@ static __always_inline int want_trace(struct pkt *p)
 		return 1;
 	if (level == TRACE_NONE)
 		return 0;
-	if (p->proto == IPPROTO_TCP)
-		return p->tcp_flags & 0x07; /* FIN, SYN, RST */
-	return 1;
+	/* Per connection: its first packet each way, and TCP control packets. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & 0x07)) /* FIN, SYN, RST */
+		return 1;
+	return p->ct_status != CT_UNKNOWN && p->ct_first;
 }
 
 /* trace counts a forwarded packet and maybe reports it. */

@@ -44,5 +44,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lumen_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lumen_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lumen_ct SEC(".maps");
+
 /* Forces the event struct into BTF so bpf2go can generate its Go type. */
 const struct event *unused_event __attribute__((unused));

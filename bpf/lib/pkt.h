@@ -6,11 +6,20 @@
 #define PARSE_OK 0
 #define PARSE_PASS 1 /* not IP (ARP, LLDP, ...): leave it to the stack */
 
+/* Connection tracking status of a packet (set by ct_lookup). */
+#define CT_UNKNOWN 0 /* not looked up at this hook */
+#define CT_NEW 1
+#define CT_ESTABLISHED 2
+#define CT_REPLY 3
+
 struct pkt {
 	__u8 family;
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 ttl;
+	__u8 ct_status;
+	__u8 ct_first; /* first packet of this direction of the connection */
+	__u16 pad;
 	__u16 sport;
 	__u16 dport;
 	__u32 l3_off;
@@ -38,6 +47,20 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		p->dport = bpf_ntohs(th->dest);
 		/* The flags byte follows the data offset byte. */
 		p->tcp_flags = ((__u8 *)th)[13];
+		break;
+	}
+	case IPPROTO_ICMP:
+	case 58: { /* ICMPv6 */
+		/* Echo request/reply carry an identifier: use it as both ports so
+		 * that the reply's reversed tuple matches the request's. */
+		__u8 *icmp = data + l4_off;
+		if ((void *)(icmp + 8) > data_end)
+			return DROP_INVALID;
+		if ((p->proto == IPPROTO_ICMP && (icmp[0] == 8 || icmp[0] == 0)) ||
+		    (p->proto == 58 && (icmp[0] == 128 || icmp[0] == 129))) {
+			p->sport = (__u16)icmp[4] << 8 | icmp[5];
+			p->dport = p->sport;
+		}
 		break;
 	}
 	case IPPROTO_UDP:

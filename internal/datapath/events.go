@@ -11,8 +11,26 @@ import (
 
 // Event types.
 const (
-	EventTrace = 1
-	EventDrop  = 2
+	EventTrace  = 1
+	EventDrop   = 2
+	EventPolicy = 3 // a policy decision on a new connection; Subtype is the match type
+)
+
+// Event flags.
+const (
+	EventFlagReply    = 1 << 0 // reply of a tracked connection
+	EventFlagDenied   = 1 << 1 // policy verdict: denied
+	EventFlagAudit    = 1 << 2 // denied but let through (audit mode)
+	EventFlagExplicit = 1 << 3 // denied by a deny rule
+)
+
+// Policy match types (EventPolicy's Subtype), as Cilium's monitor API.
+const (
+	MatchNone   = 0
+	MatchL3Only = 1
+	MatchL3L4   = 2
+	MatchL4Only = 3
+	MatchAll    = 4
 )
 
 // Event is one datapath event, decoded.
@@ -31,6 +49,7 @@ type Event struct {
 	Src, Dst    netip.Addr
 	SrcPort     uint16
 	DstPort     uint16
+	Flags       uint32
 }
 
 // EventSize is the size of one raw event record.
@@ -54,6 +73,7 @@ func ParseEvent(b []byte, e *Event) error {
 	e.DstPort = ne.Uint16(b[34:])
 	e.Src = addrOf(family, [16]byte(b[36:52]))
 	e.Dst = addrOf(family, [16]byte(b[52:68]))
+	e.Flags = ne.Uint32(b[68:])
 	return nil
 }
 

@@ -22,6 +22,7 @@ func TestEventLayout(t *testing.T) {
 		{"sport", unsafe.Offsetof(e.Sport), 32},
 		{"saddr", unsafe.Offsetof(e.Saddr), 36},
 		{"daddr", unsafe.Offsetof(e.Daddr), 52},
+		{"flags", unsafe.Offsetof(e.Flags), 68},
 		{"size", unsafe.Sizeof(e), 72},
 	}
 	for _, c := range checks {

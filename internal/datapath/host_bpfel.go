@@ -20,6 +20,29 @@ type hostConfig struct {
 	Pad          [2]uint32
 }
 
+type hostCtEntry struct {
+	_           structs.HostLayout
+	LastSeen    uint64
+	Packets     uint64
+	Bytes       uint64
+	SrcIdentity uint32
+	Flags       uint8
+	TcpFlags    uint8
+	Pad         uint16
+}
+
+type hostCtKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dir    uint8
+	Pad    uint8
+	Sport  uint16
+	Dport  uint16
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
 type hostEndpointInfo struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -59,15 +82,35 @@ type hostMetricsValue struct {
 	Bytes   uint64
 }
 
+type hostPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	EpId      uint16
+	Egress    uint8
+	Pad       uint8
+	Identity  uint32
+	Proto     uint8
+	Pad2      uint8
+	Dport     uint16
+}
+
+type hostPolicyValue struct {
+	_    structs.HostLayout
+	Deny uint8
+	Pad  [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hostMapLumenConfig    = "lumen_config"
+	hostMapLumenCt        = "lumen_ct"
 	hostMapLumenEndpoints = "lumen_endpoints"
 	hostMapLumenEvents    = "lumen_events"
 	hostMapLumenIpcache   = "lumen_ipcache"
 	hostMapLumenMetrics   = "lumen_metrics"
+	hostMapLumenPolicy    = "lumen_policy"
 	hostProgFromNetdev    = "from_netdev"
 	hostVarUnusedEvent    = "unused_event"
 )
@@ -122,10 +165,12 @@ type hostProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostMapSpecs struct {
 	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // hostVariableSpecs contains global variables before they are loaded into the kernel.
@@ -156,19 +201,23 @@ func (o *hostObjects) Close() error {
 // It can be passed to loadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostMaps struct {
 	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *hostMaps) Close() error {
 	return _HostClose(
 		m.LumenConfig,
+		m.LumenCt,
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
 		m.LumenMetrics,
+		m.LumenPolicy,
 	)
 }
 

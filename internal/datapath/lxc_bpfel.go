@@ -20,6 +20,29 @@ type lxcConfig struct {
 	Pad          [2]uint32
 }
 
+type lxcCtEntry struct {
+	_           structs.HostLayout
+	LastSeen    uint64
+	Packets     uint64
+	Bytes       uint64
+	SrcIdentity uint32
+	Flags       uint8
+	TcpFlags    uint8
+	Pad         uint16
+}
+
+type lxcCtKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dir    uint8
+	Pad    uint8
+	Sport  uint16
+	Dport  uint16
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
 type lxcEndpointInfo struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -80,15 +103,35 @@ type lxcMetricsValue struct {
 	Bytes   uint64
 }
 
+type lxcPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	EpId      uint16
+	Egress    uint8
+	Pad       uint8
+	Identity  uint32
+	Proto     uint8
+	Pad2      uint8
+	Dport     uint16
+}
+
+type lxcPolicyValue struct {
+	_    structs.HostLayout
+	Deny uint8
+	Pad  [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	lxcMapLumenConfig    = "lumen_config"
+	lxcMapLumenCt        = "lumen_ct"
 	lxcMapLumenEndpoints = "lumen_endpoints"
 	lxcMapLumenEvents    = "lumen_events"
 	lxcMapLumenIpcache   = "lumen_ipcache"
 	lxcMapLumenMetrics   = "lumen_metrics"
+	lxcMapLumenPolicy    = "lumen_policy"
 	lxcProgFromContainer = "from_container"
 	lxcProgToContainer   = "to_container"
 	lxcVarUnusedEvent    = "unused_event"
@@ -145,10 +188,12 @@ type lxcProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
 	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -179,19 +224,23 @@ func (o *lxcObjects) Close() error {
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
 	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.LumenConfig,
+		m.LumenCt,
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
 		m.LumenMetrics,
+		m.LumenPolicy,
 	)
 }
 

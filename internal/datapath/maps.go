@@ -14,10 +14,19 @@ const (
 	afInet6 = 10
 )
 
+// Endpoint flags.
+const (
+	EndpointIngressEnforced = 1 << 0
+	EndpointEgressEnforced  = 1 << 1
+	EndpointAudit           = 1 << 2 // policy denials are reported, not enforced
+	EndpointHost            = 1 << 3
+)
+
 // EndpointInfo is a local pod as the datapath sees it.
 type EndpointInfo struct {
 	IfIndex  uint32
 	ID       uint16
+	Flags    uint16 // EndpointIngressEnforced, ...
 	Identity uint32
 	MAC      net.HardwareAddr // pod side
 	HostMAC  net.HardwareAddr // host side of the veth
@@ -77,7 +86,7 @@ func (d *Datapath) UpsertEndpoint(ip netip.Addr, ep EndpointInfo) error {
 	if err != nil {
 		return fmt.Errorf("endpoint %s host side: %w", ip, err)
 	}
-	v := lxcEndpointInfo{Ifindex: ep.IfIndex, EpId: ep.ID, Identity: ep.Identity, Mac: mac, NodeMac: hmac}
+	v := lxcEndpointInfo{Ifindex: ep.IfIndex, EpId: ep.ID, Flags: ep.Flags, Identity: ep.Identity, Mac: mac, NodeMac: hmac}
 	k := ipKey(ip)
 	if err := d.Endpoints.Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("updating endpoint map for %s: %w", ip, err)
@@ -102,7 +111,7 @@ func (d *Datapath) ListEndpoints() (map[netip.Addr]EndpointInfo, error) {
 	it := d.Endpoints.Iterate()
 	for it.Next(&k, &v) {
 		out[addrOf(k.Family, k.Addr)] = EndpointInfo{
-			IfIndex: v.Ifindex, ID: v.EpId, Identity: v.Identity,
+			IfIndex: v.Ifindex, ID: v.EpId, Flags: v.Flags, Identity: v.Identity,
 			MAC: net.HardwareAddr(v.Mac[:]), HostMAC: net.HardwareAddr(v.NodeMac[:]),
 		}
 	}

@@ -20,6 +20,29 @@ type overlayConfig struct {
 	Pad          [2]uint32
 }
 
+type overlayCtEntry struct {
+	_           structs.HostLayout
+	LastSeen    uint64
+	Packets     uint64
+	Bytes       uint64
+	SrcIdentity uint32
+	Flags       uint8
+	TcpFlags    uint8
+	Pad         uint16
+}
+
+type overlayCtKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dir    uint8
+	Pad    uint8
+	Sport  uint16
+	Dport  uint16
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
 type overlayEndpointInfo struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -59,15 +82,35 @@ type overlayMetricsValue struct {
 	Bytes   uint64
 }
 
+type overlayPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	EpId      uint16
+	Egress    uint8
+	Pad       uint8
+	Identity  uint32
+	Proto     uint8
+	Pad2      uint8
+	Dport     uint16
+}
+
+type overlayPolicyValue struct {
+	_    structs.HostLayout
+	Deny uint8
+	Pad  [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	overlayMapLumenConfig    = "lumen_config"
+	overlayMapLumenCt        = "lumen_ct"
 	overlayMapLumenEndpoints = "lumen_endpoints"
 	overlayMapLumenEvents    = "lumen_events"
 	overlayMapLumenIpcache   = "lumen_ipcache"
 	overlayMapLumenMetrics   = "lumen_metrics"
+	overlayMapLumenPolicy    = "lumen_policy"
 	overlayProgFromOverlay   = "from_overlay"
 	overlayVarUnusedEvent    = "unused_event"
 )
@@ -122,10 +165,12 @@ type overlayProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayMapSpecs struct {
 	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // overlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -156,19 +201,23 @@ func (o *overlayObjects) Close() error {
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayMaps struct {
 	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
 	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
 	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *overlayMaps) Close() error {
 	return _OverlayClose(
 		m.LumenConfig,
+		m.LumenCt,
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
 		m.LumenMetrics,
+		m.LumenPolicy,
 	)
 }
 

@@ -1,0 +1,81 @@
+/* Connection tracking: replies and established flows skip policy. Entries
+ * are directional: CT_EGRESS for connections an endpoint opened, CT_INGRESS
+ * for connections it accepted, so that one node's two endpoints of a flow
+ * each get their own policy decision. The agent expires idle entries. */
+#pragma once
+#include "maps.h"
+#include "pkt.h"
+
+static __always_inline void ct_fill(struct ct_key *k, const struct pkt *p, __u8 dir, int reverse)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = p->family;
+	k->proto = p->proto;
+	k->dir = dir;
+	if (!reverse) {
+		k->sport = p->sport;
+		k->dport = p->dport;
+		__builtin_memcpy(k->saddr, p->src.addr, 16);
+		__builtin_memcpy(k->daddr, p->dst.addr, 16);
+	} else {
+		k->sport = p->dport;
+		k->dport = p->sport;
+		__builtin_memcpy(k->saddr, p->dst.addr, 16);
+		__builtin_memcpy(k->daddr, p->src.addr, 16);
+	}
+}
+
+static __always_inline void ct_touch(struct ct_entry *e, struct pkt *p, __u64 now)
+{
+	e->last_seen = now;
+	e->packets++;
+	e->bytes += p->len;
+	e->tcp_flags |= p->tcp_flags;
+	if (p->tcp_flags & 0x05) /* FIN or RST */
+		e->flags |= CT_F_CLOSING;
+}
+
+/* ct_lookup classifies p for an endpoint at direction dir: an existing
+ * connection of that direction, a reply to one of the other direction, or
+ * new. Sets p->ct_status and p->ct_first. */
+static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+	__u64 now = bpf_ktime_get_ns();
+
+	ct_fill(&key, p, dir, 0);
+	e = bpf_map_lookup_elem(&lumen_ct, &key);
+	if (e) {
+		ct_touch(e, p, now);
+		p->ct_status = CT_ESTABLISHED;
+		p->ct_first = 0;
+		return p->ct_status;
+	}
+	ct_fill(&key, p, dir ^ 1, 1);
+	e = bpf_map_lookup_elem(&lumen_ct, &key);
+	if (e) {
+		p->ct_first = !(e->flags & CT_F_SEEN_REPLY);
+		e->flags |= CT_F_SEEN_REPLY;
+		ct_touch(e, p, now);
+		p->ct_status = CT_REPLY;
+		return p->ct_status;
+	}
+	p->ct_status = CT_NEW;
+	p->ct_first = 1;
+	return p->ct_status;
+}
+
+static __always_inline void ct_create(struct pkt *p, __u8 dir, __u32 src_identity)
+{
+	struct ct_key key;
+	struct ct_entry e = {};
+
+	ct_fill(&key, p, dir, 0);
+	e.last_seen = bpf_ktime_get_ns();
+	e.packets = 1;
+	e.bytes = p->len;
+	e.src_identity = src_identity;
+	e.tcp_flags = p->tcp_flags;
+	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
+}
