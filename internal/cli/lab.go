@@ -55,7 +55,7 @@ func signalContext(parent context.Context) (context.Context, context.CancelFunc)
 func newLabUpCmd() *cobra.Command {
 	var file, routing, binDir string
 	var keep bool
-	var agentTimeout time.Duration
+	var agentTimeout, readyTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "up -f TOPOLOGY",
 		Short: "Build the lab described by a topology file (replacing a lab of the same name)",
@@ -79,7 +79,7 @@ func newLabUpCmd() *cobra.Command {
 			defer cancel()
 			_, err = lab.Up(ctx, lab.UpOptions{
 				Lab: g.lab, Topology: topo, Routing: routing, BinDir: binDir,
-				Keep: keep, Log: labLogger(), AgentTimeout: agentTimeout,
+				Keep: keep, Log: labLogger(), AgentTimeout: agentTimeout, ReadyTimeout: readyTimeout,
 			})
 			if err != nil {
 				return fmt.Errorf("lab %s: %w", g.lab, err)
@@ -93,6 +93,7 @@ func newLabUpCmd() *cobra.Command {
 	f.StringVar(&binDir, "bin-dir", "", "directory holding lumen-agent and lumen-cni (default: next to lumen)")
 	f.BoolVar(&keep, "keep", false, "keep a half-built lab when up fails, for debugging")
 	f.DurationVar(&agentTimeout, "agent-timeout", 90*time.Second, "how long to wait for each agent to become healthy")
+	f.DurationVar(&readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for pods to reach each other (negative: do not wait)")
 	return c
 }
 

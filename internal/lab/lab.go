@@ -8,10 +8,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -44,6 +46,9 @@ type UpOptions struct {
 	Log      *slog.Logger
 	// AgentTimeout bounds the wait for an agent to become healthy.
 	AgentTimeout time.Duration
+	// ReadyTimeout bounds the wait for pods to reach each other; negative
+	// skips that check.
+	ReadyTimeout time.Duration
 }
 
 // Up builds a lab from its topology and returns once every agent is healthy
@@ -60,6 +65,9 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	}
 	if o.AgentTimeout == 0 {
 		o.AgentTimeout = 90 * time.Second
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 90 * time.Second
 	}
 	routing := o.Topology.RoutingMode()
 	if o.Routing != "" {
@@ -133,7 +141,81 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	if err := addPods(ctx, st, o.Topology, o.Log); err != nil {
 		return st, err
 	}
+	if o.ReadyTimeout > 0 {
+		o.Log.Info("waiting for pods to reach each other")
+		if err := waitConnected(ctx, st, o.ReadyTimeout); err != nil {
+			return st, err
+		}
+	}
 	return st, nil
+}
+
+// readinessSpecs picks, for every pod, one probe per family to one other pod
+// on each node: enough to see that local delivery, routes to the other nodes
+// and their endpoints are in place.
+func readinessSpecs(st *State) []ProbeSpec {
+	sctpOK := SCTPSupported()
+	probePort := func(p *PodState) (Port, bool) {
+		for _, proto := range []string{ProtoTCP, ProtoUDP, ProtoSCTP} {
+			for _, port := range p.Ports {
+				if port.Protocol == proto && (proto != ProtoSCTP || sctpOK) {
+					return port, true
+				}
+			}
+		}
+		return Port{}, false
+	}
+	var specs []ProbeSpec
+	for i := range st.Pods {
+		from := &st.Pods[i]
+		for _, n := range st.Nodes {
+			for j := range st.Pods {
+				to := &st.Pods[j]
+				port, ok := probePort(to)
+				if i == j || to.Node != n.Name || !ok {
+					continue
+				}
+				for _, fam := range []int{4, 6} {
+					if a, ok := to.Addr(fam); ok {
+						specs = append(specs, ProbeSpec{From: from, To: to.FullName(), Target: netip.AddrPortFrom(a, port.Port), Proto: port.Protocol})
+					}
+				}
+				break
+			}
+		}
+	}
+	return specs
+}
+
+// waitConnected probes until every readiness probe connected once: agents
+// learn about other nodes and endpoints through the store, shortly after
+// they report healthy.
+func waitConnected(ctx context.Context, st *State, timeout time.Duration) error {
+	pending := readinessSpecs(st)
+	deadline := time.Now().Add(timeout)
+	for len(pending) > 0 {
+		res := RunProbes(ctx, pending, 2*time.Second, 16)
+		var next []ProbeSpec
+		var failed []string
+		for i, r := range res {
+			if !r.Connected {
+				next = append(next, pending[i])
+				failed = append(failed, FormatResult(r))
+			}
+		}
+		pending = next
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if len(failed) > 5 {
+				failed = append(failed[:5], fmt.Sprintf("... and %d more", len(failed)-5))
+			}
+			return fmt.Errorf("pods cannot reach each other after %s (use --keep to inspect the lab):\n  %s", timeout, strings.Join(failed, "\n  "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil
 }
 
 func checkExecutable(path string) error {

@@ -23,6 +23,14 @@ func TestStartDetachedInNamespace(t *testing.T) {
 	if !p.Alive() {
 		t.Fatal("process not alive after start")
 	}
+	// Its output goes to the log.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.LogTail(5), "started") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(p.LogTail(5), "started") {
+		t.Errorf("log tail = %q", p.LogTail(5))
+	}
 	if !p.InNS(ns) {
 		t.Error("process is not in the namespace it was started in")
 	}
@@ -55,13 +63,6 @@ func TestStartDetachedInNamespace(t *testing.T) {
 	if p.Alive() {
 		t.Error("process alive after Stop")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(p.LogTail(5), "started") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !strings.Contains(p.LogTail(5), "started") {
-		t.Errorf("log tail = %q", p.LogTail(5))
-	}
 }
 
 func TestStopEscalatesToKill(t *testing.T) {
@@ -71,7 +72,11 @@ func TestStopEscalatesToKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Stop(0) })
+	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(p.LogTail(1), "ready") {
+		if time.Now().After(deadline) {
+			t.Fatal("shell never started")
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := p.Stop(300 * time.Millisecond); err != nil {

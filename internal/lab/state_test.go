@@ -196,3 +196,27 @@ func TestServeConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestReadinessSpecs(t *testing.T) {
+	st := testState()
+	st.Pods = append(st.Pods, PodState{Name: "quiet", Namespace: "x", Node: "n1", IPv4: "10.200.1.9", IPv6: "fd00:10:200:1::9"})
+	specs := readinessSpecs(st)
+	// Every pod probes one served pod per node, on each family it has.
+	type key struct{ from, to string }
+	got := map[key]int{}
+	for _, s := range specs {
+		got[key{s.From.FullName(), s.To}]++
+		if s.To == "x/quiet" {
+			t.Errorf("probe to a pod without ports: %+v", s)
+		}
+	}
+	want := map[key]int{
+		{"shop/web", "tools/web"}: 2, // n2: first served pod; n1: only itself
+		{"tools/web", "shop/web"}: 2, {"tools/web", "shop/db"}: 1,
+		{"shop/db", "shop/web"}: 2, {"shop/db", "tools/web"}: 2,
+		{"x/quiet", "shop/web"}: 2, {"x/quiet", "tools/web"}: 2,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("readiness probes:\n got %v\nwant %v", got, want)
+	}
+}
