@@ -189,6 +189,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("pruning links", "err", err)
 	}
 
+	// Policy map (adopted as the previous agent left it) and conntrack expiry.
+	policyMap, err := dp.Policy()
+	if err != nil {
+		return fmt.Errorf("loading policy map: %w", err)
+	}
+	go gcConntrack(ctx, dp, log)
+
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
 	go readEvents(ctx, dp, reg, log)
@@ -233,7 +240,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.PrometheusServeAddr != "" {
 		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
 	}
-	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log})
+	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap})
 	sock := filepath.Join(cfg.StateDir, "agent.sock")
 	log.Info("agent ready", "node", cfg.NodeName, "socket", sock, "routing", cfg.Routing, "devices", devState.names(), "endpoints", len(eps.List()))
 	return apiserver.Serve(ctx, sock, h)
@@ -326,6 +333,24 @@ func readEvents(ctx context.Context, dp *datapath.Datapath, reg *metrics.Registr
 			log.Debug("drop", "reason", datapath.ReasonName(ev.Subtype), "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto, "dport", ev.DstPort)
 		default:
 			reg.Events.WithLabelValues("trace").Inc()
+		}
+	}
+}
+
+// gcConntrack expires idle connection tracking entries.
+func gcConntrack(ctx context.Context, dp *datapath.Datapath, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := dp.GCConntrack(datapath.DefaultCTLifetimes); err != nil {
+			log.Warn("conntrack GC", "err", err)
+		} else if n > 0 {
+			log.Debug("conntrack GC", "expired", n)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/ipam"
 )
@@ -28,6 +29,9 @@ type Backend struct {
 	MTU       int
 	Metrics   http.Handler
 	Log       *slog.Logger
+	// Datapath and Policy serve /v1/bpf/*; optional.
+	Datapath *datapath.Datapath
+	Policy   *datapath.PolicyMap
 }
 
 // Handler returns the API's HTTP handler.
@@ -104,6 +108,9 @@ func Handler(b *Backend) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	if b.Datapath != nil && b.Policy != nil {
+		bpfHandlers(mux, b.Datapath, b.Policy)
+	}
 	if b.Metrics != nil {
 		mux.Handle("GET /metrics", b.Metrics)
 	}
