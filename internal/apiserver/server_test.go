@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -49,10 +50,11 @@ func newTestServer(t *testing.T) (*api.Client, *ipam.IPAM) {
 	go func() { done <- Serve(ctx, sock, h) }()
 	t.Cleanup(func() { cancel(); <-done })
 	c := api.NewClient(sock)
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 500; i++ {
 		if _, err := c.Status(ctx); err == nil {
 			break
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return c, pods
 }
