@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sort"
 	"strings"
@@ -40,6 +42,15 @@ The lab is chosen with --lab or LUMEN_LAB (default "lumen").`,
 	return c
 }
 
+// labNeedsRoot is the persistent pre-run of the lab commands that create or
+// enter namespaces.
+func labNeedsRoot(cmd *cobra.Command, _ []string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("lumen %s needs root: the lab creates and enters network namespaces", cmd.CommandPath()[len("lumen "):])
+	}
+	return nil
+}
+
 func labLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
@@ -57,9 +68,10 @@ func newLabUpCmd() *cobra.Command {
 	var keep bool
 	var agentTimeout, readyTimeout time.Duration
 	c := &cobra.Command{
-		Use:   "up -f TOPOLOGY",
-		Short: "Build the lab described by a topology file (replacing a lab of the same name)",
-		Args:  cobra.NoArgs,
+		Use:     "up -f TOPOLOGY",
+		PreRunE: labNeedsRoot,
+		Short:   "Build the lab described by a topology file (replacing a lab of the same name)",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
 			if err != nil {
@@ -99,9 +111,10 @@ func newLabUpCmd() *cobra.Command {
 
 func newLabDownCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "down",
-		Short: "Stop the lab's processes and delete its namespaces and state (idempotent)",
-		Args:  cobra.NoArgs,
+		Use:     "down",
+		PreRunE: labNeedsRoot,
+		Short:   "Stop the lab's processes and delete its namespaces and state (idempotent)",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := lab.Down(g.lab, labLogger()); err != nil {
 				return fmt.Errorf("lab %s: %w", g.lab, err)
@@ -113,9 +126,10 @@ func newLabDownCmd() *cobra.Command {
 
 func newLabStatusCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Show the lab's nodes, agents and pods",
-		Args:  cobra.NoArgs,
+		Use:     "status",
+		Short:   "Show the lab's nodes, agents and pods",
+		PreRunE: labNeedsRoot,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := jsonOutput()
 			if err != nil {
@@ -183,8 +197,9 @@ func newLabProbeCmd() *cobra.Command {
 	var timeout time.Duration
 	var parallel int
 	c := &cobra.Command{
-		Use:   "probe FROM TO:PORT/PROTO | --matrix",
-		Short: "Check connectivity from a pod (exit 0 when connected, 1 when not)",
+		Use:     "probe FROM TO:PORT/PROTO | --matrix",
+		PreRunE: labNeedsRoot,
+		Short:   "Check connectivity from a pod (exit 0 when connected, 1 when not)",
 		Long: `probe connects from inside pod FROM to TO, sends a payload and expects the
 pod's echo server to send it back.
 
@@ -270,8 +285,9 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 
 func newLabExecCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "exec POD -- CMD [ARGS...]",
-		Short: "Run a command in a pod's network namespace",
+		Use:     "exec POD -- CMD [ARGS...]",
+		PreRunE: labNeedsRoot,
+		Short:   "Run a command in a pod's network namespace",
 		Example: `  lumen lab exec shop/frontend -- ip addr
   lumen lab exec frontend -- ping -c1 10.200.2.2`,
 		Args: cobra.MinimumNArgs(2),
@@ -288,7 +304,13 @@ func newLabExecCmd() *cobra.Command {
 				return err
 			}
 			// Replaces this process: stdio, signals and exit status are the command's.
-			return lab.ExecInNS(pod.NetNS, args[1:])
+			err = lab.ExecInNS(pod.NetNS, args[1:])
+			if errors.Is(err, exec.ErrNotFound) {
+				// Like a shell: 127 for a command that does not exist.
+				fmt.Fprintln(os.Stderr, "Error:", err)
+				return ExitError{Code: 127}
+			}
+			return err
 		},
 	}
 }
@@ -296,10 +318,11 @@ func newLabExecCmd() *cobra.Command {
 func newLabRestartAgentCmd() *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
-		Use:    "restart-agent NODE",
-		Short:  "Start a node's agent again the way up did (stopping it first if it runs)",
-		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Use:     "restart-agent NODE",
+		PreRunE: labNeedsRoot,
+		Short:   "Start a node's agent again the way up did (stopping it first if it runs)",
+		Hidden:  true,
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()

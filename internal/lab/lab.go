@@ -597,7 +597,7 @@ func down(lab string, log *slog.Logger) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				log.Info("stopping", "pid", p.PID, "cmd", filepath.Base(p.Args[0]))
+				log.Debug("stopping", "pid", p.PID, "cmd", filepath.Base(p.Args[0]))
 				if err := p.Stop(5 * time.Second); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
@@ -612,7 +612,7 @@ func down(lab string, log *slog.Logger) error {
 		errs = append(errs, err)
 	}
 	for _, m := range mounts {
-		log.Info("unmounting", "path", m)
+		log.Debug("unmounting", "path", m)
 		if err := syscall.Unmount(m, 0); err != nil {
 			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 				errs = append(errs, fmt.Errorf("unmounting %s: %w", m, err))
@@ -624,7 +624,7 @@ func down(lab string, log *slog.Logger) error {
 		errs = append(errs, err)
 	}
 	for _, n := range names {
-		log.Info("deleting namespace", "netns", n)
+		log.Debug("deleting namespace", "netns", n)
 		if err := DeleteNS(n); err != nil {
 			errs = append(errs, err)
 		}
@@ -638,6 +638,9 @@ func down(lab string, log *slog.Logger) error {
 	}
 	if err := os.RemoveAll(Dir(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing lab state: %w", err)
+	}
+	if st != nil || len(names) > 0 {
+		log.Info("lab removed", "lab", lab, "namespaces", len(names), "mounts", len(mounts))
 	}
 	return nil
 }

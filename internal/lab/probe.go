@@ -169,8 +169,20 @@ func ParseTarget(s string) (Target, error) {
 	if strings.Contains(host, ":") {
 		return Target{}, fmt.Errorf("invalid target %q: put IPv6 addresses in brackets", s)
 	}
+	if !validPodRef(host) {
+		return Target{}, fmt.Errorf("invalid target %q: %q is neither a pod (NAME or NAMESPACE/NAME) nor an IP address", s, host)
+	}
 	t.IsPod = true
 	return t, nil
+}
+
+// validPodRef accepts "name" and "namespace/name".
+func validPodRef(ref string) bool {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		return checkDNSLabel(ref) == ""
+	}
+	return checkDNSLabel(ns) == "" && checkDNSLabel(name) == ""
 }
 
 // ParseFamilies parses --family: "4", "6" or "all".

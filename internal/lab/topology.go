@@ -33,6 +33,10 @@ const (
 	MaxPodsPerNode = 250
 )
 
+// MaxNodeNameLen keeps /run/lumen-lab/<lab>/nodes/<node>/agent.sock within
+// the 107 bytes of a unix socket address.
+const MaxNodeNameLen = 48
+
 // Topology is what `lumen lab up -f` reads.
 type Topology struct {
 	Routing string `json:"routing,omitempty"`
@@ -340,6 +344,8 @@ func (t *Topology) validate() []*FieldError {
 		p := fmt.Sprintf("nodes[%d]", i)
 		if msg := checkDNSLabel(n.Name); msg != "" {
 			fail(p+".name", "%s", msg)
+		} else if len(n.Name) > MaxNodeNameLen {
+			fail(p+".name", "invalid name %q: node names are limited to %d characters (the agent's socket path must fit a unix socket address)", n.Name, MaxNodeNameLen)
 		} else if n.Name == "underlay" {
 			fail(p+".name", "invalid name %q: reserved for the lab's underlay namespace", n.Name)
 		} else if j, dup := nodes[n.Name]; dup {

@@ -105,6 +105,7 @@ nodes: [{name: n1}]`, []string{`routing: invalid routing "geneve"`}},
 		{"duplicate node", `nodes: [{name: n1}, {name: n1}]`, []string{`nodes[1].name: duplicate node "n1"`}},
 		{"bad node name", `nodes: [{name: N_1}, {name: ""}, {name: underlay}]`, []string{
 			`nodes[0].name: invalid name "N_1"`, `nodes[1].name: is required`, `nodes[2].name: invalid name "underlay"`}},
+		{"long node name", `nodes: [{name: `+strings.Repeat("n", 49)+`}]`, []string{`nodes[0].name: invalid name "nnnn`, `limited to 48 characters`}},
 		{"bad zone", `nodes: [{name: n1, zone: "a b"}]`, []string{`nodes[0].zone: invalid zone "a b"`}},
 		{"duplicate pod", `
 nodes: [{name: n1}, {name: n2}]
@@ -230,6 +231,13 @@ func TestLabName(t *testing.T) {
 	}
 	if PodNS("l", "n1", "web") != "lmn-l-n1-web" || NodeNS("l", "n1") != "lmn-l-n1" || UnderlayNS("l") != "lmn-l-underlay" {
 		t.Error("namespace names")
+	}
+}
+
+func TestSocketPathFits(t *testing.T) {
+	p := NodeSocket(strings.Repeat("l", 16), strings.Repeat("n", MaxNodeNameLen))
+	if len(p) > 107 {
+		t.Errorf("longest socket path %d bytes: %s", len(p), p)
 	}
 }
 
