@@ -105,7 +105,7 @@ nodes: [{name: n1}]`, []string{`routing: invalid routing "geneve"`}},
 		{"duplicate node", `nodes: [{name: n1}, {name: n1}]`, []string{`nodes[1].name: duplicate node "n1"`}},
 		{"bad node name", `nodes: [{name: N_1}, {name: ""}, {name: underlay}]`, []string{
 			`nodes[0].name: invalid name "N_1"`, `nodes[1].name: is required`, `nodes[2].name: invalid name "underlay"`}},
-		{"long node name", `nodes: [{name: `+strings.Repeat("n", 49)+`}]`, []string{`nodes[0].name: invalid name "nnnn`, `limited to 48 characters`}},
+		{"long node name", `nodes: [{name: ` + strings.Repeat("n", 49) + `}]`, []string{`nodes[0].name: invalid name "nnnn`, `limited to 48 characters`}},
 		{"bad zone", `nodes: [{name: n1, zone: "a b"}]`, []string{`nodes[0].zone: invalid zone "a b"`}},
 		{"duplicate pod", `
 nodes: [{name: n1}, {name: n2}]
