@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lumen-net/lumen/internal/resource"
 )
 
 func testState() *State {
@@ -219,4 +222,66 @@ func TestReadinessSpecs(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("readiness probes:\n got %v\nwant %v", got, want)
 	}
+}
+
+func TestTopologyObjects(t *testing.T) {
+	topo, err := ParseTopology([]byte(goodTopology))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := topologyObjects(topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.Kind+" "+o.Metadata.Namespace+"/"+o.Metadata.Name)
+	}
+	want := []string{"Namespace /default", "Namespace /shop", "Pod shop/web", "Pod default/client"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("objects %q, want %q", kinds, want)
+	}
+	web, err := resource.PodOf(&objs[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if web.Spec.NodeName != "n1" || web.Labels["app"] != "web" {
+		t.Errorf("pod web: %+v", web)
+	}
+	var ports []string
+	for _, p := range web.Ports() {
+		ports = append(ports, fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol))
+	}
+	if strings.Join(ports, ",") != "80/TCP,81/TCP,80/UDP,80/SCTP" {
+		t.Errorf("pod web ports %v", ports)
+	}
+}
+
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"web:80/tcp", "shop/web:81/udp", "10.0.0.1:80/sctp", "[fd00::1]:80/tcp", "[::ffff:1.2.3.4]:1/udp", "a:b:c", "[fe80::1%eth0]:80/tcp"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			if !strings.Contains(err.Error(), "invalid target") {
+				t.Fatalf("error without context: %v", err)
+			}
+			return
+		}
+		if tg.Port.Port == 0 {
+			t.Fatal("port 0 accepted")
+		}
+		if tg.IsPod == tg.Addr.IsValid() {
+			t.Fatalf("target is both or neither a pod and an address: %+v", tg)
+		}
+		if tg.IsPod && strings.ContainsAny(tg.Host, ":[]") {
+			t.Fatalf("pod name with address characters: %q", tg.Host)
+		}
+		// The parsed target renders back to an equivalent string.
+		again, err := ParseTarget(tg.Host + ":" + tg.Port.String())
+		if err != nil || again.Port != tg.Port || again.Addr != tg.Addr || again.Host != tg.Host {
+			t.Fatalf("round trip of %q: %+v %v", s, again, err)
+		}
+	})
 }

@@ -1,13 +1,16 @@
 package labtest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/resource"
 )
 
 // exampleTopology is the repository's example lab.
@@ -212,6 +215,28 @@ func TestLabNative(t *testing.T) {
 		}
 		if r := lumenStdin(t, name, "hello pod\n", "lab", "exec", "debug", "--", "cat"); r.code != 0 || r.stdout != "hello pod\n" {
 			t.Errorf("stdin not attached: exit %d %q", r.code, r.stdout)
+		}
+	})
+
+	t.Run("store", func(t *testing.T) {
+		// up stored the pods and namespaces like `lumen apply` would.
+		ctx := context.Background()
+		c, err := kvstore.Dial(ctx, lab.StoreURL(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		pod, err := resource.GetPod(ctx, c, "shop", "frontend")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pod.Spec.NodeName != "n1" || pod.Labels["app"] != "frontend" || len(pod.Ports()) != 3 {
+			t.Errorf("stored pod: %+v", pod)
+		}
+		for _, ns := range []string{"shop", "tools"} {
+			if _, err := resource.GetNamespace(ctx, c, ns); err != nil {
+				t.Errorf("namespace %s: %v", ns, err)
+			}
 		}
 	})
 
