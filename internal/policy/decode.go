@@ -1,0 +1,606 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Policy kinds.
+const (
+	KindNetworkPolicy                  = "NetworkPolicy"
+	KindCiliumNetworkPolicy            = "CiliumNetworkPolicy"
+	KindCiliumClusterwideNetworkPolicy = "CiliumClusterwideNetworkPolicy"
+)
+
+// Policy is one decoded and validated policy object. Build it with Decode.
+type Policy struct {
+	Kind      string
+	Namespace string // empty for CiliumClusterwideNetworkPolicy
+	Name      string
+
+	rules []*rule
+}
+
+// String names the policy like error messages and RuleRefs do:
+// "CiliumNetworkPolicy shop/allow-web", "CiliumClusterwideNetworkPolicy host-fw".
+func (p *Policy) String() string {
+	if p.Namespace == "" {
+		return p.Kind + " " + p.Name
+	}
+	return p.Kind + " " + p.Namespace + "/" + p.Name
+}
+
+// Rules is the number of rules: 1 for a NetworkPolicy, len(spec)+len(specs)
+// for Cilium policies. RuleRef.RuleIndex counts in this order (spec first).
+func (p *Policy) Rules() int { return len(p.rules) }
+
+// HostRules returns the indexes of the rules that use a nodeSelector: they
+// apply to the host endpoint only (and rules with an endpointSelector never
+// do). Only CiliumClusterwideNetworkPolicy has them.
+func (p *Policy) HostRules() []int {
+	var out []int
+	for _, r := range p.rules {
+		if r.subjectKind == subjectNode {
+			out = append(out, r.index)
+		}
+	}
+	return out
+}
+
+type subjectKind int
+
+const (
+	subjectPods      subjectKind = iota // NetworkPolicy: pods of the namespace matching the selector
+	subjectEndpoints                    // Cilium endpointSelector: any non-host endpoint (namespace-limited for CNP)
+	subjectNode                         // Cilium nodeSelector: the host endpoint
+)
+
+// rule is one normalized rule: a NetworkPolicy, or one spec of a Cilium policy.
+type rule struct {
+	policy      *Policy
+	index       int
+	path        string // "spec", "specs[1]"
+	subjectKind subjectKind
+	namespace   string // subjectPods, and subjectEndpoints of a namespaced policy
+	subject     *selector
+
+	// Whether endpoints selected by the rule are under policy enforcement
+	// per direction, and whether the rule asks for default deny there.
+	ingress, egress                       bool
+	ingressDefaultDeny, egressDefaultDeny bool
+
+	sections []*section
+}
+
+// section is one ingress/egress/ingressDeny/egressDeny element.
+type section struct {
+	name          string // "ingress[1]"
+	egress, deny  bool
+	peers         []*peer
+	allPorts      bool       // no port restriction (L3-only)
+	ports         []portSpec // when !allPorts; empty: the section matches nothing
+	peerSetsIndex int        // offset of this section's peers in the engine's peer sets
+}
+
+type peerKind int
+
+const (
+	peerSelector peerKind = iota // label selector over identities
+	peerCIDR                     // prefix with excepts over CIDR identities
+	peerAll                      // wildcard identity 0
+)
+
+type peer struct {
+	desc   string // "fromEndpoints[0] {k8s:app=web, ...}", used as RuleRef.Selector
+	kind   peerKind
+	sel    *selector
+	prefix netip.Prefix
+	except []netip.Prefix
+}
+
+// FieldError is one problem with one field, worded like the Kubernetes API
+// server: `spec.ingress[0].toPorts[0].ports[1].port: invalid value "x": ...`.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// DecodeError is the failure to decode or validate one policy object; every
+// line of its message names the object.
+type DecodeError struct {
+	Object string // "CiliumNetworkPolicy shop/allow-web"
+	Errs   []FieldError
+}
+
+func (e *DecodeError) Error() string {
+	lines := make([]string, len(e.Errs))
+	for i, fe := range e.Errs {
+		lines[i] = e.Object + ": " + fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// maxErrors bounds the errors collected for one object (fuzzed inputs can
+// be huge).
+const maxErrors = 50
+
+// Decode decodes and validates one policy object from YAML or JSON (one
+// document; the caller splits multi-document YAML). Unknown fields are
+// errors, so a typo never silently widens or narrows a policy; fields Lumen
+// does not implement yet (fromRequires, toFQDNs, toServices, icmps, L7
+// rules, ...) are rejected with "not supported yet".
+func Decode(data []byte) (p *Policy, err error) {
+	j, err := yamlToJSON(data)
+	if err != nil {
+		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: err.Error()}}}
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "decoding JSON: " + err.Error()}}}
+	}
+	if v == nil {
+		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "empty document"}}}
+	}
+	w := &walker{}
+	p = w.policy(v)
+	if len(w.errs) > 0 {
+		return nil, &DecodeError{Object: p.String(), Errs: w.errs}
+	}
+	return p, nil
+}
+
+// yamlToJSON converts, turning a panic of the YAML library on hostile
+// input into an error: Decode must never panic.
+func yamlToJSON(data []byte) (j []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			j, err = nil, fmt.Errorf("parsing YAML: %v", r)
+		}
+	}()
+	j, err = yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("parsing YAML: %w", err)
+	}
+	return j, nil
+}
+
+type walker struct {
+	errs []FieldError
+}
+
+func (w *walker) errf(path, format string, a ...any) {
+	if len(w.errs) < maxErrors {
+		w.errs = append(w.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+	}
+}
+
+func (w *walker) invalid(path string, v any, detail string) {
+	w.errf(path, "invalid value %s: %s", show(v), detail)
+}
+
+func (w *walker) required(path string) { w.errf(path, "required value") }
+
+func (w *walker) unsupported(path string, v any, supported ...string) {
+	q := make([]string, len(supported))
+	for i, s := range supported {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	w.errf(path, "unsupported value %s: supported values: %s", show(v), strings.Join(q, ", "))
+}
+
+func show(v any) string {
+	switch x := v.(type) {
+	case string:
+		return fmt.Sprintf("%q", x)
+	case json.Number:
+		return x.String()
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
+}
+
+func child(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+func typeName(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "a list"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return "null"
+}
+
+// object checks that v is an object (nil stays nil) whose fields are all in
+// known.
+func (w *walker) object(path string, v any, known ...string) map[string]any {
+	if v == nil {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		w.errf(path, "must be an object, not %s", typeName(v))
+		return nil
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		if !slices.Contains(known, k) {
+			w.errf(path, "unknown field %q", k)
+		}
+	}
+	return m
+}
+
+// notSupported reports fields Lumen knows but does not implement yet.
+func (w *walker) notSupported(path string, m map[string]any, fields ...string) {
+	for _, f := range fields {
+		if v, ok := m[f]; ok && v != nil {
+			w.errf(child(path, f), "not supported yet")
+		}
+	}
+}
+
+func (w *walker) list(path string, v any) []any {
+	if v == nil {
+		return nil
+	}
+	l, ok := v.([]any)
+	if !ok {
+		w.errf(path, "must be a list, not %s", typeName(v))
+		return nil
+	}
+	return l
+}
+
+func (w *walker) str(path string, v any) (string, bool) {
+	s, ok := v.(string)
+	if !ok {
+		w.errf(path, "must be a string, not %s", typeName(v))
+	}
+	return s, ok
+}
+
+func (w *walker) boolean(path string, v any) (bool, bool) {
+	b, ok := v.(bool)
+	if !ok {
+		w.errf(path, "must be a boolean, not %s", typeName(v))
+	}
+	return b, ok
+}
+
+// integer reads a whole JSON number.
+func (w *walker) integer(path string, v any) (int64, bool) {
+	n, ok := v.(json.Number)
+	if !ok {
+		w.errf(path, "must be an integer, not %s", typeName(v))
+		return 0, false
+	}
+	i, err := n.Int64()
+	if err != nil {
+		w.invalid(path, n, "must be an integer")
+		return 0, false
+	}
+	return i, true
+}
+
+func (w *walker) policy(v any) *Policy {
+	p := &Policy{Kind: "policy", Name: "<no name>"}
+	m := w.object("", v, "apiVersion", "kind", "metadata", "spec", "specs", "status")
+	if m == nil {
+		if _, ok := v.(map[string]any); !ok {
+			return p
+		}
+	}
+	kind, _ := m["kind"].(string)
+	apiVersion, _ := m["apiVersion"].(string)
+	want := map[string]string{
+		KindNetworkPolicy:                  "networking.k8s.io/v1",
+		KindCiliumNetworkPolicy:            "cilium.io/v2",
+		KindCiliumClusterwideNetworkPolicy: "cilium.io/v2",
+	}
+	switch {
+	case m["kind"] == nil:
+		w.required("kind")
+	case want[kind] == "":
+		w.unsupported("kind", m["kind"], KindNetworkPolicy, KindCiliumNetworkPolicy, KindCiliumClusterwideNetworkPolicy)
+	default:
+		p.Kind = kind
+		if apiVersion != want[kind] {
+			w.unsupported("apiVersion", m["apiVersion"], want[kind])
+		}
+	}
+	w.metadata(p, m["metadata"])
+	switch p.Kind {
+	case KindNetworkPolicy:
+		if m["specs"] != nil {
+			w.errf("", "unknown field %q", "specs")
+		}
+		w.networkPolicy(p, m["spec"])
+	case KindCiliumNetworkPolicy, KindCiliumClusterwideNetworkPolicy:
+		w.ciliumPolicy(p, m["spec"], m["specs"])
+	}
+	return p
+}
+
+func (w *walker) metadata(p *Policy, v any) {
+	md, ok := v.(map[string]any)
+	if !ok {
+		if v == nil {
+			w.required("metadata.name")
+		} else {
+			w.errf("metadata", "must be an object, not %s", typeName(v))
+		}
+		return
+	}
+	if name, ok := md["name"]; !ok || name == nil {
+		w.required("metadata.name")
+	} else if s, ok := w.str("metadata.name", name); ok {
+		if !dnsSubdomain(s) {
+			w.invalid("metadata.name", s, "must be a lowercase RFC 1123 subdomain")
+		} else {
+			p.Name = s
+		}
+	}
+	ns := ""
+	if v := md["namespace"]; v != nil {
+		if s, ok := w.str("metadata.namespace", v); ok {
+			if s != "" && !dnsLabel(s) {
+				w.invalid("metadata.namespace", s, "must be a lowercase RFC 1123 label")
+			} else {
+				ns = s
+			}
+		}
+	}
+	switch p.Kind {
+	case KindCiliumClusterwideNetworkPolicy:
+		// Cluster-scoped: the API server ignores a namespace.
+	default:
+		if ns == "" {
+			ns = "default" // what kubectl does for namespaced kinds
+		}
+		p.Namespace = ns
+	}
+}
+
+var (
+	dnsLabelRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	qualNameRE  = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	ianaSvcRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	hasLetterRE = regexp.MustCompile(`[a-z]`)
+)
+
+func dnsLabel(s string) bool { return len(s) <= 63 && dnsLabelRE.MatchString(s) }
+
+func dnsSubdomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, part := range strings.Split(s, ".") {
+		if !dnsLabel(part) {
+			return false
+		}
+	}
+	return true
+}
+
+// qualifiedName validates a Kubernetes label key: [prefix/]name.
+func qualifiedName(s string) string {
+	prefix, name, hasPrefix := strings.Cut(s, "/")
+	if !hasPrefix {
+		name, prefix = prefix, ""
+	}
+	switch {
+	case hasPrefix && !dnsSubdomain(prefix):
+		return "the prefix must be a lowercase RFC 1123 subdomain"
+	case name == "" || len(name) > 63 || !qualNameRE.MatchString(name):
+		return "must be a qualified name: alphanumerics, '-', '_' or '.', at most 63 characters, starting and ending with an alphanumeric, with an optional DNS subdomain prefix and '/'"
+	}
+	return ""
+}
+
+func labelValue(s string) bool { return s == "" || len(s) <= 63 && qualNameRE.MatchString(s) }
+
+// portName validates an IANA service name (a named port).
+func portName(s string) string {
+	switch {
+	case len(s) > 15:
+		return "must be no more than 15 characters"
+	case !ianaSvcRE.MatchString(s):
+		return "must contain only lowercase alphanumerics and '-', starting and ending with an alphanumeric"
+	case strings.Contains(s, "--"):
+		return "must not contain consecutive hyphens"
+	case !hasLetterRE.MatchString(s):
+		return "must contain at least one letter"
+	}
+	return ""
+}
+
+// selectorKeys says how the keys of a label selector are read.
+type selectorKeys int
+
+const (
+	keysPod       selectorKeys = iota // Kubernetes pod labels: source k8s, no prefix allowed
+	keysNamespace                     // Kubernetes namespace labels: k8s:io.cilium.k8s.namespace.labels.<key>
+	keysCilium                        // Cilium: optional "source:" prefix, k8s by default
+)
+
+func (w *walker) selectorKey(path string, key string, mode selectorKeys) (src, k string, ok bool) {
+	src, k = SourceK8s, key
+	if mode == keysCilium {
+		if s, rest, found := strings.Cut(key, ":"); found {
+			if !validSource(s) {
+				w.invalid(path, key, "invalid label source "+fmt.Sprintf("%q", s))
+				return "", "", false
+			}
+			src, k = s, rest
+		}
+	}
+	if msg := qualifiedName(k); msg != "" {
+		w.invalid(path, key, msg)
+		return "", "", false
+	}
+	if mode == keysNamespace {
+		if k == namespaceNameLabel {
+			// Kubernetes sets this label on every namespace to its name.
+			return SourceK8s, PodNamespaceLabel, true
+		}
+		k = NamespaceLabelsPrefix + k
+	}
+	if (src == SourceK8s || src == SourceAny) && k == NamespaceLabelsPrefix+namespaceNameLabel {
+		k = PodNamespaceLabel
+	}
+	return src, k, true
+}
+
+// labelSelector decodes a Kubernetes LabelSelector. A nil value is the
+// empty selector (everything).
+func (w *walker) labelSelector(path string, v any, mode selectorKeys) *selector {
+	s := newSelector()
+	m := w.object(path, v, "matchLabels", "matchExpressions")
+	if m == nil {
+		return s
+	}
+	if v := m["matchLabels"]; v != nil {
+		if _, ok := v.(map[string]any); !ok {
+			w.errf(child(path, "matchLabels"), "must be an object, not %s", typeName(v))
+		}
+	}
+	if raw, ok := m["matchLabels"].(map[string]any); ok {
+		for _, key := range slices.Sorted(mapKeys(raw)) {
+			p := child(child(path, "matchLabels"), key)
+			val, ok := w.str(p, raw[key])
+			if !ok {
+				continue
+			}
+			if !labelValue(val) {
+				w.invalid(p, val, "must be a label value: at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
+				continue
+			}
+			src, k, ok := w.selectorKey(p, key, mode)
+			if ok {
+				s.add(requirement{source: src, key: k, op: opIn, values: []string{val}})
+			}
+		}
+	}
+	for i, e := range w.list(child(path, "matchExpressions"), m["matchExpressions"]) {
+		ep := index(child(path, "matchExpressions"), i)
+		em := w.object(ep, e, "key", "operator", "values")
+		if em == nil {
+			if e == nil {
+				w.required(child(ep, "key"))
+			}
+			continue
+		}
+		var src, k string
+		keyOK := false
+		if em["key"] == nil {
+			w.required(child(ep, "key"))
+		} else if key, ok := w.str(child(ep, "key"), em["key"]); ok {
+			src, k, keyOK = w.selectorKey(child(ep, "key"), key, mode)
+		}
+		op := ""
+		if em["operator"] == nil {
+			w.required(child(ep, "operator"))
+		} else if o, ok := w.str(child(ep, "operator"), em["operator"]); ok {
+			switch o {
+			case opIn, opNotIn, opExists, opDoesNotExist:
+				op = o
+			default:
+				w.unsupported(child(ep, "operator"), o, opIn, opNotIn, opExists, opDoesNotExist)
+			}
+		}
+		var values []string
+		valsOK := true
+		for j, x := range w.list(child(ep, "values"), em["values"]) {
+			vp := index(child(ep, "values"), j)
+			if s, ok := w.str(vp, x); !ok {
+				valsOK = false
+			} else if !labelValue(s) {
+				w.invalid(vp, s, "must be a label value")
+				valsOK = false
+			} else {
+				values = append(values, s)
+			}
+		}
+		switch op {
+		case opIn, opNotIn:
+			if len(values) == 0 && valsOK {
+				w.errf(child(ep, "values"), "required value: must be non-empty when operator is %s", op)
+				valsOK = false
+			}
+		case opExists, opDoesNotExist:
+			if len(values) > 0 {
+				w.errf(child(ep, "values"), "must be empty when operator is %s", op)
+				valsOK = false
+			}
+		}
+		if keyOK && op != "" && valsOK {
+			s.add(requirement{source: src, key: k, op: op, values: values})
+		}
+	}
+	return s
+}
+
+func mapKeys(m map[string]any) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// cidr parses a prefix ("10.0.0.0/8"); allowAddr also accepts a bare address
+// (a host prefix), as Cilium's fromCIDR does.
+func (w *walker) cidr(path string, v any, allowAddr bool) (netip.Prefix, bool) {
+	s, ok := w.str(path, v)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if allowAddr {
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			return netip.PrefixFrom(a, a.BitLen()), true
+		}
+	}
+	w.invalid(path, s, "must be a valid CIDR (e.g. 10.0.0.0/8 or fd00::/64)")
+	return netip.Prefix{}, false
+}
