@@ -569,7 +569,14 @@ func Down(lab string, log *slog.Logger) error {
 		return err
 	}
 	defer unlock()
-	return down(lab, log)
+	if err := down(lab, log); err != nil {
+		return err
+	}
+	// Removed while held: lock() notices and retries on a fresh file.
+	if err := os.Remove(LockFile(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing lab lock: %w", err)
+	}
+	return nil
 }
 
 func down(lab string, log *slog.Logger) error {

@@ -154,27 +154,29 @@ func (s *State) save() error {
 	return nil
 }
 
-// lock takes the lab's lock, serializing up, down and agent restarts.
+// lock takes the lab's lock, serializing up, down and agent restarts. Down
+// removes the lock file, so after getting the lock we check that the file is
+// still the one at the path; if not, someone removed it meanwhile and we try
+// again on the new one.
 func lock(lab string) (unlock func(), err error) {
 	if err := os.MkdirAll(RunDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", RunDir, err)
 	}
-	f, err := os.OpenFile(LockFile(lab), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening lab lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking lab %q: %w", lab, err)
+	for {
+		f, err := os.OpenFile(LockFile(lab), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("opening lab lock: %w", err)
 		}
-		// Someone else changes this lab right now: wait for them.
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("locking lab %q: %w", lab, err)
 		}
+		var held, cur unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(LockFile(lab), &cur) == nil && held.Ino == cur.Ino && held.Dev == cur.Dev {
+			return func() { f.Close() }, nil
+		}
+		f.Close()
 	}
-	return func() { f.Close() }, nil
 }
 
 // mountsUnder lists the mount points below dir, deepest first.

@@ -3,11 +3,14 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 func testState() *State {
@@ -284,4 +287,49 @@ func FuzzParseTarget(f *testing.F) {
 			t.Fatalf("round trip of %q: %+v %v", s, again, err)
 		}
 	})
+}
+
+func TestLockSurvivesRemoval(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	name := "lk" + testutil.Suffix()
+	t.Cleanup(func() { _ = os.Remove(LockFile(name)) })
+	unlock, err := lock(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan func(), 1)
+	go func() {
+		u, err := lock(name)
+		if err != nil {
+			t.Error(err)
+			u = func() {}
+		}
+		got <- u
+	}()
+	select {
+	case <-got:
+		t.Fatal("second lock taken while the first is held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Down removes the file while holding the lock.
+	if err := os.Remove(LockFile(name)); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	u2 := <-got
+	// The waiter must hold a lock on the file now at the path, so that a
+	// third locker excludes it.
+	third := make(chan func(), 1)
+	go func() {
+		u, _ := lock(name)
+		third <- u
+	}()
+	select {
+	case u := <-third:
+		u()
+		t.Fatal("third lock taken while the second is held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	u2()
+	(<-third)()
 }

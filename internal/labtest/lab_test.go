@@ -295,6 +295,9 @@ func checkDown(t *testing.T, name string) {
 	if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
 		t.Errorf("state dir left: %v", err)
 	}
+	if _, err := os.Stat(lab.LockFile(name)); !os.IsNotExist(err) {
+		t.Errorf("lock file left: %v", err)
+	}
 	// Idempotent.
 	mustLumen(t, name, "lab", "down")
 }
