@@ -1,0 +1,68 @@
+package parser
+
+import (
+	"sort"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+)
+
+// Reserved security identities (Cilium's numbers).
+const (
+	IdentityUnknown     = 0
+	IdentityHost        = 1
+	IdentityWorld       = 2
+	IdentityUnmanaged   = 3
+	IdentityHealth      = 4
+	IdentityInit        = 5
+	IdentityRemoteNode  = 6
+	IdentityKubeAPI     = 7
+	IdentityIngress     = 8
+	IdentityWorldIPv4   = 9
+	IdentityWorldIPv6   = 10
+	MinClusterIdentity  = 256
+	reservedLabelPrefix = "reserved:"
+)
+
+var reservedNames = map[uint32]string{
+	IdentityHost: "host", IdentityWorld: "world", IdentityUnmanaged: "unmanaged", IdentityHealth: "health",
+	IdentityInit: "init", IdentityRemoteNode: "remote-node", IdentityKubeAPI: "kube-apiserver",
+	IdentityIngress: "ingress", IdentityWorldIPv4: "world-ipv4", IdentityWorldIPv6: "world-ipv6",
+}
+
+var reservedEndpoints = func() map[uint32]*flowpb.Endpoint {
+	m := map[uint32]*flowpb.Endpoint{}
+	for id, name := range reservedNames {
+		m[id] = &flowpb.Endpoint{Identity: id, Labels: []string{reservedLabelPrefix + name}}
+	}
+	return m
+}()
+
+// reservedEndpoint returns the shared endpoint of a reserved identity other
+// than init (init endpoints are pods whose labels are not resolved yet).
+func reservedEndpoint(id uint32) *flowpb.Endpoint {
+	if id == IdentityInit {
+		return nil
+	}
+	return reservedEndpoints[id]
+}
+
+// ReservedEndpoint returns the shared endpoint of a reserved identity
+// ("reserved:world"...), or nil for other identities.
+func ReservedEndpoint(id uint32) *flowpb.Endpoint { return reservedEndpoints[id] }
+
+// ReservedName names a reserved identity ("world"), or "".
+func ReservedName(id uint32) string { return reservedNames[id] }
+
+// PodLabels formats a pod's labels as Cilium does for its identity:
+// "k8s:key=value", sorted, with the namespace label added.
+func PodLabels(namespace string, labels map[string]string) []string {
+	out := make([]string, 0, len(labels)+1)
+	for k, v := range labels {
+		out = append(out, "k8s:"+k+"="+v)
+	}
+	if _, ok := labels["io.kubernetes.pod.namespace"]; !ok && namespace != "" {
+		out = append(out, "k8s:io.kubernetes.pod.namespace="+namespace)
+	}
+	sort.Strings(out)
+	return out
+}
