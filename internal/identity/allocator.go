@@ -1,0 +1,273 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/lumen-net/lumen/internal/kvstore"
+)
+
+// Store keys of cluster identities: both directions are written in one
+// transaction, so a label set and an id are either both taken or both free.
+const (
+	LabelsPrefix = "/lumen/v1/identities/labels/" // + canonical labels -> {"id": N}
+	IDsPrefix    = "/lumen/v1/identities/ids/"    // + N -> {"labels": [...]}
+)
+
+type labelsValue struct {
+	ID ID `json:"id"`
+}
+
+type idValue struct {
+	Labels []string `json:"labels"`
+}
+
+// maxAttempts bounds retries when other nodes take the id we picked.
+const maxAttempts = 1000
+
+// Allocator maps label sets to identities and back. With a kvstore client
+// cluster identities are shared by every node; without one (a node alone)
+// they are allocated in memory. Safe for concurrent use.
+type Allocator struct {
+	kv *kvstore.Client
+
+	mu          sync.Mutex
+	byLabels    map[string]ID
+	byID        map[ID]Labels
+	nextLocal   ID
+	nextCluster ID // in-memory mode only
+}
+
+// NewAllocator returns an allocator using kv, or in-memory when kv is nil.
+func NewAllocator(kv *kvstore.Client) *Allocator {
+	a := &Allocator{
+		kv:          kv,
+		byLabels:    map[string]ID{},
+		byID:        map[ID]Labels{},
+		nextLocal:   MinLocal,
+		nextCluster: MinCluster,
+	}
+	for id := range reservedNames {
+		ls, _ := ReservedLabels(id)
+		a.remember(id, ls)
+	}
+	return a
+}
+
+// Allocate returns the identity of lbls, allocating it if needed: reserved
+// label sets map to their reserved identity, sets with a cidr: label get a
+// node-local identity, everything else a cluster identity.
+func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (ID, error) {
+	if err := lbls.check(); err != nil {
+		return Unknown, fmt.Errorf("allocating identity: %w", err)
+	}
+	canon := lbls.String()
+	a.mu.Lock()
+	id, ok := a.byLabels[canon]
+	a.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	if id, ok, err := reservedFor(lbls); ok || err != nil {
+		return id, err
+	}
+
+	if a.kv != nil && !isLocal(lbls) {
+		// No lock across store round trips: concurrent callers for the
+		// same labels all end up with the id the store holds.
+		id, err := a.allocateCluster(ctx, lbls)
+		if err != nil {
+			return Unknown, err
+		}
+		a.mu.Lock()
+		a.remember(id, lbls)
+		a.mu.Unlock()
+		return id, nil
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if id, ok := a.byLabels[canon]; ok { // allocated meanwhile
+		return id, nil
+	}
+	if isLocal(lbls) {
+		id = a.nextLocal
+		a.nextLocal++
+	} else {
+		if a.nextCluster > MaxCluster {
+			return Unknown, fmt.Errorf("allocating identity for %s: all cluster identities %d-%d are in use", canon, MinCluster, MaxCluster)
+		}
+		id = a.nextCluster
+		a.nextCluster++
+	}
+	a.remember(id, lbls)
+	return id, nil
+}
+
+// Lookup returns the labels of id if this allocator knows it: reserved ids,
+// ids it allocated, and with Run, every cluster identity in the store.
+func (a *Allocator) Lookup(id ID) (Labels, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ls, ok := a.byID[id]
+	return ls, ok
+}
+
+// Run keeps the cache of cluster identities equal to the store until ctx
+// ends, so that Lookup knows identities allocated by other nodes. It does
+// nothing in memory mode.
+func (a *Allocator) Run(ctx context.Context) {
+	if a.kv == nil {
+		return
+	}
+	for u := range a.kv.ListAndWatch(ctx, IDsPrefix) {
+		for _, kv := range u.KVs {
+			a.learn(kv)
+		}
+		for _, e := range u.Events {
+			if e.Type == kvstore.EventPut {
+				a.learn(e.KV)
+			}
+			// Identities are never released yet, so deletions (a wiped
+			// store) leave the cache alone.
+		}
+	}
+}
+
+func (a *Allocator) learn(kv kvstore.KV) {
+	id, ls, err := parseIDEntry(kv)
+	if err != nil {
+		slog.Warn("ignoring bad identity entry", "key", kv.Key, "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.remember(id, ls)
+	a.mu.Unlock()
+}
+
+func (a *Allocator) remember(id ID, ls Labels) {
+	a.byLabels[ls.String()] = id
+	a.byID[id] = slices.Clone(ls)
+}
+
+// allocateCluster finds or creates the cluster identity of lbls in the
+// store. Several nodes may race: whoever creates both keys first wins; a
+// loser either finds the label set taken (and uses its id) or its chosen id
+// taken by another set (and tries the next free one).
+func (a *Allocator) allocateCluster(ctx context.Context, lbls Labels) (ID, error) {
+	canon := lbls.String()
+	labelsKey := LabelsPrefix + canon
+	for range maxAttempts {
+		if kv, ok, err := a.kv.Get(ctx, labelsKey); err != nil {
+			return Unknown, fmt.Errorf("looking up identity of %s: %w", canon, err)
+		} else if ok {
+			return parseLabelsEntry(kv)
+		}
+		id, err := a.lowestFree(ctx)
+		if err != nil {
+			return Unknown, fmt.Errorf("allocating identity for %s: %w", canon, err)
+		}
+		lv, _ := json.Marshal(labelsValue{ID: id})
+		iv, _ := json.Marshal(idValue{Labels: lbls.Strings()})
+		created, existing, err := a.kv.CreateAll(ctx,
+			kvstore.KV{Key: labelsKey, Value: lv},
+			kvstore.KV{Key: IDsPrefix + strconv.FormatUint(uint64(id), 10), Value: iv})
+		if err != nil {
+			return Unknown, fmt.Errorf("allocating identity for %s: %w", canon, err)
+		}
+		if created {
+			slog.Debug("allocated identity", "id", id, "labels", canon)
+			return id, nil
+		}
+		for _, kv := range existing {
+			if kv.Key == labelsKey {
+				return parseLabelsEntry(kv)
+			}
+		}
+	}
+	return Unknown, fmt.Errorf("allocating identity for %s: gave up after %d conflicting attempts", canon, maxAttempts)
+}
+
+// lowestFree returns the lowest cluster identity not in the store.
+func (a *Allocator) lowestFree(ctx context.Context) (ID, error) {
+	kvs, _, err := a.kv.List(ctx, IDsPrefix)
+	if err != nil {
+		return Unknown, err
+	}
+	used := make(map[ID]bool, len(kvs))
+	for _, kv := range kvs {
+		if n, err := strconv.ParseUint(strings.TrimPrefix(kv.Key, IDsPrefix), 10, 32); err == nil {
+			used[ID(n)] = true
+		}
+	}
+	for id := MinCluster; id <= MaxCluster; id++ {
+		if !used[id] {
+			return id, nil
+		}
+	}
+	return Unknown, fmt.Errorf("all cluster identities %d-%d are in use", MinCluster, MaxCluster)
+}
+
+func parseLabelsEntry(kv kvstore.KV) (ID, error) {
+	var v labelsValue
+	if err := json.Unmarshal(kv.Value, &v); err != nil || !v.ID.IsCluster() {
+		return Unknown, fmt.Errorf("bad identity entry %s: %q", kv.Key, kv.Value)
+	}
+	return v.ID, nil
+}
+
+func parseIDEntry(kv kvstore.KV) (ID, Labels, error) {
+	n, err := strconv.ParseUint(strings.TrimPrefix(kv.Key, IDsPrefix), 10, 32)
+	if err != nil || !ID(n).IsCluster() {
+		return Unknown, nil, fmt.Errorf("bad identity key %s", kv.Key)
+	}
+	var v idValue
+	if err := json.Unmarshal(kv.Value, &v); err != nil {
+		return Unknown, nil, fmt.Errorf("bad identity entry %s: %w", kv.Key, err)
+	}
+	ls, err := ParseLabels(v.Labels...)
+	if err != nil {
+		return Unknown, nil, fmt.Errorf("bad identity entry %s: %w", kv.Key, err)
+	}
+	return ID(n), ls, nil
+}
+
+// reservedFor maps a label set with reserved labels to its identity. Like
+// Cilium, any set containing reserved:host is the host.
+func reservedFor(lbls Labels) (ID, bool, error) {
+	var reserved []Label
+	for _, l := range lbls {
+		if l.Source == SourceReserved {
+			reserved = append(reserved, l)
+		}
+	}
+	if len(reserved) == 0 || isLocal(lbls) {
+		return Unknown, false, nil
+	}
+	if lbls.Has(Label{Source: SourceReserved, Key: "host"}) {
+		return Host, true, nil
+	}
+	if len(lbls) > 1 {
+		return Unknown, false, fmt.Errorf("allocating identity for %s: reserved label %s cannot be combined with others", lbls, reserved[0])
+	}
+	id, ok := ReservedID(reserved[0].Key)
+	if !ok || reserved[0].Value != "" {
+		return Unknown, false, fmt.Errorf("allocating identity for %s: unknown reserved label", lbls)
+	}
+	return id, true, nil
+}
+
+func isLocal(lbls Labels) bool {
+	for _, l := range lbls {
+		if l.Source == SourceCIDR {
+			return true
+		}
+	}
+	return false
+}
