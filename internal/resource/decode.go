@@ -111,8 +111,8 @@ func Validate(obj *Object) error {
 	if len(obj.Spec) > 0 && !kind.allowsField("spec") {
 		errs.add(Unknown("", "spec"))
 	}
-	if len(errs) == 0 && kind.Validate != nil {
-		errs = kind.Validate(obj)
+	if kind.Validate != nil {
+		errs = append(errs, kind.Validate(obj)...)
 	}
 	if len(errs) > 0 {
 		return objectError(obj, errs)

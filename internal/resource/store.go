@@ -2,10 +2,12 @@ package resource
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
@@ -102,9 +104,14 @@ func applyOne(ctx context.Context, c *kvstore.Client, obj *Object) (Action, erro
 
 // Delete removes the objects (only kind, namespace and name matter; an empty
 // namespace of a namespaced kind means "default"). Deleting a Namespace also
-// deletes every namespaced object in it, as in Kubernetes. Missing objects
-// get the NotFound action, not an error.
+// deletes every namespaced object in it, as in Kubernetes; namespaces go
+// last so that the objects in them are reported deleted. Missing objects get
+// the NotFound action, not an error.
 func Delete(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
+	objs = slices.Clone(objs)
+	slices.SortStableFunc(objs, func(a, b Object) int {
+		return cmp.Compare(boolInt(a.Kind == "Namespace"), boolInt(b.Kind == "Namespace"))
+	})
 	var results []Result
 	for _, obj := range objs {
 		kind, err := LookupKind(obj.APIVersion, obj.Kind)
@@ -206,6 +213,13 @@ func NamespaceLabels(ctx context.Context, c *kvstore.Client, name string) (map[s
 		return nil, err
 	}
 	return ns.Labels, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func mustKind(name string) *Kind {
