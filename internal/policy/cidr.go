@@ -35,12 +35,18 @@ func within(inner, outer netip.Prefix) bool {
 
 // selectCIDR returns the identities a CIDR rule selects: the CIDR identities
 // whose prefix is inside p (they carry a cidr: label for a prefix inside p)
-// and none of whose prefixes is inside an except prefix. A /0 selects every
-// world identity (reserved:world), as Cilium maps 0.0.0.0/0 and ::/0 to world.
+// and none of whose prefixes is inside an except prefix. A /0 also selects
+// the world identities without a cidr: label (reserved:world), as Cilium
+// maps 0.0.0.0/0 and ::/0 to world.
 func (ix *identityIndex) selectCIDR(p netip.Prefix, except []netip.Prefix) bitset {
 	out := newBitset(len(ix.ids))
 	if p.Bits() == 0 {
+		// The world identity itself (no cidr: label); CIDR identities of the
+		// prefix's family follow from the loop below.
 		out.or(ix.world)
+		for _, c := range ix.cidrs {
+			out[c.idx/64] &^= 1 << (c.idx % 64)
+		}
 	}
 	for _, c := range ix.cidrs {
 		if within(c.prefix, p) {
