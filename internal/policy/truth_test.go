@@ -517,7 +517,7 @@ spec:
 	},
 	{
 		name: "cnp egress", egress: true,
-		rows: []string{"shop/db: DADDDD", "world: AAAAAA", "cidr:*: AAAAAA", "*: DDDDDD"},
+		rows:     []string{"shop/db: DADDDD", "world: AAAAAA", "cidr:*: AAAAAA", "*: DDDDDD"},
 		policies: []string{cnpEgress},
 		explain: []explainCell{
 			{"shop/db", ProtoTCP, 81, true, []string{"spec.egress[0] toEndpoints[0] {k8s:app=db, k8s:io.kubernetes.pod.namespace=shop} ports TCP/81"}},
