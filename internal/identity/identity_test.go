@@ -228,3 +228,25 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func FuzzParseCanonical(f *testing.F) {
+	f.Add("k8s:app=web;k8s:io.kubernetes.pod.namespace=default")
+	f.Add("cidr:fd00::/64;reserved:world")
+	f.Add("reserved:host")
+	f.Add("k8s:a=b=c;k8s:a=d")
+	f.Fuzz(func(t *testing.T, s string) {
+		ls, err := ParseCanonical(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseCanonical(ls.String())
+		if err != nil || back.String() != ls.String() {
+			t.Fatalf("round trip of %q: %q, %v", ls, back, err)
+		}
+		if len(ls) > 0 {
+			if err := ls.check(); err != nil {
+				t.Fatalf("parsed labels %q fail check: %v", ls, err)
+			}
+		}
+	})
+}
