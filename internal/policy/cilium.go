@@ -327,7 +327,7 @@ func (w *walker) ciliumPort(path string, v any) []portSpec {
 		case !iok:
 			ok = false
 		case name != "":
-			w.errf(child(path, "endPort"), "may not be specified when port is a named port (%q)", name)
+			w.invalid(child(path, "port"), name, "a named port cannot have an endPort")
 			ok = false
 		case n == 0:
 		case port == 0:

@@ -112,7 +112,12 @@ type FieldError struct {
 	Msg  string
 }
 
-func (e FieldError) Error() string { return e.Path + ": " + e.Msg }
+func (e FieldError) Error() string {
+	if e.Path == "" {
+		return e.Msg
+	}
+	return e.Path + ": " + e.Msg
+}
 
 // DecodeError is the failure to decode or validate one policy object; every
 // line of its message names the object.
@@ -340,7 +345,9 @@ func (w *walker) policy(v any) *Policy {
 		w.unsupported("kind", m["kind"], KindNetworkPolicy, KindCiliumNetworkPolicy, KindCiliumClusterwideNetworkPolicy)
 	default:
 		p.Kind = kind
-		if apiVersion != want[kind] {
+		if m["apiVersion"] == nil {
+			w.required("apiVersion")
+		} else if apiVersion != want[kind] {
 			w.unsupported("apiVersion", m["apiVersion"], want[kind])
 		}
 	}

@@ -225,7 +225,7 @@ func (w *walker) k8sPort(path string, v any) (portSpec, bool) {
 			w.errf(child(path, "endPort"), "may not be specified without port")
 			ok = false
 		case ps.name != "":
-			w.errf(child(path, "endPort"), "may not be specified when port is a named port (%q)", ps.name)
+			w.invalid(child(path, "port"), ps.name, "a named port cannot have an endPort")
 			ok = false
 		case n < 1 || n > 65535:
 			w.invalid(child(path, "endPort"), x, "must be between 1 and 65535, inclusive")
