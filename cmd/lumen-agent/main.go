@@ -110,6 +110,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		defer store.Close()
 	}
 	ids := newIdentities(store, log)
+	go ids.run(ctx)
 
 	// Cluster: this node, the others, their endpoints.
 	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6)}
