@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -19,11 +21,20 @@ type Verdict struct {
 // lpm is one longest-prefix-match lookup among the entries of one identity
 // group: direction exact, protocol exact beats protocol any, then the
 // longest port prefix containing the port. On a (malformed) duplicate key
-// the deny wins.
+// the deny wins. entries must be sorted as Compute sorts them.
 func lpm(entries []Entry, identity uint32, egress bool, proto uint8, port uint16) (Entry, bool) {
+	// Entries are sorted by (egress, identity, ...): find the group.
+	group := func(e Entry) int { return cmp.Or(cmpBool(e.Egress, egress), cmp.Compare(e.Identity, identity)) }
+	lo, _ := slices.BinarySearchFunc(entries, 0, func(e Entry, _ int) int {
+		if group(e) < 0 {
+			return -1
+		}
+		return 1
+	})
 	best, bestLen := -1, -1
-	for i, e := range entries {
-		if e.Identity != identity || e.Egress != egress || !e.contains(proto, port) {
+	for i := lo; i < len(entries) && group(entries[i]) == 0; i++ {
+		e := entries[i]
+		if !e.contains(proto, port) {
 			continue
 		}
 		l := 0
