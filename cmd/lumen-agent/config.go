@@ -26,14 +26,18 @@ type config struct {
 	Zone                string   `json:"zone"`
 	PrometheusServeAddr string   `json:"prometheus-serve-addr"`
 	TraceLevel          string   `json:"trace-level"`
+	PolicyAuditMode     bool     `json:"policy-audit-mode"`
+	PolicyMapMaxEntries int      `json:"policy-map-max-entries"`
+	KubeAPIServerIPs    []string `json:"kube-apiserver-ips"`
 	LogLevel            string   `json:"log-level"`
 
-	v4, v6 netip.Prefix
-	level  slog.Level
+	v4, v6    netip.Prefix
+	level     slog.Level
+	apiServer []netip.Addr
 }
 
 func parseConfig(args []string) (*config, error) {
-	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info"}
+	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info", PolicyMapMaxEntries: 16384}
 	// The file sets the defaults; flags given on the command line win.
 	if file := configFileArg(args); file != "" {
 		b, err := os.ReadFile(file)
@@ -47,6 +51,7 @@ func parseConfig(args []string) (*config, error) {
 	fs := flag.NewFlagSet("lumen-agent", flag.ContinueOnError)
 	var tunnel string
 	devices := strings.Join(c.Devices, ",")
+	apiServers := strings.Join(c.KubeAPIServerIPs, ",")
 	fs.String("config", "", "YAML file with the same keys as the flags (flags win)")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name of this node (default: hostname)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for the API socket, bpffs and state files")
@@ -60,6 +65,9 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.PrometheusServeAddr, "prometheus-serve-addr", c.PrometheusServeAddr, "also serve /metrics on this TCP address")
 	fs.StringVar(&c.TraceLevel, "trace-level", c.TraceLevel, "datapath trace events: none, control or all")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&c.PolicyAuditMode, "policy-audit-mode", c.PolicyAuditMode, "report policy denials instead of dropping (also for the host firewall)")
+	fs.IntVar(&c.PolicyMapMaxEntries, "policy-map-max-entries", c.PolicyMapMaxEntries, "policy map entries per endpoint; an endpoint needing more denies all its traffic")
+	fs.StringVar(&apiServers, "kube-apiserver-ips", apiServers, "comma-separated addresses of the Kubernetes API server (the kube-apiserver entity) in standalone mode")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -69,6 +77,10 @@ func parseConfig(args []string) (*config, error) {
 	c.Devices = nil
 	if devices != "" {
 		c.Devices = strings.Split(devices, ",")
+	}
+	c.KubeAPIServerIPs = nil
+	if apiServers != "" {
+		c.KubeAPIServerIPs = strings.Split(apiServers, ",")
 	}
 	switch tunnel {
 	case "":
@@ -121,6 +133,16 @@ func (c *config) validate() error {
 	}
 	if !c.v4.IsValid() && !c.v6.IsValid() {
 		return errors.New("ipv4-pod-cidr, ipv6-pod-cidr: at least one pod CIDR is required")
+	}
+	for _, s := range c.KubeAPIServerIPs {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("kube-apiserver-ips: invalid value %q: not an IP address", s)
+		}
+		c.apiServer = append(c.apiServer, a)
+	}
+	if c.PolicyMapMaxEntries < 16 || c.PolicyMapMaxEntries > 1<<20 {
+		return fmt.Errorf("policy-map-max-entries: invalid value %d: want 16 to %d", c.PolicyMapMaxEntries, 1<<20)
 	}
 	switch c.TraceLevel {
 	case "none", "control", "all":

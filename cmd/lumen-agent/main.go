@@ -28,6 +28,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/policysync"
 )
 
 const version = "0.1.0-dev"
@@ -122,9 +123,20 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	nodes := node.New(local, store, dp, nw, cfg.Routing == "vxlan", log)
 
+	// Policy map, adopted as the previous agent left it: nothing is flushed
+	// until the policies are known again.
+	policyMap, err := dp.Policy()
+	if err != nil {
+		return fmt.Errorf("loading policy map: %w", err)
+	}
+	var policies *policysync.Syncer
+
 	// Endpoints: restore what the previous agent left, then serve new ones.
 	eps, err := endpoint.New(dp, cfg.StateDir, endpoint.Hooks{
 		Identity: ids.resolve,
+		Policy: func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error) {
+			return policies.Regenerate(ctx, ep)
+		},
 		Owns: func(owner string, ips []netip.Addr) bool {
 			a, ok := pods.Owners()[owner]
 			if !ok {
@@ -155,6 +167,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := pruneEndpointMap(dp, eps.IPs()); err != nil {
 		return err
 	}
+	policies = policysync.New(store, ids.alloc, eps, policyMap, nodes, policysync.Options{
+		MaxEntries:    cfg.PolicyMapMaxEntries,
+		Audit:         cfg.PolicyAuditMode,
+		KubeAPIServer: cfg.apiServer,
+		LocalNodeIPs:  func() []netip.Addr { return validAddrs(nodeIPv4, nodeIPv6) },
+		RemoteNode:    nodes.IsRemoteNodeIP,
+	}, log)
+	go policies.Run(ctx)
 	go nodes.Run(ctx)
 	go func() {
 		keep := map[string]bool{}
@@ -190,11 +210,6 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("pruning links", "err", err)
 	}
 
-	// Policy map (adopted as the previous agent left it) and conntrack expiry.
-	policyMap, err := dp.Policy()
-	if err != nil {
-		return fmt.Errorf("loading policy map: %w", err)
-	}
 	go gcConntrack(ctx, dp, log)
 
 	// Events and metrics.
@@ -224,6 +239,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			{Name: "ipam", State: api.StateOK, Message: fmt.Sprintf("%d allocated", len(pods.Owners()))},
 			nodes.Health(),
 			ids.health(),
+			policies.Health(),
 		}
 		if cfg.Routing == "vxlan" {
 			st.Subsystems = append(st.Subsystems, api.SubsystemStatus{Name: "tunnel", State: api.StateOK, Message: "vxlan " + tunnelName})
@@ -241,10 +257,24 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.PrometheusServeAddr != "" {
 		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
 	}
-	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap})
+	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap,
+		Explain: func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error) {
+			return policies.Explain(ctx, cfg.NodeName, req, dp.IdentityOf)
+		},
+	})
 	sock := filepath.Join(cfg.StateDir, "agent.sock")
 	log.Info("agent ready", "node", cfg.NodeName, "socket", sock, "routing", cfg.Routing, "devices", devState.names(), "endpoints", len(eps.List()))
 	return apiserver.Serve(ctx, sock, h)
+}
+
+func validAddrs(as ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func traceLevel(s string) uint32 {

@@ -153,3 +153,9 @@ func (c *Client) AllocateIPs(ctx context.Context, owner string) (*IPAMResponse, 
 func (c *Client) ReleaseIPs(ctx context.Context, owner string) error {
 	return c.Do(ctx, http.MethodDelete, "/v1/ipam/"+url.PathEscape(owner), nil, nil)
 }
+
+// Explain asks why a packet is allowed or denied.
+func (c *Client) Explain(ctx context.Context, req *ExplainRequest) (*Explanation, error) {
+	var x Explanation
+	return &x, c.Do(ctx, http.MethodPost, "/v1/policy/explain", req, &x)
+}

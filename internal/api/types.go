@@ -106,9 +106,59 @@ type Endpoint struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	State       string            `json:"state"`
 	Created     time.Time         `json:"created"`
+	Policy      EndpointPolicy    `json:"policy"`
+}
+
+// EndpointPolicy is the enforcement state of an endpoint.
+type EndpointPolicy struct {
+	IngressEnforced bool     `json:"ingressEnforced"`
+	EgressEnforced  bool     `json:"egressEnforced"`
+	Audit           bool     `json:"audit,omitempty"`
+	Entries         int      `json:"entries"`
+	SelectedBy      []string `json:"selectedBy,omitempty"`
+	Error           string   `json:"error,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
+}
+
+// ExplainRequest asks an agent why a packet between one of its endpoints
+// and a peer is allowed or denied (POST /v1/policy/explain).
+type ExplainRequest struct {
+	Endpoint  string `json:"endpoint"`  // local endpoint: id, container ID, namespace/pod or IP
+	Peer      string `json:"peer"`      // the other side's IP address
+	Direction string `json:"direction"` // "ingress" (peer to endpoint) or "egress"
+	Protocol  string `json:"protocol"`  // tcp, udp, sctp or any
+	Port      uint16 `json:"port"`
+}
+
+// ExplainRule is one rule taking part in a verdict.
+type ExplainRule struct {
+	Policy   string `json:"policy"`
+	Rule     string `json:"rule"`
+	Section  string `json:"section"`
+	Selector string `json:"selector"`
+	Ports    string `json:"ports"`
+}
+
+// Explanation is the answer to an ExplainRequest.
+type Explanation struct {
+	Node             string        `json:"node"`
+	Endpoint         string        `json:"endpoint"`
+	EndpointID       uint16        `json:"endpointID"`
+	EndpointIdentity uint32        `json:"endpointIdentity"`
+	Peer             string        `json:"peer"`
+	PeerIdentity     uint32        `json:"peerIdentity"`
+	PeerLabels       []string      `json:"peerLabels,omitempty"`
+	Direction        string        `json:"direction"`
+	Protocol         string        `json:"protocol"`
+	Port             uint16        `json:"port"`
+	Allowed          bool          `json:"allowed"`
+	Reason           string        `json:"reason"`
+	Rules            []ExplainRule `json:"rules,omitempty"`
+	Overridden       []ExplainRule `json:"overridden,omitempty"`
+	EnforcedBy       []string      `json:"enforcedBy,omitempty"`
+	SelectedBy       []string      `json:"selectedBy,omitempty"`
 }

@@ -29,6 +29,8 @@ type Backend struct {
 	MTU       int
 	Metrics   http.Handler
 	Log       *slog.Logger
+	// Explain answers POST /v1/policy/explain; optional.
+	Explain func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error)
 	// Datapath and Policy serve /v1/bpf/*; optional.
 	Datapath *datapath.Datapath
 	Policy   *datapath.PolicyMap
@@ -108,6 +110,21 @@ func Handler(b *Backend) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	if b.Explain != nil {
+		mux.HandleFunc("POST /v1/policy/explain", func(w http.ResponseWriter, r *http.Request) {
+			var req api.ExplainRequest
+			if err := decode(r, &req); err != nil {
+				fail(w, err)
+				return
+			}
+			x, err := b.Explain(r.Context(), &req)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			reply(w, http.StatusOK, x)
+		})
+	}
 	if b.Datapath != nil && b.Policy != nil {
 		bpfHandlers(mux, b.Datapath, b.Policy)
 	}
@@ -171,10 +188,16 @@ func fail(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, endpoint.ErrExists):
 		code = http.StatusConflict
-	case errors.As(err, &br), errors.Is(err, endpoint.ErrInvalid):
+	case errors.As(err, &br), errors.Is(err, endpoint.ErrInvalid), isBadRequest(err):
 		code = http.StatusBadRequest
 	}
 	reply(w, code, api.Error{Error: err.Error()})
+}
+
+// isBadRequest recognises errors that say so themselves.
+func isBadRequest(err error) bool {
+	var b interface{ BadRequest() bool }
+	return errors.As(err, &b) && b.BadRequest()
 }
 
 // recoverer turns a handler panic into a 500 so that one bad request never

@@ -208,3 +208,20 @@ func (d *Datapath) Counters() ([]Counter, error) {
 	}
 	return out, it.Err()
 }
+
+// IdentityOf returns the identity the datapath gives addr, as identity_of()
+// in the programs does: a local endpoint's, else the longest ipcache
+// prefix's, else world.
+func (d *Datapath) IdentityOf(addr netip.Addr) uint32 {
+	k := ipKey(addr)
+	var ep lxcEndpointInfo
+	if err := d.Endpoints.Lookup(&k, &ep); err == nil {
+		return ep.Identity
+	}
+	ck := ipcacheKey(netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+	var v lxcIpcacheValue
+	if err := d.IPCache.Lookup(&ck, &v); err == nil {
+		return v.Identity
+	}
+	return 2
+}

@@ -51,6 +51,11 @@ type Hooks struct {
 	// AddRoute / DelRoute manage the host route to a pod through its veth.
 	AddRoute func(ip netip.Addr, ifindex int) error
 	DelRoute func(ip netip.Addr, ifindex int) error
+	// Policy computes the endpoint's policy, writes its policy map entries
+	// and returns its enforcement state; called before the endpoint is
+	// wired, so that a new pod is never reachable before its policy is in
+	// force.
+	Policy func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error)
 	// Publish / Unpublish announce the endpoint to other nodes.
 	Publish   func(ctx context.Context, ep api.Endpoint) error
 	Unpublish func(ctx context.Context, ep api.Endpoint) error
@@ -148,6 +153,13 @@ func (m *Manager) Create(ctx context.Context, req *api.EndpointRequest) (api.End
 			return api.Endpoint{}, fmt.Errorf("resolving identity of %s/%s: %w", req.Namespace, req.PodName, err)
 		}
 		ep.Identity, ep.Labels = id, labels
+	}
+	if m.hooks.Policy != nil {
+		pol, err := m.hooks.Policy(ctx, *ep)
+		if err != nil {
+			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s: %w", req.Namespace, req.PodName, err)
+		}
+		ep.Policy = pol
 	}
 	if err := m.wire(ep); err != nil {
 		m.unwire(ep)
@@ -270,19 +282,10 @@ func (m *Manager) publish(ctx context.Context, ep api.Endpoint) {
 // wire writes the endpoint into the datapath: map entries first, so that
 // the programs find it from their first packet, then routes and programs.
 func (m *Manager) wire(ep *api.Endpoint) error {
-	mac, err := net.ParseMAC(ep.MAC)
-	if err != nil {
-		return fmt.Errorf("mac %q: %w", ep.MAC, err)
+	if err := m.writeMap(ep); err != nil {
+		return err
 	}
-	hmac, err := net.ParseMAC(ep.HostMAC)
-	if err != nil {
-		return fmt.Errorf("host mac %q: %w", ep.HostMAC, err)
-	}
-	info := datapath.EndpointInfo{IfIndex: uint32(ep.HostIfIndex), ID: ep.ID, Identity: ep.Identity, MAC: mac, HostMAC: hmac}
 	for _, ip := range epIPs(ep) {
-		if err := m.dp.UpsertEndpoint(ip, info); err != nil {
-			return err
-		}
 		if m.hooks.AddRoute != nil {
 			if err := m.hooks.AddRoute(ip, ep.HostIfIndex); err != nil {
 				return fmt.Errorf("route to %s: %w", ip, err)
@@ -293,6 +296,59 @@ func (m *Manager) wire(ep *api.Endpoint) error {
 		return err
 	}
 	return m.dp.Attach(datapath.HookToContainer, ep.HostIfIndex)
+}
+
+// policyFlags are the datapath flags of an endpoint's enforcement state.
+func policyFlags(p api.EndpointPolicy) uint16 {
+	var f uint16
+	if p.IngressEnforced {
+		f |= datapath.EndpointIngressEnforced
+	}
+	if p.EgressEnforced {
+		f |= datapath.EndpointEgressEnforced
+	}
+	if p.Audit {
+		f |= datapath.EndpointAudit
+	}
+	return f
+}
+
+// SetPolicy records an endpoint's enforcement state and writes its flags
+// into the endpoint map. The state is persisted, so a restarted agent
+// enforces from its first packet.
+func (m *Manager) SetPolicy(containerID string, p api.EndpointPolicy) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, ok := m.eps[containerID]
+	if !ok {
+		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+	}
+	changedFlags := policyFlags(ep.Policy) != policyFlags(p)
+	ep.Policy = p
+	if changedFlags {
+		if err := m.writeMap(ep); err != nil {
+			return err
+		}
+	}
+	return m.save(ep)
+}
+
+func (m *Manager) writeMap(ep *api.Endpoint) error {
+	mac, err := net.ParseMAC(ep.MAC)
+	if err != nil {
+		return fmt.Errorf("mac %q: %w", ep.MAC, err)
+	}
+	hmac, err := net.ParseMAC(ep.HostMAC)
+	if err != nil {
+		return fmt.Errorf("host mac %q: %w", ep.HostMAC, err)
+	}
+	info := datapath.EndpointInfo{IfIndex: uint32(ep.HostIfIndex), ID: ep.ID, Flags: policyFlags(ep.Policy), Identity: ep.Identity, MAC: mac, HostMAC: hmac}
+	for _, ip := range epIPs(ep) {
+		if err := m.dp.UpsertEndpoint(ip, info); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *Manager) unwire(ep *api.Endpoint) {

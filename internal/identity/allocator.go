@@ -42,6 +42,8 @@ type Allocator struct {
 	byID        map[ID]Labels
 	nextLocal   ID
 	nextCluster ID // in-memory mode only
+	synced      bool
+	changed     chan struct{}
 }
 
 // NewAllocator returns an allocator using kv, or in-memory when kv is nil.
@@ -52,6 +54,7 @@ func NewAllocator(kv *kvstore.Client) *Allocator {
 		byID:        map[ID]Labels{},
 		nextLocal:   MinLocal,
 		nextCluster: MinCluster,
+		changed:     make(chan struct{}, 1),
 	}
 	for id := range reservedNames {
 		ls, _ := ReservedLabels(id)
@@ -130,6 +133,15 @@ func (a *Allocator) Run(ctx context.Context) {
 		for _, kv := range u.KVs {
 			a.learn(kv)
 		}
+		if u.Resync {
+			a.mu.Lock()
+			a.synced = true
+			a.mu.Unlock()
+			select {
+			case a.changed <- struct{}{}:
+			default:
+			}
+		}
 		for _, e := range u.Events {
 			if e.Type == kvstore.EventPut {
 				a.learn(e.KV)
@@ -152,8 +164,36 @@ func (a *Allocator) learn(kv kvstore.KV) {
 }
 
 func (a *Allocator) remember(id ID, ls Labels) {
+	if _, known := a.byID[id]; !known {
+		select {
+		case a.changed <- struct{}{}:
+		default:
+		}
+	}
 	a.byLabels[ls.String()] = id
 	a.byID[id] = slices.Clone(ls)
+}
+
+// Snapshot returns every identity the allocator knows with its labels.
+func (a *Allocator) Snapshot() map[ID]Labels {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[ID]Labels, len(a.byID))
+	for id, ls := range a.byID {
+		out[id] = ls
+	}
+	return out
+}
+
+// Changed is signalled (coalesced) whenever a new identity becomes known.
+func (a *Allocator) Changed() <-chan struct{} { return a.changed }
+
+// Synced reports whether the cluster identities have been listed once
+// (always true in memory mode).
+func (a *Allocator) Synced() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.kv == nil || a.synced
 }
 
 // allocateCluster finds or creates the cluster identity of lbls in the

@@ -89,6 +89,8 @@ type Manager struct {
 	synced    bool
 	lastErr   error
 	kick      chan struct{}
+	extra     map[netip.Prefix]uint32
+	overrides map[netip.Prefix]uint32
 }
 
 // New returns a manager; store may be nil.
@@ -241,6 +243,38 @@ func (m *Manager) putEndpoint(kv kvstore.KV) {
 	m.endpoints[kv.Key] = ep
 }
 
+// SetExtraIPCache sets the ipcache entries other subsystems need (CIDR
+// identities of policies, the kube-apiserver's addresses). Entries for
+// nodes and endpoints win on the same prefix.
+func (m *Manager) SetExtraIPCache(entries map[netip.Prefix]uint32) {
+	m.mu.Lock()
+	m.extra = entries
+	m.mu.Unlock()
+	m.trigger()
+}
+
+// SetIPCacheOverrides sets entries that win over node and endpoint entries
+// of the same prefix (the kube-apiserver's addresses, whose identity also
+// carries the host or remote-node label).
+func (m *Manager) SetIPCacheOverrides(entries map[netip.Prefix]uint32) {
+	m.mu.Lock()
+	m.overrides = entries
+	m.mu.Unlock()
+	m.trigger()
+}
+
+// IsRemoteNodeIP reports whether a is the address of another known node.
+func (m *Manager) IsRemoteNodeIP(a netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, n := range m.nodes {
+		if name != m.local.Name && (n.IPv4 == a.String() || n.IPv6 == a.String()) {
+			return true
+		}
+	}
+	return false
+}
+
 // Publish announces a local endpoint.
 func (m *Manager) Publish(ctx context.Context, ep api.Endpoint) error {
 	if m.store == nil {
@@ -327,6 +361,9 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ipc := map[netip.Prefix]datapath.IPCacheEntry{}
+	for p, id := range m.extra {
+		ipc[p.Masked()] = datapath.IPCacheEntry{Prefix: p.Masked(), Identity: id}
+	}
 	add := func(s string, bits4, bits6 int, id uint32, tunnel netip.Addr) {
 		var p netip.Prefix
 		if a, err := netip.ParseAddr(s); err == nil {
@@ -387,6 +424,11 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 		}
 		add(ep.IPv4, 32, 128, ep.Identity, tun)
 		add(ep.IPv6, 32, 128, ep.Identity, tun)
+	}
+	for p, id := range m.overrides {
+		e := ipc[p.Masked()]
+		e.Prefix, e.Identity = p.Masked(), id
+		ipc[p.Masked()] = e
 	}
 	return ipc, routes, hops
 }

@@ -1,0 +1,87 @@
+package policysync
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/policy"
+)
+
+// ErrBadRequest marks an explain request that names no usable endpoint,
+// peer, protocol or direction.
+type ErrBadRequest struct{ error }
+
+// BadRequest tells the API server to answer 400.
+func (ErrBadRequest) BadRequest() bool { return true }
+
+// Explain answers why a packet between a local endpoint and a peer is
+// allowed or denied, from the same computation that fills the maps.
+func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainRequest, identityOf func(netip.Addr) uint32) (*api.Explanation, error) {
+	var egress bool
+	switch req.Direction {
+	case "egress":
+		egress = true
+	case "ingress":
+	default:
+		return nil, ErrBadRequest{fmt.Errorf("direction %q: want ingress or egress", req.Direction)}
+	}
+	proto, ok := map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "any": 0, "": 6}[strings.ToLower(req.Protocol)]
+	if !ok {
+		return nil, ErrBadRequest{fmt.Errorf("protocol %q: want tcp, udp, sctp or any", req.Protocol)}
+	}
+	peer, err := netip.ParseAddr(req.Peer)
+	if err != nil {
+		return nil, ErrBadRequest{fmt.Errorf("peer %q: not an IP address", req.Peer)}
+	}
+	var ep *api.Endpoint
+	for _, e := range s.eps.List() {
+		if strconv.Itoa(int(e.ID)) == req.Endpoint || e.ContainerID == req.Endpoint || e.Namespace+"/"+e.PodName == req.Endpoint ||
+			e.IPv4 == req.Endpoint || e.IPv6 == req.Endpoint {
+			e := e
+			ep = &e
+			break
+		}
+	}
+	if ep == nil {
+		return nil, ErrBadRequest{fmt.Errorf("endpoint %q: not an endpoint of node %s", req.Endpoint, node)}
+	}
+	eng, _, err := s.rebuild(ctx)
+	if err != nil {
+		return nil, err
+	}
+	peers, own := s.namedPorts(ctx)
+	s.mu.Lock()
+	lbls := s.idents[ep.Identity]
+	peerID := identityOf(peer)
+	peerLabels := s.idents[peerID]
+	s.mu.Unlock()
+	pol, err := eng.Compute(policy.EndpointInfo{Identity: ep.Identity, Labels: lbls, Namespace: ep.Namespace,
+		NamedPorts: own[ep.Namespace+"/"+ep.PodName], PeerNamedPorts: peers})
+	if err != nil {
+		return nil, err
+	}
+	x := pol.Explain(peerID, egress, proto, req.Port)
+	out := &api.Explanation{
+		Node: node, Endpoint: ep.Namespace + "/" + ep.PodName, EndpointID: ep.ID, EndpointIdentity: ep.Identity,
+		Peer: peer.String(), PeerIdentity: peerID, PeerLabels: peerLabels.Strings(),
+		Direction: req.Direction, Protocol: policy.ProtoName(proto), Port: req.Port,
+		Allowed: x.Allowed(), Reason: x.Reason, Rules: rules(x.Rules), Overridden: rules(x.Overridden),
+		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy,
+	}
+	if ep.Policy.Audit && !out.Allowed {
+		out.Reason += " (audit mode: reported, not dropped)"
+	}
+	return out, nil
+}
+
+func rules(refs []policy.RuleRef) []api.ExplainRule {
+	var out []api.ExplainRule
+	for _, r := range refs {
+		out = append(out, api.ExplainRule{Policy: r.Policy, Rule: r.Rule, Section: r.Section, Selector: r.Selector, Ports: r.Ports})
+	}
+	return out
+}
