@@ -158,6 +158,14 @@ func (b bitset) andNot(o bitset) {
 }
 func (b bitset) clone() bitset { return slices.Clone(b) }
 
+func (b bitset) count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
 // each calls fn for every member, in increasing order.
 func (b bitset) each(fn func(i int)) {
 	for w, word := range b {
