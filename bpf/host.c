@@ -1,15 +1,29 @@
 //go:build ignore
 
-/* Program on the node's external devices (TCX ingress): packets from the
- * network addressed to a local pod go straight to its veth. */
+/* Programs on the node's external devices.
+ * from_netdev (TCX ingress): packets from the network addressed to a local
+ *   pod go straight to its veth; packets for the node itself pass the host
+ *   firewall when it is on.
+ * to_netdev (TCX egress): the node's own outgoing connections pass the host
+ *   firewall's egress policy. */
 #include "lib/fwd.h"
+#include "lib/conntrack.h"
+#include "lib/enforce.h"
+
+static __always_inline __u32 host_flags(void)
+{
+	struct config *cfg = get_config();
+
+	return cfg ? cfg->host_flags : 0;
+}
 
 SEC("tcx/ingress")
 int from_netdev(struct __sk_buff *skb)
 {
 	struct endpoint_info *dst;
 	struct pkt p;
-	int ret;
+	__u32 src_id, hflags;
+	int ret, reason = 0;
 
 	ret = parse(skb, &p);
 	if (ret == PARSE_PASS)
@@ -19,15 +33,48 @@ int from_netdev(struct __sk_buff *skb)
 	if (ipv6_link_scoped(&p))
 		return TC_ACT_OK;
 
+	src_id = identity_of(&p.src);
 	dst = lookup_endpoint(&p.dst);
-	if (!dst)
-		return TC_ACT_OK; /* for the node itself, or not ours */
-	{
-		__u32 src_id = identity_of(&p.src);
-
+	if (dst) {
 		trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 		return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
 	}
+
+	/* For the node itself: the host firewall. */
+	hflags = host_flags();
+	if (hflags && identity_of(&p.dst) == ID_HOST) {
+		if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
+			if (!enforce(skb, &p, HOST_EP_ID, hflags, 0, src_id, ID_HOST, &reason))
+				return drop(skb, &p, reason, DIR_INGRESS, HOST_EP_ID, src_id, ID_HOST);
+			ct_create(&p, CT_INGRESS, src_id);
+		}
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tcx/egress")
+int to_netdev(struct __sk_buff *skb)
+{
+	struct pkt p;
+	__u32 dst_id, hflags;
+	int ret, reason = 0;
+
+	hflags = host_flags();
+	if (!hflags)
+		return TC_ACT_OK;
+	ret = parse(skb, &p);
+	if (ret != PARSE_OK || ipv6_link_scoped(&p))
+		return TC_ACT_OK;
+	/* Only the node's own traffic: forwarded pod traffic has pod sources. */
+	if (lookup_endpoint(&p.src) || identity_of(&p.src) != ID_HOST)
+		return TC_ACT_OK;
+	dst_id = identity_of(&p.dst);
+	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
+		if (!enforce(skb, &p, HOST_EP_ID, hflags, 1, ID_HOST, dst_id, &reason))
+			return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, dst_id);
+		ct_create(&p, CT_EGRESS, ID_HOST);
+	}
+	return TC_ACT_OK;
 }
 
 char __license[] SEC("license") = "GPL";

@@ -170,8 +170,12 @@ struct ct_entry {
 struct config {
 	__u32 trace_level;
 	__u32 vxlan_ifindex; /* 0: no tunnel */
-	__u32 pad[2];
+	__u32 host_flags;    /* EP_F_* of the host endpoint (host firewall) */
+	__u32 pad;
 };
+
+/* Policy map endpoint id of the host endpoint. */
+#define HOST_EP_ID 0xffff
 
 /* One record in lumen_events: headers already parsed, so user space reads
  * fixed fields instead of packet bytes. */

@@ -29,11 +29,13 @@ type config struct {
 	PolicyAuditMode     bool     `json:"policy-audit-mode"`
 	PolicyMapMaxEntries int      `json:"policy-map-max-entries"`
 	KubeAPIServerIPs    []string `json:"kube-apiserver-ips"`
+	NodeLabels          []string `json:"node-labels"`
 	LogLevel            string   `json:"log-level"`
 
 	v4, v6    netip.Prefix
 	level     slog.Level
-	apiServer []netip.Addr
+	apiServer  []netip.Addr
+	nodeLabels map[string]string
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -52,6 +54,7 @@ func parseConfig(args []string) (*config, error) {
 	var tunnel string
 	devices := strings.Join(c.Devices, ",")
 	apiServers := strings.Join(c.KubeAPIServerIPs, ",")
+	nodeLabels := strings.Join(c.NodeLabels, ",")
 	fs.String("config", "", "YAML file with the same keys as the flags (flags win)")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name of this node (default: hostname)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for the API socket, bpffs and state files")
@@ -67,6 +70,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&c.PolicyAuditMode, "policy-audit-mode", c.PolicyAuditMode, "report policy denials instead of dropping (also for the host firewall)")
 	fs.IntVar(&c.PolicyMapMaxEntries, "policy-map-max-entries", c.PolicyMapMaxEntries, "policy map entries per endpoint; an endpoint needing more denies all its traffic")
+	fs.StringVar(&nodeLabels, "node-labels", nodeLabels, "comma-separated key=value labels of this node (matched by nodeSelector)")
 	fs.StringVar(&apiServers, "kube-apiserver-ips", apiServers, "comma-separated addresses of the Kubernetes API server (the kube-apiserver entity) in standalone mode")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -77,6 +81,10 @@ func parseConfig(args []string) (*config, error) {
 	c.Devices = nil
 	if devices != "" {
 		c.Devices = strings.Split(devices, ",")
+	}
+	c.NodeLabels = nil
+	if nodeLabels != "" {
+		c.NodeLabels = strings.Split(nodeLabels, ",")
 	}
 	c.KubeAPIServerIPs = nil
 	if apiServers != "" {
@@ -140,6 +148,14 @@ func (c *config) validate() error {
 			return fmt.Errorf("kube-apiserver-ips: invalid value %q: not an IP address", s)
 		}
 		c.apiServer = append(c.apiServer, a)
+	}
+	c.nodeLabels = map[string]string{}
+	for _, kv := range c.NodeLabels {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return fmt.Errorf("node-labels: invalid value %q: want key=value", kv)
+		}
+		c.nodeLabels[k] = v
 	}
 	if c.PolicyMapMaxEntries < 16 || c.PolicyMapMaxEntries > 1<<20 {
 		return fmt.Errorf("policy-map-max-entries: invalid value %d: want 16 to %d", c.PolicyMapMaxEntries, 1<<20)

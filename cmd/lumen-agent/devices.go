@@ -63,11 +63,17 @@ func attachDevices(dp *datapath.Datapath, s *deviceState, devs []devices.Device,
 			s.err = err
 			continue
 		}
+		if err := dp.Attach(datapath.HookToNetdev, d.Index); err != nil {
+			log.Error("attaching to device", "device", d.Name, "err", err)
+			s.err = err
+			continue
+		}
 		next[d.Index] = d.Name
 	}
 	for idx, name := range s.devs {
 		if _, ok := next[idx]; !ok {
 			_ = dp.Detach(datapath.HookFromNetdev, idx)
+			_ = dp.Detach(datapath.HookToNetdev, idx)
 			log.Info("device removed", "device", name)
 		}
 	}

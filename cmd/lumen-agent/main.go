@@ -173,6 +173,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		KubeAPIServer: cfg.apiServer,
 		LocalNodeIPs:  func() []netip.Addr { return validAddrs(nodeIPv4, nodeIPv6) },
 		RemoteNode:    nodes.IsRemoteNodeIP,
+		HostLabels:    hostLabels(cfg),
+		SetHostFlags:  dp.SetHostFlags,
 	}, log)
 	go policies.Run(ctx)
 	go nodes.Run(ctx)
@@ -199,7 +201,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		switch prog {
 		case "from_container", "to_container":
 			return eps.IfIndexes()[ifindex]
-		case "from_netdev":
+		case "from_netdev", "to_netdev":
 			return devState.has(ifindex)
 		case "from_overlay":
 			return ifindex == overlayIndex && overlayIndex != 0
@@ -265,6 +267,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	sock := filepath.Join(cfg.StateDir, "agent.sock")
 	log.Info("agent ready", "node", cfg.NodeName, "socket", sock, "routing", cfg.Routing, "devices", devState.names(), "endpoints", len(eps.List()))
 	return apiserver.Serve(ctx, sock, h)
+}
+
+// hostLabels are the labels of the host endpoint, which nodeSelector
+// rules of CiliumClusterwideNetworkPolicy match.
+func hostLabels(cfg *config) map[string]string {
+	out := map[string]string{"kubernetes.io/hostname": cfg.NodeName}
+	if cfg.Zone != "" {
+		out["topology.kubernetes.io/zone"] = cfg.Zone
+	}
+	for k, v := range cfg.nodeLabels {
+		out[k] = v
+	}
+	return out
 }
 
 func validAddrs(as ...netip.Addr) []netip.Addr {

@@ -285,11 +285,12 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 
 func newLabExecCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "exec POD -- CMD [ARGS...]",
+		Use:     "exec POD|node/NODE -- CMD [ARGS...]",
 		PreRunE: labNeedsRoot,
-		Short:   "Run a command in a pod's network namespace",
+		Short:   "Run a command in a pod's (or a node's) network namespace",
 		Example: `  lumen lab exec shop/frontend -- ip addr
-  lumen lab exec frontend -- ping -c1 10.200.2.2`,
+  lumen lab exec frontend -- ping -c1 10.200.2.2
+  lumen lab exec node/n2 -- ip route`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cmd.ArgsLenAtDash() != 1 {
@@ -299,12 +300,24 @@ func newLabExecCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			nsName := ""
 			pod, err := st.FindPod(args[0])
-			if err != nil {
+			if err == nil {
+				nsName = pod.NetNS
+			} else if name, ok := strings.CutPrefix(args[0], "node/"); ok {
+				for _, n := range st.Nodes {
+					if n.Name == name {
+						nsName = n.NetNS
+					}
+				}
+				if nsName == "" {
+					return fmt.Errorf("no node %q in lab %q", name, g.lab)
+				}
+			} else {
 				return err
 			}
 			// Replaces this process: stdio, signals and exit status are the command's.
-			err = lab.ExecInNS(pod.NetNS, args[1:])
+			err = lab.ExecInNS(nsName, args[1:])
 			if errors.Is(err, exec.ErrNotFound) {
 				// Like a shell: 127 for a command that does not exist.
 				fmt.Fprintln(os.Stderr, "Error:", err)

@@ -201,6 +201,13 @@ func resolveSide(ref string, family int) (side, error) {
 					s.node, s.name = p.Node, p.FullName()
 				}
 			}
+			for _, n := range st.Nodes {
+				for _, cidr := range n.NodeIPs {
+					if p, err := netip.ParsePrefix(cidr); err == nil && p.Addr() == a {
+						s.node, s.name = n.Name, "host "+n.Name
+					}
+				}
+			}
 		}
 		return s, nil
 	}

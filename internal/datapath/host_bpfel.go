@@ -17,7 +17,8 @@ type hostConfig struct {
 	_            structs.HostLayout
 	TraceLevel   uint32
 	VxlanIfindex uint32
-	Pad          [2]uint32
+	HostFlags    uint32
+	Pad          uint32
 }
 
 type hostCtEntry struct {
@@ -112,6 +113,7 @@ const (
 	hostMapLumenMetrics   = "lumen_metrics"
 	hostMapLumenPolicy    = "lumen_policy"
 	hostProgFromNetdev    = "from_netdev"
+	hostProgToNetdev      = "to_netdev"
 	hostVarUnusedEvent    = "unused_event"
 )
 
@@ -158,6 +160,7 @@ type hostSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostProgramSpecs struct {
 	FromNetdev *ebpf.ProgramSpec `ebpf:"from_netdev"`
+	ToNetdev   *ebpf.ProgramSpec `ebpf:"to_netdev"`
 }
 
 // hostMapSpecs contains maps before they are loaded into the kernel.
@@ -233,11 +236,13 @@ type hostVariables struct {
 // It can be passed to loadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostPrograms struct {
 	FromNetdev *ebpf.Program `ebpf:"from_netdev"`
+	ToNetdev   *ebpf.Program `ebpf:"to_netdev"`
 }
 
 func (p *hostPrograms) Close() error {
 	return _HostClose(
 		p.FromNetdev,
+		p.ToNetdev,
 	)
 }
 

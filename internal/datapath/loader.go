@@ -139,6 +139,7 @@ const (
 	HookToContainer
 	HookFromNetdev
 	HookFromOverlay
+	HookToNetdev
 )
 
 func (d *Datapath) hook(h Hook) (*ebpf.Program, ebpf.AttachType, string) {
@@ -149,6 +150,8 @@ func (d *Datapath) hook(h Hook) (*ebpf.Program, ebpf.AttachType, string) {
 		return d.lxc.ToContainer, ebpf.AttachTCXEgress, "to_container"
 	case HookFromNetdev:
 		return d.host.FromNetdev, ebpf.AttachTCXIngress, "from_netdev"
+	case HookToNetdev:
+		return d.host.ToNetdev, ebpf.AttachTCXEgress, "to_netdev"
 	default:
 		return d.overlay.FromOverlay, ebpf.AttachTCXIngress, "from_overlay"
 	}

@@ -17,7 +17,8 @@ type lxcConfig struct {
 	_            structs.HostLayout
 	TraceLevel   uint32
 	VxlanIfindex uint32
-	Pad          [2]uint32
+	HostFlags    uint32
+	Pad          uint32
 }
 
 type lxcCtEntry struct {

@@ -22,6 +22,9 @@ const (
 	EndpointHost            = 1 << 3
 )
 
+// HostEndpointID is the policy map endpoint id of the host endpoint.
+const HostEndpointID = 0xffff
+
 // EndpointInfo is a local pod as the datapath sees it.
 type EndpointInfo struct {
 	IfIndex  uint32
@@ -44,6 +47,7 @@ type IPCacheEntry struct {
 type RuntimeConfig struct {
 	TraceLevel   uint32
 	VXLANIfIndex uint32
+	HostFlags    uint16 // Endpoint* flags of the host endpoint (host firewall)
 }
 
 func ipKey(a netip.Addr) lxcIpKey {
@@ -173,13 +177,37 @@ func (d *Datapath) ListIPCache() ([]IPCacheEntry, error) {
 	return out, it.Err()
 }
 
-// SetConfig writes the node-wide runtime configuration.
+// SetConfig writes the node-wide runtime configuration. The host
+// endpoint's flags are kept as they are (see SetHostFlags): a restarted
+// agent must not switch the host firewall off until it knows the policy.
 func (d *Datapath) SetConfig(c RuntimeConfig) error {
-	v := lxcConfig{TraceLevel: c.TraceLevel, VxlanIfindex: c.VXLANIfIndex}
+	var v lxcConfig
+	_ = d.Config.Lookup(uint32(0), &v)
+	v.TraceLevel, v.VxlanIfindex = c.TraceLevel, c.VXLANIfIndex
 	if err := d.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("updating datapath config: %w", err)
 	}
 	return nil
+}
+
+// SetHostFlags sets the host endpoint's enforcement flags.
+func (d *Datapath) SetHostFlags(flags uint16) error {
+	var v lxcConfig
+	if err := d.Config.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("reading datapath config: %w", err)
+	}
+	v.HostFlags = uint32(flags)
+	if err := d.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("updating host endpoint flags: %w", err)
+	}
+	return nil
+}
+
+// HostFlags returns the host endpoint's enforcement flags.
+func (d *Datapath) HostFlags() uint16 {
+	var v lxcConfig
+	_ = d.Config.Lookup(uint32(0), &v)
+	return uint16(v.HostFlags)
 }
 
 // Counter is one {reason, direction} row of the datapath metrics.

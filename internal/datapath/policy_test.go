@@ -167,3 +167,51 @@ func TestAuditMode(t *testing.T) {
 		t.Errorf("audit event flags %#x, want denied+audit", ev.Flags)
 	}
 }
+
+func TestHostFirewall(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	node := netip.MustParseAddr("10.99.0.1")
+	peer := netip.MustParseAddr("10.99.0.2")
+	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
+	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(peer, 32), Identity: 6}))
+	pkt := func(src, dst netip.Addr, sport, dport uint16) []byte {
+		return Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: src, Dst: dst, Proto: 6, SrcPort: sport, DstPort: dport, TTL: 64, TCPFlags: 0x02}.Bytes()
+	}
+	// Off: everything passes.
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, node, 50000, 22)); res.Verdict != tcActOK {
+		t.Fatalf("host firewall off: verdict %d", res.Verdict)
+	}
+	pm, err := f.dp.Policy()
+	must(t, err)
+	must(t, pm.Sync(HostEndpointID, []PolicyEntry{{Identity: 6, Proto: 6, Port: 22, PortBits: 16}}))
+	must(t, f.dp.SetHostFlags(EndpointIngressEnforced))
+	// A restarted agent's SetConfig keeps the host flags.
+	must(t, f.dp.SetConfig(RuntimeConfig{TraceLevel: TraceControl}))
+	if f.dp.HostFlags() != EndpointIngressEnforced {
+		t.Fatalf("SetConfig reset the host flags to %d", f.dp.HostFlags())
+	}
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, node, 50001, 22)); res.Verdict != tcActOK {
+		t.Errorf("allowed ssh from remote node: verdict %d", res.Verdict)
+	}
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, node, 50002, 23)); res.Verdict != tcActShot {
+		t.Errorf("port 23 to host: verdict %d, want drop", res.Verdict)
+	}
+	// The node's own connection out: its reply comes back in.
+	if res := f.run(HookToNetdev, "eth0", pkt(node, peer, 50003, 443)); res.Verdict != tcActOK {
+		t.Errorf("host egress (not enforced): verdict %d", res.Verdict)
+	}
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, node, 443, 50003)); res.Verdict != tcActOK {
+		t.Errorf("reply to the host's own connection: verdict %d, want pass", res.Verdict)
+	}
+	// Audit mode reports but does not drop.
+	must(t, f.dp.SetHostFlags(EndpointIngressEnforced|EndpointAudit))
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, node, 50004, 23)); res.Verdict != tcActOK {
+		t.Errorf("audit mode: verdict %d, want pass", res.Verdict)
+	}
+	// Traffic to a pod is not the host's business.
+	must(t, f.dp.SetHostFlags(EndpointIngressEnforced))
+	if res := f.run(HookFromNetdev, "eth0", pkt(peer, podB4, 50005, 23)); res.Verdict != tcActRedirect {
+		t.Errorf("to a pod with host firewall on: verdict %d, want redirect", res.Verdict)
+	}
+}

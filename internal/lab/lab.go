@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,12 +108,13 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 		}
 	}
 	st = &State{
-		Name:     o.Lab,
-		Routing:  routing,
-		BinDir:   o.BinDir,
-		Lumen:    o.Lumen,
-		StoreURL: StoreURL(o.Lab),
-		Created:  time.Now().UTC(),
+		Name:      o.Lab,
+		Routing:   routing,
+		BinDir:    o.BinDir,
+		Lumen:     o.Lumen,
+		StoreURL:  StoreURL(o.Lab),
+		Created:   time.Now().UTC(),
+		AgentArgs: append([]string(nil), o.Topology.AgentArgs...),
 	}
 	if err := st.save(); err != nil {
 		return nil, err
@@ -239,9 +241,13 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 		ns := NodeNS(st.Name, n.Name)
 		log.Info("creating node", "node", n.Name, "netns", ns)
 		// Record the node before creating it, so down removes a half-made one.
+		if n.Name == t.KubeAPIServer {
+			st.AgentArgs = append(st.AgentArgs, "--kube-apiserver-ips", NodeIPv4(i).Addr().String()+","+NodeIPv6(i).Addr().String())
+		}
 		st.Nodes = append(st.Nodes, NodeState{
 			Name:     n.Name,
 			Zone:     n.Zone,
+			Labels:   n.Labels,
 			NetNS:    ns,
 			NodeIPs:  []string{NodeIPv4(i).String(), NodeIPv6(i).String()},
 			PodCIDRs: []string{PodCIDRv4(i).String(), PodCIDRv6(i).String()},
@@ -318,7 +324,15 @@ func AgentArgs(st *State, n *NodeState) []string {
 	if n.Zone != "" {
 		args = append(args, "--zone", n.Zone)
 	}
-	return args
+	if len(n.Labels) > 0 {
+		kvs := make([]string, 0, len(n.Labels))
+		for k, v := range n.Labels {
+			kvs = append(kvs, k+"="+v)
+		}
+		sort.Strings(kvs)
+		args = append(args, "--node-labels", strings.Join(kvs, ","))
+	}
+	return append(args, st.AgentArgs...)
 }
 
 // startAgent starts a node's agent from a thread in the node's namespace.

@@ -27,19 +27,23 @@ type State struct {
 	StoreURL string      `json:"storeURL"`
 	Store    *Proc       `json:"store,omitempty"`
 	Nodes    []NodeState `json:"nodes"`
-	Pods     []PodState  `json:"pods"`
-	Created  time.Time   `json:"created"`
+	// AgentArgs are extra flags every agent gets (topology agentArgs and
+	// kubeAPIServer).
+	AgentArgs []string   `json:"agentArgs,omitempty"`
+	Pods      []PodState `json:"pods"`
+	Created   time.Time  `json:"created"`
 }
 
 // NodeState is one node of a running lab.
 type NodeState struct {
-	Name     string   `json:"name"`
-	Zone     string   `json:"zone,omitempty"`
-	NetNS    string   `json:"netns"`
-	NodeIPs  []string `json:"nodeIPs"`  // with prefix length
-	PodCIDRs []string `json:"podCIDRs"` // IPv4 then IPv6
-	Socket   string   `json:"socket"`
-	Agent    *Proc    `json:"agent,omitempty"`
+	Name     string            `json:"name"`
+	Zone     string            `json:"zone,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	NetNS    string            `json:"netns"`
+	NodeIPs  []string          `json:"nodeIPs"`  // with prefix length
+	PodCIDRs []string          `json:"podCIDRs"` // IPv4 then IPv6
+	Socket   string            `json:"socket"`
+	Agent    *Proc             `json:"agent,omitempty"`
 }
 
 // PodState is one pod of a running lab.

@@ -42,12 +42,19 @@ type Topology struct {
 	Routing string `json:"routing,omitempty"`
 	Nodes   []Node `json:"nodes"`
 	Pods    []Pod  `json:"pods"`
+	// AgentArgs are extra lumen-agent flags for every node, e.g.
+	// ["--policy-audit-mode"].
+	AgentArgs []string `json:"agentArgs,omitempty"`
+	// KubeAPIServer names the node whose addresses stand for the Kubernetes
+	// API server (the kube-apiserver policy entity) in standalone mode.
+	KubeAPIServer string `json:"kubeAPIServer,omitempty"`
 }
 
 // Node is one lab node.
 type Node struct {
-	Name string `json:"name"`
-	Zone string `json:"zone,omitempty"`
+	Name   string            `json:"name"`
+	Zone   string            `json:"zone,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Pod is one lab pod.
@@ -222,18 +229,46 @@ func (d *decoder) topology(raw any) *Topology {
 		d.fail("topology", "is empty")
 		return t
 	}
-	m := d.object("topology", raw, "nodes", "pods", "routing")
+	m := d.object("topology", raw, "nodes", "pods", "routing", "agentArgs", "kubeAPIServer")
 	if m == nil {
 		return t
 	}
 	t.Routing = d.str("routing", m["routing"])
+	t.KubeAPIServer = d.str("kubeAPIServer", m["kubeAPIServer"])
+	for i, av := range d.list("agentArgs", m["agentArgs"]) {
+		p := fmt.Sprintf("agentArgs[%d]", i)
+		a := d.str(p, av)
+		if !strings.HasPrefix(a, "--") {
+			d.fail(p, "invalid agent flag %q: want --flag or --flag=value", a)
+			continue
+		}
+		t.AgentArgs = append(t.AgentArgs, a)
+	}
 	for i, nv := range d.list("nodes", m["nodes"]) {
 		p := fmt.Sprintf("nodes[%d]", i)
-		nm := d.object(p, nv, "name", "zone")
+		nm := d.object(p, nv, "name", "zone", "labels")
 		if nm == nil {
 			continue
 		}
-		t.Nodes = append(t.Nodes, Node{Name: d.str(p+".name", nm["name"]), Zone: d.str(p+".zone", nm["zone"])})
+		n := Node{Name: d.str(p+".name", nm["name"]), Zone: d.str(p+".zone", nm["zone"])}
+		if lv := nm["labels"]; lv != nil {
+			if lm, ok := lv.(map[string]any); ok {
+				n.Labels = map[string]string{}
+				for k, v := range lm {
+					if strings.ContainsAny(k, ",=") || k == "" {
+						d.fail(p+".labels", "invalid label key %q", k)
+						continue
+					}
+					n.Labels[k] = d.str(p+".labels."+k, v)
+					if strings.Contains(n.Labels[k], ",") {
+						d.fail(p+".labels."+k, "invalid label value %q", n.Labels[k])
+					}
+				}
+			} else {
+				d.fail(p+".labels", "must be a mapping of strings, got %s", describe(lv))
+			}
+		}
+		t.Nodes = append(t.Nodes, n)
 	}
 	for i, pv := range d.list("pods", m["pods"]) {
 		p := fmt.Sprintf("pods[%d]", i)
@@ -324,6 +359,20 @@ func checkLabelValue(v string) string {
 
 // validate checks names, references, uniqueness and limits.
 func (t *Topology) validate() []*FieldError {
+	errs := t.validateNodesAndPods()
+	if t.KubeAPIServer != "" {
+		found := false
+		for _, n := range t.Nodes {
+			found = found || n.Name == t.KubeAPIServer
+		}
+		if !found {
+			errs = append(errs, &FieldError{Path: "kubeAPIServer", Msg: fmt.Sprintf("unknown node %q", t.KubeAPIServer)})
+		}
+	}
+	return errs
+}
+
+func (t *Topology) validateNodesAndPods() []*FieldError {
 	var errs []*FieldError
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})

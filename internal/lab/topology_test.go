@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -31,7 +32,7 @@ func TestParseTopology(t *testing.T) {
 	if topo.RoutingMode() != RoutingVXLAN {
 		t.Errorf("routing = %q", topo.RoutingMode())
 	}
-	if len(topo.Nodes) != 2 || topo.Nodes[0] != (Node{Name: "n1", Zone: "zone-a"}) || topo.Nodes[1].Name != "n2" {
+	if len(topo.Nodes) != 2 || !reflect.DeepEqual(topo.Nodes[0], Node{Name: "n1", Zone: "zone-a"}) || topo.Nodes[1].Name != "n2" {
 		t.Errorf("nodes = %+v", topo.Nodes)
 	}
 	if len(topo.Pods) != 2 {
@@ -288,4 +289,30 @@ func FuzzParseTopology(f *testing.F) {
 			t.Fatalf("round trip changed the topology:\n%s\n%s", b, b2)
 		}
 	})
+}
+
+func TestTopologyAgentArgsLabelsAPIServer(t *testing.T) {
+	topo, err := ParseTopology([]byte(`
+agentArgs: ["--policy-audit-mode"]
+kubeAPIServer: n1
+nodes:
+  - {name: n1, labels: {role: control}}
+pods: []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo.KubeAPIServer != "n1" || len(topo.AgentArgs) != 1 || topo.Nodes[0].Labels["role"] != "control" {
+		t.Fatalf("parsed %+v", topo)
+	}
+	for _, bad := range []struct{ yaml, want string }{
+		{"kubeAPIServer: n9\nnodes: [{name: n1}]\n", `kubeAPIServer: unknown node "n9"`},
+		{"agentArgs: [policy-audit-mode]\nnodes: [{name: n1}]\n", `agentArgs[0]: invalid agent flag "policy-audit-mode"`},
+		{"nodes: [{name: n1, labels: {'a,b': x}}]\n", `nodes[0].labels: invalid label key "a,b"`},
+	} {
+		_, err := ParseTopology([]byte(bad.yaml))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: error %v, want %q", bad.yaml, err, bad.want)
+		}
+	}
 }

@@ -37,6 +37,15 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 	if err != nil {
 		return nil, ErrBadRequest{fmt.Errorf("peer %q: not an IP address", req.Peer)}
 	}
+	isHost := req.Endpoint == "host"
+	if s.opts.LocalNodeIPs != nil {
+		for _, a := range s.opts.LocalNodeIPs() {
+			isHost = isHost || a.String() == req.Endpoint
+		}
+	}
+	if isHost {
+		return s.explainHost(ctx, node, req, peer, egress, proto, identityOf)
+	}
 	var ep *api.Endpoint
 	for _, e := range s.eps.List() {
 		if strconv.Itoa(int(e.ID)) == req.Endpoint || e.ContainerID == req.Endpoint || e.Namespace+"/"+e.PodName == req.Endpoint ||
@@ -73,6 +82,34 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy,
 	}
 	if ep.Policy.Audit && !out.Allowed {
+		out.Reason += " (audit mode: reported, not dropped)"
+	}
+	return out, nil
+}
+
+// explainHost explains the host firewall's verdict.
+func (s *Syncer) explainHost(ctx context.Context, node string, req *api.ExplainRequest, peer netip.Addr, egress bool, proto uint8, identityOf func(netip.Addr) uint32) (*api.Explanation, error) {
+	eng, _, err := s.rebuild(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := eng.Compute(s.hostInfo())
+	if err != nil {
+		return nil, err
+	}
+	peerID := identityOf(peer)
+	s.mu.Lock()
+	peerLabels := s.idents[peerID]
+	s.mu.Unlock()
+	x := pol.Explain(peerID, egress, proto, req.Port)
+	out := &api.Explanation{
+		Node: node, Endpoint: "host " + node, EndpointID: 0xffff, EndpointIdentity: 1,
+		Peer: peer.String(), PeerIdentity: peerID, PeerLabels: peerLabels.Strings(),
+		Direction: req.Direction, Protocol: policy.ProtoName(proto), Port: req.Port,
+		Allowed: x.Allowed(), Reason: x.Reason, Rules: rules(x.Rules), Overridden: rules(x.Overridden),
+		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy,
+	}
+	if s.opts.Audit && !out.Allowed {
 		out.Reason += " (audit mode: reported, not dropped)"
 	}
 	return out, nil

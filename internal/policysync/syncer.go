@@ -41,6 +41,12 @@ type Options struct {
 	// this node's or another node's.
 	LocalNodeIPs func() []netip.Addr
 	RemoteNode   func(netip.Addr) bool
+	// HostLabels are the node's labels: CiliumClusterwideNetworkPolicy
+	// rules with a nodeSelector select the host endpoint through them.
+	HostLabels map[string]string
+	// SetHostFlags writes the host endpoint's enforcement flags (host
+	// firewall); nil disables the host firewall.
+	SetHostFlags func(uint16) error
 }
 
 // IPCache is where the syncer puts the CIDR and kube-apiserver identities.
@@ -62,18 +68,19 @@ type Syncer struct {
 	// Overflows counts endpoints whose policy exceeded MaxEntries.
 	Overflows atomic.Uint64
 
-	mu        sync.Mutex
-	policies  map[string]*policy.Policy // by store key
-	bad       map[string]string         // store key -> why it was skipped
-	podPorts  map[string]map[string]policy.PortProto
-	synced    map[string]bool // kinds listed once
-	engine    *policy.Engine
-	idents    map[uint32]policy.Labels
-	lastErr   error
-	kick      chan struct{}
-	pending   map[uint16]time.Time // regenerated, maybe not listed by the endpoint manager yet
-	readyOnce sync.Once
-	ready     chan struct{}
+	mu         sync.Mutex
+	policies   map[string]*policy.Policy // by store key
+	bad        map[string]string         // store key -> why it was skipped
+	podPorts   map[string]map[string]policy.PortProto
+	synced     map[string]bool // kinds listed once
+	engine     *policy.Engine
+	idents     map[uint32]policy.Labels
+	lastErr    error
+	kick       chan struct{}
+	pending    map[uint16]time.Time // regenerated, maybe not listed by the endpoint manager yet
+	hostPolicy *policy.EndpointPolicy
+	readyOnce  sync.Once
+	ready      chan struct{}
 }
 
 // New returns a syncer. store may be nil (no policies: nothing enforced).
@@ -347,6 +354,9 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := s.enforceHost(eng); err != nil {
+		errs = append(errs, err)
+	}
 	// Entries of endpoints that no longer exist. An endpoint being created
 	// has entries before the manager lists it: spare those for a while.
 	live := map[uint16]bool{}
@@ -354,6 +364,7 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 		live[ep.ID] = true
 	}
 	s.mu.Lock()
+	live[datapath.HostEndpointID] = true
 	for id, at := range s.pending {
 		if live[id] || time.Since(at) > time.Minute {
 			delete(s.pending, id)
@@ -432,6 +443,56 @@ func (s *Syncer) enforce(eng *policy.Engine, ep api.Endpoint, named map[string]p
 		return closed
 	}
 	return st
+}
+
+// hostInfo describes the host endpoint to the engine.
+func (s *Syncer) hostInfo() policy.EndpointInfo {
+	lbls := []policy.Label{{Source: "reserved", Key: "host"}}
+	for k, v := range s.opts.HostLabels {
+		lbls = append(lbls, policy.Label{Source: "k8s", Key: k, Value: v})
+	}
+	return policy.EndpointInfo{Identity: uint32(identity.Host), Labels: policy.NewLabels(lbls...), IsHost: true}
+}
+
+// enforceHost computes the host endpoint's policy (host firewall): map
+// entries first, then the flags that turn enforcement on.
+func (s *Syncer) enforceHost(eng *policy.Engine) error {
+	if s.opts.SetHostFlags == nil {
+		return nil
+	}
+	var flags uint16
+	pol, err := eng.Compute(s.hostInfo())
+	if err == nil {
+		entries := make([]datapath.PolicyEntry, 0, len(pol.Entries))
+		for _, e := range pol.Entries {
+			entries = append(entries, datapath.PolicyEntry{Identity: e.Identity, Egress: e.Egress, Proto: e.Proto, Port: e.Port, PortBits: e.PortBits, Deny: e.Deny})
+		}
+		if n := len(datapath.ExpandAnyProto(entries)); n > s.opts.MaxEntries {
+			err = fmt.Errorf("host policy needs %d map entries, more than %d", n, s.opts.MaxEntries)
+		} else {
+			err = s.pm.Sync(datapath.HostEndpointID, entries)
+		}
+		if pol.IngressEnforced {
+			flags |= datapath.EndpointIngressEnforced
+		}
+		if pol.EgressEnforced {
+			flags |= datapath.EndpointEgressEnforced
+		}
+	}
+	if err != nil {
+		// Fail closed, but keep the node reachable for its operators:
+		// audit mode reports instead of locking everybody out.
+		s.log.Error("host firewall policy failed: enforcing with no entries in audit mode", "err", err)
+		_ = s.pm.Sync(datapath.HostEndpointID, nil)
+		return errors.Join(err, s.opts.SetHostFlags(datapath.EndpointIngressEnforced|datapath.EndpointEgressEnforced|datapath.EndpointAudit))
+	}
+	if flags != 0 && s.opts.Audit {
+		flags |= datapath.EndpointAudit
+	}
+	s.mu.Lock()
+	s.hostPolicy = pol
+	s.mu.Unlock()
+	return s.opts.SetHostFlags(flags)
 }
 
 // namedPorts reads the container ports of every stored pod: the endpoint's
