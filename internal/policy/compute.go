@@ -229,6 +229,10 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 		}
 		ns = v
 	}
+	if ns != "" && !ep.Labels.Has(SourceK8s, PodNamespaceLabel) {
+		// Selectors see the namespace as a label, as on every pod identity.
+		ep.Labels = NewLabels(append(slices.Clone(ep.Labels), Label{SourceK8s, PodNamespaceLabel, ns})...)
+	}
 	out := &EndpointPolicy{}
 	b := &builder{refIdx: map[RuleRef]int32{}}
 	var selected []*rule

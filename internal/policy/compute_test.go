@@ -308,3 +308,61 @@ func TestEngineConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestExplainConnection(t *testing.T) {
+	policies := decodeAll(t, npEgressOnly, npHeader+`metadata: {name: db-from-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 81}, {port: 82}]
+`)
+	w := newWorld(t, policies)
+	eng, err := NewEngine(policies, w.ids, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, db := w.endpoint(t, "shop/web"), w.endpoint(t, "shop/db")
+	for _, c := range []struct {
+		from, to Side
+		port     uint16
+		allowed  bool
+		want     []string
+	}{
+		{Side{Endpoint: &web}, Side{Endpoint: &db}, 81, true, []string{"egress at the source: allowed by 1 rule(s)", "ingress at the destination: allowed by 1 rule(s)", "NetworkPolicy shop/db-from-web spec.ingress[0]"}},
+		{Side{Endpoint: &web}, Side{Endpoint: &db}, 82, false, []string{"egress at the source: default deny: endpoint is enforced by NetworkPolicy shop/to-db", "ingress at the destination: allowed"}},
+		{Side{Identity: IdentityWorld}, Side{Endpoint: &db}, 81, false, []string{"ingress at the destination: default deny"}},
+		{Side{Endpoint: &web}, Side{Identity: IdentityWorld}, 81, false, []string{"egress at the source: default deny"}},
+	} {
+		x, err := eng.ExplainConnection(c.from, c.to, ProtoTCP, c.port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := x.String()
+		if x.Allowed != c.allowed {
+			t.Errorf("%d -> %d port %d: allowed=%v, want %v\n%s", c.from.identity(), c.to.identity(), c.port, x.Allowed, c.allowed, s)
+		}
+		for _, want := range c.want {
+			if !strings.Contains(s, want) {
+				t.Errorf("%q not in\n%s", want, s)
+			}
+		}
+	}
+}
+
+// TestEndpointWithoutNamespaceLabel: a caller giving only Namespace gets
+// the same selection as one giving the namespace label.
+func TestEndpointWithoutNamespaceLabel(t *testing.T) {
+	policies := decodeAll(t, ccnpHeader+`metadata: {name: shop-only}
+spec:
+  endpointSelector: {matchLabels: {k8s:io.kubernetes.pod.namespace: shop}}
+  ingress: [{}]
+`)
+	pol, err := Compute(policies, nil, EndpointInfo{Identity: 1000, Labels: MustParseLabels("k8s:app=web"), Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pol.IngressEnforced {
+		t.Error("the namespace given as a field did not select the endpoint")
+	}
+}

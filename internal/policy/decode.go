@@ -81,12 +81,11 @@ type rule struct {
 
 // section is one ingress/egress/ingressDeny/egressDeny element.
 type section struct {
-	name          string // "ingress[1]"
-	egress, deny  bool
-	peers         []*peer
-	allPorts      bool       // no port restriction (L3-only)
-	ports         []portSpec // when !allPorts; empty: the section matches nothing
-	peerSetsIndex int        // offset of this section's peers in the engine's peer sets
+	name         string // "ingress[1]"
+	egress, deny bool
+	peers        []*peer
+	allPorts     bool       // no port restriction (L3-only)
+	ports        []portSpec // when !allPorts; empty: the section matches nothing
 }
 
 type peerKind int
@@ -257,13 +256,7 @@ func (w *walker) object(path string, v any, known ...string) map[string]any {
 		w.errf(path, "must be an object, not %s", typeName(v))
 		return nil
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(mapKeys(m)) {
 		if !slices.Contains(known, k) {
 			w.errf(path, "unknown field %q", k)
 		}
@@ -327,9 +320,7 @@ func (w *walker) policy(v any) *Policy {
 	p := &Policy{Kind: "policy", Name: "<no name>"}
 	m := w.object("", v, "apiVersion", "kind", "metadata", "spec", "specs", "status")
 	if m == nil {
-		if _, ok := v.(map[string]any); !ok {
-			return p
-		}
+		return p
 	}
 	kind, _ := m["kind"].(string)
 	apiVersion, _ := m["apiVersion"].(string)

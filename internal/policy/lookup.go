@@ -196,3 +196,65 @@ func Explain(policies []*Policy, identities map[uint32]Labels, q ExplainQuery) (
 	}
 	return ep.Explain(q.Peer, q.Egress, q.Proto, q.Port), nil
 }
+
+// Side is one end of a connection: a Lumen endpoint, whose policy applies,
+// or only an identity (world, a CIDR, a remote node, a pod elsewhere).
+type Side struct {
+	Endpoint *EndpointInfo // nil: no local policy applies on this side
+	Identity uint32        // used when Endpoint is nil
+}
+
+func (s Side) identity() uint32 {
+	if s.Endpoint != nil {
+		return s.Endpoint.Identity
+	}
+	return s.Identity
+}
+
+// ConnectionExplanation explains a connection from one side to the other:
+// the source's egress policy and the destination's ingress policy must
+// both allow it.
+type ConnectionExplanation struct {
+	Allowed bool
+	Egress  *Explanation // the source endpoint's egress verdict; nil if the source is not an endpoint
+	Ingress *Explanation // the destination endpoint's ingress verdict; nil if the destination is not an endpoint
+}
+
+func (c ConnectionExplanation) String() string {
+	verdict := "denied"
+	if c.Allowed {
+		verdict = "allowed"
+	}
+	var b strings.Builder
+	b.WriteString(verdict)
+	if c.Egress != nil {
+		b.WriteString("\negress at the source: " + c.Egress.String())
+	}
+	if c.Ingress != nil {
+		b.WriteString("\ningress at the destination: " + c.Ingress.String())
+	}
+	return b.String()
+}
+
+// ExplainConnection explains a connection from one side to the other on
+// proto/port (the destination port).
+func (e *Engine) ExplainConnection(from, to Side, proto uint8, port uint16) (ConnectionExplanation, error) {
+	c := ConnectionExplanation{Allowed: true}
+	if from.Endpoint != nil {
+		pol, err := e.Compute(*from.Endpoint)
+		if err != nil {
+			return c, err
+		}
+		x := pol.Explain(to.identity(), true, proto, port)
+		c.Egress, c.Allowed = &x, x.Allowed()
+	}
+	if to.Endpoint != nil {
+		pol, err := e.Compute(*to.Endpoint)
+		if err != nil {
+			return c, err
+		}
+		x := pol.Explain(from.identity(), false, proto, port)
+		c.Ingress, c.Allowed = &x, c.Allowed && x.Allowed()
+	}
+	return c, nil
+}
