@@ -33,9 +33,10 @@ func (w *walker) networkPolicy(p *Policy, v any) {
 	ingress := w.list(child(path, "ingress"), m["ingress"])
 	egress := w.list(child(path, "egress"), m["egress"])
 	hasIngress, hasEgress := true, len(egress) > 0
-	if v := m["policyTypes"]; v != nil {
+	// An empty policyTypes is defaulted like an absent one.
+	if types := w.list(child(path, "policyTypes"), m["policyTypes"]); len(types) > 0 {
 		hasIngress, hasEgress = false, false
-		for i, t := range w.list(child(path, "policyTypes"), v) {
+		for i, t := range types {
 			tp := index(child(path, "policyTypes"), i)
 			s, ok := w.str(tp, t)
 			if !ok {

@@ -245,6 +245,17 @@ spec:
 		},
 	},
 	{
+		name: "np empty policyTypes is defaulted", rows: []string{"shop/*: AAAAAA", "*: DDDDDD"},
+		policies: []string{npHeader + `metadata: {name: empty-types, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: []
+  ingress:
+  - from:
+    - podSelector: {}
+`},
+	},
+	{
 		name: "np egress rules imply both policy types", rows: []string{"*: DDDDDD"},
 		policies: []string{npHeader + `metadata: {name: egress-rules, namespace: shop}
 spec:
