@@ -334,6 +334,9 @@ func (w *walker) policy(v any) *Policy {
 		w.required("kind")
 	case want[kind] == "":
 		w.unsupported("kind", m["kind"], KindNetworkPolicy, KindCiliumNetworkPolicy, KindCiliumClusterwideNetworkPolicy)
+		if kind != "" {
+			p.Kind = kind // to name the object in errors
+		}
 	default:
 		p.Kind = kind
 		if m["apiVersion"] == nil {

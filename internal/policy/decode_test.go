@@ -105,7 +105,7 @@ func TestDecodeErrors(t *testing.T) {
 
 		// The object itself.
 		{"unsupported kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
-			[]string{`kind: unsupported value "Pod": supported values: "NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"`}},
+			[]string{`Pod default/p: kind: unsupported value "Pod": supported values: "NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"`}},
 		{"wrong apiVersion", "apiVersion: cilium.io/v1\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec: {endpointSelector: {}}\n",
 			[]string{`CiliumNetworkPolicy default/p: apiVersion: unsupported value "cilium.io/v1": supported values: "cilium.io/v2"`}},
 		{"no name", cnpHeader + "metadata: {namespace: shop}\nspec: {endpointSelector: {}}\n", []string{`metadata.name: required value`}},
