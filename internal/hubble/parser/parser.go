@@ -9,6 +9,7 @@
 package parser
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -67,7 +68,7 @@ type Parser struct {
 	ifName    func(int) string
 	ifaces    map[uint32]*flowpb.NetworkInterface
 	byID      map[uint32]*flowpb.Endpoint
-	addrNames map[netip.Addr]string
+	addrNames *[1 << addrCacheBits]addrSlot
 }
 
 // New returns a parser.
@@ -78,7 +79,7 @@ func New(o Options) *Parser {
 	return &Parser{
 		node: o.NodeName, enricher: o.Enricher, clock: o.Clock, ifName: o.InterfaceName,
 		ifaces: map[uint32]*flowpb.NetworkInterface{}, byID: map[uint32]*flowpb.Endpoint{},
-		addrNames: map[netip.Addr]string{},
+		addrNames: new([1 << addrCacheBits]addrSlot),
 	}
 }
 
@@ -260,17 +261,24 @@ func (p *Parser) iface(ifindex uint32) *flowpb.NetworkInterface {
 	return i
 }
 
-// addrString formats an address, cached: pods talk to few peers.
+// addrString formats an address through a direct-mapped cache: pods talk
+// to few peers, and a map lookup would cost more than the hashing here.
 func (p *Parser) addrString(a netip.Addr) string {
-	if s, ok := p.addrNames[a]; ok {
-		return s
+	b := a.As16()
+	h := (binary.LittleEndian.Uint64(b[:8])*0x9E3779B97F4A7C15 ^ binary.LittleEndian.Uint64(b[8:])) * 0xBF58476D1CE4E5B9
+	slot := &p.addrNames[h>>(64-addrCacheBits)]
+	if slot.s != "" && slot.a == a {
+		return slot.s
 	}
-	s := a.Unmap().String()
-	if len(p.addrNames) >= 1<<16 {
-		clear(p.addrNames)
-	}
-	p.addrNames[a] = s
-	return s
+	slot.a, slot.s = a, a.Unmap().String()
+	return slot.s
+}
+
+const addrCacheBits = 10
+
+type addrSlot struct {
+	a netip.Addr
+	s string
 }
 
 // Shared event types: one message per (type, subtype).
