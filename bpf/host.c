@@ -9,6 +9,7 @@
 #include "lib/fwd.h"
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
+#include "lib/lb.h"
 
 static __always_inline __u32 host_flags(void)
 {
@@ -34,6 +35,26 @@ int from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	src_id = identity_of(&p.src);
+
+	/* NodePort, LoadBalancer and external IPs, from outside. Backends on
+	 * this node only: the others need SNAT, not implemented yet (their
+	 * frontends are not installed on this node's devices). */
+	{
+		__u32 backend = 0;
+		int svc = lb_dnat(skb, &p, 0, &backend);
+
+		if (svc < 0)
+			return drop(skb, &p, -svc, DIR_INGRESS, 0, src_id, 0);
+		if (svc > 0) {
+			dst = lookup_endpoint(&p.dst);
+			if (!dst)
+				return drop(skb, &p, DROP_SERVICE_NO_BACKEND, DIR_INGRESS, 0, src_id, 0);
+			skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);
+			trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
+			return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
+		}
+	}
+
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
 		trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);

@@ -6,6 +6,7 @@
 #include "lib/fwd.h"
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
+#include "lib/lb.h"
 
 SEC("tcx/ingress")
 int from_container(struct __sk_buff *skb)
@@ -15,6 +16,7 @@ int from_container(struct __sk_buff *skb)
 	struct config *cfg;
 	struct pkt p;
 	__u32 src_id, dst_id;
+	__u32 rev_nat, backend = 0;
 	__u16 ep_id;
 	int ret, reason = 0;
 
@@ -33,6 +35,13 @@ int from_container(struct __sk_buff *skb)
 	src_id = src->identity;
 	ep_id = src->ep_id;
 
+	/* Services the socket layer did not translate (pods with
+	 * --bpf-lb-sock-hostns-only, raw packets): per-packet DNAT. */
+	ret = lb_dnat(skb, &p, 1, &backend);
+	if (ret < 0)
+		return drop(skb, &p, -ret, DIR_EGRESS, ep_id, src_id, 0);
+	rev_nat = ret;
+
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
 		dst_id = dst->identity;
@@ -44,7 +53,12 @@ int from_container(struct __sk_buff *skb)
 	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
 		if (!enforce(skb, &p, ep_id, src->flags, 1, src_id, dst_id, &reason))
 			return drop(skb, &p, reason, DIR_EGRESS, ep_id, src_id, dst_id);
-		ct_create(&p, CT_EGRESS, src_id);
+		ct_create_nat(&p, CT_EGRESS, src_id, rev_nat, backend);
+	} else if (p.ct_status == CT_REPLY && p.rev_nat) {
+		/* A backend answering a client that reached it through a service
+		 * frontend translated at this node's edge (NodePort). */
+		if (lb_rev_nat(skb, &p, p.rev_nat) < 0)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_EGRESS, ep_id, src_id, dst_id);
 	}
 
 	if (dst) {
@@ -65,7 +79,7 @@ int to_container(struct __sk_buff *skb)
 {
 	struct endpoint_info *ep;
 	struct pkt p;
-	__u32 src_id;
+	__u32 src_id, rev_nat = 0;
 	int ret, reason = 0;
 
 	ret = parse(skb, &p);
@@ -80,10 +94,20 @@ int to_container(struct __sk_buff *skb)
 	if (!ep)
 		return TC_ACT_OK; /* not addressed to the pod: the pod decides */
 	src_id = identity_of(&p.src);
+	/* A service id handed over by from_netdev (NodePort to a local pod). */
+	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {
+		rev_nat = skb->mark & ~MARK_REVNAT_MASK;
+		skb->mark = 0;
+	}
 	if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
 		if (!enforce(skb, &p, ep->ep_id, ep->flags, 0, src_id, ep->identity, &reason))
 			return drop(skb, &p, reason, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
-		ct_create(&p, CT_INGRESS, src_id);
+		ct_create_nat(&p, CT_INGRESS, src_id, rev_nat, 0);
+	} else if (p.ct_status == CT_REPLY && p.rev_nat) {
+		/* The reply of a service connection this pod opened: the source
+		 * becomes the service frontend again. */
+		if (lb_rev_nat(skb, &p, p.rev_nat) < 0)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 	}
 	trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 	return TC_ACT_OK;

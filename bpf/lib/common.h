@@ -41,7 +41,9 @@
 #define DROP_NO_TUNNEL_KEY 147
 #define DROP_CSUM_L3 153
 #define DROP_FRAG_NOT_SUPPORTED 157
+#define DROP_SERVICE_NO_BACKEND 158
 #define DROP_NO_TUNNEL_ENDPOINT 160
+#define DROP_NAT_UNSUPPORTED 168
 #define DROP_FIB_LOOKUP 169
 
 /* Trace observation points, numbered as Hubble's TraceObservationPoint. */
@@ -142,6 +144,7 @@ struct policy_value {
 
 #define CT_EGRESS 0  /* opened by the endpoint (from_container) */
 #define CT_INGRESS 1 /* accepted by the endpoint (to_container) */
+#define CT_SERVICE 2 /* client -> service frontend: remembers the backend */
 
 struct ct_key {
 	__u8 family;
@@ -165,12 +168,87 @@ struct ct_entry {
 	__u8 flags;
 	__u8 tcp_flags; /* union of the flags seen */
 	__u16 pad;
+	__u32 rev_nat;    /* service of a load-balanced connection (0: none) */
+	__u32 backend_id; /* CT_SERVICE entries: the chosen backend */
 };
+
+/* Load balancing. A service frontend is {address, port, protocol, scope};
+ * slot 0 holds the service, slots 1..count its active backends. */
+#define LB_SCOPE_EXTERNAL 0
+#define LB_SCOPE_INTERNAL 1
+
+#define SVC_F_MAGLEV (1 << 0)
+#define SVC_F_AFFINITY (1 << 1)
+#define SVC_F_NODEPORT (1 << 2) /* NodePort, LoadBalancer or externalIP */
+
+struct lb_key {
+	__u8 family;
+	__u8 proto;
+	__be16 dport;
+	__u32 slot;
+	__u8 addr[16];
+	__u8 scope;
+	__u8 pad[3];
+};
+
+struct lb_value {
+	__u32 backend_id; /* slots > 0 */
+	__u32 count;      /* slot 0: number of active backends */
+	__u32 rev_nat;    /* slot 0: service id, for reverse NAT and maglev */
+	__u32 flags;      /* slot 0: SVC_F_* */
+	__u32 affinity_timeout; /* seconds */
+};
+
+#define BACKEND_F_TERMINATING (1 << 0)
+
+struct lb_backend {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+	__u32 flags;
+};
+
+struct lb_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+struct lb_affinity_key {
+	__u32 rev_nat;
+	__u8 family;
+	__u8 pad[3];
+	__u8 client[16];
+};
+
+struct lb_affinity_value {
+	__u64 last_used;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Socket-LB reverse translation: what a connected socket's peer really is. */
+struct lb_sock_key {
+	__u64 cookie;
+	__u8 addr[16];
+	__be16 port;
+	__u8 family;
+	__u8 pad[5];
+};
+
+/* skb->mark carrying a service id from from_netdev to to_container. */
+#define MARK_REVNAT 0x4c4e0000
+#define MARK_REVNAT_MASK 0xffff0000
 
 struct config {
 	__u32 trace_level;
 	__u32 vxlan_ifindex; /* 0: no tunnel */
 	__u32 host_flags;    /* EP_F_* of the host endpoint (host firewall) */
+	__u32 maglev_size;   /* entries of each maglev table (prime) */
+	__u64 host_netns_cookie; /* socket LB only for this netns when sock_hostns_only */
+	__u32 sock_hostns_only;
 	__u32 pad;
 };
 

@@ -52,18 +52,37 @@ static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
 		p->ct_first = 0;
 		return p->ct_status;
 	}
+	p->rev_nat = 0;
 	ct_fill(&key, p, dir ^ 1, 1);
 	e = bpf_map_lookup_elem(&lumen_ct, &key);
 	if (e) {
 		p->ct_first = !(e->flags & CT_F_SEEN_REPLY);
 		e->flags |= CT_F_SEEN_REPLY;
 		ct_touch(e, p, now);
+		p->rev_nat = e->rev_nat;
 		p->ct_status = CT_REPLY;
 		return p->ct_status;
 	}
 	p->ct_status = CT_NEW;
 	p->ct_first = 1;
 	return p->ct_status;
+}
+
+static __always_inline void ct_create_nat(struct pkt *p, __u8 dir, __u32 src_identity, __u32 rev_nat,
+					  __u32 backend_id)
+{
+	struct ct_key key;
+	struct ct_entry e = {};
+
+	ct_fill(&key, p, dir, 0);
+	e.last_seen = bpf_ktime_get_ns();
+	e.packets = 1;
+	e.bytes = p->len;
+	e.src_identity = src_identity;
+	e.tcp_flags = p->tcp_flags;
+	e.rev_nat = rev_nat;
+	e.backend_id = backend_id;
+	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
 }
 
 static __always_inline void ct_create(struct pkt *p, __u8 dir, __u32 src_identity)

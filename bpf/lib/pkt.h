@@ -23,7 +23,9 @@ struct pkt {
 	__u16 sport;
 	__u16 dport;
 	__u32 l3_off;
+	__u32 l4_off;
 	__u32 len;
+	__u32 rev_nat; /* set by ct_lookup on replies of load-balanced connections */
 	struct ip_key src;
 	struct ip_key dst;
 };
@@ -38,6 +40,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
+	p->l4_off = l4_off;
 	switch (p->proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = data + l4_off;

@@ -14,11 +14,14 @@ import (
 )
 
 type hostConfig struct {
-	_            structs.HostLayout
-	TraceLevel   uint32
-	VxlanIfindex uint32
-	HostFlags    uint32
-	Pad          uint32
+	_               structs.HostLayout
+	TraceLevel      uint32
+	VxlanIfindex    uint32
+	HostFlags       uint32
+	MaglevSize      uint32
+	HostNetnsCookie uint64
+	SockHostnsOnly  uint32
+	Pad             uint32
 }
 
 type hostCtEntry struct {
@@ -30,6 +33,8 @@ type hostCtEntry struct {
 	Flags       uint8
 	TcpFlags    uint8
 	Pad         uint16
+	RevNat      uint32
+	BackendId   uint32
 }
 
 type hostCtKey struct {
@@ -77,6 +82,67 @@ type hostIpcacheValue struct {
 	Pad       [3]uint8
 }
 
+type hostLbAffinityKey struct {
+	_      structs.HostLayout
+	RevNat uint32
+	Family uint8
+	Pad    [3]uint8
+	Client [16]uint8
+}
+
+type hostLbAffinityValue struct {
+	_         structs.HostLayout
+	LastUsed  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type hostLbBackend struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
+	Flags  uint32
+}
+
+type hostLbKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dport  uint16
+	Slot   uint32
+	Addr   [16]uint8
+	Scope  uint8
+	Pad    [3]uint8
+}
+
+type hostLbRevnat struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    uint8
+}
+
+type hostLbSockKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    [5]uint8
+}
+
+type hostLbValue struct {
+	_               structs.HostLayout
+	BackendId       uint32
+	Count           uint32
+	RevNat          uint32
+	Flags           uint32
+	AffinityTimeout uint32
+}
+
 type hostMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -105,16 +171,22 @@ type hostPolicyValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	hostMapLumenConfig    = "lumen_config"
-	hostMapLumenCt        = "lumen_ct"
-	hostMapLumenEndpoints = "lumen_endpoints"
-	hostMapLumenEvents    = "lumen_events"
-	hostMapLumenIpcache   = "lumen_ipcache"
-	hostMapLumenMetrics   = "lumen_metrics"
-	hostMapLumenPolicy    = "lumen_policy"
-	hostProgFromNetdev    = "from_netdev"
-	hostProgToNetdev      = "to_netdev"
-	hostVarUnusedEvent    = "unused_event"
+	hostMapLumenConfig       = "lumen_config"
+	hostMapLumenCt           = "lumen_ct"
+	hostMapLumenEndpoints    = "lumen_endpoints"
+	hostMapLumenEvents       = "lumen_events"
+	hostMapLumenIpcache      = "lumen_ipcache"
+	hostMapLumenLbAffinity   = "lumen_lb_affinity"
+	hostMapLumenLbBackends   = "lumen_lb_backends"
+	hostMapLumenLbMaglev     = "lumen_lb_maglev"
+	hostMapLumenLbRevnat     = "lumen_lb_revnat"
+	hostMapLumenLbServices   = "lumen_lb_services"
+	hostMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
+	hostMapLumenMetrics      = "lumen_metrics"
+	hostMapLumenPolicy       = "lumen_policy"
+	hostProgFromNetdev       = "from_netdev"
+	hostProgToNetdev         = "to_netdev"
+	hostVarUnusedEvent       = "unused_event"
 )
 
 // loadHost returns the embedded CollectionSpec for host.
@@ -167,13 +239,19 @@ type hostProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostMapSpecs struct {
-	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
-	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.MapSpec `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.MapSpec `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.MapSpec `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // hostVariableSpecs contains global variables before they are loaded into the kernel.
@@ -203,13 +281,19 @@ func (o *hostObjects) Close() error {
 //
 // It can be passed to loadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostMaps struct {
-	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
-	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.Map `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.Map `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.Map `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *hostMaps) Close() error {
@@ -219,6 +303,12 @@ func (m *hostMaps) Close() error {
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
+		m.LumenLbAffinity,
+		m.LumenLbBackends,
+		m.LumenLbMaglev,
+		m.LumenLbRevnat,
+		m.LumenLbServices,
+		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
 	)

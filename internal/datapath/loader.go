@@ -26,6 +26,9 @@ type Options struct {
 	// EventsRingSize is the size of the events ring buffer in bytes (a
 	// power of two, multiple of the page size); 0 keeps the default 4 MiB.
 	EventsRingSize uint32
+	// MaglevSize is the number of entries of each Maglev table (a prime);
+	// 0 keeps the default 16381.
+	MaglevSize uint32
 }
 
 // Datapath holds the loaded programs and the shared, pinned maps.
@@ -34,6 +37,9 @@ type Datapath struct {
 	lxc     lxcObjects
 	host    hostObjects
 	overlay overlayObjects
+	sock    sockObjects
+
+	maglevInner *ebpf.MapSpec
 
 	Endpoints *ebpf.Map
 	IPCache   *ebpf.Map
@@ -82,6 +88,16 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.EventsRingSize != 0 {
 		spec.Maps["lumen_events"].MaxEntries = opts.EventsRingSize
 	}
+	if opts.MaglevSize != 0 {
+		spec.Maps["lumen_lb_maglev"].InnerMap.MaxEntries = opts.MaglevSize
+	}
+	d.maglevInner = spec.Maps["lumen_lb_maglev"].InnerMap.Copy()
+	// Every object declares the shared maps: their specs must be identical
+	// for the pins to be shared.
+	shared := func(other *ebpf.CollectionSpec) {
+		other.Maps["lumen_events"].MaxEntries = spec.Maps["lumen_events"].MaxEntries
+		other.Maps["lumen_lb_maglev"].InnerMap.MaxEntries = spec.Maps["lumen_lb_maglev"].InnerMap.MaxEntries
+	}
 	if err := loadWithRecreate(spec, &d.lxc, copts, pinDir); err != nil {
 		return nil, fmt.Errorf("loading lxc programs: %w", err)
 	}
@@ -89,7 +105,7 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading host spec: %w", err)
 	}
-	hspec.Maps["lumen_events"].MaxEntries = spec.Maps["lumen_events"].MaxEntries
+	shared(hspec)
 	if err := hspec.LoadAndAssign(&d.host, copts); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("loading host programs: %w", err)
@@ -98,10 +114,19 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading overlay spec: %w", err)
 	}
-	ospec.Maps["lumen_events"].MaxEntries = spec.Maps["lumen_events"].MaxEntries
+	shared(ospec)
 	if err := ospec.LoadAndAssign(&d.overlay, copts); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("loading overlay programs: %w", err)
+	}
+	sspec, err := loadSock()
+	if err != nil {
+		return nil, fmt.Errorf("loading socket spec: %w", err)
+	}
+	shared(sspec)
+	if err := sspec.LoadAndAssign(&d.sock, copts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("loading socket load-balancing programs: %w", err)
 	}
 	m := d.lxc.lxcMaps
 	d.Endpoints, d.IPCache, d.Metrics, d.Events, d.Config = m.LumenEndpoints, m.LumenIpcache, m.LumenMetrics, m.LumenEvents, m.LumenConfig
@@ -127,7 +152,7 @@ func loadWithRecreate(spec *ebpf.CollectionSpec, obj any, copts *ebpf.Collection
 // Close releases the agent's handles. Pinned maps and links stay, so the
 // datapath keeps forwarding while no agent runs.
 func (d *Datapath) Close() error {
-	return errors.Join(d.lxc.Close(), d.host.Close(), d.overlay.Close())
+	return errors.Join(d.lxc.Close(), d.host.Close(), d.overlay.Close(), d.sock.Close())
 }
 
 // Hook names a program attachment.

@@ -14,11 +14,14 @@ import (
 )
 
 type lxcConfig struct {
-	_            structs.HostLayout
-	TraceLevel   uint32
-	VxlanIfindex uint32
-	HostFlags    uint32
-	Pad          uint32
+	_               structs.HostLayout
+	TraceLevel      uint32
+	VxlanIfindex    uint32
+	HostFlags       uint32
+	MaglevSize      uint32
+	HostNetnsCookie uint64
+	SockHostnsOnly  uint32
+	Pad             uint32
 }
 
 type lxcCtEntry struct {
@@ -30,6 +33,8 @@ type lxcCtEntry struct {
 	Flags       uint8
 	TcpFlags    uint8
 	Pad         uint16
+	RevNat      uint32
+	BackendId   uint32
 }
 
 type lxcCtKey struct {
@@ -98,6 +103,67 @@ type lxcIpcacheValue struct {
 	Pad       [3]uint8
 }
 
+type lxcLbAffinityKey struct {
+	_      structs.HostLayout
+	RevNat uint32
+	Family uint8
+	Pad    [3]uint8
+	Client [16]uint8
+}
+
+type lxcLbAffinityValue struct {
+	_         structs.HostLayout
+	LastUsed  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type lxcLbBackend struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
+	Flags  uint32
+}
+
+type lxcLbKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dport  uint16
+	Slot   uint32
+	Addr   [16]uint8
+	Scope  uint8
+	Pad    [3]uint8
+}
+
+type lxcLbRevnat struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    uint8
+}
+
+type lxcLbSockKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    [5]uint8
+}
+
+type lxcLbValue struct {
+	_               structs.HostLayout
+	BackendId       uint32
+	Count           uint32
+	RevNat          uint32
+	Flags           uint32
+	AffinityTimeout uint32
+}
+
 type lxcMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -126,16 +192,22 @@ type lxcPolicyValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lxcMapLumenConfig    = "lumen_config"
-	lxcMapLumenCt        = "lumen_ct"
-	lxcMapLumenEndpoints = "lumen_endpoints"
-	lxcMapLumenEvents    = "lumen_events"
-	lxcMapLumenIpcache   = "lumen_ipcache"
-	lxcMapLumenMetrics   = "lumen_metrics"
-	lxcMapLumenPolicy    = "lumen_policy"
-	lxcProgFromContainer = "from_container"
-	lxcProgToContainer   = "to_container"
-	lxcVarUnusedEvent    = "unused_event"
+	lxcMapLumenConfig       = "lumen_config"
+	lxcMapLumenCt           = "lumen_ct"
+	lxcMapLumenEndpoints    = "lumen_endpoints"
+	lxcMapLumenEvents       = "lumen_events"
+	lxcMapLumenIpcache      = "lumen_ipcache"
+	lxcMapLumenLbAffinity   = "lumen_lb_affinity"
+	lxcMapLumenLbBackends   = "lumen_lb_backends"
+	lxcMapLumenLbMaglev     = "lumen_lb_maglev"
+	lxcMapLumenLbRevnat     = "lumen_lb_revnat"
+	lxcMapLumenLbServices   = "lumen_lb_services"
+	lxcMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
+	lxcMapLumenMetrics      = "lumen_metrics"
+	lxcMapLumenPolicy       = "lumen_policy"
+	lxcProgFromContainer    = "from_container"
+	lxcProgToContainer      = "to_container"
+	lxcVarUnusedEvent       = "unused_event"
 )
 
 // loadLxc returns the embedded CollectionSpec for lxc.
@@ -188,13 +260,19 @@ type lxcProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lxcMapSpecs struct {
-	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
-	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.MapSpec `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.MapSpec `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.MapSpec `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -224,13 +302,19 @@ func (o *lxcObjects) Close() error {
 //
 // It can be passed to loadLxcObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lxcMaps struct {
-	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
-	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.Map `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.Map `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.Map `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -240,6 +324,12 @@ func (m *lxcMaps) Close() error {
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
+		m.LumenLbAffinity,
+		m.LumenLbBackends,
+		m.LumenLbMaglev,
+		m.LumenLbRevnat,
+		m.LumenLbServices,
+		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
 	)

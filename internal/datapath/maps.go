@@ -47,7 +47,11 @@ type IPCacheEntry struct {
 type RuntimeConfig struct {
 	TraceLevel   uint32
 	VXLANIfIndex uint32
-	HostFlags    uint16 // Endpoint* flags of the host endpoint (host firewall)
+	HostFlags    uint16 // Endpoint* flags of the host endpoint (host firewall); see SetHostFlags
+	// SockHostnsOnly limits socket load balancing to the namespace whose
+	// cookie is HostNetnsCookie (--bpf-lb-sock-hostns-only).
+	SockHostnsOnly  bool
+	HostNetnsCookie uint64
 }
 
 func ipKey(a netip.Addr) lxcIpKey {
@@ -184,6 +188,12 @@ func (d *Datapath) SetConfig(c RuntimeConfig) error {
 	var v lxcConfig
 	_ = d.Config.Lookup(uint32(0), &v)
 	v.TraceLevel, v.VxlanIfindex = c.TraceLevel, c.VXLANIfIndex
+	v.MaglevSize = d.maglevInner.MaxEntries
+	v.HostNetnsCookie = c.HostNetnsCookie
+	v.SockHostnsOnly = 0
+	if c.SockHostnsOnly {
+		v.SockHostnsOnly = 1
+	}
 	if err := d.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("updating datapath config: %w", err)
 	}

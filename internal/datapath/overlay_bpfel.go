@@ -14,11 +14,14 @@ import (
 )
 
 type overlayConfig struct {
-	_            structs.HostLayout
-	TraceLevel   uint32
-	VxlanIfindex uint32
-	HostFlags    uint32
-	Pad          uint32
+	_               structs.HostLayout
+	TraceLevel      uint32
+	VxlanIfindex    uint32
+	HostFlags       uint32
+	MaglevSize      uint32
+	HostNetnsCookie uint64
+	SockHostnsOnly  uint32
+	Pad             uint32
 }
 
 type overlayCtEntry struct {
@@ -30,6 +33,8 @@ type overlayCtEntry struct {
 	Flags       uint8
 	TcpFlags    uint8
 	Pad         uint16
+	RevNat      uint32
+	BackendId   uint32
 }
 
 type overlayCtKey struct {
@@ -77,6 +82,67 @@ type overlayIpcacheValue struct {
 	Pad       [3]uint8
 }
 
+type overlayLbAffinityKey struct {
+	_      structs.HostLayout
+	RevNat uint32
+	Family uint8
+	Pad    [3]uint8
+	Client [16]uint8
+}
+
+type overlayLbAffinityValue struct {
+	_         structs.HostLayout
+	LastUsed  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type overlayLbBackend struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
+	Flags  uint32
+}
+
+type overlayLbKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Dport  uint16
+	Slot   uint32
+	Addr   [16]uint8
+	Scope  uint8
+	Pad    [3]uint8
+}
+
+type overlayLbRevnat struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    uint8
+}
+
+type overlayLbSockKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    [5]uint8
+}
+
+type overlayLbValue struct {
+	_               structs.HostLayout
+	BackendId       uint32
+	Count           uint32
+	RevNat          uint32
+	Flags           uint32
+	AffinityTimeout uint32
+}
+
 type overlayMetricsValue struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -105,15 +171,21 @@ type overlayPolicyValue struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	overlayMapLumenConfig    = "lumen_config"
-	overlayMapLumenCt        = "lumen_ct"
-	overlayMapLumenEndpoints = "lumen_endpoints"
-	overlayMapLumenEvents    = "lumen_events"
-	overlayMapLumenIpcache   = "lumen_ipcache"
-	overlayMapLumenMetrics   = "lumen_metrics"
-	overlayMapLumenPolicy    = "lumen_policy"
-	overlayProgFromOverlay   = "from_overlay"
-	overlayVarUnusedEvent    = "unused_event"
+	overlayMapLumenConfig       = "lumen_config"
+	overlayMapLumenCt           = "lumen_ct"
+	overlayMapLumenEndpoints    = "lumen_endpoints"
+	overlayMapLumenEvents       = "lumen_events"
+	overlayMapLumenIpcache      = "lumen_ipcache"
+	overlayMapLumenLbAffinity   = "lumen_lb_affinity"
+	overlayMapLumenLbBackends   = "lumen_lb_backends"
+	overlayMapLumenLbMaglev     = "lumen_lb_maglev"
+	overlayMapLumenLbRevnat     = "lumen_lb_revnat"
+	overlayMapLumenLbServices   = "lumen_lb_services"
+	overlayMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
+	overlayMapLumenMetrics      = "lumen_metrics"
+	overlayMapLumenPolicy       = "lumen_policy"
+	overlayProgFromOverlay      = "from_overlay"
+	overlayVarUnusedEvent       = "unused_event"
 )
 
 // loadOverlay returns the embedded CollectionSpec for overlay.
@@ -165,13 +237,19 @@ type overlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayMapSpecs struct {
-	LumenConfig    *ebpf.MapSpec `ebpf:"lumen_config"`
-	LumenCt        *ebpf.MapSpec `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.MapSpec `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.MapSpec `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.MapSpec `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.MapSpec `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.MapSpec `ebpf:"lumen_config"`
+	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.MapSpec `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.MapSpec `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.MapSpec `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
 }
 
 // overlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -201,13 +279,19 @@ func (o *overlayObjects) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayMaps struct {
-	LumenConfig    *ebpf.Map `ebpf:"lumen_config"`
-	LumenCt        *ebpf.Map `ebpf:"lumen_ct"`
-	LumenEndpoints *ebpf.Map `ebpf:"lumen_endpoints"`
-	LumenEvents    *ebpf.Map `ebpf:"lumen_events"`
-	LumenIpcache   *ebpf.Map `ebpf:"lumen_ipcache"`
-	LumenMetrics   *ebpf.Map `ebpf:"lumen_metrics"`
-	LumenPolicy    *ebpf.Map `ebpf:"lumen_policy"`
+	LumenConfig       *ebpf.Map `ebpf:"lumen_config"`
+	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
+	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
+	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
+	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
+	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
+	LumenLbMaglev     *ebpf.Map `ebpf:"lumen_lb_maglev"`
+	LumenLbRevnat     *ebpf.Map `ebpf:"lumen_lb_revnat"`
+	LumenLbServices   *ebpf.Map `ebpf:"lumen_lb_services"`
+	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
+	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
+	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
 }
 
 func (m *overlayMaps) Close() error {
@@ -217,6 +301,12 @@ func (m *overlayMaps) Close() error {
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,
+		m.LumenLbAffinity,
+		m.LumenLbBackends,
+		m.LumenLbMaglev,
+		m.LumenLbRevnat,
+		m.LumenLbServices,
+		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
 	)

@@ -19,8 +19,8 @@ type Packet struct {
 	Payload          []byte
 }
 
-// Bytes serialises p as an Ethernet frame. L4 checksums are left zero:
-// the programs never verify them.
+// Bytes serialises p as an Ethernet frame with valid IPv4 header and TCP/UDP
+// checksums, so tests can check that rewrites keep them valid.
 func (p Packet) Bytes() []byte {
 	var l4 []byte
 	switch p.Proto {
@@ -68,8 +68,69 @@ func (p Packet) Bytes() []byte {
 		copy(l3[8:], s[:])
 		copy(l3[24:], d[:])
 	}
+	if p.Proto == 6 || p.Proto == 17 {
+		off := 16
+		if p.Proto == 17 {
+			off = 6
+		}
+		binary.BigEndian.PutUint16(l4[off:], L4Checksum(p.Src, p.Dst, p.Proto, l4))
+	}
 	out := append(eth, l3...)
 	return append(out, l4...)
+}
+
+// L4Checksum computes the TCP/UDP checksum of segment (whose checksum
+// field must be zero) with its pseudo header.
+func L4Checksum(src, dst netip.Addr, proto uint8, segment []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(src.AsSlice())
+	add(dst.AsSlice())
+	sum += uint32(proto) + uint32(len(segment))
+	add(segment)
+	for sum > 0xffff {
+		sum = (sum >> 16) + (sum & 0xffff)
+	}
+	c := ^uint16(sum)
+	if c == 0 && proto == 17 {
+		c = 0xffff
+	}
+	return c
+}
+
+// VerifyL4Checksum checks the TCP/UDP checksum of an Ethernet frame.
+func VerifyL4Checksum(frame []byte) bool {
+	var src, dst netip.Addr
+	var proto uint8
+	var seg []byte
+	switch binary.BigEndian.Uint16(frame[12:]) {
+	case 0x0800:
+		ihl := int(frame[14]&0xf) * 4
+		src, dst = netip.AddrFrom4([4]byte(frame[26:30])), netip.AddrFrom4([4]byte(frame[30:34]))
+		proto = frame[23]
+		seg = frame[14+ihl:]
+	case 0x86dd:
+		src, dst = netip.AddrFrom16([16]byte(frame[22:38])), netip.AddrFrom16([16]byte(frame[38:54]))
+		proto = frame[20]
+		seg = frame[54:]
+	default:
+		return false
+	}
+	off := 16
+	if proto == 17 {
+		off = 6
+	}
+	cp := append([]byte(nil), seg...)
+	got := binary.BigEndian.Uint16(cp[off:])
+	cp[off], cp[off+1] = 0, 0
+	return L4Checksum(src, dst, proto, cp) == got
 }
 
 // IPv4Checksum computes the header checksum (the checksum field counts as
