@@ -47,6 +47,16 @@ func New(counters func() ([]datapath.Counter, error), endpoints func() int) *Reg
 	return r
 }
 
+// Register adds other subsystems' collectors (hubble flow metrics).
+func (r *Registry) Register(cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := r.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (r *Registry) Handler() http.Handler {
 	return promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{})
