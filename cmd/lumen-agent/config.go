@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -30,16 +32,25 @@ type config struct {
 	PolicyMapMaxEntries int      `json:"policy-map-max-entries"`
 	KubeAPIServerIPs    []string `json:"kube-apiserver-ips"`
 	NodeLabels          []string `json:"node-labels"`
+	SocketLBCgroup      string   `json:"socket-lb-cgroup"`
+	SockHostnsOnly      bool     `json:"bpf-lb-sock-hostns-only"`
+	LBAlgorithm         string   `json:"bpf-lb-algorithm"`
+	MaglevTableSize     uint32   `json:"bpf-lb-maglev-table-size"`
+	MaglevSeed          string   `json:"bpf-lb-maglev-hash-seed"`
 	LogLevel            string   `json:"log-level"`
+	// enable-hubble, hubble-*: flow observability, see hubble.go.
+	hubbleConfig
 
-	v4, v6    netip.Prefix
-	level     slog.Level
+	v4, v6     netip.Prefix
+	level      slog.Level
 	apiServer  []netip.Addr
 	nodeLabels map[string]string
 }
 
 func parseConfig(args []string) (*config, error) {
-	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info", PolicyMapMaxEntries: 16384}
+	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info", PolicyMapMaxEntries: 16384,
+		LBAlgorithm: "random", MaglevTableSize: 16381, MaglevSeed: "JLfvgnHc2kaSUFaI"}
+	c.hubbleConfig = defaultHubbleConfig()
 	// The file sets the defaults; flags given on the command line win.
 	if file := configFileArg(args); file != "" {
 		b, err := os.ReadFile(file)
@@ -70,8 +81,18 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&c.PolicyAuditMode, "policy-audit-mode", c.PolicyAuditMode, "report policy denials instead of dropping (also for the host firewall)")
 	fs.IntVar(&c.PolicyMapMaxEntries, "policy-map-max-entries", c.PolicyMapMaxEntries, "policy map entries per endpoint; an endpoint needing more denies all its traffic")
+	fs.StringVar(&c.SocketLBCgroup, "socket-lb-cgroup", c.SocketLBCgroup, "cgroup v2 directory to attach socket load balancing to (e.g. the hierarchy's root); empty: per-packet load balancing only")
+	fs.BoolVar(&c.SockHostnsOnly, "bpf-lb-sock-hostns-only", c.SockHostnsOnly, "socket load balancing only for the host namespace; pods use per-packet load balancing (for sidecar proxies)")
+	fs.StringVar(&c.LBAlgorithm, "bpf-lb-algorithm", c.LBAlgorithm, "backend selection: random or maglev")
+	fs.Func("bpf-lb-maglev-table-size", "entries of each Maglev table (a prime: 251 ... 131071; default 16381)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		c.MaglevTableSize = uint32(n)
+		return err
+	})
+	fs.StringVar(&c.MaglevSeed, "bpf-lb-maglev-hash-seed", c.MaglevSeed, "Maglev hash seed: the same on every node")
 	fs.StringVar(&nodeLabels, "node-labels", nodeLabels, "comma-separated key=value labels of this node (matched by nodeSelector)")
 	fs.StringVar(&apiServers, "kube-apiserver-ips", apiServers, "comma-separated addresses of the Kubernetes API server (the kube-apiserver entity) in standalone mode")
+	c.hubbleConfig.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -117,6 +138,10 @@ func configFileArg(args []string) string {
 	return ""
 }
 
+// maglevSizes are the table sizes Cilium accepts: primes, each a little
+// below a power of two.
+var maglevSizes = []uint32{251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071}
+
 func (c *config) validate() error {
 	if c.NodeName == "" {
 		h, err := os.Hostname()
@@ -156,6 +181,20 @@ func (c *config) validate() error {
 			return fmt.Errorf("node-labels: invalid value %q: want key=value", kv)
 		}
 		c.nodeLabels[k] = v
+	}
+	switch c.LBAlgorithm {
+	case "random", "maglev":
+	default:
+		return fmt.Errorf("bpf-lb-algorithm: invalid value %q: want random or maglev", c.LBAlgorithm)
+	}
+	if !slices.Contains(maglevSizes, c.MaglevTableSize) {
+		return fmt.Errorf("bpf-lb-maglev-table-size: invalid value %d: want one of %v", c.MaglevTableSize, maglevSizes)
+	}
+	if c.MaglevSeed == "" {
+		return errors.New("bpf-lb-maglev-hash-seed: must not be empty")
+	}
+	if err := c.hubbleConfig.validate(c.StateDir); err != nil {
+		return err
 	}
 	if c.PolicyMapMaxEntries < 16 || c.PolicyMapMaxEntries > 1<<20 {
 		return fmt.Errorf("policy-map-max-entries: invalid value %d: want 16 to %d", c.PolicyMapMaxEntries, 1<<20)

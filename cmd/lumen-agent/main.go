@@ -56,12 +56,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 
 	// Datapath: programs loaded, maps pinned (and adopted after a restart).
-	dp, err := datapath.Load(datapath.Options{BPFFS: filepath.Join(cfg.StateDir, "bpf")})
+	dp, err := datapath.Load(datapath.Options{BPFFS: filepath.Join(cfg.StateDir, "bpf"), MaglevSize: cfg.MaglevTableSize})
 	if err != nil {
 		return err
 	}
 	defer dp.Close() // pins stay: the datapath keeps forwarding without us
-	rtCfg := datapath.RuntimeConfig{TraceLevel: traceLevel(cfg.TraceLevel)}
+	cookie, err := datapath.NetnsCookie()
+	if err != nil {
+		return err
+	}
+	rtCfg := datapath.RuntimeConfig{TraceLevel: traceLevel(cfg.TraceLevel), SockHostnsOnly: cfg.SockHostnsOnly, HostNetnsCookie: cookie}
 
 	// Devices: the node's external interfaces and addresses.
 	filter, err := devices.ParseFilter(cfg.Devices)
@@ -205,6 +209,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return devState.has(ifindex)
 		case "from_overlay":
 			return ifindex == overlayIndex && overlayIndex != 0
+		case "connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6":
+			return cfg.SocketLBCgroup != ""
 		}
 		return false
 	})
@@ -214,9 +220,25 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	go gcConntrack(ctx, dp, log)
 
+	// Socket load balancing, where a cgroup is given.
+	sockLB := api.SubsystemStatus{Name: "socket-lb", State: api.StateDisabled, Message: "--socket-lb-cgroup not set: per-packet load balancing only"}
+	if cfg.SocketLBCgroup != "" {
+		if err := dp.AttachSocketLB(cfg.SocketLBCgroup); err != nil {
+			return err
+		}
+		sockLB = api.SubsystemStatus{Name: "socket-lb", State: api.StateOK, Message: "cgroup " + cfg.SocketLBCgroup}
+		if cfg.SockHostnsOnly {
+			sockLB.Message += " (host namespace only)"
+		}
+	} else if err := dp.DetachSocketLB(); err != nil {
+		return err
+	}
+
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
-	go readEvents(ctx, dp, reg, log)
+	if err := startHubble(ctx, cfg, dp, reg, eps, nodes, ids.alloc, store, log); err != nil {
+		return err
+	}
 
 	status := func() api.Status {
 		st := api.Status{
@@ -242,6 +264,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			nodes.Health(),
 			ids.health(),
 			policies.Health(),
+			sockLB,
 		}
 		if cfg.Routing == "vxlan" {
 			st.Subsystems = append(st.Subsystems, api.SubsystemStatus{Name: "tunnel", State: api.StateOK, Message: "vxlan " + tunnelName})
@@ -352,35 +375,6 @@ func pruneEndpointMap(dp *datapath.Datapath, keep map[netip.Addr]bool) error {
 		}
 	}
 	return nil
-}
-
-func readEvents(ctx context.Context, dp *datapath.Datapath, reg *metrics.Registry, log *slog.Logger) {
-	rd, err := dp.OpenEvents()
-	if err != nil {
-		log.Error("events reader", "err", err)
-		return
-	}
-	go func() { <-ctx.Done(); rd.Close() }()
-	var ev datapath.Event
-	for {
-		rec, err := rd.Read()
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Error("reading events", "err", err)
-			}
-			return
-		}
-		if datapath.ParseEvent(rec.RawSample, &ev) != nil {
-			continue
-		}
-		switch ev.Type {
-		case datapath.EventDrop:
-			reg.Events.WithLabelValues("drop").Inc()
-			log.Debug("drop", "reason", datapath.ReasonName(ev.Subtype), "src", ev.Src, "dst", ev.Dst, "proto", ev.Proto, "dport", ev.DstPort)
-		default:
-			reg.Events.WithLabelValues("trace").Inc()
-		}
-	}
 }
 
 // gcConntrack expires idle connection tracking entries.

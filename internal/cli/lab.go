@@ -246,6 +246,11 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 				if specs, err = lab.ProbeSpecsFor(st, args[0], target, families); err != nil {
 					return err
 				}
+				// Probe from the source pod's node cgroup: its sockets get that
+				// node's socket load balancing, like the pod's own.
+				if err := joinPodCgroup(st, args[0]); err != nil {
+					return err
+				}
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
@@ -283,6 +288,19 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 	return c
 }
 
+// joinPodCgroup moves this process into the cgroup of the pod's node.
+func joinPodCgroup(st *lab.State, ref string) error {
+	pod, err := st.FindPod(ref)
+	if err != nil {
+		return err
+	}
+	n, err := st.Node(pod.Node)
+	if err != nil || n.Cgroup == "" {
+		return nil
+	}
+	return lab.JoinCgroup(n.Cgroup)
+}
+
 func newLabExecCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "exec POD|node/NODE -- CMD [ARGS...]",
@@ -300,14 +318,17 @@ func newLabExecCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nsName := ""
+			nsName, cgroup := "", ""
 			pod, err := st.FindPod(args[0])
 			if err == nil {
 				nsName = pod.NetNS
+				if n, nerr := st.Node(pod.Node); nerr == nil {
+					cgroup = n.Cgroup
+				}
 			} else if name, ok := strings.CutPrefix(args[0], "node/"); ok {
 				for _, n := range st.Nodes {
 					if n.Name == name {
-						nsName = n.NetNS
+						nsName, cgroup = n.NetNS, n.Cgroup
 					}
 				}
 				if nsName == "" {
@@ -315,6 +336,11 @@ func newLabExecCmd() *cobra.Command {
 				}
 			} else {
 				return err
+			}
+			if cgroup != "" {
+				if err := lab.JoinCgroup(cgroup); err != nil {
+					return err
+				}
 			}
 			// Replaces this process: stdio, signals and exit status are the command's.
 			err = lab.ExecInNS(nsName, args[1:])

@@ -244,7 +244,15 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 		if n.Name == t.KubeAPIServer {
 			st.AgentArgs = append(st.AgentArgs, "--kube-apiserver-ips", NodeIPv4(i).Addr().String()+","+NodeIPv6(i).Addr().String())
 		}
+		cg, err := NodeCgroup(st.Name, n.Name)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(cg, 0o755); err != nil {
+			return fmt.Errorf("creating cgroup of node %s: %w", n.Name, err)
+		}
 		st.Nodes = append(st.Nodes, NodeState{
+			Cgroup:   cg,
 			Name:     n.Name,
 			Zone:     n.Zone,
 			Labels:   n.Labels,
@@ -320,6 +328,9 @@ func AgentArgs(st *State, n *NodeState) []string {
 		"--ipv6-pod-cidr", n.PodCIDRs[1],
 		"--routing", st.Routing,
 		"--devices", NodeDevice,
+	}
+	if n.Cgroup != "" {
+		args = append(args, "--socket-lb-cgroup", n.Cgroup)
 	}
 	if n.Zone != "" {
 		args = append(args, "--zone", n.Zone)
@@ -472,7 +483,7 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 			log.Warn("SCTP ports will not be served: "+ErrSCTPUnsupported.Error(), "pod", pod.FullName(), "sctp", JoinPorts(cfg.SCTP))
 		}
 		args := append([]string{st.Lumen, "lab", "serve"}, cfg.Args()...)
-		p, err := StartDetached(pod.NetNS, filepath.Join(LogDir(st.Name), "serve-"+pod.Namespace+"-"+pod.Name+".log"), args)
+		p, err := StartDetachedIn(pod.NetNS, node.Cgroup, filepath.Join(LogDir(st.Name), "serve-"+pod.Namespace+"-"+pod.Name+".log"), args)
 		if err != nil {
 			return fmt.Errorf("pod %s: echo server: %w", pod.FullName(), err)
 		}
@@ -649,6 +660,9 @@ func down(lab string, log *slog.Logger) error {
 		if err := DeleteNS(n); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := removeCgroups(lab); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)

@@ -31,6 +31,12 @@ type Proc struct {
 // started from a thread switched into that namespace, so it lives there. The
 // process outlives the caller.
 func StartDetached(nsName, logPath string, args []string) (*Proc, error) {
+	return StartDetachedIn(nsName, "", logPath, args)
+}
+
+// StartDetachedIn is StartDetached with the process placed in the cgroup v2
+// directory cgroupDir from its start (when set).
+func StartDetachedIn(nsName, cgroupDir, logPath string, args []string) (*Proc, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("creating log dir: %w", err)
 	}
@@ -43,6 +49,15 @@ func StartDetached(nsName, logPath string, args []string) (*Proc, error) {
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cgroupDir != "" {
+		cg, err := os.Open(cgroupDir)
+		if err != nil {
+			return nil, fmt.Errorf("opening cgroup %s: %w", cgroupDir, err)
+		}
+		defer cg.Close()
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	}
 	start := func() error { return cmd.Start() }
 	if nsName != "" {
 		err = InNamedNS(nsName, start)

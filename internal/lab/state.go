@@ -43,6 +43,7 @@ type NodeState struct {
 	NodeIPs  []string          `json:"nodeIPs"`  // with prefix length
 	PodCIDRs []string          `json:"podCIDRs"` // IPv4 then IPv6
 	Socket   string            `json:"socket"`
+	Cgroup   string            `json:"cgroup,omitempty"` // cgroup v2 dir of the node's pods and socket LB
 	Agent    *Proc             `json:"agent,omitempty"`
 }
 
