@@ -87,7 +87,9 @@ func decodeList[T any](path string, data []byte, el *errs) []T {
 	return out
 }
 
-func isNull(data []byte) bool { return len(data) == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("null")) }
+func isNull(data []byte) bool {
+	return len(data) == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("null"))
+}
 
 // IntOrString is Kubernetes' int-or-string (a service's targetPort: a
 // number or a container port name). A JSON value that is neither is kept

@@ -181,7 +181,7 @@ func (a *IDAllocator) pushFree(lo, hi BackendID) {
 // early after it). In JSON: {"next": 17, "ids": {"10.0.0.5:80/TCP": 3}}.
 // Next 0 means every id up to the maximum has been handed out once.
 type IDState struct {
-	Next BackendID           `json:"next"`
+	Next BackendID            `json:"next"`
 	IDs  map[string]BackendID `json:"ids"`
 }
 
