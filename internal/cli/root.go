@@ -47,6 +47,7 @@ func NewRoot() *cobra.Command {
 		newLabCmd(),
 		newBenchCmd(),
 		newBPFCmd(),
+		newObserveCmd(),
 		newPolicyCmd(),
 	)
 	return root
