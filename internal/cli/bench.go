@@ -72,6 +72,7 @@ func newBenchCmd() *cobra.Command {
 	dp.Flags().IntVar(&seconds, "seconds", 5, "iperf3 duration per path")
 	dp.Flags().BoolVar(&skipThroughput, "no-throughput", false, "only measure per-packet program cost")
 	b.AddCommand(dp)
+	b.AddCommand(newBenchPolicyCmd())
 	return b
 }
 

@@ -1,0 +1,656 @@
+package bench
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/policy"
+)
+
+// PolicyOptions size the policy benchmark.
+type PolicyOptions struct {
+	Identities int // pod identities (the reserved and CIDR ones come on top)
+	Rules      int // policy rules selecting the measured endpoint
+	Iterations int // builds timed; the report gives the median of each phase
+	Packets    int // program runs per packet path
+}
+
+// DefaultPolicyOptions is the size Cilium's scalability figures use: an
+// endpoint selected by 250 rules in a cluster of 1,000 identities.
+var DefaultPolicyOptions = PolicyOptions{Identities: 1000, Rules: 250, Iterations: 9, Packets: 50000}
+
+// PolicyReport is the outcome of PolicyBench.
+type PolicyReport struct {
+	Identities  int          `json:"identities"` // all identities the engine knows
+	Rules       int          `json:"rules"`      // rules selecting the endpoint
+	Entries     int          `json:"entries"`    // policy entries of the endpoint
+	MapEntries  int          `json:"mapEntries"` // BPF map entries (any-protocol port entries expand to TCP, UDP, SCTP)
+	MaxPerEntry int          `json:"maxEntries"` // the agent's default per-endpoint capacity
+	Iterations  int          `json:"iterations"` // builds timed
+	Build       []Phase      `json:"build"`      // median of each phase
+	Packets     []PacketCost `json:"packets"`
+	PacketNote  string       `json:"packetMethod"`
+	Memory      PolicyMemory `json:"memory"`
+}
+
+// Phase is the median duration of one step of turning policies into maps.
+type Phase struct {
+	Name   string        `json:"name"`
+	Median time.Duration `json:"median"`
+	Min    time.Duration `json:"min"`
+}
+
+// PacketCost is the per-packet cost of one program path.
+type PacketCost struct {
+	Name     string  `json:"name"`
+	Mean     float64 `json:"meanNs"`
+	Median   float64 `json:"medianNs"`
+	Empty    float64 `json:"emptyMeanNs"` // the empty program, same method
+	Ratio    float64 `json:"ratio"`       // Mean / Empty
+	Verdict  uint32  `json:"verdict"`     // TC_ACT_* of the last run
+	Runs     int     `json:"runs"`
+	Distinct bool    `json:"distinctPackets"` // every run a new connection
+}
+
+// PolicyMemory is what the policy engine keeps alive.
+type PolicyMemory struct {
+	// Heap in use by the decoded policies, the prepared engine and the
+	// endpoint's computed policy, measured with runtime.MemStats after a
+	// GC before and after building them.
+	RetainedBytes uint64 `json:"retainedBytes"`
+	// Allocated while building (garbage included).
+	AllocatedBytes uint64 `json:"allocatedBytes"`
+}
+
+// Workload is a generated set of policies and identities.
+type Workload struct {
+	Docs       [][]byte // one policy object each
+	Identities map[uint32]policy.Labels
+	Endpoint   policy.EndpointInfo
+	// PeerIdentity is a pod identity the endpoint's ingress rules allow on
+	// TCP AllowedPort and not on DeniedPort; its egress rules allow
+	// EgressPeerIdentity on TCP EgressPort.
+	PeerIdentity            uint32
+	AllowedPort, DeniedPort uint16
+	EgressPeerIdentity      uint32
+	EgressPort              uint16
+}
+
+// Identity numbering of the workload.
+const (
+	firstPodIdentity  = 1000
+	firstCIDRIdentity = 1 << 24 // local scope, like the agent's
+)
+
+// PolicyWorkload generates rules CiliumNetworkPolicies and NetworkPolicies
+// (one rule each) that all select the endpoint app=app0 of namespace ns0,
+// over identities pod identities in 10 namespaces (plus the reserved ones
+// and one CIDR identity per prefix the rules name, allocated as the agent
+// does). The mix: L3 peers, L4 ports and ranges, namespace-wide peers,
+// matchExpressions, entities, CIDR sets with excepts, ingress and egress
+// denies, L4-only rules, and NetworkPolicies with namespaceSelectors.
+func PolicyWorkload(identities, rules int) (*Workload, error) {
+	w := &Workload{Identities: map[uint32]policy.Labels{}}
+	for id, l := range map[uint32]string{
+		policy.IdentityHost: "reserved:host", policy.IdentityWorld: "reserved:world",
+		policy.IdentityRemoteNode: "reserved:remote-node", policy.IdentityKubeAPIServer: "reserved:kube-apiserver",
+		policy.IdentityHealth: "reserved:health", policy.IdentityInit: "reserved:init", policy.IdentityUnmanaged: "reserved:unmanaged",
+	} {
+		w.Identities[id] = policy.MustParseLabels(l)
+	}
+	const namespaces = 10
+	apps := max(identities/namespaces, 1)
+	for i := range identities {
+		ns, app := i%namespaces, i/namespaces
+		w.Identities[firstPodIdentity+uint32(i)] = policy.MustParseLabels(
+			fmt.Sprintf("k8s:app=app%d", app), fmt.Sprintf("k8s:tier=t%d", app%5),
+			fmt.Sprintf("k8s:%s=ns%d", policy.PodNamespaceLabel, ns),
+			fmt.Sprintf("k8s:%skubernetes.io/metadata.name=ns%d", policy.NamespaceLabelsPrefix, ns),
+			fmt.Sprintf("k8s:%steam=team%d", policy.NamespaceLabelsPrefix, ns%3))
+	}
+	w.Endpoint = policy.EndpointInfo{Identity: firstPodIdentity, Labels: w.Identities[firstPodIdentity], Namespace: "ns0"}
+
+	const cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p%d, namespace: ns0}\nspec:\n  endpointSelector: {matchLabels: {app: app0}}\n  %s"
+	const np = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p%d, namespace: ns0}\nspec:\n  podSelector: {matchLabels: {app: app0}}\n  %s"
+	for i := range rules {
+		a := 1 + i%max(apps-1, 1) // a peer app (app0 is the endpoint's own)
+		n := i % namespaces
+		var doc string
+		switch i % 12 {
+		case 0:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingress:\n  - fromEndpoints: [{matchLabels: {app: app%d}}]\n", a))
+		case 1:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingress:\n  - fromEndpoints: [{matchLabels: {app: app%d, k8s:io.kubernetes.pod.namespace: ns%d}}]\n    toPorts: [{ports: [{port: \"%d\", protocol: TCP}]}]\n", a, n, 8000+i))
+		case 2:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingress:\n  - fromEndpoints: [{matchLabels: {k8s:io.cilium.k8s.namespace.labels.team: team%d}}]\n    toPorts: [{ports: [{port: \"%d\", endPort: %d, protocol: TCP}]}]\n", i%3, 1000+i, 1040+i))
+		case 3:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("egress:\n  - toEndpoints: [{matchLabels: {tier: t%d, k8s:io.kubernetes.pod.namespace: ns%d}}]\n    toPorts: [{ports: [{port: \"%d\"}]}]\n", i%5, n, 5000+i))
+		case 4:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("egress:\n  - toCIDRSet: [{cidr: 10.%d.0.0/16, except: [10.%d.1.0/24]}]\n", i%256, i%256))
+		case 5:
+			doc = fmt.Sprintf(cnp, i, "egress:\n  - toEntities: [kube-apiserver, remote-node]\n    toPorts: [{ports: [{port: \"6443\", protocol: TCP}]}]\n")
+		case 6:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingressDeny:\n  - fromEndpoints: [{matchLabels: {app: app%d, k8s:io.kubernetes.pod.namespace: ns%d}}]\n    toPorts: [{ports: [{port: \"%d\", protocol: TCP}]}]\n", a, n, 8000+i-5))
+		case 7:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingress:\n  - toPorts: [{ports: [{port: \"%d\", protocol: UDP}]}]\n", 9000+i))
+		case 8:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("ingress:\n  - fromEndpoints: [{matchExpressions: [{key: k8s:io.kubernetes.pod.namespace, operator: In, values: [ns%d, ns%d]}, {key: tier, operator: NotIn, values: [t0, t1, t2]}]}]\n    toPorts: [{ports: [{port: \"%d\", protocol: ANY}]}]\n", n, (n+3)%namespaces, 7000+i))
+		case 9:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("egressDeny:\n  - toEndpoints: [{matchLabels: {tier: t%d, k8s:io.kubernetes.pod.namespace: ns%d}}]\n    toPorts: [{ports: [{port: \"%d\", protocol: TCP}]}]\n", i%5, n, 5000+i-6))
+		case 10:
+			doc = fmt.Sprintf(np, i, fmt.Sprintf("ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ns%d}}\n      podSelector: {matchLabels: {tier: t%d}}\n    ports: [{port: %d, endPort: %d}]\n", n, i%5, 3000+i, 3003+i))
+		case 11:
+			doc = fmt.Sprintf(cnp, i, fmt.Sprintf("egress:\n  - toEntities: [world]\n    toPorts: [{ports: [{port: \"%d\", protocol: TCP}]}]\n", 443+i))
+		}
+		w.Docs = append(w.Docs, []byte(doc))
+	}
+	pols, err := decodeAll(w.Docs)
+	if err != nil {
+		return nil, err
+	}
+	// One CIDR identity per prefix, labelled with every policy prefix
+	// containing it, as policysync allocates them.
+	prefixes := policy.CIDRPrefixes(pols)
+	for i, p := range prefixes {
+		ls := []string{"reserved:world"}
+		for _, q := range prefixes {
+			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				ls = append(ls, "cidr:"+q.String())
+			}
+		}
+		w.Identities[firstCIDRIdentity+uint32(i)] = policy.MustParseLabels(ls...)
+	}
+
+	// Packets for the datapath paths, checked with the Go model of the
+	// datapath (policy.Lookup).
+	eng, err := policy.NewEngine(pols, w.Identities, policy.Options{})
+	if err != nil {
+		return nil, err
+	}
+	ep, err := eng.Compute(w.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ep.Entries {
+		if e.Deny || e.Identity < firstPodIdentity || e.Identity >= firstCIDRIdentity || e.Proto != policy.ProtoTCP || e.PortBits != 16 {
+			continue
+		}
+		if !e.Egress && w.PeerIdentity == 0 {
+			w.PeerIdentity, w.AllowedPort = e.Identity, e.Port
+		}
+		if e.Egress && w.EgressPeerIdentity == 0 {
+			w.EgressPeerIdentity, w.EgressPort = e.Identity, e.Port
+		}
+	}
+	if w.PeerIdentity == 0 || w.EgressPeerIdentity == 0 {
+		return nil, errors.New("generating the policy workload: no identity-specific TCP allow in both directions")
+	}
+	if !policy.Lookup(ep, w.PeerIdentity, false, policy.ProtoTCP, w.AllowedPort).Allowed ||
+		!policy.Lookup(ep, w.EgressPeerIdentity, true, policy.ProtoTCP, w.EgressPort).Allowed {
+		return nil, errors.New("generating the policy workload: chosen allow entries do not allow")
+	}
+	for port := uint16(20000); ; port++ {
+		if !policy.Lookup(ep, w.PeerIdentity, false, policy.ProtoTCP, port).Allowed {
+			w.DeniedPort = port
+			break
+		}
+	}
+	return w, nil
+}
+
+func decodeAll(docs [][]byte) ([]*policy.Policy, error) {
+	out := make([]*policy.Policy, 0, len(docs))
+	for _, d := range docs {
+		p, err := policy.Decode(d)
+		if err != nil {
+			return nil, fmt.Errorf("decoding generated policy: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func toDatapath(entries []policy.Entry) []datapath.PolicyEntry {
+	out := make([]datapath.PolicyEntry, len(entries))
+	for i, e := range entries {
+		out[i] = datapath.PolicyEntry{Identity: e.Identity, Egress: e.Egress, Proto: e.Proto, Port: e.Port, PortBits: e.PortBits, Deny: e.Deny}
+	}
+	return out
+}
+
+// PolicyBench measures, in one run, what an endpoint selected by o.Rules
+// rules costs with o.Identities identities: the time from decoded policies
+// to its entries in the BPF policy map of a real loaded datapath (private
+// bpffs, throwaway network namespace), the per-packet cost of enforcement
+// against an empty program, and the engine's memory.
+func PolicyBench(o PolicyOptions) (*PolicyReport, error) {
+	if o.Identities < 20 || o.Rules < 12 || o.Iterations < 1 || o.Packets < 100 {
+		return nil, fmt.Errorf("policy benchmark: want at least 20 identities, 12 rules, 1 iteration and 100 packets, got %+v", o)
+	}
+	w, err := PolicyWorkload(o.Identities, o.Rules)
+	if err != nil {
+		return nil, err
+	}
+	rep := &PolicyReport{Identities: len(w.Identities), Rules: o.Rules, Iterations: o.Iterations, MaxPerEntry: 16384}
+	rep.Memory, err = PolicyEngineMemory(w)
+	if err != nil {
+		return nil, err
+	}
+	err = withPolicyDatapath(func(b *benchDP) error {
+		if rep.Build, rep.Entries, rep.MapEntries, err = policyBuild(b, w, o.Iterations); err != nil {
+			return err
+		}
+		rep.Packets, rep.PacketNote, err = policyPackets(b, w, o.Packets)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// PolicyEngineMemory measures the heap the decoded policies, the engine
+// and the endpoint's computed policy keep alive.
+func PolicyEngineMemory(w *Workload) (PolicyMemory, error) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	pols, err := decodeAll(w.Docs)
+	if err != nil {
+		return PolicyMemory{}, err
+	}
+	eng, err := policy.NewEngine(pols, w.Identities, policy.Options{AllowLocalhost: true})
+	if err != nil {
+		return PolicyMemory{}, err
+	}
+	ep, err := eng.Compute(w.Endpoint)
+	if err != nil {
+		return PolicyMemory{}, err
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(pols)
+	runtime.KeepAlive(eng)
+	runtime.KeepAlive(ep)
+	m := PolicyMemory{AllocatedBytes: after.TotalAlloc - before.TotalAlloc}
+	if after.HeapAlloc > before.HeapAlloc {
+		m.RetainedBytes = after.HeapAlloc - before.HeapAlloc
+	}
+	return m, nil
+}
+
+// benchDP is a datapath loaded in a throwaway namespace with two pod veths.
+type benchDP struct {
+	dp     *datapath.Datapath
+	pm     *datapath.PolicyMap
+	ifidx  [2]int
+	podIP  [2]netip.Addr
+	mac    net.HardwareAddr
+	events chan struct{} // closed to stop draining the events ring
+}
+
+// withPolicyDatapath runs fn on a thread inside a new network namespace with
+// the datapath loaded on a private bpffs, and removes everything after.
+func withPolicyDatapath(fn func(*benchDP) error) (err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	var sfx [3]byte
+	_, _ = rand.Read(sfx[:])
+	name := "lmn-benchpol-" + hex.EncodeToString(sfx[:])
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		return fmt.Errorf("creating namespace: %w", err)
+	}
+	defer func() {
+		_ = netns.Set(orig)
+		ns.Close()
+		_ = netns.DeleteNamed(name)
+	}()
+	dir, err := os.MkdirTemp("", "lumen-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bpffs := filepath.Join(dir, "bpf")
+	dp, err := datapath.Load(datapath.Options{BPFFS: bpffs})
+	if err != nil {
+		return err
+	}
+	defer func() { dp.Close(); _ = unix.Unmount(bpffs, 0) }()
+	// The agent's default trace level: TCP SYN/FIN/RST and non-TCP packets.
+	if err := dp.SetConfig(datapath.RuntimeConfig{TraceLevel: datapath.TraceControl}); err != nil {
+		return err
+	}
+	pm, err := dp.Policy()
+	if err != nil {
+		return err
+	}
+	b := &benchDP{dp: dp, pm: pm, mac: net.HardwareAddr{2, 0, 0, 0, 0, 1},
+		podIP: [2]netip.Addr{netip.MustParseAddr("10.200.0.2"), netip.MustParseAddr("10.200.0.3")}}
+	for i, n := range []string{"lxcpol0", "lxcpol1"} {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n}, PeerName: n + "p"}); err != nil {
+			return fmt.Errorf("creating veth: %w", err)
+		}
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			return err
+		}
+		b.ifidx[i] = l.Attrs().Index
+	}
+	// Drain the events ring like the agent's monitor does, so that event
+	// emission costs what it costs with a reader (a full ring is cheaper).
+	rd, err := dp.OpenEvents()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := rd.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { rd.Close(); wg.Wait() }()
+	return fn(b)
+}
+
+// PolicySetToMap names the phase from decoded policies to map entries.
+const PolicySetToMap = "policy set -> map (engine + compute + sync)"
+
+// policyBuild times, iterations times: decode, engine preparation, Compute,
+// conversion and the first Sync of a new endpoint's map entries; then an
+// update (one policy changed: engine, Compute, Sync of the difference).
+func policyBuild(b *benchDP, w *Workload, iterations int) ([]Phase, int, int, error) {
+	names := []string{"decode policies (YAML)", "prepare engine (NewEngine)", "compute endpoint (Compute)", "write map (PolicyMap.Sync, new endpoint)",
+		PolicySetToMap, "update one rule -> map (engine + compute + sync diff)"}
+	times := make([][]time.Duration, len(names))
+	changed := slices.Clone(w.Docs)
+	changed[1] = []byte(string(changed[1]) + "  - fromEndpoints: [{matchLabels: {app: app3}}]\n    toPorts: [{ports: [{port: \"31000\", protocol: TCP}]}]\n")
+	changedPols, err := decodeAll(changed)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	var entries, mapEntries int
+	for it := range iterations {
+		epID := uint16(100 + it)
+		t0 := time.Now()
+		pols, err := decodeAll(w.Docs)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		t1 := time.Now()
+		eng, err := policy.NewEngine(pols, w.Identities, policy.Options{AllowLocalhost: true})
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		t2 := time.Now()
+		ep, err := eng.Compute(w.Endpoint)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		t3 := time.Now()
+		de := toDatapath(ep.Entries)
+		if err := b.pm.Sync(epID, de); err != nil {
+			return nil, 0, 0, err
+		}
+		t4 := time.Now()
+		entries, mapEntries = len(ep.Entries), len(datapath.ExpandAnyProto(de))
+
+		u0 := time.Now()
+		eng2, err := policy.NewEngine(changedPols, w.Identities, policy.Options{AllowLocalhost: true})
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		ep2, err := eng2.Compute(w.Endpoint)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if err := b.pm.Sync(epID, toDatapath(ep2.Entries)); err != nil {
+			return nil, 0, 0, err
+		}
+		u1 := time.Now()
+		for i, d := range []time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), t4.Sub(t1), u1.Sub(u0)} {
+			times[i] = append(times[i], d)
+		}
+		// The map must hold what Compute asked for.
+		got, err := b.pm.Dump(epID)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if want := len(datapath.ExpandAnyProto(toDatapath(ep2.Entries))); len(got) != want {
+			return nil, 0, 0, fmt.Errorf("policy map of endpoint %d holds %d entries, want %d", epID, len(got), want)
+		}
+		if err := b.pm.Delete(epID); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	phases := make([]Phase, len(names))
+	for i, n := range names {
+		slices.Sort(times[i])
+		phases[i] = Phase{Name: n, Median: times[i][len(times[i])/2], Min: times[i][0]}
+	}
+	return phases, entries, mapEntries, nil
+}
+
+// PolicyPacketMethod explains how the packet paths are timed.
+const PolicyPacketMethod = `Each packet is one BPF_PROG_TEST_RUN call with repeat 1, timed by the kernel around the program run only (the "duration" it returns), so the syscall and skb setup are left out; the empty program is timed the same way on the same packets. Conntrack makes every repeat of one packet an established connection, so the new-connection paths use a different source port for every run (each is a SYN of a new connection: policy lookup, verdict event, conntrack entry); the established paths repeat one packet whose connection exists. Conntrack is flushed between paths. Events are drained by a reader, as the agent does.`
+
+// policyPackets times the program paths of the endpoint's policy.
+func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, error) {
+	dp := b.dp
+	// Pod 0 is the measured endpoint; pod 1 the peer, with an identity its
+	// ingress rules allow on w.AllowedPort, and pod 1' (same veth, identity
+	// its egress rules allow) for egress.
+	eps, err := policy.NewEngine(mustDecode(w.Docs), w.Identities, policy.Options{AllowLocalhost: true})
+	if err != nil {
+		return nil, "", err
+	}
+	pol, err := eps.Compute(w.Endpoint)
+	if err != nil {
+		return nil, "", err
+	}
+	const epID, peerID, egressPeerID = 1, 2, 3
+	egressPeerIP := netip.MustParseAddr("10.200.0.4")
+	setEndpoint := func(flags uint16) error {
+		return errors.Join(
+			dp.UpsertEndpoint(b.podIP[0], datapath.EndpointInfo{IfIndex: uint32(b.ifidx[0]), ID: epID, Flags: flags, Identity: w.Endpoint.Identity, MAC: b.mac, HostMAC: b.mac}),
+			dp.UpsertEndpoint(b.podIP[1], datapath.EndpointInfo{IfIndex: uint32(b.ifidx[1]), ID: peerID, Identity: w.PeerIdentity, MAC: b.mac, HostMAC: b.mac}),
+			dp.UpsertEndpoint(egressPeerIP, datapath.EndpointInfo{IfIndex: uint32(b.ifidx[1]), ID: egressPeerID, Identity: w.EgressPeerIdentity, MAC: b.mac, HostMAC: b.mac}),
+		)
+	}
+	if err := b.pm.Sync(epID, toDatapath(pol.Entries)); err != nil {
+		return nil, "", err
+	}
+	defer b.pm.Delete(epID)
+
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("loading empty program: %w", err)
+	}
+	defer empty.Close()
+
+	type path struct {
+		name     string
+		hook     datapath.Hook
+		ifindex  int
+		enforced bool
+		src, dst netip.Addr
+		port     uint16
+		distinct bool
+		verdict  uint32 // expected TC_ACT_*
+	}
+	const pass, shot, redirect = 0, 2, 7
+	both := uint16(datapath.EndpointIngressEnforced | datapath.EndpointEgressEnforced)
+	in, out := b.podIP[1], b.podIP[0]
+	paths := []path{
+		{"to_container, no policy: new connection", datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, true, pass},
+		{"to_container, enforced: new connection allowed (L3+L4 rule)", datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, true, pass},
+		{"to_container, enforced: new connection denied (default deny)", datapath.HookToContainer, b.ifidx[0], true, in, out, w.DeniedPort, true, shot},
+		{"to_container, no policy: established", datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, false, pass},
+		{"to_container, enforced: established", datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, false, pass},
+		{"from_container, no policy: new connection to local pod", datapath.HookFromContainer, b.ifidx[0], false, out, egressPeerIP, w.EgressPort, true, redirect},
+		{"from_container, enforced: new connection allowed", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, w.EgressPort, true, redirect},
+		{"from_container, enforced: new connection denied", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, 20001, true, shot},
+		{"from_container, enforced: established", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, w.EgressPort, false, redirect},
+	}
+	if policy.Lookup(pol, w.EgressPeerIdentity, true, policy.ProtoTCP, 20001).Allowed {
+		return nil, "", errors.New("egress to the peer on port 20001 is allowed by the workload: pick another denied port")
+	}
+	var out2 []PacketCost
+	for _, p := range paths {
+		flags := uint16(0)
+		if p.enforced {
+			flags = both
+		}
+		if err := setEndpoint(flags); err != nil {
+			return nil, "", err
+		}
+		if _, err := dp.GCConntrack(datapath.CTLifetimes{}); err != nil {
+			return nil, "", err
+		}
+		pkts := make([][]byte, runs)
+		for i := range pkts {
+			sport := uint16(40000)
+			if p.distinct {
+				sport = uint16(1024 + i%64000)
+			}
+			pkts[i] = datapath.Packet{SrcMAC: b.mac, DstMAC: b.mac, Src: p.src, Dst: p.dst, Proto: 6, SrcPort: sport, DstPort: p.port, TTL: 64, TCPFlags: 0x02}.Bytes()
+		}
+		if !p.distinct {
+			// Open the connection once; the timed runs are all established.
+			if _, _, err := testRun(dp.Program(p.hook), p.ifindex, pkts[0]); err != nil {
+				return nil, "", fmt.Errorf("%s: %w", p.name, err)
+			}
+			for i := range pkts {
+				pkts[i] = datapath.Packet{SrcMAC: b.mac, DstMAC: b.mac, Src: p.src, Dst: p.dst, Proto: 6, SrcPort: 40000, DstPort: p.port, TTL: 64, TCPFlags: 0x10}.Bytes()
+			}
+		}
+		if p.distinct && runs > 64000 {
+			return nil, "", fmt.Errorf("at most 64000 distinct packets per path, got %d runs", runs)
+		}
+		d, verdict, err := timeRuns(dp.Program(p.hook), p.ifindex, pkts)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", p.name, err)
+		}
+		if verdict != p.verdict {
+			return nil, "", fmt.Errorf("%s: verdict %d, want %d: the path measured is not the one named", p.name, verdict, p.verdict)
+		}
+		if _, err := dp.GCConntrack(datapath.CTLifetimes{}); err != nil {
+			return nil, "", err
+		}
+		e, _, err := timeRuns(empty, p.ifindex, pkts)
+		if err != nil {
+			return nil, "", fmt.Errorf("empty program: %w", err)
+		}
+		c := PacketCost{Name: p.name, Mean: mean(d), Median: median(d), Empty: mean(e), Verdict: verdict, Runs: runs, Distinct: p.distinct}
+		c.Ratio = c.Mean / c.Empty
+		out2 = append(out2, c)
+	}
+	return out2, PolicyPacketMethod, nil
+}
+
+func mustDecode(docs [][]byte) []*policy.Policy {
+	p, err := decodeAll(docs)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func timeRuns(prog *ebpf.Program, ifindex int, pkts [][]byte) ([]uint32, uint32, error) {
+	d := make([]uint32, len(pkts))
+	var verdict uint32
+	for i, pkt := range pkts {
+		ret, ns, err := testRun(prog, ifindex, pkt)
+		if err != nil {
+			return nil, 0, err
+		}
+		d[i], verdict = ns, ret
+	}
+	return d, verdict, nil
+}
+
+func mean(d []uint32) float64 {
+	var s float64
+	for _, x := range d {
+		s += float64(x)
+	}
+	return s / float64(len(d))
+}
+
+func median(d []uint32) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return float64(s[len(s)/2])
+}
+
+// testRunAttr is the BPF_PROG_TEST_RUN part of union bpf_attr.
+type testRunAttr struct {
+	progFD      uint32
+	retval      uint32
+	dataSizeIn  uint32
+	dataSizeOut uint32
+	dataIn      uint64
+	dataOut     uint64
+	repeat      uint32
+	duration    uint32
+	ctxSizeIn   uint32
+	ctxSizeOut  uint32
+	ctxIn       uint64
+	ctxOut      uint64
+	flags       uint32
+	cpu         uint32
+	batchSize   uint32
+	_           uint32
+}
+
+// testRun runs prog once on pkt (skb context with ifindex) and returns its
+// verdict and the kernel's own timing of the run in ns. cilium/ebpf's Run
+// does not return the duration.
+func testRun(prog *ebpf.Program, ifindex int, pkt []byte) (uint32, uint32, error) {
+	ctx := &skbContext{IngressIfindex: uint32(ifindex), Ifindex: uint32(ifindex)}
+	attr := testRunAttr{
+		progFD:     uint32(prog.FD()),
+		dataSizeIn: uint32(len(pkt)),
+		dataIn:     uint64(uintptr(unsafe.Pointer(&pkt[0]))),
+		repeat:     1,
+		ctxSizeIn:  uint32(unsafe.Sizeof(*ctx)),
+		ctxIn:      uint64(uintptr(unsafe.Pointer(ctx))),
+	}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(pkt)
+	runtime.KeepAlive(ctx)
+	if errno != 0 {
+		return 0, 0, fmt.Errorf("BPF_PROG_TEST_RUN: %w", errno)
+	}
+	return attr.retval, attr.duration, nil
+}
