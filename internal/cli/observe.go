@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/printer"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
 	"github.com/lumen-net/lumen/internal/lab"
@@ -385,11 +385,9 @@ func eventTypeFilter(s string) (*flowpb.EventTypeFilter, error) {
 		return f, nil
 	}
 	if f.Type == 4 {
-		for p := range 256 {
-			if datapath.ObservationPointName(uint8(p)) == sub {
-				f.SubType = int32(p)
-				return f, nil
-			}
+		if n, ok := parser.TraceSubtype(sub); ok {
+			f.SubType = n
+			return f, nil
 		}
 	}
 	return nil, fmt.Errorf("--type: invalid subtype %q in %q", sub, s)

@@ -13,7 +13,7 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/hubble/parser"
 )
 
 // Metric groups.
@@ -240,7 +240,7 @@ func typeNames(f *flowpb.Flow) (typ, sub string) {
 	et := f.GetEventType()
 	switch et.GetType() {
 	case 4:
-		return "Trace", datapath.ObservationPointName(uint8(et.GetSubType()))
+		return "Trace", parser.TraceName(et.GetSubType())
 	case 1:
 		return "Drop", flowpb.DropReason(et.GetSubType()).String()
 	case 5:

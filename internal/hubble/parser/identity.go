@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"fmt"
 	"sort"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -65,4 +66,30 @@ func PodLabels(namespace string, labels map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// traceNames are Cilium's monitor names of trace observation points, by
+// event subtype (to-endpoint is 0 there).
+var traceNames = map[int32]string{
+	0: "to-endpoint", 1: "to-proxy", 2: "to-host", 3: "to-stack", 4: "to-overlay", 5: "from-endpoint",
+	6: "from-proxy", 7: "from-host", 8: "from-stack", 9: "from-overlay", 10: "from-network", 11: "to-network",
+	12: "from-crypto", 13: "to-crypto",
+}
+
+// TraceName names a trace event's subtype as the hubble CLI does.
+func TraceName(sub int32) string {
+	if n, ok := traceNames[sub]; ok {
+		return n
+	}
+	return fmt.Sprintf("point-%d", sub)
+}
+
+// TraceSubtype is the event subtype of a named observation point.
+func TraceSubtype(name string) (int32, bool) {
+	for sub, n := range traceNames {
+		if n == name {
+			return sub, true
+		}
+	}
+	return 0, false
 }

@@ -113,12 +113,17 @@ func (p *Parser) Parse(ev *datapath.Event) (*flowpb.Flow, error) {
 	switch ev.Type {
 	case datapath.EventTrace:
 		f.Verdict = flowpb.Verdict_FORWARDED
-		f.EventType = traceTypes[ev.Subtype]
+		// The datapath reports Hubble's observation point numbers; the event
+		// subtype is Cilium's monitor number, where to-endpoint is 0.
 		f.TraceObservationPoint = flowpb.TraceObservationPoint(ev.Subtype)
-		if ev.Subtype == 0 {
-			// As Cilium: keep the zero value free of meaning.
+		sub := ev.Subtype
+		switch sub {
+		case obsToEndpoint:
+			sub = 0
+		case 0:
 			f.TraceObservationPoint = flowpb.TraceObservationPoint_TO_ENDPOINT
 		}
+		f.EventType = traceTypes[sub]
 	case datapath.EventDrop:
 		f.Verdict = flowpb.Verdict_DROPPED
 		f.DropReason = uint32(ev.Subtype)
@@ -175,10 +180,14 @@ func (p *Parser) Parse(ev *datapath.Event) (*flowpb.Flow, error) {
 // replyOf tells whether the packet is a reply, or nil when unknown. The
 // datapath sets EventFlagReply after a conntrack lookup; at the pod's veth
 // (from-endpoint, to-endpoint) every packet is looked up, so a clear flag
-// there means "not a reply". Policy verdicts are for new connections.
+// there means "not a reply", as it does with FlagCTKnown anywhere. Policy
+// verdicts are for new connections.
 func replyOf(ev *datapath.Event) *wrapperspb.BoolValue {
 	if ev.Flags&datapath.EventFlagReply != 0 {
 		return isReply
+	}
+	if ev.Flags&FlagCTKnown != 0 {
+		return notReply
 	}
 	switch {
 	case ev.Type == datapath.EventPolicy:
@@ -188,6 +197,11 @@ func replyOf(ev *datapath.Event) *wrapperspb.BoolValue {
 	}
 	return nil
 }
+
+// FlagCTKnown in an event's flags says a conntrack lookup happened, so a
+// clear EventFlagReply means "not a reply" (proposed to the datapath as
+// EV_F_CT_KNOWN; without it only the observation points below are known).
+const FlagCTKnown = 1 << 4
 
 // Observation points whose events follow a conntrack lookup.
 const (

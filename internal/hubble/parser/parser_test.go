@@ -107,6 +107,37 @@ func equal(a, b []string) bool {
 	return true
 }
 
+func TestObservationPoints(t *testing.T) {
+	p := testParser()
+	for _, c := range []struct {
+		sub   uint8
+		evSub int32
+		point flowpb.TraceObservationPoint
+		name  string
+	}{
+		{101, 0, flowpb.TraceObservationPoint_TO_ENDPOINT, "to-endpoint"},
+		{5, 5, flowpb.TraceObservationPoint_FROM_ENDPOINT, "from-endpoint"},
+		{10, 10, flowpb.TraceObservationPoint_FROM_NETWORK, "from-network"},
+		{4, 4, flowpb.TraceObservationPoint_TO_OVERLAY, "to-overlay"},
+	} {
+		f, err := p.Parse(&datapath.Event{Type: datapath.EventTrace, Subtype: c.sub, Src: ipA, Dst: ipB})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.GetEventType().GetSubType() != c.evSub || f.GetTraceObservationPoint() != c.point || TraceName(c.evSub) != c.name {
+			t.Errorf("datapath point %d: subtype %d point %v name %s", c.sub, f.GetEventType().GetSubType(), f.GetTraceObservationPoint(), TraceName(c.evSub))
+		}
+		if sub, ok := TraceSubtype(c.name); !ok || sub != c.evSub {
+			t.Errorf("TraceSubtype(%s) = %d", c.name, sub)
+		}
+	}
+	// With the conntrack flag, a clear reply flag is known anywhere.
+	f, _ := p.Parse(&datapath.Event{Type: datapath.EventTrace, Subtype: 11, Src: ipA, Dst: ipB, Flags: FlagCTKnown})
+	if f.GetIsReply() == nil || f.GetIsReply().GetValue() {
+		t.Errorf("to-network with conntrack: is_reply %v", f.GetIsReply())
+	}
+}
+
 func TestParseReplyDirection(t *testing.T) {
 	p := testParser()
 	// The SYN-ACK leaves the server pod B: the packet goes egress, the

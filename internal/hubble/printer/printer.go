@@ -171,7 +171,7 @@ func Type(f *flowpb.Flow) string {
 	et := f.GetEventType()
 	switch et.GetType() {
 	case parser.MessageTypeTrace:
-		return datapath.ObservationPointName(uint8(et.GetSubType()))
+		return parser.TraceName(et.GetSubType())
 	case parser.MessageTypeDrop:
 		return datapath.ReasonName(uint8(et.GetSubType()))
 	case parser.MessageTypePolicyVerdict:

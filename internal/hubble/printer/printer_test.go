@@ -16,7 +16,7 @@ import (
 func resp(reply *wrapperspb.BoolValue) *observerpb.GetFlowsResponse {
 	f := &flowpb.Flow{
 		Time: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.Local)), NodeName: "n1",
-		Verdict: flowpb.Verdict_FORWARDED, EventType: &flowpb.CiliumEventType{Type: 4, SubType: 101},
+		Verdict: flowpb.Verdict_FORWARDED, EventType: &flowpb.CiliumEventType{Type: 4, SubType: 0},
 		IP:          &flowpb.IP{Source: "10.0.0.1", Destination: "fd00::2"},
 		L4:          &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 80}}},
 		Source:      &flowpb.Endpoint{Namespace: "shop", PodName: "frontend", Identity: 1234},
