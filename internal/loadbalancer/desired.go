@@ -105,8 +105,9 @@ type Frontend struct {
 	Port  uint16
 	Proto Protocol
 	Scope Scope
-	// TwoScopes marks an external frontend that has an internal twin (same
-	// address, port and protocol, ScopeInternal).
+	// TwoScopes marks both entries of an external frontend that has an
+	// internal twin (same address, port and protocol; ScopeExternal and
+	// ScopeInternal).
 	TwoScopes bool
 	// TrafficPolicy is the policy that chose Backends: Cluster or Local.
 	TrafficPolicy string

@@ -15,7 +15,7 @@ const LabelServiceName = "kubernetes.io/service-name"
 // LabelManagedBy names who manages a slice; derived slices carry ManagedBy.
 const (
 	LabelManagedBy = "endpointslice.kubernetes.io/managed-by"
-	ManagedBy      = "lumen.io/standalone"
+	ManagedBy      = "standalone.lumen.io"
 )
 
 // API server limits of an EndpointSlice.
