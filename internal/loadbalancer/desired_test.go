@@ -133,7 +133,9 @@ func TestDesiredClusterIP(t *testing.T) {
 	if got := Desired([]*Service{svc}, nil, n1a); got[0].AffinityTimeout != 60 || got[0].Backends != nil {
 		t.Errorf("affinity: %+v", got[0])
 	}
-	headless := webService(func(s *ServiceSpec) { s.ClusterIP, s.ClusterIPs, s.IPFamilies = ClusterIPNone, []string{ClusterIPNone}, nil })
+	headless := webService(func(s *ServiceSpec) {
+		s.ClusterIP, s.ClusterIPs, s.IPFamilies = ClusterIPNone, []string{ClusterIPNone}, nil
+	})
 	if got := Desired([]*Service{headless}, nil, n1a); len(got) != 0 {
 		t.Errorf("headless service has frontends %v", show(got))
 	}
