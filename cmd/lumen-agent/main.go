@@ -26,6 +26,8 @@ import (
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/ipam"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/lbsync"
+	"github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policysync"
@@ -181,6 +183,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		SetHostFlags:  dp.SetHostFlags,
 	}, log)
 	go policies.Run(ctx)
+
+	// Services: this node's frontends and backends.
+	services, err := lbsync.New(store, dp, nodes, lbsync.Options{
+		Maglev: cfg.LBAlgorithm == "maglev", MaglevSize: uint64(cfg.MaglevTableSize), MaglevSeed: cfg.MaglevSeed,
+		StateDir: cfg.StateDir,
+		Local: func() loadbalancer.NodeInfo {
+			return loadbalancer.NodeInfo{Name: cfg.NodeName, Zone: cfg.Zone, IPs: validAddrs(nodeIPv4, nodeIPv6)}
+		},
+	}, log)
+	if err != nil {
+		return err
+	}
+	go services.Run(ctx)
 	go nodes.Run(ctx)
 	go func() {
 		keep := map[string]bool{}
@@ -264,6 +279,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			nodes.Health(),
 			ids.health(),
 			policies.Health(),
+			services.Health(),
 			sockLB,
 		}
 		if cfg.Routing == "vxlan" {
@@ -283,6 +299,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
 	}
 	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap,
+		Services: services.Services,
 		Explain: func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error) {
 			return policies.Explain(ctx, cfg.NodeName, req, dp.IdentityOf)
 		},

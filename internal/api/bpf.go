@@ -71,3 +71,26 @@ func (c *Client) BPFPolicy(ctx context.Context, id uint16) ([]BPFPolicy, error) 
 	var out []BPFPolicy
 	return out, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/bpf/policy/%d", id), nil, &out)
 }
+
+// BPFService is one frontend of the service map with its active backends.
+type BPFService struct {
+	Frontend string       `json:"frontend"`
+	Proto    uint8        `json:"proto"`
+	Scope    uint8        `json:"scope"` // 0 external, 1 internal
+	RevNat   uint32       `json:"revNat"`
+	Flags    uint32       `json:"flags"`
+	Backends []BPFBackend `json:"backends"`
+}
+
+// BPFBackend is one entry of the backend map.
+type BPFBackend struct {
+	ID          uint32 `json:"id"`
+	Address     string `json:"address"`
+	Terminating bool   `json:"terminating,omitempty"`
+}
+
+// BPFLB dumps the service and backend maps.
+func (c *Client) BPFLB(ctx context.Context) ([]BPFService, error) {
+	var out []BPFService
+	return out, c.Do(ctx, http.MethodGet, "/v1/bpf/lb", nil, &out)
+}

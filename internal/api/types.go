@@ -162,3 +162,25 @@ type Explanation struct {
 	EnforcedBy       []string      `json:"enforcedBy,omitempty"`
 	SelectedBy       []string      `json:"selectedBy,omitempty"`
 }
+
+// Service is one programmed frontend (GET /v1/services).
+type Service struct {
+	Service         string           `json:"service"`
+	Type            string           `json:"type"`
+	Frontend        string           `json:"frontend"`
+	Protocol        string           `json:"protocol"`
+	Scope           string           `json:"scope"`
+	ID              uint32           `json:"id"`
+	Maglev          bool             `json:"maglev,omitempty"`
+	AffinityTimeout uint32           `json:"affinityTimeout,omitempty"`
+	Backends        []ServiceBackend `json:"backends"`
+}
+
+// ServiceBackend is one backend of a frontend.
+type ServiceBackend struct {
+	ID      uint32 `json:"id"`
+	Address string `json:"address"`
+	Node    string `json:"node,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	State   string `json:"state"`
+}

@@ -52,8 +52,11 @@ func bpfHandlers(mux *http.ServeMux, dp *datapath.Datapath, pm *datapath.PolicyM
 		out := []api.BPFCT{}
 		for _, e := range entries {
 			dir := "egress"
-			if e.Ingress {
+			switch {
+			case e.Ingress:
 				dir = "ingress"
+			case e.Service:
+				dir = fmt.Sprintf("service(backend %d)", e.BackendID)
 			}
 			out = append(out, api.BPFCT{
 				Direction: dir, Proto: e.Proto,
@@ -63,6 +66,31 @@ func bpfHandlers(mux *http.ServeMux, dp *datapath.Datapath, pm *datapath.PolicyM
 			})
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].Src+out[i].Dst < out[j].Src+out[j].Dst })
+		reply(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /v1/bpf/lb", func(w http.ResponseWriter, r *http.Request) {
+		svcs, err := dp.Services()
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		backends, err := dp.Backends()
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		out := []api.BPFService{}
+		for _, s := range svcs {
+			row := api.BPFService{Frontend: hostPort(s.Addr.String(), s.Port), Proto: s.Proto, Scope: s.Scope, RevNat: s.RevNat, Flags: s.Flags}
+			for _, id := range s.Backends {
+				b := backends[id]
+				row.Backends = append(row.Backends, api.BPFBackend{ID: id, Address: hostPort(b.Addr.String(), b.Port), Terminating: b.Terminating})
+			}
+			out = append(out, row)
+		}
+		sort.Slice(out, func(i, j int) bool {
+			return out[i].Frontend < out[j].Frontend || out[i].Frontend == out[j].Frontend && out[i].Scope < out[j].Scope
+		})
 		reply(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("GET /v1/bpf/policy/{id}", func(w http.ResponseWriter, r *http.Request) {

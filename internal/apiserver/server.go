@@ -31,6 +31,8 @@ type Backend struct {
 	Log       *slog.Logger
 	// Explain answers POST /v1/policy/explain; optional.
 	Explain func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error)
+	// Services answers GET /v1/services; optional.
+	Services func() []api.Service
 	// Datapath and Policy serve /v1/bpf/*; optional.
 	Datapath *datapath.Datapath
 	Policy   *datapath.PolicyMap
@@ -110,6 +112,11 @@ func Handler(b *Backend) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	if b.Services != nil {
+		mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+			reply(w, http.StatusOK, b.Services())
+		})
+	}
 	if b.Explain != nil {
 		mux.HandleFunc("POST /v1/policy/explain", func(w http.ResponseWriter, r *http.Request) {
 			var req api.ExplainRequest

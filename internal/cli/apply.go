@@ -123,6 +123,9 @@ nothing is applied.`,
 				return err
 			}
 			defer c.Close()
+			if err := assignServices(cmd.Context(), c, objs); err != nil {
+				return err
+			}
 			rs, err := resource.Apply(cmd.Context(), c, objs)
 			if perr := printResults(cmd.OutOrStdout(), rs, asJSON); err == nil {
 				err = perr

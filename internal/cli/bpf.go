@@ -66,6 +66,23 @@ func newBPFCmd() *cobra.Command {
 			}
 			return es, t, err
 		})))
+	b.AddCommand(group("lb", "Service load-balancing maps", list("list", "List frontends and their active backends", "FRONTEND\tPROTO\tSCOPE\tID\tFLAGS\tBACKENDS",
+		func(ctx context.Context) (any, [][]string, error) {
+			svcs, err := client().BPFLB(ctx)
+			var t [][]string
+			for _, s := range svcs {
+				var bs []string
+				for _, b := range s.Backends {
+					bs = append(bs, fmt.Sprintf("%d=%s", b.ID, b.Address))
+				}
+				scope := "external"
+				if s.Scope == 1 {
+					scope = "internal"
+				}
+				t = append(t, []string{s.Frontend, protoName(s.Proto), scope, u(s.RevNat), lbFlags(s.Flags), dash(strings.Join(bs, " "))})
+			}
+			return svcs, t, err
+		})))
 	b.AddCommand(group("policy", "Per-endpoint policy map", &cobra.Command{
 		Use:   "get ENDPOINT",
 		Short: "Show an endpoint's policy map (ENDPOINT: id, container ID, pod name or namespace/pod)",
@@ -161,6 +178,19 @@ func protoName(p uint8) string {
 func epFlags(f uint16) string {
 	var s []string
 	for i, name := range []string{"ingress-enforced", "egress-enforced", "audit", "host"} {
+		if f&(1<<i) != 0 {
+			s = append(s, name)
+		}
+	}
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}
+
+func lbFlags(f uint32) string {
+	var s []string
+	for i, name := range []string{"maglev", "affinity", "nodeport"} {
 		if f&(1<<i) != 0 {
 			s = append(s, name)
 		}

@@ -49,6 +49,7 @@ func NewRoot() *cobra.Command {
 		newBPFCmd(),
 		newObserveCmd(),
 		newPolicyCmd(),
+		newServiceCmd(),
 	)
 	return root
 }

@@ -12,6 +12,9 @@ import (
 // CTEntry is one connection tracking entry.
 type CTEntry struct {
 	Ingress     bool // accepted by the endpoint (else opened by it)
+	Service     bool // client -> service frontend entry, remembering the backend
+	BackendID   uint32
+	RevNat      uint32
 	Proto       uint8
 	Src, Dst    netip.Addr
 	SrcPort     uint16
@@ -40,7 +43,7 @@ func monotonicNow() uint64 {
 
 func ctEntry(k lxcCtKey, v lxcCtEntry, now uint64) CTEntry {
 	e := CTEntry{
-		Ingress: k.Dir == 1, Proto: k.Proto,
+		Ingress: k.Dir == 1, Service: k.Dir == 2, BackendID: v.BackendId, RevNat: v.RevNat, Proto: k.Proto,
 		Src: addrOf(k.Family, k.Saddr), Dst: addrOf(k.Family, k.Daddr), SrcPort: k.Sport, DstPort: k.Dport,
 		Packets: v.Packets, Bytes: v.Bytes, SrcIdentity: v.SrcIdentity,
 		SeenReply: v.Flags&1 != 0, Closing: v.Flags&2 != 0,

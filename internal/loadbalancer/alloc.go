@@ -12,9 +12,9 @@ import (
 )
 
 // DefaultServiceCIDRs are the service CIDRs the Allocator uses when none are
-// configured (kubeadm's IPv4 default, and an IPv6 /108 in the same spirit).
+// configured (a /16 of kubeadm's IPv4 default 10.96.0.0/12, clear of the lab's 10.99.0.0/24 underlay, and an IPv6 /108).
 var DefaultServiceCIDRs = []netip.Prefix{
-	netip.MustParsePrefix("10.96.0.0/12"),
+	netip.MustParsePrefix("10.96.0.0/16"),
 	netip.MustParsePrefix("fd00:10:96::/108"),
 }
 

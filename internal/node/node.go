@@ -91,6 +91,7 @@ type Manager struct {
 	kick      chan struct{}
 	extra     map[netip.Prefix]uint32
 	overrides map[netip.Prefix]uint32
+	changed   chan struct{}
 }
 
 // New returns a manager; store may be nil.
@@ -98,6 +99,7 @@ func New(local Node, store *kvstore.Client, ipc IPCache, nw Network, tunnel bool
 	return &Manager{
 		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
 		nodes: map[string]Node{}, endpoints: map[string]Endpoint{}, kick: make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
 	}
 }
 
@@ -113,6 +115,20 @@ func (m *Manager) Nodes() []Node {
 		if name != m.local.Name {
 			out = append(out, n)
 		}
+	}
+	return out
+}
+
+// Changed is signalled (coalesced) when nodes or endpoints change.
+func (m *Manager) Changed() <-chan struct{} { return m.changed }
+
+// Endpoints returns every endpoint announced in the store, local ones too.
+func (m *Manager) Endpoints() []Endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Endpoint, 0, len(m.endpoints))
+	for _, ep := range m.endpoints {
+		out = append(out, ep)
 	}
 	return out
 }
@@ -173,6 +189,10 @@ func (m *Manager) Run(ctx context.Context) {
 			m.applyEndpoints(u)
 		}
 		m.trigger()
+		select {
+		case m.changed <- struct{}{}:
+		default:
+		}
 	}
 }
 
