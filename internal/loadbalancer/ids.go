@@ -106,7 +106,7 @@ func (a *IDAllocator) take() (BackendID, bool) {
 		}
 		// The last never-used id: from now on released ids are reused.
 		a.wrap = true
-		a.free = a.gaps(a.max)
+		a.free = a.gaps(a.max - 1) // max itself is being handed out
 		return id, true
 	}
 	if len(a.free) == 0 {
