@@ -9,7 +9,7 @@
 #include "lib/fwd.h"
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
-#include "lib/lb.h"
+#include "lib/nat.h"
 
 static __always_inline __u32 host_flags(void)
 {
@@ -36,22 +36,39 @@ int from_netdev(struct __sk_buff *skb)
 
 	src_id = identity_of(&p.src);
 
-	/* NodePort, LoadBalancer and external IPs, from outside. Backends on
-	 * this node only: the others need SNAT, not implemented yet (their
-	 * frontends are not installed on this node's devices). */
+	/* A backend on another node answering a client this node translated. */
+	ret = snat_reverse(skb, &p);
+	if (ret < 0)
+		return drop(skb, &p, DROP_WRITE_ERROR, DIR_INGRESS, 0, src_id, 0);
+	if (ret > 0)
+		return fib_forward(skb, &p, 0, src_id, identity_of(&p.dst));
+
+	/* NodePort, LoadBalancer and external IPs, from outside. */
 	{
 		__u32 backend = 0;
-		int svc = lb_dnat(skb, &p, 0, &backend);
+		__u8 node[16], client[16];
+		__be16 client_port = bpf_htons(p.sport), port;
+		int svc;
 
+		__builtin_memcpy(node, p.dst.addr, 16);
+		__builtin_memcpy(client, p.src.addr, 16);
+		svc = lb_dnat(skb, &p, 0, &backend);
 		if (svc < 0)
 			return drop(skb, &p, -svc, DIR_INGRESS, 0, src_id, 0);
 		if (svc > 0) {
 			dst = lookup_endpoint(&p.dst);
-			if (!dst)
-				return drop(skb, &p, DROP_SERVICE_NO_BACKEND, DIR_INGRESS, 0, src_id, 0);
-			skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);
-			trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
-			return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
+			if (dst) {
+				skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);
+				trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
+				return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
+			}
+			/* On another node: this node stands in for the client. */
+			port = snat_port(&p, node, svc, client, client_port);
+			if (!port)
+				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
+			if (rewrite_addr(skb, &p, 1, node, port) < 0)
+				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
+			return fib_forward(skb, &p, 0, ID_HOST, identity_of(&p.dst));
 		}
 	}
 

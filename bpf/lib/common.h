@@ -238,6 +238,39 @@ struct lb_sock_key {
 	__u8 pad[5];
 };
 
+/* SNAT of NodePort traffic to backends on other nodes: the node's address
+ * and a port it picks stand in for the client. */
+#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_RANGE 28232 /* up to 60999 */
+
+struct snat_rev_key {
+	__u8 family;
+	__u8 proto;
+	__be16 port;      /* picked by the node */
+	__be16 peer_port; /* backend */
+	__u16 pad;
+	__u8 addr[16];    /* the node */
+	__u8 peer[16];    /* backend */
+};
+
+struct snat_rev_value {
+	__u8 client[16];
+	__be16 client_port;
+	__u16 pad;
+	__u32 rev_nat;
+	__u64 last_seen;
+};
+
+struct snat_fwd_key {
+	__u8 family;
+	__u8 proto;
+	__be16 client_port;
+	__be16 peer_port;
+	__u16 pad;
+	__u8 client[16];
+	__u8 peer[16];
+};
+
 /* skb->mark carrying a service id from from_netdev to to_container. */
 #define MARK_REVNAT 0x4c4e0000
 #define MARK_REVNAT_MASK 0xffff0000

@@ -119,5 +119,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lumen_lb_sock_revnat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct snat_rev_key);
+	__type(value, struct snat_rev_value);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lumen_snat_rev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct snat_fwd_key);
+	__type(value, __be16);
+	__uint(max_entries, 131072);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lumen_snat_fwd SEC(".maps");
+
 /* Forces the event struct into BTF so bpf2go can generate its Go type. */
 const struct event *unused_event __attribute__((unused));

@@ -167,6 +167,37 @@ type hostPolicyValue struct {
 	Pad  [3]uint8
 }
 
+type hostSnatFwdKey struct {
+	_          structs.HostLayout
+	Family     uint8
+	Proto      uint8
+	ClientPort uint16
+	PeerPort   uint16
+	Pad        uint16
+	Client     [16]uint8
+	Peer       [16]uint8
+}
+
+type hostSnatRevKey struct {
+	_        structs.HostLayout
+	Family   uint8
+	Proto    uint8
+	Port     uint16
+	PeerPort uint16
+	Pad      uint16
+	Addr     [16]uint8
+	Peer     [16]uint8
+}
+
+type hostSnatRevValue struct {
+	_          structs.HostLayout
+	Client     [16]uint8
+	ClientPort uint16
+	Pad        uint16
+	RevNat     uint32
+	LastSeen   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -184,6 +215,8 @@ const (
 	hostMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
 	hostMapLumenMetrics      = "lumen_metrics"
 	hostMapLumenPolicy       = "lumen_policy"
+	hostMapLumenSnatFwd      = "lumen_snat_fwd"
+	hostMapLumenSnatRev      = "lumen_snat_rev"
 	hostProgFromNetdev       = "from_netdev"
 	hostProgToNetdev         = "to_netdev"
 	hostVarUnusedEvent       = "unused_event"
@@ -252,6 +285,8 @@ type hostMapSpecs struct {
 	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.MapSpec `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.MapSpec `ebpf:"lumen_snat_rev"`
 }
 
 // hostVariableSpecs contains global variables before they are loaded into the kernel.
@@ -294,6 +329,8 @@ type hostMaps struct {
 	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.Map `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.Map `ebpf:"lumen_snat_rev"`
 }
 
 func (m *hostMaps) Close() error {
@@ -311,6 +348,8 @@ func (m *hostMaps) Close() error {
 		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
+		m.LumenSnatFwd,
+		m.LumenSnatRev,
 	)
 }
 

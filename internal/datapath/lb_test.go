@@ -3,8 +3,14 @@ package datapath
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 func TestServiceDNATAndReverse(t *testing.T) {
@@ -113,4 +119,56 @@ func srcOf(frame []byte) (netip.Addr, uint16) {
 		return netip.AddrFrom4([4]byte(frame[26:30])), binary.BigEndian.Uint16(frame[34:])
 	}
 	return netip.AddrFrom16([16]byte(frame[22:38])), binary.BigEndian.Uint16(frame[54:])
+}
+
+func TestNodePortSNATToRemoteBackend(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	h, err := netlink.NewHandleAt(f.ns)
+	must(t, err)
+	defer h.Close()
+	eth0 := f.devs["eth0"]
+	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
+	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
+	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	node := netip.MustParseAddr("10.99.0.1")
+	client := netip.MustParseAddr("10.99.0.200")
+	backend := netip.MustParseAddr("10.200.2.5")
+	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
+	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 80, Proto: 6}))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30080, Proto: 6}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, f.dp.UpsertRevNat(1, node, 30080))
+
+	in := Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: client, Dst: node, Proto: 6, SrcPort: 5555, DstPort: 30080, TTL: 64, TCPFlags: 0x02}.Bytes()
+	res := f.run(HookFromNetdev, "eth0", in)
+	if res.Verdict != tcActRedirect {
+		t.Fatalf("NodePort to a remote backend: verdict %d, want redirect", res.Verdict)
+	}
+	src, sport := srcOf(res.Data)
+	dst, dport := dstOf(res.Data)
+	if src != node || sport < 32768 || dst != backend || dport != 80 {
+		t.Fatalf("translated to %s:%d -> %s:%d, want %s:(>=32768) -> %s:80", src, sport, dst, dport, node, backend)
+	}
+	if !VerifyL4Checksum(res.Data) {
+		t.Error("L4 checksum broken by DNAT+SNAT")
+	}
+	// The same flow keeps its port.
+	res2 := f.run(HookFromNetdev, "eth0", Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: client, Dst: node, Proto: 6, SrcPort: 5555, DstPort: 30080, TTL: 64, TCPFlags: 0x10}.Bytes())
+	if _, p2 := srcOf(res2.Data); p2 != sport {
+		t.Errorf("second packet got port %d, first %d", p2, sport)
+	}
+
+	reply := Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: backend, Dst: node, Proto: 6, SrcPort: 80, DstPort: sport, TTL: 64, TCPFlags: 0x12}.Bytes()
+	res = f.run(HookFromNetdev, "eth0", reply)
+	if res.Verdict != tcActRedirect {
+		t.Fatalf("reply: verdict %d, want redirect back to the client", res.Verdict)
+	}
+	src, sport = srcOf(res.Data)
+	dst, dport = dstOf(res.Data)
+	if src != node || sport != 30080 || dst != client || dport != 5555 {
+		t.Errorf("reply translated to %s:%d -> %s:%d, want %s:30080 -> %s:5555", src, sport, dst, dport, node, client)
+	}
+	if !VerifyL4Checksum(res.Data) {
+		t.Error("L4 checksum broken by reverse SNAT")
+	}
 }

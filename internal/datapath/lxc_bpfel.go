@@ -188,6 +188,37 @@ type lxcPolicyValue struct {
 	Pad  [3]uint8
 }
 
+type lxcSnatFwdKey struct {
+	_          structs.HostLayout
+	Family     uint8
+	Proto      uint8
+	ClientPort uint16
+	PeerPort   uint16
+	Pad        uint16
+	Client     [16]uint8
+	Peer       [16]uint8
+}
+
+type lxcSnatRevKey struct {
+	_        structs.HostLayout
+	Family   uint8
+	Proto    uint8
+	Port     uint16
+	PeerPort uint16
+	Pad      uint16
+	Addr     [16]uint8
+	Peer     [16]uint8
+}
+
+type lxcSnatRevValue struct {
+	_          structs.HostLayout
+	Client     [16]uint8
+	ClientPort uint16
+	Pad        uint16
+	RevNat     uint32
+	LastSeen   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -205,6 +236,8 @@ const (
 	lxcMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
 	lxcMapLumenMetrics      = "lumen_metrics"
 	lxcMapLumenPolicy       = "lumen_policy"
+	lxcMapLumenSnatFwd      = "lumen_snat_fwd"
+	lxcMapLumenSnatRev      = "lumen_snat_rev"
 	lxcProgFromContainer    = "from_container"
 	lxcProgToContainer      = "to_container"
 	lxcVarUnusedEvent       = "unused_event"
@@ -273,6 +306,8 @@ type lxcMapSpecs struct {
 	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.MapSpec `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.MapSpec `ebpf:"lumen_snat_rev"`
 }
 
 // lxcVariableSpecs contains global variables before they are loaded into the kernel.
@@ -315,6 +350,8 @@ type lxcMaps struct {
 	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.Map `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.Map `ebpf:"lumen_snat_rev"`
 }
 
 func (m *lxcMaps) Close() error {
@@ -332,6 +369,8 @@ func (m *lxcMaps) Close() error {
 		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
+		m.LumenSnatFwd,
+		m.LumenSnatRev,
 	)
 }
 

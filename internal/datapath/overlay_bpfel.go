@@ -167,6 +167,37 @@ type overlayPolicyValue struct {
 	Pad  [3]uint8
 }
 
+type overlaySnatFwdKey struct {
+	_          structs.HostLayout
+	Family     uint8
+	Proto      uint8
+	ClientPort uint16
+	PeerPort   uint16
+	Pad        uint16
+	Client     [16]uint8
+	Peer       [16]uint8
+}
+
+type overlaySnatRevKey struct {
+	_        structs.HostLayout
+	Family   uint8
+	Proto    uint8
+	Port     uint16
+	PeerPort uint16
+	Pad      uint16
+	Addr     [16]uint8
+	Peer     [16]uint8
+}
+
+type overlaySnatRevValue struct {
+	_          structs.HostLayout
+	Client     [16]uint8
+	ClientPort uint16
+	Pad        uint16
+	RevNat     uint32
+	LastSeen   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -184,6 +215,8 @@ const (
 	overlayMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
 	overlayMapLumenMetrics      = "lumen_metrics"
 	overlayMapLumenPolicy       = "lumen_policy"
+	overlayMapLumenSnatFwd      = "lumen_snat_fwd"
+	overlayMapLumenSnatRev      = "lumen_snat_rev"
 	overlayProgFromOverlay      = "from_overlay"
 	overlayVarUnusedEvent       = "unused_event"
 )
@@ -250,6 +283,8 @@ type overlayMapSpecs struct {
 	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.MapSpec `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.MapSpec `ebpf:"lumen_snat_rev"`
 }
 
 // overlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -292,6 +327,8 @@ type overlayMaps struct {
 	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.Map `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.Map `ebpf:"lumen_snat_rev"`
 }
 
 func (m *overlayMaps) Close() error {
@@ -309,6 +346,8 @@ func (m *overlayMaps) Close() error {
 		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
+		m.LumenSnatFwd,
+		m.LumenSnatRev,
 	)
 }
 

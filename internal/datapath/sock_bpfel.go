@@ -167,6 +167,37 @@ type sockPolicyValue struct {
 	Pad  [3]uint8
 }
 
+type sockSnatFwdKey struct {
+	_          structs.HostLayout
+	Family     uint8
+	Proto      uint8
+	ClientPort uint16
+	PeerPort   uint16
+	Pad        uint16
+	Client     [16]uint8
+	Peer       [16]uint8
+}
+
+type sockSnatRevKey struct {
+	_        structs.HostLayout
+	Family   uint8
+	Proto    uint8
+	Port     uint16
+	PeerPort uint16
+	Pad      uint16
+	Addr     [16]uint8
+	Peer     [16]uint8
+}
+
+type sockSnatRevValue struct {
+	_          structs.HostLayout
+	Client     [16]uint8
+	ClientPort uint16
+	Pad        uint16
+	RevNat     uint32
+	LastSeen   uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -184,6 +215,8 @@ const (
 	sockMapLumenLbSockRevnat = "lumen_lb_sock_revnat"
 	sockMapLumenMetrics      = "lumen_metrics"
 	sockMapLumenPolicy       = "lumen_policy"
+	sockMapLumenSnatFwd      = "lumen_snat_fwd"
+	sockMapLumenSnatRev      = "lumen_snat_rev"
 	sockProgSockConnect4     = "sock_connect4"
 	sockProgSockConnect6     = "sock_connect6"
 	sockProgSockGetpeername4 = "sock_getpeername4"
@@ -264,6 +297,8 @@ type sockMapSpecs struct {
 	LumenLbSockRevnat *ebpf.MapSpec `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.MapSpec `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.MapSpec `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.MapSpec `ebpf:"lumen_snat_rev"`
 }
 
 // sockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -306,6 +341,8 @@ type sockMaps struct {
 	LumenLbSockRevnat *ebpf.Map `ebpf:"lumen_lb_sock_revnat"`
 	LumenMetrics      *ebpf.Map `ebpf:"lumen_metrics"`
 	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
+	LumenSnatFwd      *ebpf.Map `ebpf:"lumen_snat_fwd"`
+	LumenSnatRev      *ebpf.Map `ebpf:"lumen_snat_rev"`
 }
 
 func (m *sockMaps) Close() error {
@@ -323,6 +360,8 @@ func (m *sockMaps) Close() error {
 		m.LumenLbSockRevnat,
 		m.LumenMetrics,
 		m.LumenPolicy,
+		m.LumenSnatFwd,
+		m.LumenSnatRev,
 	)
 }
 

@@ -287,14 +287,12 @@ func feKey(addr netip.Addr, port uint16, proto uint8) string {
 // reconcile writes the desired frontends: backends first, then each
 // frontend (slots before the count that exposes them), then what is gone.
 func (s *Syncer) reconcile() error {
-	local := s.opts.Local()
 	want := map[string]*programmed{}
 	wantBackends := map[uint32]lb.Backend{}
 	var errs []error
 	for _, fe := range s.desired() {
-		for _, p := range s.program(fe, local.Name, wantBackends) {
-			want[fmt.Sprintf("%s/%d", feKey(p.entry.Addr, p.entry.Port, p.entry.Proto), p.entry.Scope)] = p
-		}
+		p := s.program(fe, wantBackends)
+		want[fmt.Sprintf("%s/%d", feKey(p.entry.Addr, p.entry.Port, p.entry.Proto), p.entry.Scope)] = p
 	}
 	for id, b := range wantBackends {
 		if err := s.dp.UpsertBackend(id, datapath.Backend{Addr: b.Addr, Port: b.Port, Proto: uint8(b.Proto), Terminating: b.State != lb.StateActive}); err != nil {
@@ -351,54 +349,40 @@ func (s *Syncer) reconcile() error {
 	return errors.Join(errs...)
 }
 
-// program turns one frontend into map entries. Backends on other nodes are
-// reachable from outside only with SNAT or DSR, which the datapath does not
-// do yet: an external frontend reached from outside keeps this node's
-// backends, and traffic from inside the cluster gets an internal twin with
-// every backend.
-func (s *Syncer) program(fe lb.Frontend, localNode string, wantBackends map[uint32]lb.Backend) []*programmed {
-	mk := func(scope uint8, backends []lb.Backend) *programmed {
-		p := &programmed{service: fe.Service, typ: fe.Type, all: backends}
-		p.entry.Frontend = datapath.Frontend{Addr: fe.Addr, Port: fe.Port, Proto: uint8(fe.Proto), Scope: scope}
-		p.entry.RevNat = s.revNat(feKey(fe.Addr, fe.Port, uint8(fe.Proto)))
-		p.entry.AffinityTimeout = fe.AffinityTimeout
-		if fe.AffinityTimeout > 0 {
-			p.entry.Flags |= datapath.ServiceAffinity
-		}
-		if fe.Type != lb.FrontendClusterIP {
-			p.entry.Flags |= datapath.ServiceNodePort
-		}
-		for _, b := range backends {
-			id, err := s.ids.Acquire(b.Key())
-			if err != nil {
-				s.log.Error("backend id", "backend", b.Key(), "err", err)
-				continue
-			}
-			wantBackends[uint32(id)] = b
-			if b.State == lb.StateActive {
-				p.entry.Backends = append(p.entry.Backends, uint32(id))
-			}
-		}
-		p.maglev = s.opts.Maglev && len(p.entry.Backends) > 0
-		if p.maglev {
-			p.entry.Flags |= datapath.ServiceMaglev
-		}
-		return p
+// program turns one frontend into its map entry. Backends on other nodes
+// are reached from outside through SNAT (the datapath does it), so the
+// backends are Desired's as they are.
+func (s *Syncer) program(fe lb.Frontend, wantBackends map[uint32]lb.Backend) *programmed {
+	p := &programmed{service: fe.Service, typ: fe.Type, all: fe.Backends}
+	scope := uint8(datapath.ScopeExternal)
+	if fe.Scope == lb.ScopeInternal {
+		scope = datapath.ScopeInternal
 	}
-	if fe.Scope == lb.ScopeInternal || fe.Type == lb.FrontendClusterIP {
-		return []*programmed{mk(datapath.ScopeInternal, fe.Backends)}
+	p.entry.Frontend = datapath.Frontend{Addr: fe.Addr, Port: fe.Port, Proto: uint8(fe.Proto), Scope: scope}
+	p.entry.RevNat = s.revNat(feKey(fe.Addr, fe.Port, uint8(fe.Proto)))
+	p.entry.AffinityTimeout = fe.AffinityTimeout
+	if fe.AffinityTimeout > 0 {
+		p.entry.Flags |= datapath.ServiceAffinity
 	}
-	var localOnly []lb.Backend
+	if fe.Type != lb.FrontendClusterIP {
+		p.entry.Flags |= datapath.ServiceNodePort
+	}
 	for _, b := range fe.Backends {
-		if b.NodeName == localNode {
-			localOnly = append(localOnly, b)
+		id, err := s.ids.Acquire(b.Key())
+		if err != nil {
+			s.log.Error("backend id", "backend", b.Key(), "err", err)
+			continue
+		}
+		wantBackends[uint32(id)] = b
+		if b.State == lb.StateActive {
+			p.entry.Backends = append(p.entry.Backends, uint32(id))
 		}
 	}
-	out := []*programmed{mk(datapath.ScopeExternal, localOnly)}
-	if !fe.TwoScopes {
-		out = append(out, mk(datapath.ScopeInternal, fe.Backends))
+	p.maglev = s.opts.Maglev && len(p.entry.Backends) > 0
+	if p.maglev {
+		p.entry.Flags |= datapath.ServiceMaglev
 	}
-	return out
+	return p
 }
 
 func (s *Syncer) revNat(key string) uint32 {
