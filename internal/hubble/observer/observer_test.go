@@ -14,6 +14,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/hubble"
+	hubblemetrics "github.com/lumen-net/lumen/internal/hubble/metrics"
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
 )
@@ -374,4 +376,44 @@ func TestEnqueue(t *testing.T) {
 	if st := o.Stats(); st.QueueLost != 2 || st.ParseErrors != 1 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// BenchmarkPipeline measures what the observer's goroutine does per event:
+// parse, metrics, ring. Run with -cpu 1 for a per-core figure.
+func BenchmarkPipeline(b *testing.B) {
+	p := parser.New(parser.Options{NodeName: "n1", Clock: parser.FixedClock(0)})
+	m, err := hubblemetrics.New(hubblemetrics.Default)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := New(Options{NodeName: "n1", Parser: p, Metrics: m, Capacity: 65535})
+	evs := []datapath.Event{
+		{Timestamp: 1, Type: datapath.EventTrace, Subtype: 5, Proto: 6, TCPFlags: 2, Direction: 1, IfIndex: 4,
+			Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 80},
+		{Timestamp: 2, Type: datapath.EventTrace, Subtype: 101, Proto: 17, Direction: 0, IfIndex: 4,
+			Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00::1"), SrcPort: 53, DstPort: 40000},
+		{Timestamp: 3, Type: datapath.EventDrop, Subtype: 133, Proto: 6, TCPFlags: 2, Direction: 0,
+			Src: netip.MustParseAddr("10.0.0.3"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1, DstPort: 80},
+	}
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	i := 0
+	for b.Loop() {
+		f, err := p.Parse(&evs[i%len(evs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		o.Publish(f)
+		i++
+	}
+	// Per CPU-second of the process (GC included): stable on a busy machine.
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(b.N)/cpu.Seconds(), "events/cpu-s")
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
