@@ -11,6 +11,23 @@
 #include "lib/enforce.h"
 #include "lib/nat.h"
 
+/* forward_remote sends a translated packet to another node: through the
+ * tunnel when the destination's ipcache entry names one, else routed. */
+static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p)
+{
+	struct ipcache_value *remote = lookup_ipcache(&p->dst);
+	__u32 dst_id = remote ? remote->identity : ID_WORLD;
+	struct config *cfg;
+
+	if (remote && remote->tunnel_ip4) {
+		cfg = get_config();
+		if (!cfg || !cfg->vxlan_ifindex)
+			return drop(skb, p, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, 0, ID_HOST, dst_id);
+		return encap(skb, p, remote->tunnel_ip4, cfg->vxlan_ifindex, 0, ID_HOST, dst_id);
+	}
+	return fib_forward(skb, p, 0, ID_HOST, dst_id);
+}
+
 static __always_inline __u32 host_flags(void)
 {
 	struct config *cfg = get_config();
@@ -68,7 +85,7 @@ int from_netdev(struct __sk_buff *skb)
 				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
 			if (rewrite_addr(skb, &p, 1, node, port) < 0)
 				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
-			return fib_forward(skb, &p, 0, ID_HOST, identity_of(&p.dst));
+			return forward_remote(skb, &p);
 		}
 	}
 
