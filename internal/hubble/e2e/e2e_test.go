@@ -417,6 +417,53 @@ func TestHubble(t *testing.T) {
 		}
 	})
 
+	t.Run("follow through the relay", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, e.hubble, "observe", "--server", "unix://"+e.relay, "--follow",
+			"--to-pod", "shop/frontend", "--protocol", "udp", "-o", "json")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		lines := make(chan string)
+		go func() {
+			defer close(lines)
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+		}()
+		// Probe until a new flow shows: the stream may start after a probe.
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("hubble observe --follow ended")
+				}
+				for _, f := range flows(t, l) {
+					if name(f.GetDestination()) != "shop/frontend" || f.GetL4().GetUDP() == nil {
+						t.Fatalf("--follow --to-pod shop/frontend --protocol udp returned %s", describe(f))
+					}
+					if name(f.GetSource()) == "shop/catalog" && dport(f) == 53 {
+						return
+					}
+				}
+			case <-tick.C:
+				_, _, _ = e.exe(true, "", filepath.Join(binDir, "lumen"), "--lab", e.lab, "lab", "probe", "shop/catalog", "frontend:53/udp", "--timeout", "1s")
+			case <-ctx.Done():
+				t.Fatal("no followed flow")
+			}
+		}
+	})
+
 	t.Run("lumen observe", func(t *testing.T) {
 		out := e.lumen("--node", "n1", "observe", "--from-pod", "tools/debug", "-o", "json", "--all")
 		fs := flows(t, out)
