@@ -41,6 +41,9 @@ const (
 	ScopeInternal
 )
 
+// MarshalText writes the name, for JSON.
+func (s Scope) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 func (s Scope) String() string {
 	if s == ScopeInternal {
 		return "internal"
@@ -61,6 +64,9 @@ const (
 	// checks). Desired never sets it; it is for the agent's health checker.
 	StateQuarantined
 )
+
+// MarshalText writes the name, for JSON.
+func (s BackendState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 func (s BackendState) String() string {
 	switch s {
@@ -125,7 +131,8 @@ type Frontend struct {
 	Backends []Backend
 }
 
-// Key is "10.96.0.10:80/TCP".
+// Key is "10.96.0.10:80/TCP" (an external frontend and its internal twin
+// share it; Key and Scope together are unique).
 func (f *Frontend) Key() string {
 	return netip.AddrPortFrom(f.Addr, f.Port).String() + "/" + f.Proto.String()
 }
@@ -242,7 +249,13 @@ func serviceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) 
 		if err != nil || sp.Port < 1 || sp.Port > 65535 {
 			continue
 		}
-		for _, fam := range svc.Families() {
+		fams := svc.Families()
+		if len(fams) == 0 {
+			// Not allocated (it did not go through the Allocator): its external
+			// frontends still work, in both families.
+			fams = []string{IPv4, IPv6}
+		}
+		for _, fam := range fams {
 			eps := collectEndpoints(svcSlices, sp.Name, sp.Protocol, fam)
 			cluster, hasAny := selectCluster(eps, local, proto)
 			localSel := selectLocal(eps, local, proto)

@@ -1,6 +1,7 @@
 package loadbalancer
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -299,4 +300,27 @@ func TestSlicesThenDesired(t *testing.T) {
 	delete(pods, "shop/web-2")
 	check(t, "web-2 deleted", Desired([]*Service{svc}, SlicesFor(svc, eps, pods, nodes), n1a),
 		"ClusterIP 10.96.0.10:80/TCP internal Cluster [10.200.1.1:8080]")
+}
+
+func TestDesiredUnallocatedAndJSON(t *testing.T) {
+	// A service that never went through the Allocator has no cluster IP,
+	// but its node ports work in both families.
+	svc := webService(func(s *ServiceSpec) {
+		s.Type, s.ClusterIP, s.ClusterIPs, s.IPFamilies = TypeNodePort, "", nil, nil
+		s.Ports[0].NodePort = 30080
+	})
+	v4 := makeSlice("web", "web-v4", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
+	got := Desired([]*Service{svc}, []*EndpointSlice{v4}, n1a)
+	check(t, "unallocated", got,
+		"NodePort 192.168.0.1:30080/TCP external Cluster [10.200.1.1:8080]",
+		"NodePort [fd00:168::1]:30080/TCP external Cluster []")
+	b, err := json.Marshal(got[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"Proto":"TCP"`, `"Scope":"external"`, `"State":"active"`, `"Addr":"192.168.0.1"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+	}
 }

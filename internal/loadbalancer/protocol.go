@@ -31,6 +31,19 @@ func (p Protocol) String() string {
 	return "proto-" + strconv.Itoa(int(p))
 }
 
+// MarshalText writes the name, for JSON.
+func (p Protocol) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads a name.
+func (p *Protocol) UnmarshalText(b []byte) error {
+	v, err := ParseProtocol(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
 // ParseProtocol reads a Kubernetes protocol name; "" is TCP, the default.
 func ParseProtocol(s string) (Protocol, error) {
 	switch s {
