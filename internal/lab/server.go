@@ -77,7 +77,8 @@ func ParsePortList(s string) ([]uint16, error) {
 
 // Serve runs echo servers on every configured port, on all addresses of both
 // families, until ctx ends. TCP and SCTP echo the byte stream back; UDP
-// echoes each datagram to its sender. SCTP ports on a kernel without SCTP are
+// echoes each datagram to its sender. A WhoAmI request is answered with the
+// namespace's addresses instead. SCTP ports on a kernel without SCTP are
 // logged and skipped; any other failure to listen is returned.
 func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -101,6 +102,9 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 		wg.Wait()
 	}()
 
+	// The namespace's addresses, read here: the serving goroutines may run
+	// on threads of another namespace (tests serve from a switched thread).
+	iam := whoAmIAnswer()
 	var lc net.ListenConfig
 	for _, port := range cfg.TCP {
 		l, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", port))
@@ -111,7 +115,7 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveStream(ctx, log, "tcp", port, func() (io.ReadWriteCloser, error) { return l.Accept() }, fatal)
+			serveStream(ctx, log, "tcp", port, iam, func() (io.ReadWriteCloser, error) { return l.Accept() }, fatal)
 		}()
 	}
 	for _, port := range cfg.UDP {
@@ -123,7 +127,7 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveUDP(ctx, log, port, pc, fatal)
+			serveUDP(ctx, log, port, iam, pc, fatal)
 		}()
 	}
 	for _, port := range cfg.SCTP {
@@ -143,7 +147,7 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveStream(ctx, log, "sctp", port, func() (io.ReadWriteCloser, error) {
+			serveStream(ctx, log, "sctp", port, iam, func() (io.ReadWriteCloser, error) {
 				nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
 				if err != nil {
 					return nil, err
@@ -163,7 +167,7 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 }
 
 // serveStream accepts connections and echoes each one back.
-func serveStream(ctx context.Context, log *slog.Logger, proto string, port uint16, accept func() (io.ReadWriteCloser, error), fatal func(error)) {
+func serveStream(ctx context.Context, log *slog.Logger, proto string, port uint16, iam []byte, accept func() (io.ReadWriteCloser, error), fatal func(error)) {
 	for {
 		c, err := accept()
 		if err != nil {
@@ -178,6 +182,12 @@ func serveStream(ctx context.Context, log *slog.Logger, proto string, port uint1
 		}
 		go func() {
 			defer c.Close()
+			if err := answerFirstRead(c, iam); err != nil {
+				if !errors.Is(err, io.EOF) {
+					log.Debug("echo connection ended", "proto", proto, "port", port, "error", err)
+				}
+				return
+			}
 			if _, err := io.Copy(c, c); err != nil {
 				log.Debug("echo connection ended", "proto", proto, "port", port, "error", err)
 			}
@@ -191,7 +201,7 @@ func isTemporary(err error) bool {
 }
 
 // serveUDP echoes every datagram to its sender.
-func serveUDP(ctx context.Context, log *slog.Logger, port uint16, pc net.PacketConn, fatal func(error)) {
+func serveUDP(ctx context.Context, log *slog.Logger, port uint16, iam []byte, pc net.PacketConn, fatal func(error)) {
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -205,7 +215,11 @@ func serveUDP(ctx context.Context, log *slog.Logger, port uint16, pc net.PacketC
 			fatal(fmt.Errorf("udp port %d: %w", port, err))
 			return
 		}
-		if _, err := pc.WriteTo(buf[:n], from); err != nil {
+		reply := buf[:n]
+		if isWhoAmI(reply) {
+			reply = iam
+		}
+		if _, err := pc.WriteTo(reply, from); err != nil {
 			log.Debug("udp echo failed", "port", port, "to", from, "error", err)
 		}
 	}
