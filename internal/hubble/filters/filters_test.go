@@ -233,3 +233,31 @@ func BenchmarkFilters(b *testing.B) {
 		fs.Match(fl)
 	}
 }
+
+// FuzzCompile feeds arbitrary strings into every string-valued filter field:
+// compiling either fails with a FieldError or yields a filter that runs.
+func FuzzCompile(f *testing.F) {
+	for _, s := range []string{"10.0.0.1", "10.0.0.0/8", "shop/frontend", "app=x", "80", "tcp", "n*", "default/n1", "/", "a/b/c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ff := &flowpb.FlowFilter{
+			SourceIp: []string{s}, DestinationPod: []string{s}, SourceLabel: []string{s}, DestinationPort: []string{s},
+			Protocol: []string{s}, NodeName: []string{s},
+		}
+		for _, one := range []*flowpb.FlowFilter{ff, {SourceIp: []string{s}}, {SourcePod: []string{s}}, {NodeName: []string{s}},
+			{SourceLabel: []string{s}}, {SourcePort: []string{s}}, {Protocol: []string{s}}} {
+			fs, err := New([]*flowpb.FlowFilter{one}, nil)
+			if err != nil {
+				var fe *FieldError
+				if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "whitelist[0].") {
+					t.Fatalf("%q: error %v is not a FieldError naming the field", s, err)
+				}
+				continue
+			}
+			for _, fl := range corpus {
+				fs.Match(fl)
+			}
+		}
+	})
+}
