@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,7 +136,7 @@ func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *m
 	}
 	enr := newEnricher(cfg, eps, nodes, ids, store, log)
 	go enr.run(ctx)
-	p := parser.New(parser.Options{NodeName: cfg.NodeName, Enricher: enr, InterfaceName: interfaceName})
+	p := parser.New(parser.Options{NodeName: cfg.NodeName, Enricher: enr, InterfaceName: interfaceName, NodeLabels: flowNodeLabels(cfg)})
 	self := peer.Peer{Name: cfg.NodeName, Address: "unix://" + cfg.HubbleSocketPath}
 	var tlsFiles *transport.ServerTLS
 	if cfg.HubbleListenAddress != "" {
@@ -286,6 +287,24 @@ func putPeer(peers map[string]peer.Peer, kv kvstore.KV, log *slog.Logger) {
 		return
 	}
 	peers[p.Name] = p
+}
+
+// flowNodeLabels are the node's labels as flows carry them ("key=value",
+// sorted), with its zone as the Kubernetes topology label.
+func flowNodeLabels(cfg *config) []string {
+	ls := map[string]string{}
+	if cfg.Zone != "" {
+		ls["topology.kubernetes.io/zone"] = cfg.Zone
+	}
+	for k, v := range cfg.nodeLabels {
+		ls[k] = v
+	}
+	out := make([]string, 0, len(ls))
+	for k, v := range ls {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func interfaceName(ifindex int) string {

@@ -57,12 +57,15 @@ type Options struct {
 	Clock *Clock
 	// InterfaceName names an interface index of this node; optional.
 	InterfaceName func(ifindex int) string
+	// NodeLabels are reported as every flow's node_labels ("key=value").
+	NodeLabels []string
 }
 
 // Parser converts datapath events into flows. It is not safe for concurrent
 // use: the observer runs one parser in one goroutine.
 type Parser struct {
 	node      string
+	nodeLbls  []string
 	enricher  Enricher
 	clock     *Clock
 	ifName    func(int) string
@@ -77,7 +80,7 @@ func New(o Options) *Parser {
 		o.Clock = NewClock()
 	}
 	return &Parser{
-		node: o.NodeName, enricher: o.Enricher, clock: o.Clock, ifName: o.InterfaceName,
+		node: o.NodeName, nodeLbls: o.NodeLabels, enricher: o.Enricher, clock: o.Clock, ifName: o.InterfaceName,
 		ifaces: map[uint32]*flowpb.NetworkInterface{}, byID: map[uint32]*flowpb.Endpoint{},
 		addrNames: new([1 << addrCacheBits]addrSlot),
 	}
@@ -153,6 +156,7 @@ func (p *Parser) Parse(ev *datapath.Event) (*flowpb.Flow, error) {
 	f.Time = &b.ts
 	f.Type = flowpb.FlowType_L3_L4
 	f.NodeName = p.node
+	f.NodeLabels = p.nodeLbls
 	b.ip = flowpb.IP{Source: p.addrString(ev.Src), Destination: p.addrString(ev.Dst), IpVersion: flowpb.IPVersion_IPv4}
 	if ev.Src.Is6() && !ev.Src.Is4In6() {
 		b.ip.IpVersion = flowpb.IPVersion_IPv6

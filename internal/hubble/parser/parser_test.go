@@ -3,6 +3,7 @@ package parser
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,9 +34,10 @@ var (
 
 func testParser() *Parser {
 	return New(Options{
-		NodeName: "n1",
-		Enricher: fakeEnricher{ipA: epA, ipB: epB, ip6A: epA, ip6B: epB},
-		Clock:    FixedClock(1_700_000_000 * time.Second),
+		NodeName:   "n1",
+		NodeLabels: []string{"topology.kubernetes.io/zone=zone-a"},
+		Enricher:   fakeEnricher{ipA: epA, ipB: epB, ip6A: epA, ip6B: epB},
+		Clock:      FixedClock(1_700_000_000 * time.Second),
 		InterfaceName: func(i int) string {
 			return map[int]string{4: "lxc1234"}[i]
 		},
@@ -77,6 +79,7 @@ func TestParseTrace(t *testing.T) {
 		{"destination pod", f.GetDestination().GetPodName(), "catalog"},
 		{"destination namespace", f.GetDestination().GetNamespace(), "shop"},
 		{"node", f.GetNodeName(), "n1"},
+		{"node labels", strings.Join(f.GetNodeLabels(), ","), "topology.kubernetes.io/zone=zone-a"},
 		{"direction", f.GetTrafficDirection(), flowpb.TrafficDirection_EGRESS},
 		{"is_reply known", f.GetIsReply() != nil, true},
 		{"is_reply", f.GetIsReply().GetValue(), false},
