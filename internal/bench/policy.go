@@ -242,8 +242,8 @@ func toDatapath(entries []policy.Entry) []datapath.PolicyEntry {
 // bpffs, throwaway network namespace), the per-packet cost of enforcement
 // against an empty program, and the engine's memory.
 func PolicyBench(o PolicyOptions) (*PolicyReport, error) {
-	if o.Identities < 20 || o.Rules < 12 || o.Iterations < 1 || o.Packets < 100 {
-		return nil, fmt.Errorf("policy benchmark: want at least 20 identities, 12 rules, 1 iteration and 100 packets, got %+v", o)
+	if o.Identities < 100 || o.Rules < 12 || o.Iterations < 1 || o.Packets < 100 || o.Packets > maxDistinct {
+		return nil, fmt.Errorf("policy benchmark: want at least 100 identities, 12 rules, 1 iteration and 100 to %d packets per path, got %+v", maxDistinct, o)
 	}
 	w, err := PolicyWorkload(o.Identities, o.Rules)
 	if err != nil {
@@ -458,6 +458,9 @@ func policyBuild(b *benchDP, w *Workload, iterations int) ([]Phase, int, int, er
 	return phases, entries, mapEntries, nil
 }
 
+// maxDistinct bounds the runs of a path: one source port each.
+const maxDistinct = 64000
+
 // PolicyPacketMethod explains how the packet paths are timed.
 const PolicyPacketMethod = `Each packet is one BPF_PROG_TEST_RUN call with repeat 1, timed by the kernel around the program run only (the "duration" it returns), so the syscall and skb setup are left out; the empty program is timed the same way on the same packets. Conntrack makes every repeat of one packet an established connection, so the new-connection paths use a different source port for every run (each is a SYN of a new connection: policy lookup, verdict event, conntrack entry); the established paths repeat one packet whose connection exists. Conntrack is flushed between paths. Events are drained by a reader, as the agent does.`
 
@@ -541,7 +544,7 @@ func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, err
 		for i := range pkts {
 			sport := uint16(40000)
 			if p.distinct {
-				sport = uint16(1024 + i%64000)
+				sport = uint16(1024 + i)
 			}
 			pkts[i] = datapath.Packet{SrcMAC: b.mac, DstMAC: b.mac, Src: p.src, Dst: p.dst, Proto: 6, SrcPort: sport, DstPort: p.port, TTL: 64, TCPFlags: 0x02}.Bytes()
 		}
@@ -553,9 +556,6 @@ func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, err
 			for i := range pkts {
 				pkts[i] = datapath.Packet{SrcMAC: b.mac, DstMAC: b.mac, Src: p.src, Dst: p.dst, Proto: 6, SrcPort: 40000, DstPort: p.port, TTL: 64, TCPFlags: 0x10}.Bytes()
 			}
-		}
-		if p.distinct && runs > 64000 {
-			return nil, "", fmt.Errorf("at most 64000 distinct packets per path, got %d runs", runs)
 		}
 		d, verdict, err := timeRuns(dp.Program(p.hook), p.ifindex, pkts)
 		if err != nil {

@@ -1,12 +1,15 @@
 package labtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -124,7 +127,38 @@ func newPolicyLab(t *testing.T, routing string) *policyLab {
 	for _, p := range pl.extras {
 		startEchoServer(t, name, p)
 	}
+	pl.warmUp(t)
 	return pl
+}
+
+// warmUp connects every world client and node to every pod it can reach and
+// back, on both families, until each connects: the first IPv6 contact
+// between a node and its own pods can take over a second (neighbour
+// discovery), longer than the matrix's probe timeout. It also checks that
+// the world clients and node servers work before any policy.
+func (pl *policyLab) warmUp(t *testing.T) {
+	t.Helper()
+	var cells []cell
+	for _, c := range pl.cells([]int{4, 6}, true) {
+		if (c.src.kind != podPeer || c.dst.kind != podPeer) && c.port == 80 && pl.reachable(c) {
+			cells = append(cells, c)
+		}
+	}
+	for try := 0; ; try++ {
+		var failed []cell
+		for i, ok := range pl.reprobe(cells) {
+			if !ok {
+				failed = append(failed, cells[i])
+			}
+		}
+		if len(failed) == 0 {
+			return
+		}
+		if try == 5 {
+			t.Fatalf("without policy, %d world/node cells do not connect, e.g. %s%s", len(failed), failed[0], labLogs(pl.name))
+		}
+		cells = failed
+	}
 }
 
 // addWorld creates namespace lmn-<lab>-w<suffix>, joined to the underlay
@@ -359,10 +393,11 @@ func (pl *policyLab) reprobe(cells []cell) []bool {
 
 // explainSides asks the agents, like `lumen policy explain` does: the
 // source's node about its egress, the destination's node about its
-// ingress. Peers that are not pods have no side.
+// ingress. Pods and nodes (the host endpoint) have sides; world clients
+// do not.
 func (pl *policyLab) explainSides(ctx context.Context, c cell) (egress, ingress *api.Explanation, err error) {
 	ask := func(ep, other *peer, dir string) (*api.Explanation, error) {
-		if ep.kind != podPeer {
+		if ep.kind == worldPeer {
 			return nil, nil
 		}
 		return pl.clients[ep.node].Explain(ctx, &api.ExplainRequest{
@@ -430,6 +465,25 @@ func (pl *policyLab) waitSelected(t *testing.T, want map[string][]string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// runLumen runs the lumen binary against a lab; unlike lumen it never
+// stops the test, so it may run on any goroutine.
+func runLumen(labName string, args ...string) (result, error) {
+	cmd := exec.Command(filepath.Join(binDir, "lumen"), append([]string{"--lab", labName}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		return r, fmt.Errorf("running lumen %v: %w", args, err)
+	}
+	return r, nil
 }
 
 // writeFile writes a test file and returns its path.

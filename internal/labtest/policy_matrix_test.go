@@ -2,6 +2,7 @@ package labtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -214,6 +215,13 @@ func (pl *policyLab) runCase(t *testing.T, mc matrixCase) {
 		}
 		return eg, in, pl.reachable(c)
 	}
+	// Explanations need no traffic: they run while the probes wait.
+	var apiBad, cliBad []string
+	explained := make(chan struct{})
+	go func() {
+		defer close(explained)
+		apiBad, cliBad = pl.explainCells(cells, expect)
+	}()
 	got := pl.probe(t, families, true)
 	probed := time.Since(start)
 
@@ -253,21 +261,31 @@ func (pl *policyLab) runCase(t *testing.T, mc matrixCase) {
 		}
 	}
 
-	// Every cell's explanation: same verdict as the truth table (and so as
-	// the probe), naming the expected rule.
-	mismatches = nil
+	<-explained
+	report(t, "explain", apiBad)
+	report(t, "lumen policy explain", cliBad)
+	t.Logf("%d cells: applied in %v, probed after %v, checked after %v", len(cells), applied.Round(time.Millisecond), probed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// explainCells checks every cell's explanation, from the agents' API: same
+// verdict as the truth table (and so as the probe), naming the expected
+// rule. And `lumen policy explain -o json` itself on a sample: one cell of
+// every 32, plus every denied cell from the first pod to the other pods.
+func (pl *policyLab) explainCells(cells []cell, expect func(cell) (side, side, bool)) (apiBad, cliBad []string) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
-	for _, c := range cells {
+	sem := make(chan struct{}, 6)
+	for i, c := range cells {
+		eg, in, _ := expect(c)
+		denied := !(eg.allowed() && in.allowed())
+		cli := i%32 == 0 || (denied && c.src == cells[0].src && c.dst.kind == podPeer)
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			eg, in, _ := expect(c)
-			xe, xi, err := pl.explainSides(context.Background(), c)
 			var bad []string
+			xe, xi, err := pl.explainSides(context.Background(), c)
 			if err != nil {
 				bad = append(bad, err.Error())
 			} else {
@@ -278,29 +296,20 @@ func (pl *policyLab) runCase(t *testing.T, mc matrixCase) {
 					bad = append(bad, fmt.Sprintf("%s: ingress: %s", c, msg))
 				}
 			}
+			var cliMsg string
+			if cli {
+				cliMsg = pl.checkExplainCLI(c, eg, in)
+			}
 			mu.Lock()
-			mismatches = append(mismatches, bad...)
-			mu.Unlock()
+			defer mu.Unlock()
+			apiBad = append(apiBad, bad...)
+			if cliMsg != "" {
+				cliBad = append(cliBad, fmt.Sprintf("%s: %s", c, cliMsg))
+			}
 		}()
 	}
 	wg.Wait()
-	report(t, "explain", mismatches)
-
-	// `lumen policy explain` itself on a sample of cells: one of every 24,
-	// plus every denied pod-to-pod cell of the first source.
-	mismatches = nil
-	for i, c := range cells {
-		eg, in, _ := expect(c)
-		denied := !(eg.allowed() && in.allowed())
-		if i%24 != 0 && !(denied && c.src == cells[0].src && c.dst.kind == podPeer) {
-			continue
-		}
-		if msg := pl.checkExplainCLI(t, c, eg, in); msg != "" {
-			mismatches = append(mismatches, fmt.Sprintf("%s: %s", c, msg))
-		}
-	}
-	report(t, "lumen policy explain", mismatches)
-	t.Logf("%d cells: applied in %v, probed after %v, checked after %v", len(cells), applied.Round(time.Millisecond), probed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	return apiBad, cliBad
 }
 
 // reachable tells whether a cell can connect at all without policy. In VXLAN
@@ -338,7 +347,7 @@ func refOf(r api.ExplainRule) string { return r.Policy + " " + r.Rule + "." + r.
 // checkExplanation compares one side's explanation with the truth table.
 func checkExplanation(x *api.Explanation, want side) string {
 	if x == nil {
-		return "" // not a pod: no side to explain
+		return "" // a world client: no side to explain
 	}
 	refs := make([]string, len(x.Rules))
 	for i, r := range x.Rules {
@@ -367,24 +376,24 @@ func checkExplanation(x *api.Explanation, want side) string {
 	return ""
 }
 
-// checkExplainCLI runs `lumen policy explain -o json` for a cell.
-func (pl *policyLab) checkExplainCLI(t *testing.T, c cell, eg, in side) string {
-	t.Helper()
+// checkExplainCLI runs `lumen policy explain -o json` for a cell. It may run
+// on any goroutine: problems are returned, not reported.
+func (pl *policyLab) checkExplainCLI(c cell, eg, in side) string {
 	ref := func(p *peer) string {
-		if p.kind == podPeer {
+		switch {
+		case p.kind == podPeer:
 			return p.name
-		}
-		if c.family == 6 {
+		case c.family == 6:
 			return "[" + p.ip6.String() + "]"
 		}
 		return p.ip4.String()
 	}
-	from := ref(c.src)
-	if c.src.kind != podPeer {
-		from = strings.Trim(from, "[]")
-	}
-	r := lumen(t, pl.name, "policy", "explain", "--from", from, "--to", fmt.Sprintf("%s:%d/%s", ref(c.dst), c.port, c.proto),
+	from := strings.Trim(ref(c.src), "[]")
+	r, err := runLumen(pl.name, "policy", "explain", "--from", from, "--to", fmt.Sprintf("%s:%d/%s", ref(c.dst), c.port, c.proto),
 		"--family", fmt.Sprint(c.family), "-o", "json")
+	if err != nil {
+		return err.Error()
+	}
 	if r.code != 0 {
 		return fmt.Sprintf("exit %d: %s", r.code, r.stderr)
 	}
@@ -392,10 +401,13 @@ func (pl *policyLab) checkExplainCLI(t *testing.T, c cell, eg, in side) string {
 		Allowed bool               `json:"allowed"`
 		Sides   []*api.Explanation `json:"sides"`
 	}
-	decode(t, r.stdout, &out)
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		return fmt.Sprintf("decoding %q: %v", r.stdout, err)
+	}
 	if out.Allowed != (eg.allowed() && in.allowed()) {
 		return fmt.Sprintf("allowed=%v, want egress %s, ingress %s", out.Allowed, eg, in)
 	}
+	sides := 0
 	for _, x := range out.Sides {
 		w := in
 		if x.Direction == "egress" {
@@ -404,8 +416,19 @@ func (pl *policyLab) checkExplainCLI(t *testing.T, c cell, eg, in side) string {
 		if msg := checkExplanation(x, w); msg != "" {
 			return x.Direction + ": " + msg
 		}
+		sides++
+	}
+	if want := btoi(c.src.kind != worldPeer) + btoi(c.dst.kind != worldPeer); sides != want {
+		return fmt.Sprintf("%d sides explained, want %d", sides, want)
 	}
 	return ""
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // namedPodsYAML re-declares the lab's pods with named container ports
