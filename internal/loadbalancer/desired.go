@@ -188,7 +188,7 @@ type epInfo struct {
 	hinted                      bool // has a hints field with zones
 }
 
-// Desired computes the frontends node must serve and their backends, from
+// Desired computes the frontends the local node must serve and their backends, from
 // the services and the EndpointSlices (stored ones, and those SlicesFor
 // derives; a slice belongs to the service named by its
 // kubernetes.io/service-name label in its namespace). It follows
@@ -199,7 +199,8 @@ type epInfo struct {
 //     LoadBalancer) and, with a node port, each node address (ScopeExternal,
 //     externalTrafficPolicy). With externalTrafficPolicy Local an external
 //     frontend also gets an internal twin with the cluster backends.
-//     Headless services have no frontends.
+//     Headless services have no frontends; a service without families (no
+//     cluster IP allocated) gets its external frontends in both families.
 //   - Backends of a port come from the slices' ports with the same name and
 //     protocol (a nil port is ignored), each endpoint's first address, of
 //     the frontend's family. A duplicate address keeps its best conditions.
