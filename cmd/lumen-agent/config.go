@@ -35,6 +35,7 @@ type config struct {
 	SocketLBCgroup      string   `json:"socket-lb-cgroup"`
 	SockHostnsOnly      bool     `json:"bpf-lb-sock-hostns-only"`
 	LBAlgorithm         string   `json:"bpf-lb-algorithm"`
+	LBAcceleration      string   `json:"bpf-lb-acceleration"`
 	MaglevTableSize     uint32   `json:"bpf-lb-maglev-table-size"`
 	MaglevSeed          string   `json:"bpf-lb-maglev-hash-seed"`
 	LogLevel            string   `json:"log-level"`
@@ -49,7 +50,7 @@ type config struct {
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info", PolicyMapMaxEntries: 16384,
-		LBAlgorithm: "random", MaglevTableSize: 16381, MaglevSeed: "JLfvgnHc2kaSUFaI"}
+		LBAlgorithm: "random", LBAcceleration: "disabled", MaglevTableSize: 16381, MaglevSeed: "JLfvgnHc2kaSUFaI"}
 	c.hubbleConfig = defaultHubbleConfig()
 	// The file sets the defaults; flags given on the command line win.
 	if file := configFileArg(args); file != "" {
@@ -84,6 +85,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.SocketLBCgroup, "socket-lb-cgroup", c.SocketLBCgroup, "cgroup v2 directory to attach socket load balancing to (e.g. the hierarchy's root); empty: per-packet load balancing only")
 	fs.BoolVar(&c.SockHostnsOnly, "bpf-lb-sock-hostns-only", c.SockHostnsOnly, "socket load balancing only for the host namespace; pods use per-packet load balancing (for sidecar proxies)")
 	fs.StringVar(&c.LBAlgorithm, "bpf-lb-algorithm", c.LBAlgorithm, "backend selection: random or maglev")
+	fs.StringVar(&c.LBAcceleration, "bpf-lb-acceleration", c.LBAcceleration, "XDP acceleration of NodePort/LoadBalancer traffic on every device: disabled or native")
 	fs.Func("bpf-lb-maglev-table-size", "entries of each Maglev table (a prime: 251 ... 131071; default 16381)", func(v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		c.MaglevTableSize = uint32(n)
@@ -181,6 +183,11 @@ func (c *config) validate() error {
 			return fmt.Errorf("node-labels: invalid value %q: want key=value", kv)
 		}
 		c.nodeLabels[k] = v
+	}
+	switch c.LBAcceleration {
+	case "disabled", "native":
+	default:
+		return fmt.Errorf("bpf-lb-acceleration: invalid value %q: want disabled or native", c.LBAcceleration)
 	}
 	switch c.LBAlgorithm {
 	case "random", "maglev":

@@ -10,11 +10,13 @@ import (
 	"github.com/lumen-net/lumen/internal/devices"
 )
 
-// deviceState is the set of devices carrying from_netdev.
+// deviceState is the set of devices carrying from_netdev (and, with
+// acceleration, the XDP program).
 type deviceState struct {
 	mu   sync.Mutex
 	devs map[int]string
 	err  error
+	xdp  bool
 }
 
 func (s *deviceState) has(ifindex int) bool {
@@ -68,12 +70,21 @@ func attachDevices(dp *datapath.Datapath, s *deviceState, devs []devices.Device,
 			s.err = err
 			continue
 		}
+		if s.xdp {
+			if err := dp.AttachXDP(d.Index); err != nil {
+				log.Error("XDP acceleration", "device", d.Name, "err", err)
+				s.err = err
+			}
+		} else if err := dp.DetachXDP(d.Index); err != nil {
+			log.Warn("removing XDP", "device", d.Name, "err", err)
+		}
 		next[d.Index] = d.Name
 	}
 	for idx, name := range s.devs {
 		if _, ok := next[idx]; !ok {
 			_ = dp.Detach(datapath.HookFromNetdev, idx)
 			_ = dp.Detach(datapath.HookToNetdev, idx)
+			_ = dp.DetachXDP(idx)
 			log.Info("device removed", "device", name)
 		}
 	}

@@ -208,7 +208,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}()
 
 	// Host devices: from_netdev on every selected device, following changes.
-	devState := &deviceState{}
+	devState := &deviceState{xdp: cfg.LBAcceleration == "native"}
 	attachDevices(dp, devState, devs, log)
 	go func() {
 		for d := range devCh {
@@ -222,6 +222,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return eps.IfIndexes()[ifindex]
 		case "from_netdev", "to_netdev":
 			return devState.has(ifindex)
+		case "xdp_nodeport":
+			return devState.has(ifindex) && cfg.LBAcceleration == "native"
 		case "from_overlay":
 			return ifindex == overlayIndex && overlayIndex != 0
 		case "connect4", "sendmsg4", "recvmsg4", "getpeername4", "connect6", "sendmsg6", "recvmsg6", "getpeername6":

@@ -172,3 +172,67 @@ func TestNodePortSNATToRemoteBackend(t *testing.T) {
 		t.Error("L4 checksum broken by reverse SNAT")
 	}
 }
+
+func TestXDPNodePortAcceleration(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	h, err := netlink.NewHandleAt(f.ns)
+	must(t, err)
+	defer h.Close()
+	eth0 := f.devs["eth0"]
+	peerMAC := net.HardwareAddr{0x02, 0, 0, 0, 0xc, 2}
+	clientMAC := net.HardwareAddr{0x02, 0, 0, 0, 0xc, 9}
+	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
+	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
+	must(t, h.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("10.99.0.2"), HardwareAddr: peerMAC, State: netlink.NUD_PERMANENT}))
+	must(t, h.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("10.99.0.200"), HardwareAddr: clientMAC, State: netlink.NUD_PERMANENT}))
+	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	node := netip.MustParseAddr("10.99.0.1")
+	client := netip.MustParseAddr("10.99.0.200")
+	remote := netip.MustParseAddr("10.200.2.5")
+	must(t, f.dp.UpsertBackend(1, Backend{Addr: remote, Port: 80, Proto: 6}))
+	must(t, f.dp.UpsertBackend(2, Backend{Addr: podB4, Port: 80, Proto: 6}))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30080, Proto: 6}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30081, Proto: 6}, RevNat: 2, Flags: ServiceNodePort, Backends: []uint32{2}}, 0))
+	must(t, f.dp.UpsertRevNat(1, node, 30080))
+
+	run := func(pkt []byte) RunResult {
+		t.Helper()
+		var res RunResult
+		must(t, testutil.InNetNS(f.ns, func() error {
+			var err error
+			res, err = f.dp.RunXDP(eth0.Attrs().Index, pkt)
+			return err
+		}))
+		return res
+	}
+	const xdpPass, xdpTX = 2, 3
+	res := run(Packet{SrcMAC: clientMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: client, Dst: node, Proto: 6, SrcPort: 6000, DstPort: 30080, TTL: 64, TCPFlags: 0x02}.Bytes())
+	if res.Verdict != xdpTX {
+		t.Fatalf("NodePort to a remote backend: XDP verdict %d, want XDP_TX", res.Verdict)
+	}
+	src, sport := srcOf(res.Data)
+	dst, dport := dstOf(res.Data)
+	if src != node || sport < 32768 || dst != remote || dport != 80 || !bytes.Equal(res.Data[0:6], peerMAC) {
+		t.Fatalf("XDP sent %s:%d -> %s:%d to %x", src, sport, dst, dport, res.Data[0:6])
+	}
+	if !VerifyL4Checksum(res.Data) || IPv4Checksum(res.Data[14:34]) != binary.BigEndian.Uint16(res.Data[24:26]) {
+		t.Error("checksums broken by the XDP translation")
+	}
+	reply := run(Packet{SrcMAC: peerMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: remote, Dst: node, Proto: 6, SrcPort: 80, DstPort: sport, TTL: 64, TCPFlags: 0x12}.Bytes())
+	if reply.Verdict != xdpTX {
+		t.Fatalf("reply: XDP verdict %d, want XDP_TX", reply.Verdict)
+	}
+	src, sport = srcOf(reply.Data)
+	dst, dport = dstOf(reply.Data)
+	if src != node || sport != 30080 || dst != client || dport != 6000 || !bytes.Equal(reply.Data[0:6], clientMAC) || !VerifyL4Checksum(reply.Data) {
+		t.Errorf("reply sent %s:%d -> %s:%d to %x", src, sport, dst, dport, reply.Data[0:6])
+	}
+	// Local backends and other traffic go on to tc.
+	if res := run(Packet{SrcMAC: clientMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: client, Dst: node, Proto: 6, SrcPort: 6001, DstPort: 30081, TTL: 64, TCPFlags: 0x02}.Bytes()); res.Verdict != xdpPass {
+		t.Errorf("NodePort to a local backend: XDP verdict %d, want XDP_PASS", res.Verdict)
+	}
+	if res := run(Packet{SrcMAC: clientMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: client, Dst: node, Proto: 6, SrcPort: 6002, DstPort: 22, TTL: 64, TCPFlags: 0x02}.Bytes()); res.Verdict != xdpPass {
+		t.Errorf("not a service: XDP verdict %d, want XDP_PASS", res.Verdict)
+	}
+}

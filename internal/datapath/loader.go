@@ -38,6 +38,7 @@ type Datapath struct {
 	host    hostObjects
 	overlay overlayObjects
 	sock    sockObjects
+	xdp     xdpObjects
 
 	maglevInner *ebpf.MapSpec
 
@@ -128,6 +129,15 @@ func Load(opts Options) (*Datapath, error) {
 		d.Close()
 		return nil, fmt.Errorf("loading socket load-balancing programs: %w", err)
 	}
+	xspec, err := loadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("loading XDP spec: %w", err)
+	}
+	shared(xspec)
+	if err := xspec.LoadAndAssign(&d.xdp, copts); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("loading XDP programs: %w", err)
+	}
 	m := d.lxc.lxcMaps
 	d.Endpoints, d.IPCache, d.Metrics, d.Events, d.Config = m.LumenEndpoints, m.LumenIpcache, m.LumenMetrics, m.LumenEvents, m.LumenConfig
 	return d, nil
@@ -152,7 +162,7 @@ func loadWithRecreate(spec *ebpf.CollectionSpec, obj any, copts *ebpf.Collection
 // Close releases the agent's handles. Pinned maps and links stay, so the
 // datapath keeps forwarding while no agent runs.
 func (d *Datapath) Close() error {
-	return errors.Join(d.lxc.Close(), d.host.Close(), d.overlay.Close(), d.sock.Close())
+	return errors.Join(d.lxc.Close(), d.host.Close(), d.overlay.Close(), d.sock.Close(), d.xdp.Close())
 }
 
 // Hook names a program attachment.
