@@ -77,7 +77,7 @@ func hubbleBinary(t *testing.T) string {
 
 const topology = `
 routing: native
-nodes: [{name: n1}, {name: n2}]
+nodes: [{name: n1, zone: zone-a}, {name: n2, zone: zone-b}]
 pods:
   - {name: frontend, namespace: shop, labels: {app: frontend}, node: n1, ports: ["80/tcp", "53/udp"]}
   - {name: catalog, namespace: shop, labels: {app: catalog}, node: n2, ports: ["80/tcp", "81/tcp", "53/udp"]}
@@ -298,8 +298,8 @@ func TestHubble(t *testing.T) {
 			if name(f.GetSource()) != "shop/frontend" && name(f.GetDestination()) != "shop/frontend" {
 				t.Errorf("--pod shop/frontend returned %s", describe(f))
 			}
-			if f.GetNodeName() != "n1" {
-				t.Errorf("n1's agent returned a flow of %s", f.GetNodeName())
+			if f.GetNodeName() != "n1" || !contains(f.GetNodeLabels(), "topology.kubernetes.io/zone=zone-a") {
+				t.Errorf("n1's agent returned a flow of %s %v", f.GetNodeName(), f.GetNodeLabels())
 			}
 		}
 		// frontend's SYN to catalog (on n2) leaves n1 by the FIB: to-network,
@@ -409,6 +409,19 @@ func TestHubble(t *testing.T) {
 		}
 		if nodes["n1"] == 0 || nodes["n2"] == 0 {
 			t.Errorf("flows per node through the relay: %v", nodes)
+		}
+		// Node label and node name filters select one node's flows.
+		for _, args := range [][]string{{"--node-label", "topology.kubernetes.io/zone=zone-b"}, {"--node-name", "n2"}} {
+			out, _, _ = e.exe(false, "", e.hubble, append([]string{"observe", "--server", "unix://" + e.relay, "--all", "-o", "json"}, args...)...)
+			fs := flows(t, out)
+			if len(fs) == 0 {
+				t.Errorf("%v: no flows", args)
+			}
+			for _, f := range fs {
+				if f.GetNodeName() != "n2" {
+					t.Errorf("%v returned a flow of %s", args, f.GetNodeName())
+				}
+			}
 		}
 		// The relay's last N is the last N over both nodes.
 		out, _, _ = e.exe(false, "", e.hubble, "observe", "--server", "unix://"+e.relay, "--last", "5", "-o", "json")
