@@ -1,12 +1,22 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/lumen-net/lumen/internal/hubble/observer"
+	"github.com/lumen-net/lumen/internal/hubble/transport"
 )
 
 func TestObserveRequest(t *testing.T) {
@@ -65,4 +75,90 @@ func TestObserveRequest(t *testing.T) {
 	if _, err := observeFormat("yaml"); err == nil {
 		t.Error("-o yaml accepted")
 	}
+}
+
+func TestObserveCommand(t *testing.T) {
+	o := observer.New(observer.Options{NodeName: "n1"})
+	for i, pod := range []string{"frontend", "catalog", "frontend"} {
+		o.Publish(&flowpb.Flow{
+			Time: timestamppb.New(time.Unix(1_700_000_000+int64(i), 0)), NodeName: "n1", Verdict: flowpb.Verdict_FORWARDED,
+			EventType: &flowpb.CiliumEventType{Type: 4, SubType: 5}, Summary: fmt.Sprintf("flow %d", i),
+			IP:     &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2"},
+			Source: &flowpb.Endpoint{Namespace: "shop", PodName: pod, Identity: 300},
+		})
+	}
+	sock := filepath.Join(t.TempDir(), "hubble.sock")
+	s, err := transport.Start(transport.ServerOptions{UnixSocket: sock}, transport.Services{Observer: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	run := func(ctx context.Context, args ...string) (string, error) {
+		root := NewRoot()
+		var out, errb bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errb)
+		root.SetArgs(append([]string{"observe", "--server", "unix://" + sock}, args...))
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	out, err := run(context.Background(), "--from-pod", "shop/frontend", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, `"pod_name":"frontend"`); n != 2 || strings.Contains(out, "catalog") {
+		t.Errorf("json output:\n%s", out)
+	}
+	out, err = run(context.Background(), "--last", "1")
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "shop/frontend (ID:300) <> 10.0.0.2 (ID:0) from-endpoint FORWARDED (flow 2)") {
+		t.Errorf("compact output %q %v", out, err)
+	}
+	// --follow prints new flows until cancelled.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var live bytes.Buffer
+	done := make(chan error)
+	go func() {
+		root := NewRoot()
+		root.SetOut(lockedWriter{&mu, &live})
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"observe", "--server", "unix://" + sock, "--follow", "-o", "json"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o.Publish(&flowpb.Flow{Time: timestamppb.Now(), NodeName: "n1", Summary: "live", Source: &flowpb.Endpoint{PodName: "live"}})
+		mu.Lock()
+		got := live.String()
+		mu.Unlock()
+		if strings.Contains(got, `"Summary":"live"`) {
+			if strings.Contains(got, "flow 0") {
+				t.Errorf("--follow printed old flows:\n%s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("--follow printed no new flow")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("--follow ended with %v", err)
+	}
+	if _, err := run(context.Background(), "--from-ip", "nope"); err == nil || !strings.Contains(err.Error(), "whitelist[0].source_ip[0]") {
+		t.Errorf("bad filter: %v", err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -4,6 +4,8 @@
 package printer
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -56,11 +58,17 @@ func New(w, errW io.Writer, format string, nodeName bool) (*Printer, error) {
 // Write prints one response.
 func (p *Printer) Write(r *observerpb.GetFlowsResponse) error {
 	if p.format == JSON {
-		b, err := protojson.MarshalOptions{UseProtoNames: false}.Marshal(r)
+		// As the hubble CLI: protobuf field names, one compact line.
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(p.w, "%s\n", b)
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, b); err != nil {
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err = p.w.Write(buf.Bytes())
 		return err
 	}
 	switch {
