@@ -123,10 +123,12 @@ func TestHostFirewallAuditMode(t *testing.T) {
 	name := newLab(t)
 	up(t, name, writeTopology(t, `agentArgs: ["--policy-audit-mode"]`+hostFWTopology))
 	serveOnNode(t, name, "n2", "8080,8081")
-	lumenStdin(t, name, hostFWPolicy, "apply", "-f", "-")
 	n1 := lab.NodeNS(name, "n1")
-	waitUntil(t, "policy in force", func() bool {
-		return strings.Contains(mustLumen(t, name, "--node", "n2", "status"), "1 policies")
+	waitUntil(t, "n2's server", func() bool { return probeFromNS(t, n1, "10.99.0.2:8081") })
+	lumenStdin(t, name, hostFWPolicy, "apply", "-f", "-")
+	waitUntil(t, "host firewall enforced (in audit mode)", func() bool {
+		return strings.Contains(mustLumen(t, name, "--node", "n2", "status"), "1 policies") &&
+			strings.Contains(string(mustJSON(explain(t, name, "10.99.0.1", "10.99.0.2:8081/tcp"))), "audit mode")
 	})
 	// Reported, not dropped: nobody is locked out.
 	if !probeFromNS(t, n1, "10.99.0.2:8081") {
