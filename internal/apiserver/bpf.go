@@ -68,6 +68,14 @@ func bpfHandlers(mux *http.ServeMux, dp *datapath.Datapath, pm *datapath.PolicyM
 		sort.Slice(out, func(i, j int) bool { return out[i].Src+out[i].Dst < out[j].Src+out[j].Dst })
 		reply(w, http.StatusOK, out)
 	})
+	mux.HandleFunc("DELETE /v1/bpf/ct", func(w http.ResponseWriter, r *http.Request) {
+		n, err := dp.FlushConntrack()
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		reply(w, http.StatusOK, map[string]int{"deleted": n})
+	})
 	mux.HandleFunc("GET /v1/bpf/lb", func(w http.ResponseWriter, r *http.Request) {
 		svcs, err := dp.Services()
 		if err != nil {

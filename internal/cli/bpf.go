@@ -57,7 +57,21 @@ func newBPFCmd() *cobra.Command {
 			}
 			return es, t, err
 		})))
-	b.AddCommand(group("ct", "Connection tracking table", list("list", "List connection tracking entries", "DIRECTION\tPROTO\tSOURCE\tDESTINATION\tPACKETS\tBYTES\tREPLY\tCLOSING\tIDLE",
+	ct := group("ct", "Connection tracking table", &cobra.Command{
+		Use:   "flush",
+		Short: "Delete every connection tracking entry (established connections are then evaluated as new)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out map[string]int
+			if err := client().Do(cmd.Context(), "DELETE", "/v1/bpf/ct", nil, &out); err != nil {
+				return err
+			}
+			fmt.Printf("deleted %d entries\n", out["deleted"])
+			return nil
+		},
+	})
+	b.AddCommand(ct)
+	ct.AddCommand(list("list", "List connection tracking entries", "DIRECTION\tPROTO\tSOURCE\tDESTINATION\tPACKETS\tBYTES\tREPLY\tCLOSING\tIDLE",
 		func(ctx context.Context) (any, [][]string, error) {
 			es, err := client().BPFCT(ctx)
 			var t [][]string
@@ -65,7 +79,7 @@ func newBPFCmd() *cobra.Command {
 				t = append(t, []string{e.Direction, protoName(e.Proto), e.Src, e.Dst, u(e.Packets), u(e.Bytes), fmt.Sprint(e.SeenReply), fmt.Sprint(e.Closing), u(e.IdleSeconds) + "s"})
 			}
 			return es, t, err
-		})))
+		}))
 	b.AddCommand(group("lb", "Service load-balancing maps", list("list", "List frontends and their active backends", "FRONTEND\tPROTO\tSCOPE\tID\tFLAGS\tBACKENDS",
 		func(ctx context.Context) (any, [][]string, error) {
 			svcs, err := client().BPFLB(ctx)

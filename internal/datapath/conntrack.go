@@ -101,3 +101,25 @@ func (d *Datapath) GCConntrack(l CTLifetimes) (int, error) {
 	}
 	return n, nil
 }
+
+// FlushConntrack deletes every connection tracking entry (as `cilium bpf ct
+// flush`): established connections are then evaluated as new.
+func (d *Datapath) FlushConntrack() (int, error) {
+	var keys []lxcCtKey
+	var k lxcCtKey
+	var v lxcCtEntry
+	it := d.lxc.LumenCt.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range keys {
+		if err := d.lxc.LumenCt.Delete(&keys[i]); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
