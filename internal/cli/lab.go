@@ -175,6 +175,13 @@ func printLabStatus(ctx context.Context, asJSON bool) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Namespace, p.Node, dash(p.IPv4), dash(p.IPv6),
 			dash(strings.Join(ports, ",")), dash(formatLabels(p.Labels)))
 	}
+	if len(r.Clients) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "CLIENT\tNETNS\tIPS")
+		for _, c := range r.Clients {
+			fmt.Fprintf(w, "client/%s\t%s\t%s\n", c.Name, c.NetNS, strings.Join(c.IPs, ","))
+		}
+	}
 	return w.Flush()
 }
 
@@ -203,7 +210,8 @@ func newLabProbeCmd() *cobra.Command {
 		Long: `probe connects from inside pod FROM to TO, sends a payload and expects the
 pod's echo server to send it back.
 
-FROM is a pod, as NAMESPACE/NAME or a NAME unique in the lab. TO is a pod, an
+FROM is a pod, as NAMESPACE/NAME or a NAME unique in the lab, or an external
+client of the topology as client/NAME. TO is a pod, an
 IPv4 address or an IPv6 address in brackets: web:80/tcp, 10.200.1.5:80/udp,
 [fd00:10:200:1::5]:80/tcp. For a pod, --family picks its IPv4 (4, default) or
 IPv6 (6) address, or both (all).
@@ -243,13 +251,20 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 				if !target.IsPod && cmd.Flags().Changed("family") {
 					return fmt.Errorf("--family applies only when TO is a pod")
 				}
-				if specs, err = lab.ProbeSpecsFor(st, args[0], target, families); err != nil {
-					return err
-				}
-				// Probe from the source pod's node cgroup: its sockets get that
-				// node's socket load balancing, like the pod's own.
-				if err := joinPodCgroup(st, args[0]); err != nil {
-					return err
+				if client, ok := lab.ClientRef(st, args[0]); ok {
+					// An external client: outside the cluster, no socket LB.
+					if specs, err = lab.ClientProbeSpecs(st, client, target, families); err != nil {
+						return err
+					}
+				} else {
+					if specs, err = lab.ProbeSpecsFor(st, args[0], target, families); err != nil {
+						return err
+					}
+					// Probe from the source pod's node cgroup: its sockets get that
+					// node's socket load balancing, like the pod's own.
+					if err := joinPodCgroup(st, args[0]); err != nil {
+						return err
+					}
 				}
 			}
 			ctx, cancel := signalContext(cmd.Context())
@@ -303,7 +318,7 @@ func joinPodCgroup(st *lab.State, ref string) error {
 
 func newLabExecCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "exec POD|node/NODE -- CMD [ARGS...]",
+		Use:     "exec POD|node/NODE|client/CLIENT -- CMD [ARGS...]",
 		PreRunE: labNeedsRoot,
 		Short:   "Run a command in a pod's (or a node's) network namespace",
 		Example: `  lumen lab exec shop/frontend -- ip addr
@@ -320,7 +335,10 @@ func newLabExecCmd() *cobra.Command {
 			}
 			nsName, cgroup := "", ""
 			pod, err := st.FindPod(args[0])
-			if err == nil {
+			if client, ok := lab.ClientRef(st, args[0]); ok {
+				c, _ := st.FindClient(client)
+				nsName = c.NetNS
+			} else if err == nil {
 				nsName = pod.NetNS
 				if n, nerr := st.Node(pod.Node); nerr == nil {
 					cgroup = n.Cgroup

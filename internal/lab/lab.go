@@ -268,7 +268,7 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 			return err
 		}
 	}
-	return nil
+	return buildClients(st, t, log)
 }
 
 // startStore runs `lumen lab kvstore` in the underlay namespace, so that
@@ -746,6 +746,8 @@ type Report struct {
 	Store   StoreReport  `json:"store"`
 	Nodes   []NodeReport `json:"nodes"`
 	Pods    []PodReport  `json:"pods"`
+
+	Clients []ClientState `json:"clients,omitempty"` // external clients
 }
 
 // StoreReport describes the lab's store process.
@@ -804,7 +806,7 @@ func Status(ctx context.Context, lab string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Name: st.Name, Routing: st.Routing, Store: StoreReport{URL: st.StoreURL}}
+	r := &Report{Name: st.Name, Routing: st.Routing, Store: StoreReport{URL: st.StoreURL}, Clients: st.Clients}
 	if st.Store != nil {
 		r.Store.PID, r.Store.Running = st.Store.PID, st.Store.Alive()
 	}

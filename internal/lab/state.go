@@ -32,6 +32,8 @@ type State struct {
 	AgentArgs []string   `json:"agentArgs,omitempty"`
 	Pods      []PodState `json:"pods"`
 	Created   time.Time  `json:"created"`
+	// Clients are the external clients (topology clients).
+	Clients []ClientState `json:"clients,omitempty"`
 }
 
 // NodeState is one node of a running lab.

@@ -48,6 +48,14 @@ type Topology struct {
 	// KubeAPIServer names the node whose addresses stand for the Kubernetes
 	// API server (the kube-apiserver policy entity) in standalone mode.
 	KubeAPIServer string `json:"kubeAPIServer,omitempty"`
+	// Clients are machines outside the cluster: namespaces on the underlay
+	// bridge without an agent (e.g. to reach NodePorts from outside).
+	Clients []Client `json:"clients,omitempty"`
+}
+
+// Client is a machine outside the cluster, on the underlay network.
+type Client struct {
+	Name string `json:"name"`
 }
 
 // Node is one lab node.
@@ -229,7 +237,7 @@ func (d *decoder) topology(raw any) *Topology {
 		d.fail("topology", "is empty")
 		return t
 	}
-	m := d.object("topology", raw, "nodes", "pods", "routing", "agentArgs", "kubeAPIServer")
+	m := d.object("topology", raw, "nodes", "pods", "routing", "agentArgs", "kubeAPIServer", "clients")
 	if m == nil {
 		return t
 	}
@@ -312,6 +320,12 @@ func (d *decoder) topology(raw any) *Topology {
 		}
 		t.Pods = append(t.Pods, pod)
 	}
+	for i, cv := range d.list("clients", m["clients"]) {
+		p := fmt.Sprintf("clients[%d]", i)
+		if cm := d.object(p, cv, "name"); cm != nil {
+			t.Clients = append(t.Clients, Client{Name: d.str(p+".name", cm["name"])})
+		}
+	}
 	return t
 }
 
@@ -360,6 +374,7 @@ func checkLabelValue(v string) string {
 // validate checks names, references, uniqueness and limits.
 func (t *Topology) validate() []*FieldError {
 	errs := t.validateNodesAndPods()
+	errs = append(errs, t.validateClients()...)
 	if t.KubeAPIServer != "" {
 		found := false
 		for _, n := range t.Nodes {
