@@ -9,16 +9,18 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 )
 
-// lbTopology: three backends (app=be, one on n1, two on n2) and a client
-// pod on each node; extra is appended at the top level (agentArgs, clients).
+// lbTopology: three backends (app=be, one on n1, two on n2), a client pod
+// on each node and an external client; extra is appended at the top level
+// (agentArgs).
 func lbTopology(extra string) string {
 	return `nodes:
   - {name: n1, zone: zone-a}
   - {name: n2, zone: zone-b}
+clients: [{name: ext}]
 pods:
-  - {name: be-a1, namespace: shop, labels: {app: be}, node: n1, ports: ["80/tcp", "80/udp"]}
-  - {name: be-b1, namespace: shop, labels: {app: be}, node: n2, ports: ["80/tcp", "80/udp"]}
-  - {name: be-b2, namespace: shop, labels: {app: be}, node: n2, ports: ["80/tcp", "80/udp"]}
+  - {name: be-a1, namespace: shop, labels: {app: be, side: a}, node: n1, ports: ["80/tcp", "80/udp"]}
+  - {name: be-b1, namespace: shop, labels: {app: be, side: b}, node: n2, ports: ["80/tcp", "80/udp"]}
+  - {name: be-b2, namespace: shop, labels: {app: be, side: b}, node: n2, ports: ["80/tcp", "80/udp"]}
   - {name: cl1, namespace: tools, labels: {app: client}, node: n1, ports: ["80/tcp"]}
   - {name: cl2, namespace: tools, labels: {app: client}, node: n2, ports: ["80/tcp"]}
 ` + extra
