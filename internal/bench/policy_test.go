@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"errors"
+	"sync/atomic"
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -162,5 +164,75 @@ func BenchmarkPolicyToMaps(b *testing.B) {
 		b.ReportMetric(float64(rep.Entries), "entries")
 		b.ReportMetric(rep.Packets[1].Mean-rep.Packets[0].Mean, "ns-enforce-new")
 		b.ReportMetric(rep.Packets[4].Mean-rep.Packets[3].Mean, "ns-enforce-established")
+	}
+}
+
+// PolicyMap.Sync must not drop, even for an instant, what both the old and
+// the new entries allow. It fails today: Sync deletes stale allows before it
+// writes the new ones, so replacing "allow peer on 80" (L4) by "allow peer
+// on every port, deny it on 81" (L3 + L4 deny) leaves port 80 on default
+// deny in between. A packet loop on to_container while Sync flips between
+// the two catches the window. (Bug in internal/datapath/policy.go, reported;
+// the lab shows it too: TestPolicyUpdates, "allowed new connections keep
+// their first packet".)
+func TestPolicyMapSyncKeepsCommonAllows(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	const peer = 5000
+	l4 := []datapath.PolicyEntry{{Identity: peer, Proto: 6, Port: 80, PortBits: 16}, {Identity: peer, Proto: 17, Port: 80, PortBits: 16}}
+	l3 := []datapath.PolicyEntry{{Identity: peer}, {Identity: peer, Proto: 6, Port: 81, PortBits: 16, Deny: true}, {Identity: peer, Proto: 17, Port: 81, PortBits: 16, Deny: true}}
+	err := withPolicyDatapath(func(b *benchDP) error {
+		dp := b.dp
+		if err := errors.Join(
+			dp.UpsertEndpoint(b.podIP[0], datapath.EndpointInfo{IfIndex: uint32(b.ifidx[0]), ID: 1, Flags: datapath.EndpointIngressEnforced, Identity: 4000, MAC: b.mac, HostMAC: b.mac}),
+			dp.UpsertEndpoint(b.podIP[1], datapath.EndpointInfo{IfIndex: uint32(b.ifidx[1]), ID: 2, Identity: peer, MAC: b.mac, HostMAC: b.mac}),
+			b.pm.Sync(1, l4),
+		); err != nil {
+			return err
+		}
+		var stop atomic.Bool
+		syncErr := make(chan error, 1)
+		go func() {
+			defer stop.Store(true)
+			for i := range 2000 {
+				want := l3
+				if i%2 == 1 {
+					want = l4
+				}
+				if err := b.pm.Sync(1, want); err != nil {
+					syncErr <- err
+					return
+				}
+			}
+			syncErr <- nil
+		}()
+		var runs, drops int
+		for sport := uint16(1024); !stop.Load(); sport++ {
+			pkt := datapath.Packet{SrcMAC: b.mac, DstMAC: b.mac, Src: b.podIP[1], Dst: b.podIP[0], Proto: 6, SrcPort: sport, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes()
+			verdict, _, err := testRun(dp.Program(datapath.HookToContainer), b.ifidx[0], pkt)
+			if err != nil {
+				return err
+			}
+			runs++
+			if verdict == 2 {
+				drops++
+			}
+			if sport == 65000 {
+				sport = 1024
+				if _, err := dp.GCConntrack(datapath.CTLifetimes{}); err != nil {
+					return err
+				}
+			}
+		}
+		if err := <-syncErr; err != nil {
+			return err
+		}
+		t.Logf("%d new connections to port 80 during 2000 syncs, %d dropped", runs, drops)
+		if drops > 0 {
+			t.Errorf("%d of %d new connections to port 80 dropped while Sync switched between two entry sets that both allow it", drops, runs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
