@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -648,5 +650,29 @@ spec:
 	}
 	if len(diff) > 0 {
 		t.Errorf("connectivity changed by a malformed policy in the store:\n%s", strings.Join(diff, "\n"))
+	}
+}
+
+// The example policies are valid (`lumen apply` would take them).
+func TestExamplePoliciesValid(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "policies", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example policies: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := resource.Decode(f, data)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for i := range objs {
+			if err := resource.Validate(&objs[i]); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
 	}
 }
