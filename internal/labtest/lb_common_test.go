@@ -211,7 +211,8 @@ func waitBackends(t *testing.T, labName, node, frontend, proto string, want []st
 	want = slices.Clone(want)
 	sort.Strings(want)
 	var got []string
-	deadline := time.Now().Add(60 * time.Second)
+	// Agents converge in well under a second; this only bounds a failure.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		got = frontendBackends(serviceList(t, labName, node), frontend, proto, "", "active")
 		if slices.Equal(got, want) {
