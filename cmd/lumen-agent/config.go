@@ -41,6 +41,8 @@ type config struct {
 	LogLevel            string   `json:"log-level"`
 	// enable-hubble, hubble-*: flow observability, see hubble.go.
 	hubbleConfig
+	// bgp-*, enable-bgp-control-plane: the BGP speaker, see bgp.go.
+	bgpConfig
 
 	v4, v6     netip.Prefix
 	level      slog.Level
@@ -95,6 +97,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&nodeLabels, "node-labels", nodeLabels, "comma-separated key=value labels of this node (matched by nodeSelector)")
 	fs.StringVar(&apiServers, "kube-apiserver-ips", apiServers, "comma-separated addresses of the Kubernetes API server (the kube-apiserver entity) in standalone mode")
 	c.hubbleConfig.flags(fs)
+	c.bgpConfig.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -199,6 +202,9 @@ func (c *config) validate() error {
 	}
 	if c.MaglevSeed == "" {
 		return errors.New("bpf-lb-maglev-hash-seed: must not be empty")
+	}
+	if err := c.bgpConfig.validate(c.KVStore != ""); err != nil {
+		return err
 	}
 	if err := c.hubbleConfig.validate(c.StateDir); err != nil {
 		return err

@@ -196,6 +196,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	go services.Run(ctx)
+	bgpCP, err := startBGP(ctx, cfg, store, services, nodeIPv4, nodeIPv6, log)
+	if err != nil {
+		return err
+	}
 	go nodes.Run(ctx)
 	go func() {
 		keep := map[string]bool{}
@@ -282,6 +286,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			ids.health(),
 			policies.Health(),
 			services.Health(),
+			bgpCP.health(),
 			sockLB,
 		}
 		if cfg.Routing == "vxlan" {
@@ -301,7 +306,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
 	}
 	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap,
-		Services: services.Services,
+		Services: services.Services, BGPPeers: bgpCP.peers, BGPRoutes: bgpCP.routes,
 		Explain: func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error) {
 			return policies.Explain(ctx, cfg.NodeName, req, dp.IdentityOf)
 		},

@@ -33,6 +33,9 @@ type Backend struct {
 	Explain func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error)
 	// Services answers GET /v1/services; optional.
 	Services func() []api.Service
+	// BGPPeers and BGPRoutes answer GET /v1/bgp/peers and /v1/bgp/routes; optional.
+	BGPPeers  func(ctx context.Context) []api.BGPPeer
+	BGPRoutes func(ctx context.Context) []api.BGPRoute
 	// Datapath and Policy serve /v1/bpf/*; optional.
 	Datapath *datapath.Datapath
 	Policy   *datapath.PolicyMap
@@ -115,6 +118,16 @@ func Handler(b *Backend) http.Handler {
 	if b.Services != nil {
 		mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusOK, b.Services())
+		})
+	}
+	if b.BGPPeers != nil {
+		mux.HandleFunc("GET /v1/bgp/peers", func(w http.ResponseWriter, r *http.Request) {
+			reply(w, http.StatusOK, b.BGPPeers(r.Context()))
+		})
+	}
+	if b.BGPRoutes != nil {
+		mux.HandleFunc("GET /v1/bgp/routes", func(w http.ResponseWriter, r *http.Request) {
+			reply(w, http.StatusOK, b.BGPRoutes(r.Context()))
 		})
 	}
 	if b.Explain != nil {

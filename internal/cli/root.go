@@ -50,6 +50,7 @@ func NewRoot() *cobra.Command {
 		newObserveCmd(),
 		newPolicyCmd(),
 		newServiceCmd(),
+		newBGPCmd(),
 	)
 	return root
 }

@@ -137,6 +137,9 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	if err := writeResources(ctx, st, o.Topology); err != nil {
 		return st, err
 	}
+	if err := startRouters(ctx, st, o.Topology, o.Log); err != nil {
+		return st, err
+	}
 	if err := startAgents(ctx, st, o.Topology, o.AgentTimeout, o.Log); err != nil {
 		return st, err
 	}
@@ -638,6 +641,9 @@ func down(lab string, log *slog.Logger) error {
 			}()
 		}
 		wg.Wait()
+	}
+	if err := stopRouters(lab, log); err != nil {
+		errs = append(errs, err)
 	}
 	mounts, err := mountsUnder(Dir(lab))
 	if err != nil {

@@ -51,6 +51,8 @@ type Topology struct {
 	// Clients are machines outside the cluster: namespaces on the underlay
 	// bridge without an agent (e.g. to reach NodePorts from outside).
 	Clients []Client `json:"clients,omitempty"`
+	// Routers are BGP routers on the underlay (router.go).
+	Routers []Router `json:"routers,omitempty"`
 }
 
 // Client is a machine outside the cluster, on the underlay network.
@@ -166,7 +168,8 @@ func ParseTopology(data []byte) (*Topology, error) {
 		return nil, fmt.Errorf("parsing YAML: %w", err)
 	}
 	d := &decoder{}
-	t := d.topology(raw)
+	t := d.topology(withoutRouters(raw))
+	d.routers(t, raw)
 	if len(d.errs) == 0 {
 		d.errs = append(d.errs, t.validate()...)
 	}
@@ -375,6 +378,7 @@ func checkLabelValue(v string) string {
 func (t *Topology) validate() []*FieldError {
 	errs := t.validateNodesAndPods()
 	errs = append(errs, t.validateClients()...)
+	errs = append(errs, t.validateRouters()...)
 	if t.KubeAPIServer != "" {
 		found := false
 		for _, n := range t.Nodes {

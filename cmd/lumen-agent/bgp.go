@@ -1,0 +1,122 @@
+package main
+
+// BGP: the embedded speaker announcing this node's pod CIDRs and the
+// addresses of selected LoadBalancer services to the data centre's
+// routers (internal/bgp). It runs on its own goroutine: a router that is
+// down or slow never holds up the agent.
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/bgp"
+	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/lbsync"
+)
+
+// bgpConfig holds the agent's BGP settings (flags and YAML keys): Cilium
+// 1.11's ConfigMap form with its announce flags, or Cilium's BGP control
+// plane following CiliumBGPPeeringPolicy.
+type bgpConfig struct {
+	BGPConfigPath         string `json:"bgp-config-path"`
+	BGPAnnouncePodCIDR    bool   `json:"bgp-announce-pod-cidr"`
+	BGPAnnounceLBIP       bool   `json:"bgp-announce-lb-ip"`
+	EnableBGPControlPlane bool   `json:"enable-bgp-control-plane"`
+}
+
+func (b *bgpConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&b.BGPConfigPath, "bgp-config-path", b.BGPConfigPath, "Cilium 1.11 BGP ConfigMap (peers, address-pools) to peer with; re-read when it changes")
+	fs.BoolVar(&b.BGPAnnouncePodCIDR, "bgp-announce-pod-cidr", b.BGPAnnouncePodCIDR, "with --bgp-config-path: announce this node's pod CIDRs")
+	fs.BoolVar(&b.BGPAnnounceLBIP, "bgp-announce-lb-ip", b.BGPAnnounceLBIP, "with --bgp-config-path: announce LoadBalancer addresses in the bgp address pools")
+	fs.BoolVar(&b.EnableBGPControlPlane, "enable-bgp-control-plane", b.EnableBGPControlPlane, "peer as the CiliumBGPPeeringPolicy selecting this node says (from the kvstore)")
+}
+
+func (b *bgpConfig) validate(kvstoreSet bool) error {
+	if b.BGPConfigPath != "" && b.EnableBGPControlPlane {
+		return errors.New("bgp-config-path, enable-bgp-control-plane: choose one (the ConfigMap form or CiliumBGPPeeringPolicy)")
+	}
+	if b.EnableBGPControlPlane && !kvstoreSet {
+		return errors.New("enable-bgp-control-plane: CiliumBGPPeeringPolicy objects live in the kvstore: set --kvstore")
+	}
+	if b.BGPConfigPath == "" {
+		if b.BGPAnnouncePodCIDR || b.BGPAnnounceLBIP {
+			return errors.New("bgp-announce-pod-cidr, bgp-announce-lb-ip: need --bgp-config-path")
+		}
+		return nil
+	}
+	if _, err := bgp.LoadConfigMap(b.BGPConfigPath); err != nil {
+		return fmt.Errorf("bgp-config-path: %w", err)
+	}
+	return nil
+}
+
+// bgpSubsystem is the running control plane, or nil when BGP is off.
+type bgpSubsystem struct {
+	c *bgp.Controller
+}
+
+// startBGP starts the BGP controller when configured. It returns at once:
+// sessions come up in the background.
+func startBGP(ctx context.Context, cfg *config, store *kvstore.Client, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
+	opts := bgp.Options{
+		ConfigFile:   cfg.BGPConfigPath,
+		Announce:     bgp.AnnounceOptions{PodCIDR: cfg.BGPAnnouncePodCIDR, LBIP: cfg.BGPAnnounceLBIP},
+		ControlPlane: cfg.EnableBGPControlPlane,
+	}
+	if !opts.Enabled() {
+		return &bgpSubsystem{}, nil
+	}
+	var cidrs []netip.Prefix
+	for _, p := range []netip.Prefix{cfg.v4, cfg.v6} {
+		if p.IsValid() {
+			cidrs = append(cidrs, p)
+		}
+	}
+	// GoBGP's own log only at warning level, unless the agent debugs.
+	level := &slog.LevelVar{}
+	level.Set(slog.LevelWarn)
+	if cfg.level <= slog.LevelDebug {
+		level.Set(slog.LevelInfo)
+	}
+	c, err := bgp.NewController(opts, bgp.Sources{
+		NodeLabels: hostLabels(cfg),
+		NodeIPs:    func() (netip.Addr, netip.Addr) { return nodeIPv4, nodeIPv6 },
+		PodCIDRs:   cidrs,
+		Frontends:  services.Services,
+		// Until lbsync has read the store, its frontends are incomplete.
+		Ready: func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
+		Store: store,
+	}, log.With("subsys", "bgp"), level)
+	if err != nil {
+		return nil, fmt.Errorf("bgp: %w", err)
+	}
+	go c.Run(ctx)
+	return &bgpSubsystem{c: c}, nil
+}
+
+func (b *bgpSubsystem) health() api.SubsystemStatus {
+	if b.c == nil {
+		return api.SubsystemStatus{Name: "bgp", State: api.StateDisabled, Message: "--bgp-config-path or --enable-bgp-control-plane not set"}
+	}
+	return b.c.Health()
+}
+
+func (b *bgpSubsystem) peers(ctx context.Context) []api.BGPPeer {
+	if b.c == nil {
+		return []api.BGPPeer{}
+	}
+	return b.c.Peers(ctx)
+}
+
+func (b *bgpSubsystem) routes(ctx context.Context) []api.BGPRoute {
+	if b.c == nil {
+		return []api.BGPRoute{}
+	}
+	return b.c.Routes(ctx)
+}

@@ -1,0 +1,472 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/kvstore"
+	lb "github.com/lumen-net/lumen/internal/loadbalancer"
+	"github.com/lumen-net/lumen/internal/resource"
+)
+
+// Options choose where the configuration comes from.
+type Options struct {
+	// ConfigFile is the Cilium 1.11 ConfigMap (--bgp-config-path); it is
+	// read again when it changes.
+	ConfigFile string
+	// Announce is what the ConfigMap's routers export.
+	Announce AnnounceOptions
+	// ControlPlane follows CiliumBGPPeeringPolicy objects in the store
+	// (--enable-bgp-control-plane).
+	ControlPlane bool
+	// Interval is how often the controller converges (default 1s).
+	Interval time.Duration
+	// ReadyTimeout bounds the wait for Sources.Ready before the first
+	// announcement (default 30s).
+	ReadyTimeout time.Duration
+}
+
+// Enabled reports whether BGP is configured at all.
+func (o Options) Enabled() bool { return o.ConfigFile != "" || o.ControlPlane }
+
+// Sources are what the controller reads from the rest of the agent.
+type Sources struct {
+	// NodeLabels are matched by node selectors.
+	NodeLabels map[string]string
+	// NodeIPs are the next hops of announced routes (and the IPv4 address
+	// is the default router id).
+	NodeIPs func() (v4, v6 netip.Addr)
+	// PodCIDRs are the node's pod CIDRs.
+	PodCIDRs []netip.Prefix
+	// Frontends lists the frontends the datapath serves (lbsync): a
+	// service address is announced only once this node serves it.
+	Frontends func() []api.Service
+	// Ready reports that Frontends reflects the store; until then (or
+	// ReadyTimeout) nothing is announced, so that a restarted agent does
+	// not send its End-of-RIB with half of its routes.
+	Ready func() bool
+	// Store holds Services and CiliumBGPPeeringPolicies; nil: none.
+	Store *kvstore.Client
+}
+
+// Controller turns the configuration and the node's state into the
+// speaker's desired state, and keeps the speaker converged.
+type Controller struct {
+	opts    Options
+	src     Sources
+	log     *slog.Logger
+	speaker *Speaker
+	kick    chan struct{}
+
+	mu          sync.Mutex
+	file        *FileConfig
+	fileStamp   fileStamp
+	fileErr     error
+	policies    map[string]*PeeringPolicy // by store key
+	policyErrs  map[string]error
+	services    map[string]*lb.Service // by store key
+	synced      map[string]bool
+	configErr   error // from resolving the configuration for this node
+	applyErr    error
+	notes       []string // what could not be announced
+	policyName  string
+	specs       []RouterSpec
+	started     time.Time
+	routerCount int
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// NewController checks the configuration file (if any) and returns a
+// controller; nothing connects before Run.
+func NewController(opts Options, src Sources, log *slog.Logger, gobgpLevel *slog.LevelVar) (*Controller, error) {
+	if opts.Interval == 0 {
+		opts.Interval = time.Second
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 30 * time.Second
+	}
+	if opts.ConfigFile != "" && opts.ControlPlane {
+		return nil, errors.New("bgp-config-path and enable-bgp-control-plane: choose one (the ConfigMap form or CiliumBGPPeeringPolicy)")
+	}
+	c := &Controller{
+		opts: opts, src: src, log: log, speaker: NewSpeaker(log, gobgpLevel), kick: make(chan struct{}, 1),
+		policies: map[string]*PeeringPolicy{}, policyErrs: map[string]error{}, services: map[string]*lb.Service{},
+		synced: map[string]bool{}, started: time.Now(),
+	}
+	if opts.ConfigFile != "" {
+		fc, st, err := loadFile(opts.ConfigFile)
+		if err != nil {
+			return nil, err
+		}
+		c.file, c.fileStamp = fc, st
+	}
+	return c, nil
+}
+
+func loadFile(path string) (*FileConfig, fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("bgp-config-path: %w", err)
+	}
+	fc, err := LoadConfigMap(path)
+	if err != nil {
+		return nil, fileStamp{}, err
+	}
+	return fc, fileStamp{fi.ModTime(), fi.Size()}, nil
+}
+
+// Run follows the configuration and the services until ctx ends, then
+// leaves the sessions the way a crash would (see Speaker.Close), so that
+// the routers keep the routes while the agent restarts.
+func (c *Controller) Run(ctx context.Context) {
+	if c.src.Store != nil {
+		go c.watch(ctx, "Service")
+		if c.opts.ControlPlane {
+			go c.watch(ctx, PolicyKind)
+		}
+	}
+	t := time.NewTicker(c.opts.Interval)
+	defer t.Stop()
+	for {
+		c.reloadFile()
+		c.converge(ctx)
+		select {
+		case <-ctx.Done():
+			closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c.speaker.Close(closeCtx, true)
+			cancel()
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+func (c *Controller) trigger() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watch follows one kind in the store.
+func (c *Controller) watch(ctx context.Context, kind string) {
+	for u := range c.src.Store.ListAndWatch(ctx, resource.KindPrefix(kind)) {
+		c.mu.Lock()
+		if u.Resync {
+			c.clear(kind)
+			for _, kv := range u.KVs {
+				c.put(kind, kv)
+			}
+			c.synced[kind] = true
+		}
+		for _, ev := range u.Events {
+			if ev.Type == kvstore.EventDelete {
+				c.remove(kind, ev.KV.Key)
+			} else {
+				c.put(kind, ev.KV)
+			}
+		}
+		c.mu.Unlock()
+		c.trigger()
+	}
+}
+
+func (c *Controller) clear(kind string) {
+	if kind == PolicyKind {
+		clear(c.policies)
+		clear(c.policyErrs)
+	} else {
+		clear(c.services)
+	}
+}
+
+func (c *Controller) remove(kind, key string) {
+	if kind == PolicyKind {
+		delete(c.policies, key)
+		delete(c.policyErrs, key)
+	} else {
+		delete(c.services, key)
+	}
+}
+
+func (c *Controller) put(kind string, kv kvstore.KV) {
+	obj, err := resource.Unmarshal(kv.Value)
+	if err == nil && kind == PolicyKind {
+		var p *PeeringPolicy
+		if p, err = PolicyOf(obj); err == nil {
+			c.policies[kv.Key] = p
+			delete(c.policyErrs, kv.Key)
+			return
+		}
+		delete(c.policies, kv.Key)
+		c.policyErrs[kv.Key] = err
+	}
+	if err == nil && kind == "Service" {
+		var svc *lb.Service
+		if svc, err = lb.ServiceOf(obj); err == nil {
+			c.services[kv.Key] = svc
+			return
+		}
+	}
+	c.log.Warn("BGP: skipping malformed object in the store", "key", kv.Key, "err", err)
+}
+
+// reloadFile reads the configuration file again when it changed; a bad
+// new version keeps the previous one in force and is reported.
+func (c *Controller) reloadFile() {
+	if c.opts.ConfigFile == "" {
+		return
+	}
+	fi, err := os.Stat(c.opts.ConfigFile)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.fileErr = fmt.Errorf("bgp-config-path: %w (keeping the last good configuration)", err)
+		return
+	}
+	if (fileStamp{fi.ModTime(), fi.Size()}) == c.fileStamp {
+		return
+	}
+	fc, st, err := loadFile(c.opts.ConfigFile)
+	if err != nil {
+		if c.fileErr == nil || c.fileErr.Error() != err.Error() {
+			c.log.Error("BGP configuration rejected, keeping the last good one", "file", c.opts.ConfigFile, "err", err)
+		}
+		c.fileErr = err
+		return
+	}
+	c.log.Info("BGP configuration reloaded", "file", c.opts.ConfigFile)
+	c.file, c.fileStamp, c.fileErr = fc, st, nil
+}
+
+// routers resolves the configuration for this node.
+func (c *Controller) routers() ([]VirtualRouter, error) {
+	if c.file != nil {
+		return c.file.Routers(c.src.NodeLabels, c.opts.Announce, "ConfigMap "+c.opts.ConfigFile), nil
+	}
+	if !c.opts.ControlPlane {
+		return nil, nil
+	}
+	keys := make([]string, 0, len(c.policies))
+	for k := range c.policies {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	ps := make([]*PeeringPolicy, len(keys))
+	for i, k := range keys {
+		ps[i] = c.policies[k]
+	}
+	name, vrs, err := ResolvePolicies(ps, c.src.NodeLabels)
+	c.policyName = name
+	return vrs, err
+}
+
+// ready reports whether the inputs are complete enough to announce.
+func (c *Controller) ready() bool {
+	if c.src.Store != nil && (!c.synced["Service"] || (c.opts.ControlPlane && !c.synced[PolicyKind])) {
+		return false
+	}
+	if c.src.Ready != nil && !c.src.Ready() && time.Since(c.started) < c.opts.ReadyTimeout {
+		return false
+	}
+	return true
+}
+
+func (c *Controller) converge(ctx context.Context) {
+	c.mu.Lock()
+	if !c.ready() {
+		c.mu.Unlock()
+		return
+	}
+	vrs, err := c.routers()
+	c.configErr = err
+	specs, notes := c.desired(vrs)
+	c.specs, c.notes = specs, notes
+	c.mu.Unlock()
+
+	// The speaker has its own lock: status calls never wait for the store.
+	err = c.speaker.Apply(ctx, specs)
+	c.speaker.Tick(ctx)
+	c.mu.Lock()
+	if err != nil && (c.applyErr == nil || c.applyErr.Error() != err.Error()) {
+		c.log.Warn("BGP: could not apply everything", "err", err)
+	}
+	c.applyErr = err
+	c.routerCount = len(specs)
+	c.mu.Unlock()
+}
+
+// serviceLabels are a service's labels plus the names Cilium lets
+// selectors match on.
+func serviceLabels(s *lb.Service) map[string]string {
+	out := map[string]string{"io.kubernetes.service.namespace": s.Namespace, "io.kubernetes.service.name": s.Name}
+	for k, v := range s.Labels {
+		out[k] = v
+	}
+	return out
+}
+
+// desired computes the routers' specs: the pod CIDRs (exportPodCIDR) and
+// the load balancer addresses of selected services that this node serves
+// (with externalTrafficPolicy Local: that it has a ready local backend
+// for, as Cilium does), next hops being the node's addresses.
+func (c *Controller) desired(vrs []VirtualRouter) ([]RouterSpec, []string) {
+	var v4, v6 netip.Addr
+	if c.src.NodeIPs != nil {
+		v4, v6 = c.src.NodeIPs()
+	}
+	nextHop := func(a netip.Addr) netip.Addr {
+		if a.Is4() {
+			return v4
+		}
+		return v6
+	}
+	// What the datapath serves: LoadBalancer frontends by service and address.
+	type feKey struct {
+		service string
+		addr    netip.Addr
+	}
+	served := map[feKey]bool{}    // any external frontend
+	withLocal := map[feKey]bool{} // with an active backend
+	if c.src.Frontends != nil {
+		for _, f := range c.src.Frontends() {
+			if f.Type != string(lb.FrontendLoadBalancer) || f.Scope != lb.ScopeExternal.String() {
+				continue
+			}
+			ap, err := netip.ParseAddrPort(f.Frontend)
+			if err != nil {
+				continue
+			}
+			k := feKey{f.Service, ap.Addr().Unmap()}
+			served[k] = true
+			for _, b := range f.Backends {
+				if b.State == lb.StateActive.String() {
+					withLocal[k] = true
+				}
+			}
+		}
+	}
+	var notes []string
+	note := func(format string, args ...any) {
+		s := fmt.Sprintf(format, args...)
+		if !slices.Contains(notes, s) {
+			notes = append(notes, s)
+		}
+	}
+	svcKeys := make([]string, 0, len(c.services))
+	for k := range c.services {
+		svcKeys = append(svcKeys, k)
+	}
+	sort.Strings(svcKeys)
+
+	var specs []RouterSpec
+	for _, vr := range vrs {
+		sp := RouterSpec{ASN: vr.LocalASN, RouterID: vr.RouterID, Neighbors: vr.Neighbors, Source: vr.Source}
+		if !sp.RouterID.IsValid() {
+			sp.RouterID = v4
+		}
+		add := func(p netip.Prefix, origin string) {
+			nh := nextHop(p.Addr())
+			if !nh.IsValid() {
+				note("%s not announced: the node has no address of its family for the next hop", p)
+				return
+			}
+			sp.Routes = append(sp.Routes, Route{Prefix: p.Masked(), NextHop: nh, Origin: origin})
+		}
+		if vr.ExportPodCIDR {
+			for _, p := range c.src.PodCIDRs {
+				add(p, "pod-cidr")
+			}
+		}
+		if vr.ServiceSelector != nil {
+			for _, key := range svcKeys {
+				svc := c.services[key]
+				if svc.Spec.Type != lb.TypeLoadBalancer || !vr.ServiceSelector.Matches(serviceLabels(svc)) {
+					continue
+				}
+				for _, a := range svc.LoadBalancerAddrs() {
+					a = a.Unmap()
+					if vr.Pools != nil && !poolContains(vr.Pools, a) {
+						note("%s of service %s not announced: outside the bgp address pools", a, svc.Key())
+						continue
+					}
+					k := feKey{svc.Key(), a}
+					switch {
+					case !served[k]:
+						continue // not (yet) programmed on this node
+					case svc.Spec.ExternalTrafficPolicy == lb.PolicyLocal && !withLocal[k]:
+						continue // no local backend: traffic would be dropped here
+					}
+					add(netip.PrefixFrom(a, a.BitLen()), "service "+svc.Key())
+				}
+			}
+		}
+		specs = append(specs, sp)
+	}
+	return specs, notes
+}
+
+// Peers describes every session.
+func (c *Controller) Peers(ctx context.Context) []api.BGPPeer { return c.speaker.Peers(ctx) }
+
+// Routes lists what the node announces.
+func (c *Controller) Routes(ctx context.Context) []api.BGPRoute { return c.speaker.Routes(ctx) }
+
+// Health reports the control plane for GET /v1/status. Peers that are down
+// do not make it degraded (the routers are not part of the node), but the
+// message says so; bad configuration does.
+func (c *Controller) Health() api.SubsystemStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, established, peers, routes := c.speaker.Summary(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := api.SubsystemStatus{Name: "bgp", State: api.StateOK}
+	var problems []string
+	if c.fileErr != nil {
+		problems = append(problems, c.fileErr.Error())
+	}
+	if c.configErr != nil {
+		problems = append(problems, c.configErr.Error())
+	}
+	for _, k := range sortedKeys(c.policyErrs) {
+		problems = append(problems, c.policyErrs[k].Error())
+	}
+	if c.applyErr != nil {
+		problems = append(problems, c.applyErr.Error())
+	}
+	switch {
+	case !c.ready():
+		st.Message = "waiting for services and policies"
+	case c.routerCount == 0 && c.opts.ControlPlane:
+		st.Message = "no CiliumBGPPeeringPolicy selects this node"
+	default:
+		st.Message = fmt.Sprintf("%d/%d peers established, %d routes announced", established, peers, routes)
+		if c.policyName != "" {
+			st.Message += " (CiliumBGPPeeringPolicy " + c.policyName + ")"
+		}
+	}
+	if len(c.notes) > 0 {
+		st.Message += "; " + strings.Join(c.notes, "; ")
+	}
+	if len(problems) > 0 {
+		st.State = api.StateDegraded
+		st.Message = strings.Join(problems, "; ") + "; " + st.Message
+	}
+	return st
+}
