@@ -373,6 +373,8 @@ func startChurn(proto, addr string) *churnRun {
 			} else {
 				rec.Backend = backend[0]
 				if hc != nil {
+					// A reset: no TIME_WAIT, the ephemeral ports last.
+					_ = hc.c.(*net.TCPConn).SetLinger(0)
 					hc.c.Close()
 				}
 			}
