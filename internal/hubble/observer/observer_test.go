@@ -379,14 +379,21 @@ func TestEnqueue(t *testing.T) {
 }
 
 // BenchmarkPipeline measures what the observer's goroutine does per event:
-// parse, metrics, ring. Run with -cpu 1 for a per-core figure.
+// parse, metrics, ring; the ring's size matters through the GC (the flows it
+// holds are live). Run with -cpu 1 for a per-core figure.
 func BenchmarkPipeline(b *testing.B) {
+	for _, capacity := range []int{DefaultCapacity, 65535} {
+		b.Run(fmt.Sprintf("ring=%d", capacity), func(b *testing.B) { benchPipeline(b, capacity) })
+	}
+}
+
+func benchPipeline(b *testing.B, capacity int) {
 	p := parser.New(parser.Options{NodeName: "n1", Clock: parser.FixedClock(0)})
 	m, err := hubblemetrics.New(hubblemetrics.Default)
 	if err != nil {
 		b.Fatal(err)
 	}
-	o := New(Options{NodeName: "n1", Parser: p, Metrics: m, Capacity: 65535})
+	o := New(Options{NodeName: "n1", Parser: p, Metrics: m, Capacity: capacity})
 	evs := []datapath.Event{
 		{Timestamp: 1, Type: datapath.EventTrace, Subtype: 5, Proto: 6, TCPFlags: 2, Direction: 1, IfIndex: 4,
 			Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 80},
