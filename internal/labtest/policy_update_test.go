@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
@@ -149,8 +151,9 @@ func (c *counter) String() string { return fmt.Sprintf("%d of %d", c.ok.Load(), 
 func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState) {
 	client, local, server := pods["client"], pods["local"], pods["server"]
 	addr := func(p *lab.PodState, port int) string { return net.JoinHostPort(p.IPv4, fmt.Sprint(port)) }
+	ctx := context.Background()
 
-	// Established connections allowed by every version.
+	// Established connections allowed by every version, through both phases.
 	streams := []*stream{
 		startStream(t, client.NetNS, addr(server, 80)),
 		startStream(t, client.NetNS, addr(local, 80)),
@@ -158,72 +161,125 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 	for _, s := range streams {
 		s.progress(t, 10)
 	}
-
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	run := func(f func()) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				f()
-			}
-		}()
+	echoes := make([]int64, len(streams))
+	for i, s := range streams {
+		echoes[i] = s.echoes.Load()
 	}
-	// Forbidden in every version: client -> server:81 (the server's ingress
-	// decides) and client -> local:81 (the client's egress decides). UDP: a
-	// datagram every millisecond on one socket; a denied datagram leaves no
-	// conntrack entry, so each one is a policy decision. TCP: new
-	// connections (each SYN a decision).
+
+	// Map states seen, to show the updates reach the maps.
+	states := map[[32]byte]bool{}
+	var statesMu sync.Mutex
+	stopPoll := make(chan struct{})
+	var pollWG sync.WaitGroup
+	for _, n := range []string{"n1", "n2"} {
+		for _, ep := range endpointsOf(t, name, n) {
+			if ep.PodName != "client" && ep.PodName != "server" {
+				continue
+			}
+			c, id := api.NewClient(lab.NodeSocket(name, n)), ep.ID
+			pollWG.Add(1)
+			go func() {
+				defer pollWG.Done()
+				for {
+					select {
+					case <-stopPoll:
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+					if rows, err := c.BPFPolicy(ctx, id); err == nil {
+						b, _ := json.Marshal(rows)
+						statesMu.Lock()
+						states[sha256.Sum256(append([]byte(n), b...))] = true
+						statesMu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+
+	// The updates, alternating the server's and the client's policy, each
+	// written to the store as `lumen apply` writes it.
+	kv, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	var versions [2][][]resource.Object
+	for i, pol := range []func(int) string{serverPolicy, clientPolicy} {
+		for v := range [][]string{serverVersions, clientVersions}[i] {
+			objs, err := resource.Decode("update", []byte(pol(v)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			versions[i] = append(versions[i], objs)
+		}
+	}
+	applied := 0
+	churn := func(n int) {
+		t.Helper()
+		start := time.Now()
+		for range n {
+			which := applied % 2
+			objs := versions[which][(applied/2+1)%len(versions[which])]
+			if _, err := resource.Apply(ctx, kv, objs); err != nil {
+				t.Fatalf("update %d: %v", applied, err)
+			}
+			applied++
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // the agents finish the last updates under traffic
+		t.Logf("%d updates in %v", n, time.Since(start).Round(time.Millisecond))
+	}
+	// probers runs each function in a loop until the returned stop is called.
+	probers := func(fs ...func()) (stop func()) {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, f := range fs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					f()
+				}
+			}()
+		}
+		return func() { close(done); wg.Wait() }
+	}
+
+	// Phase 1, 500 updates: forbidden in every version are client ->
+	// server:81 (the server's ingress decides) and client -> local:81 (the
+	// client's egress decides). UDP: a datagram every millisecond on one
+	// socket (a denied datagram leaves no conntrack entry, so each one is a
+	// policy decision); TCP: new connections, each SYN a decision.
 	forbidden := map[string]*counter{}
+	var fs []func()
 	for _, target := range []string{addr(server, 81), addr(local, 81)} {
-		udp := &counter{}
-		forbidden["udp "+target] = udp
+		udp, tcp := &counter{}, &counter{}
+		forbidden["udp "+target], forbidden["tcp "+target] = udp, tcp
 		c, err := lab.DialInNS(client.NetNS, "udp", target, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Close() })
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(time.Millisecond)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				if _, err := c.Write([]byte("forbidden\n")); err == nil {
-					udp.tries.Add(1)
-				}
+		defer c.Close()
+		fs = append(fs, func() {
+			time.Sleep(time.Millisecond)
+			if _, err := c.Write([]byte("forbidden\n")); err == nil {
+				udp.tries.Add(1)
 			}
-		}()
-		go func() {
-			defer wg.Done()
+		}, func() {
 			buf := make([]byte, 64)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-				if n, err := c.Read(buf); err == nil && n > 0 {
-					udp.ok.Add(1)
-				}
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, err := c.Read(buf); err == nil && n > 0 {
+				udp.ok.Add(1)
 			}
-		}()
-		tcp := &counter{}
-		forbidden["tcp "+target] = tcp
+		})
 		for range 3 {
-			run(func() {
+			fs = append(fs, func() {
 				tcp.tries.Add(1)
 				if c, err := lab.DialInNS(client.NetNS, "tcp", target, 300*time.Millisecond); err == nil {
 					tcp.ok.Add(1)
@@ -232,114 +288,49 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 			})
 		}
 	}
-	// Allowed in every version, new connections, each packet a policy
-	// decision and none retried: one UDP datagram from a new socket (a new
-	// conntrack entry) that must be echoed; a TCP connection whose SYN must
-	// not need the kernel's retransmission (one second later).
+	stop := probers(fs...)
+	time.Sleep(300 * time.Millisecond)
+	churn(500)
+	stop()
+
+	// Phase 2, 500 updates: only new connections that every version allows
+	// (client -> server:80 and client -> local:80, a UDP datagram from a new
+	// socket and a TCP connection each time, so each is a policy decision),
+	// and the streams. No packet at all may be dropped by policy: the
+	// datapath's policy drop counters must not move.
 	allowed := map[string]*counter{}
+	fs = nil
 	for _, target := range []string{addr(server, 80), addr(local, 80)} {
 		udp, tcp := &counter{}, &counter{}
 		allowed["udp "+target], allowed["tcp "+target] = udp, tcp
-		run(func() {
+		fs = append(fs, func() {
 			udp.tries.Add(1)
 			if udpOnce(client.NetNS, target) == nil {
 				udp.ok.Add(1)
 			}
 			time.Sleep(2 * time.Millisecond)
-		})
-		run(func() {
+		}, func() {
 			tcp.tries.Add(1)
-			start := time.Now()
-			if c, err := lab.DialInNS(client.NetNS, "tcp", target, 3*time.Second); err == nil {
-				c.Close()
-				if time.Since(start) < 900*time.Millisecond {
-					tcp.ok.Add(1)
-				}
+			if tcpFirstSYN(client.NetNS, target) == nil {
+				tcp.ok.Add(1)
 			}
 			time.Sleep(2 * time.Millisecond)
 		})
 	}
-	// Watch the map states go by.
-	states := map[[32]byte]bool{}
-	var statesMu sync.Mutex
-	epIDs := map[string]uint16{}
-	for _, n := range []string{"n1", "n2"} {
-		for _, ep := range endpointsOf(t, name, n) {
-			if ep.PodName == "client" || ep.PodName == "server" {
-				epIDs[n] = ep.ID
-			}
-		}
-	}
-	for node, id := range epIDs {
-		c := api.NewClient(lab.NodeSocket(name, node))
-		run(func() {
-			rows, err := c.BPFPolicy(context.Background(), id)
-			if err == nil {
-				b, _ := json.Marshal(rows)
-				statesMu.Lock()
-				states[sha256.Sum256(append([]byte(node), b...))] = true
-				statesMu.Unlock()
-			}
-			time.Sleep(10 * time.Millisecond)
-		})
-	}
+	time.Sleep(time.Second) // nothing of phase 1 in flight
+	dropsBefore := policyDrops(t, name)
+	stop = probers(fs...)
+	time.Sleep(300 * time.Millisecond)
+	churn(500)
+	stop()
+	dropsAfter := policyDrops(t, name)
+	close(stopPoll)
+	pollWG.Wait()
 
-	// 1000 updates, alternating the server's and the client's policy, each
-	// through the store as `lumen apply` writes it.
-	ctx := context.Background()
-	kv, err := kvstore.Dial(ctx, lab.StoreURL(name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kv.Close()
-	decode := func(doc string) []resource.Object {
-		objs, err := resource.Decode("update", []byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return objs
-	}
-	var server2, client2 [][]resource.Object
-	for v := range serverVersions {
-		server2 = append(server2, decode(serverPolicy(v)))
-	}
-	for v := range clientVersions {
-		client2 = append(client2, decode(clientPolicy(v)))
-	}
-	// A quiet period first: losses of allowed first packets without updates
-	// would be the lab's, not the updates'.
-	time.Sleep(3 * time.Second)
-	baseline := map[string][2]int64{}
-	for what, c := range allowed {
-		baseline[what] = [2]int64{c.tries.Load(), c.ok.Load()}
-	}
-	echoes := make([]int64, len(streams))
-	for i, s := range streams {
-		echoes[i] = s.echoes.Load()
-	}
-	start := time.Now()
-	const updates = 1000
-	for i := range updates {
-		objs := server2[(i/2+1)%len(server2)]
-		if i%2 == 1 {
-			objs = client2[(i/2+1)%len(client2)]
-		}
-		if _, err := resource.Apply(ctx, kv, objs); err != nil {
-			t.Fatalf("update %d: %v", i, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	churn := time.Since(start)
-	time.Sleep(time.Second) // the agents finish the last updates under traffic
-	close(stop)
-	wg.Wait()
-
-	statesMu.Lock()
-	t.Logf("%d updates in %v; %d distinct policy map states seen", updates, churn.Round(time.Millisecond), len(states))
+	t.Logf("%d distinct policy map states seen", len(states))
 	if len(states) < 4 {
-		t.Errorf("only %d distinct policy map states seen during %d updates: the updates did not reach the maps", len(states), updates)
+		t.Errorf("only %d distinct policy map states seen during %d updates: the updates did not reach the maps", len(states), applied)
 	}
-	statesMu.Unlock()
 	t.Run("forbidden never connects", func(t *testing.T) {
 		for what, c := range forbidden {
 			t.Logf("forbidden %s: %s connected", what, c)
@@ -365,21 +356,17 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 			s.progress(t, 10)
 		}
 	})
-	// Every version allows these: an update must not drop them even for a
-	// moment (PolicyMap.Sync removes stale allows before it adds the new
-	// ones; when an update replaces an L4 allow by an L3 allow, the packets
-	// in between hit default deny).
-	t.Run("allowed new connections keep their first packet", func(t *testing.T) {
+	// An update must not drop, even for a moment, what the old and the new
+	// version both allow. PolicyMap.Sync removes stale allows before it adds
+	// the new ones: when an update replaces an L4 allow by an L3 allow (or
+	// back), packets in between hit default deny.
+	t.Run("allowed new connections never dropped", func(t *testing.T) {
 		for what, c := range allowed {
-			b := baseline[what]
-			if b[1] != b[0] {
-				t.Errorf("allowed %s lost %d of %d first packets before any update: the lab is too slow for this check", what, b[0]-b[1], b[0])
-				continue
-			}
-			tries, ok := c.tries.Load()-b[0], c.ok.Load()-b[1]
-			t.Logf("allowed %s: %d of %d new connections connected at the first packet during the updates", what, ok, tries)
-			if ok != tries {
-				t.Errorf("allowed %s (allowed by every version): %d of %d new connections lost their first packet during policy updates (none of %d before)", what, tries-ok, tries, b[0])
+			t.Logf("allowed %s: %s new connections got through at the first packet", what, c)
+		}
+		for node, before := range dropsBefore {
+			if d := dropsAfter[node] - before; d != 0 {
+				t.Errorf("node %s dropped %d packets by policy while only connections allowed by every version ran, during %d policy updates", node, d, 500)
 			}
 		}
 	})
@@ -395,6 +382,30 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 	}
 }
 
+// policyDrops reads every node's count of packets dropped by policy (drop
+// reasons 133, policy denied, and 181, denied by a deny rule).
+func policyDrops(t *testing.T, name string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, n := range []string{"n1", "n2"} {
+		for _, line := range strings.Split(mustLumen(t, name, "--node", n, "metrics"), "\n") {
+			if !strings.HasPrefix(line, "lumen_drop_count_total{") {
+				continue
+			}
+			labels, value, _ := strings.Cut(line, "} ")
+			if !strings.Contains(labels, "133") && !strings.Contains(labels, "181") && !strings.Contains(labels, `reason="Policy denied`) {
+				continue
+			}
+			var v float64
+			if _, err := fmt.Sscan(value, &v); err != nil {
+				t.Fatalf("metrics of %s: %q: %v", n, line, err)
+			}
+			out[n] += int64(v)
+		}
+	}
+	return out
+}
+
 // udpOnce sends one datagram from a new socket in nsName and waits for its
 // echo, without resending.
 func udpOnce(nsName, target string) error {
@@ -407,7 +418,7 @@ func udpOnce(nsName, target string) error {
 	if _, err := c.Write([]byte(msg)); err != nil {
 		return err
 	}
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 64)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -415,6 +426,32 @@ func udpOnce(nsName, target string) error {
 	}
 	if string(buf[:n]) != msg {
 		return fmt.Errorf("echo %q", buf[:n])
+	}
+	return nil
+}
+
+// tcpFirstSYN opens a TCP connection from nsName and fails if it needed
+// more than one SYN.
+func tcpFirstSYN(nsName, target string) error {
+	c, err := lab.DialInNS(nsName, "tcp", target, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return err
+	}
+	if ierr != nil {
+		return ierr
+	}
+	if info.Total_retrans > 0 {
+		return fmt.Errorf("SYN sent %d times", info.Total_retrans+1)
 	}
 	return nil
 }
