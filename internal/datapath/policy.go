@@ -118,8 +118,10 @@ func ExpandAnyProto(entries []PolicyEntry) []PolicyEntry {
 
 // Sync makes endpoint epID's entries equal to entries, in an order that
 // never allows, even for an instant, what both the old and the new policy
-// deny: new denies first, then removal of stale allows, then new allows,
-// then removal of stale denies.
+// deny, nor denies what both allow: new denies first, then new allows, then
+// removal of stale allows, then of stale denies. (Within an identity group
+// no allow sits under a deny of the same policy, so while old and new
+// entries coexist the longest match always agrees with one of the two.)
 func (pm *PolicyMap) Sync(epID uint16, entries []PolicyEntry) error {
 	pm.mu.Lock()
 	defer pm.mu.Unlock()
@@ -164,16 +166,16 @@ func (pm *PolicyMap) Sync(epID uint16, entries []PolicyEntry) error {
 			}
 		}
 	}
-	for k, v := range have {
-		if _, ok := want[k]; !ok && v.Deny == 0 {
-			if err := del(k); err != nil {
+	for k, v := range want {
+		if v.Deny == 0 {
+			if err := put(k, v); err != nil {
 				return err
 			}
 		}
 	}
-	for k, v := range want {
-		if v.Deny == 0 {
-			if err := put(k, v); err != nil {
+	for k, v := range have {
+		if _, ok := want[k]; !ok && v.Deny == 0 {
+			if err := del(k); err != nil {
 				return err
 			}
 		}
