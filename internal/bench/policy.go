@@ -47,8 +47,10 @@ type PolicyReport struct {
 	Iterations  int          `json:"iterations"` // builds timed
 	Build       []Phase      `json:"build"`      // median of each phase
 	Packets     []PacketCost `json:"packets"`
-	PacketNote  string       `json:"packetMethod"`
-	Memory      PolicyMemory `json:"memory"`
+	// Overheads compare paths: what enforcement adds to the same packet.
+	Overheads  []Overhead   `json:"overheads"`
+	PacketNote string       `json:"packetMethod"`
+	Memory     PolicyMemory `json:"memory"`
 }
 
 // Phase is the median duration of one step of turning policies into maps.
@@ -58,16 +60,25 @@ type Phase struct {
 	Min    time.Duration `json:"min"`
 }
 
-// PacketCost is the per-packet cost of one program path.
+// PacketCost is the per-packet cost of one program path. Medians are the
+// figures to read: means include the runs an interrupt or preemption hit.
 type PacketCost struct {
-	Name     string  `json:"name"`
-	Mean     float64 `json:"meanNs"`
-	Median   float64 `json:"medianNs"`
-	Empty    float64 `json:"emptyMeanNs"` // the empty program, same method
-	Ratio    float64 `json:"ratio"`       // Mean / Empty
-	Verdict  uint32  `json:"verdict"`     // TC_ACT_* of the last run
-	Runs     int     `json:"runs"`
-	Distinct bool    `json:"distinctPackets"` // every run a new connection
+	Name        string  `json:"name"`
+	Median      float64 `json:"medianNs"`
+	Mean        float64 `json:"meanNs"`
+	EmptyMedian float64 `json:"emptyMedianNs"` // the empty program, same method
+	EmptyMean   float64 `json:"emptyMeanNs"`
+	Ratio       float64 `json:"ratio"`   // Median / EmptyMedian
+	Verdict     uint32  `json:"verdict"` // TC_ACT_* of the last run
+	Runs        int     `json:"runs"`
+	Distinct    bool    `json:"distinctPackets"` // every run a new connection
+}
+
+// Overhead is the difference between two packet paths.
+type Overhead struct {
+	Name   string  `json:"name"`
+	Mean   float64 `json:"meanNs"`
+	Median float64 `json:"medianNs"`
 }
 
 // PolicyMemory is what the policy engine keeps alive.
@@ -259,7 +270,19 @@ func PolicyBench(o PolicyOptions) (*PolicyReport, error) {
 			return err
 		}
 		rep.Packets, rep.PacketNote, err = policyPackets(b, w, o.Packets)
-		return err
+		if err != nil {
+			return err
+		}
+		for _, d := range []struct{ name, with, without string }{
+			{"enforcement, new connection allowed (to_container)", pathInAllowed, pathInNoPolicy},
+			{"enforcement, new connection denied (to_container)", pathInDenied, pathInNoPolicy},
+			{"enforcement, established (to_container)", pathInEstablished, pathInNoPolicyEst},
+			{"enforcement, new connection allowed (from_container)", pathOutAllowed, pathOutNoPolicy},
+		} {
+			a, b := findPath(rep.Packets, d.with), findPath(rep.Packets, d.without)
+			rep.Overheads = append(rep.Overheads, Overhead{Name: d.name, Mean: a.Mean - b.Mean, Median: a.Median - b.Median})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -380,14 +403,17 @@ func withPolicyDatapath(fn func(*benchDP) error) (err error) {
 	return fn(b)
 }
 
-// PolicySetToMap names the phase from decoded policies to map entries.
-const PolicySetToMap = "policy set -> map (engine + compute + sync)"
+// Phase names.
+const (
+	PolicyMapWrite = "write map (PolicyMap.Sync, new endpoint)"
+	PolicySetToMap = "policy set -> map (engine + compute + sync)"
+)
 
 // policyBuild times, iterations times: decode, engine preparation, Compute,
 // conversion and the first Sync of a new endpoint's map entries; then an
 // update (one policy changed: engine, Compute, Sync of the difference).
 func policyBuild(b *benchDP, w *Workload, iterations int) ([]Phase, int, int, error) {
-	names := []string{"decode policies (YAML)", "prepare engine (NewEngine)", "compute endpoint (Compute)", "write map (PolicyMap.Sync, new endpoint)",
+	names := []string{"decode policies (YAML)", "prepare engine (NewEngine)", "compute endpoint (Compute)", PolicyMapWrite,
 		PolicySetToMap, "update one rule -> map (engine + compute + sync diff)"}
 	times := make([][]time.Duration, len(names))
 	changed := slices.Clone(w.Docs)
@@ -462,7 +488,27 @@ func policyBuild(b *benchDP, w *Workload, iterations int) ([]Phase, int, int, er
 const maxDistinct = 64000
 
 // PolicyPacketMethod explains how the packet paths are timed.
-const PolicyPacketMethod = `Each packet is one BPF_PROG_TEST_RUN call with repeat 1, timed by the kernel around the program run only (the "duration" it returns), so the syscall and skb setup are left out; the empty program is timed the same way on the same packets. Conntrack makes every repeat of one packet an established connection, so the new-connection paths use a different source port for every run (each is a SYN of a new connection: policy lookup, verdict event, conntrack entry); the established paths repeat one packet whose connection exists. Conntrack is flushed between paths. Events are drained by a reader, as the agent does.`
+const PolicyPacketMethod = `Each packet is one BPF_PROG_TEST_RUN call with repeat 1, timed by the kernel around the program run only (the "duration" it returns), so the syscall and skb setup are left out; the empty program is timed the same way on the same packets. Conntrack makes every repeat of one packet an established connection, so the new-connection paths use a different source port for every run (each is a SYN of a new connection: policy lookup, verdict event, conntrack entry); the established paths repeat one packet whose connection exists. Conntrack is flushed between paths. Events are drained by a reader, as the agent does. Medians are the figures to read; means include the runs an interrupt or preemption hit.`
+
+// Packet paths compared by Overheads.
+const (
+	pathInNoPolicy    = "to_container, no policy: new connection"
+	pathInAllowed     = "to_container, enforced: new connection allowed (L3+L4 rule)"
+	pathInDenied      = "to_container, enforced: new connection denied (default deny)"
+	pathInNoPolicyEst = "to_container, no policy: established"
+	pathInEstablished = "to_container, enforced: established"
+	pathOutNoPolicy   = "from_container, no policy: new connection to local pod"
+	pathOutAllowed    = "from_container, enforced: new connection allowed"
+)
+
+func findPath(ps []PacketCost, name string) PacketCost {
+	for _, p := range ps {
+		if p.Name == name {
+			return p
+		}
+	}
+	return PacketCost{}
+}
 
 // policyPackets times the program paths of the endpoint's policy.
 func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, error) {
@@ -515,13 +561,13 @@ func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, err
 	both := uint16(datapath.EndpointIngressEnforced | datapath.EndpointEgressEnforced)
 	in, out := b.podIP[1], b.podIP[0]
 	paths := []path{
-		{"to_container, no policy: new connection", datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, true, pass},
-		{"to_container, enforced: new connection allowed (L3+L4 rule)", datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, true, pass},
-		{"to_container, enforced: new connection denied (default deny)", datapath.HookToContainer, b.ifidx[0], true, in, out, w.DeniedPort, true, shot},
-		{"to_container, no policy: established", datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, false, pass},
-		{"to_container, enforced: established", datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, false, pass},
-		{"from_container, no policy: new connection to local pod", datapath.HookFromContainer, b.ifidx[0], false, out, egressPeerIP, w.EgressPort, true, redirect},
-		{"from_container, enforced: new connection allowed", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, w.EgressPort, true, redirect},
+		{pathInNoPolicy, datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, true, pass},
+		{pathInAllowed, datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, true, pass},
+		{pathInDenied, datapath.HookToContainer, b.ifidx[0], true, in, out, w.DeniedPort, true, shot},
+		{pathInNoPolicyEst, datapath.HookToContainer, b.ifidx[0], false, in, out, w.AllowedPort, false, pass},
+		{pathInEstablished, datapath.HookToContainer, b.ifidx[0], true, in, out, w.AllowedPort, false, pass},
+		{pathOutNoPolicy, datapath.HookFromContainer, b.ifidx[0], false, out, egressPeerIP, w.EgressPort, true, redirect},
+		{pathOutAllowed, datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, w.EgressPort, true, redirect},
 		{"from_container, enforced: new connection denied", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, 20001, true, shot},
 		{"from_container, enforced: established", datapath.HookFromContainer, b.ifidx[0], true, out, egressPeerIP, w.EgressPort, false, redirect},
 	}
@@ -571,8 +617,8 @@ func policyPackets(b *benchDP, w *Workload, runs int) ([]PacketCost, string, err
 		if err != nil {
 			return nil, "", fmt.Errorf("empty program: %w", err)
 		}
-		c := PacketCost{Name: p.name, Mean: mean(d), Median: median(d), Empty: mean(e), Verdict: verdict, Runs: runs, Distinct: p.distinct}
-		c.Ratio = c.Mean / c.Empty
+		c := PacketCost{Name: p.name, Median: median(d), Mean: mean(d), EmptyMedian: median(e), EmptyMean: mean(e), Verdict: verdict, Runs: runs, Distinct: p.distinct}
+		c.Ratio = c.Median / c.EmptyMedian
 		out2 = append(out2, c)
 	}
 	return out2, PolicyPacketMethod, nil
