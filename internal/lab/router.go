@@ -515,6 +515,10 @@ func setupRouterNS(underlayNS, nsName, port string, addrs []netip.Prefix) error 
 // startRouter writes the router's configuration, starts its daemons in its
 // namespace (recording each through save) and waits until it answers.
 func startRouter(ctx context.Context, st *State, r *RouterState, save func() error) error {
+	// The parent stays traversable: FRR's daemons run as user frr.
+	if err := os.MkdirAll(filepath.Dir(r.Dir), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(r.Dir), err)
+	}
 	if err := os.MkdirAll(r.Dir, 0o750); err != nil {
 		return fmt.Errorf("creating %s: %w", r.Dir, err)
 	}
