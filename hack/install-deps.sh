@@ -2,7 +2,8 @@
 # Installs the system packages Lumen needs to build and test (Debian/Ubuntu).
 # Quick when everything is already there.
 set -euo pipefail
-pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3)
+# bird2 and frr: the lab's BGP routers (run inside lab namespaces only).
+pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -12,5 +13,10 @@ if ((${#missing[@]})); then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq "${missing[@]}" >/dev/null
+	# The frr package starts its service on the host where systemd runs; the lab
+	# runs its own FRR daemons in namespaces, so a freshly installed one is stopped.
+	if [[ " ${missing[*]} " == *" frr "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now frr >/dev/null 2>&1 || true
+	fi
 fi
 command -v go >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/dl)"; exit 1; }
