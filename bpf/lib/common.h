@@ -65,6 +65,7 @@
 #define EV_F_DENIED (1 << 1)   /* policy verdict: denied */
 #define EV_F_AUDIT (1 << 2)    /* denied, but let through (audit mode) */
 #define EV_F_EXPLICIT (1 << 3) /* denied by a deny rule, not by default */
+#define EV_F_CT_KNOWN (1 << 4) /* the hook looked the connection up: EV_F_REPLY is meaningful */
 
 /* Policy match types, numbered as Cilium's monitor API. */
 #define MATCH_NONE 0

@@ -57,8 +57,13 @@ static __always_inline void emit_flags(struct __sk_buff *skb, struct pkt *p, __u
 static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type, __u8 subtype,
 				 __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id)
 {
-	emit_flags(skb, p, type, subtype, dir, ep_id, src_id, dst_id,
-		   p->ct_status == CT_REPLY ? EV_F_REPLY : 0);
+	__u32 flags = 0;
+
+	if (p->ct_status != CT_UNKNOWN)
+		flags |= EV_F_CT_KNOWN;
+	if (p->ct_status == CT_REPLY)
+		flags |= EV_F_REPLY;
+	emit_flags(skb, p, type, subtype, dir, ep_id, src_id, dst_id, flags);
 }
 
 static __always_inline int want_trace(struct pkt *p)

@@ -109,9 +109,6 @@ func (h *hubbleConfig) validate(stateDir string) error {
 	return nil
 }
 
-// reasonEventsLost is the metrics-map reason under which the datapath counts
-// events it could not reserve ring-buffer space for (REASON_EVENTS_LOST).
-const reasonEventsLost = 255
 
 // startHubble starts reading datapath events; with Hubble enabled it also
 // starts the observer and its gRPC server. It returns once listening.
@@ -217,7 +214,7 @@ func watchRingLoss(ctx context.Context, dp *datapath.Datapath, obs *observer.Obs
 		}
 		var n uint64
 		for _, c := range cs {
-			if c.Reason == reasonEventsLost {
+			if c.Reason == datapath.ReasonEventsLost {
 				n += c.Packets
 			}
 		}

@@ -22,7 +22,13 @@ const (
 	EventFlagDenied   = 1 << 1 // policy verdict: denied
 	EventFlagAudit    = 1 << 2 // denied but let through (audit mode)
 	EventFlagExplicit = 1 << 3 // denied by a deny rule
+	EventFlagCTKnown  = 1 << 4 // connection tracking ran: EventFlagReply is meaningful
 )
+
+// ReasonEventsLost is the pseudo drop reason under which the datapath
+// counts events it could not put in the ring buffer (packets are not
+// dropped for it).
+const ReasonEventsLost = 255
 
 // Policy match types (EventPolicy's Subtype), as Cilium's monitor API.
 const (

@@ -67,6 +67,7 @@ var (
 	forwardBytes   = prometheus.NewDesc("lumen_forward_bytes_total", "Bytes forwarded by the datapath.", []string{"direction"}, nil)
 	dropPackets    = prometheus.NewDesc("lumen_drop_count_total", "Packets dropped by the datapath.", []string{"reason", "direction"}, nil)
 	dropBytes      = prometheus.NewDesc("lumen_drop_bytes_total", "Bytes dropped by the datapath.", []string{"reason", "direction"}, nil)
+	eventsLost     = prometheus.NewDesc("lumen_datapath_events_lost_total", "Events the datapath could not put in the ring buffer (full).", nil, nil)
 	scrapeErrors   atomic.Uint64
 	scrapeErrDesc  = prometheus.NewDesc("lumen_datapath_metrics_read_errors_total", "Failed reads of the datapath metrics map.", nil, nil)
 )
@@ -81,6 +82,7 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dropPackets
 	ch <- dropBytes
 	ch <- scrapeErrDesc
+	ch <- eventsLost
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -89,6 +91,10 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		scrapeErrors.Add(1)
 	}
 	for _, k := range cs {
+		if k.Reason == datapath.ReasonEventsLost {
+			ch <- prometheus.MustNewConstMetric(eventsLost, prometheus.CounterValue, float64(k.Packets))
+			continue
+		}
 		dir := datapath.DirectionName(k.Direction)
 		if k.Reason == 0 {
 			ch <- prometheus.MustNewConstMetric(forwardPackets, prometheus.CounterValue, float64(k.Packets), dir)
