@@ -195,9 +195,15 @@ func (pl *policyLab) runCase(t *testing.T, mc matrixCase) {
 	}
 	pl.waitSelected(t, want)
 	t.Cleanup(func() {
-		// The next case starts from no policy at all.
+		// The next case starts from no policy at all, and no connection:
+		// a UDP probe whose source port repeats one of an earlier case's
+		// (conntrack keeps UDP flows a minute) would be established, not
+		// new, and skip the policy.
 		mustLumen(t, pl.name, "delete", "-f", file)
 		pl.waitSelected(t, nil)
+		for node := range pl.clients {
+			mustLumen(t, pl.name, "--node", node, "bpf", "ct", "flush")
+		}
 	})
 	applied := time.Since(start)
 
