@@ -206,14 +206,10 @@ func (w *walker) filePeer(path string, v any) FilePeer {
 	p.ASN = w.asn(child(path, "peer-asn"), m["peer-asn"])
 	p.MyASN = w.asn(child(path, "my-asn"), m["my-asn"])
 	p.Port = uint16(w.integer(child(path, "peer-port"), m["peer-port"], DefaultPeerPort, 1, 65535))
-	p.HoldTime = w.duration(child(path, "hold-time"), m["hold-time"], DefaultHoldTime, 0, 65535*time.Second)
-	p.KeepaliveTime = w.duration(child(path, "keepalive-time"), m["keepalive-time"], p.HoldTime/3, 0, 65535*time.Second)
-	if msg := checkTimers(p.HoldTime, p.KeepaliveTime); msg != "" {
-		field, val := "hold-time", p.HoldTime
-		if m["keepalive-time"] != nil && p.HoldTime >= 3*time.Second {
-			field, val = "keepalive-time", p.KeepaliveTime
-		}
-		w.fail(child(path, field), val.String(), msg)
+	p.HoldTime = w.duration(child(path, "hold-time"), m["hold-time"], DefaultHoldTime, 3*time.Second, 65535*time.Second)
+	p.KeepaliveTime = w.duration(child(path, "keepalive-time"), m["keepalive-time"], p.HoldTime/3, time.Second, 65535*time.Second)
+	if p.KeepaliveTime > p.HoldTime {
+		w.fail(child(path, "keepalive-time"), p.KeepaliveTime.String(), fmt.Sprintf("keepalive time %s must not exceed the hold time %s", p.KeepaliveTime, p.HoldTime))
 	}
 	if m["router-id"] != nil {
 		id := w.str(child(path, "router-id"), m["router-id"])
@@ -239,8 +235,11 @@ func (w *walker) filePeer(path string, v any) FilePeer {
 	}
 	p.GracefulRestart = w.boolean(child(path, "graceful-restart"), m["graceful-restart"], true)
 	p.RestartTime = w.duration(child(path, "restart-time"), m["restart-time"], DefaultRestartTime, time.Second, MaxRestartTime)
-	if !p.GracefulRestart && m["restart-time"] != nil {
-		w.errs = append(w.errs, &resource.FieldError{Path: child(path, "restart-time"), Msg: "set while graceful-restart is false"})
+	if !p.GracefulRestart {
+		if m["restart-time"] != nil {
+			w.errs = append(w.errs, &resource.FieldError{Path: child(path, "restart-time"), Msg: "set while graceful-restart is false"})
+		}
+		p.RestartTime = 0
 	}
 	p.ConnectRetry = w.duration(child(path, "connect-retry"), m["connect-retry"], DefaultConnectRetry, time.Second, time.Hour)
 	sp := child(path, "node-selectors")
@@ -334,7 +333,8 @@ type AnnounceOptions struct {
 // Routers resolves the configuration for a node with the given labels:
 // one virtual router per my-asn, holding the peers selecting the node.
 func (c *FileConfig) Routers(nodeLabels map[string]string, o AnnounceOptions, source string) []VirtualRouter {
-	var pools []netip.Prefix
+	// Non-nil: without bgp pools no service address qualifies (MetalLB's rule).
+	pools := []netip.Prefix{}
 	for _, p := range c.Pools {
 		if p.Protocol == "bgp" {
 			pools = append(pools, p.Prefixes...)

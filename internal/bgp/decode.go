@@ -145,6 +145,11 @@ func (w *walker) asn(path string, v any) uint32 {
 	switch x := v.(type) {
 	case json.Number:
 		s = x.String()
+		if strings.ContainsAny(s, ".eE") {
+			// YAML reads 1.10 as the number 1.1: asdot must be a string.
+			w.fail(path, s, "not an AS number (quote asdot notation, e.g. \"1.10\")")
+			return 0
+		}
 	case string:
 		s = strings.TrimSpace(x)
 	default:

@@ -18,7 +18,6 @@
 package bgp
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 )
@@ -42,7 +41,7 @@ type Neighbor struct {
 	Address         netip.Addr
 	Port            uint16
 	ASN             uint32
-	HoldTime        time.Duration // 0 or at least 3s
+	HoldTime        time.Duration // at least 3s
 	KeepaliveTime   time.Duration
 	ConnectRetry    time.Duration
 	EBGPMultihopTTL uint8
@@ -84,18 +83,6 @@ func (n *Neighbor) fillDefaults() {
 	if n.GracefulRestart && n.RestartTime == 0 {
 		n.RestartTime = DefaultRestartTime
 	}
-}
-
-// checkTimers applies RFC 4271's rules: a hold time is 0 (no keepalives) or
-// at least 3 s, and the keepalive interval is not longer than it.
-func checkTimers(hold, keepalive time.Duration) string {
-	switch {
-	case hold != 0 && hold < 3*time.Second:
-		return "hold time must be 0 or at least 3s"
-	case hold != 0 && keepalive > hold:
-		return fmt.Sprintf("keepalive time %s must not exceed the hold time %s", keepalive, hold)
-	}
-	return ""
 }
 
 // poolContains reports whether a falls in one of the prefixes.

@@ -192,6 +192,9 @@ func (w *walker) neighbor(path string, v any) Neighbor {
 			}
 			n.GracefulRestart = w.boolean(child(gp, "enabled"), gm["enabled"], false)
 			n.RestartTime = w.seconds(child(gp, "restartTimeSeconds"), gm["restartTimeSeconds"], DefaultRestartTime, 1, int64(MaxRestartTime/time.Second))
+			if !n.GracefulRestart {
+				n.RestartTime = 0
+			}
 		}
 	}
 	n.fillDefaults()

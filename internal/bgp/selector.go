@@ -149,6 +149,9 @@ func (w *walker) selector(path string, v any, labelsField, exprField string) *Se
 		sort.Strings(r.Values)
 		s.MatchExpressions = append(s.MatchExpressions, r)
 	}
+	if len(s.MatchLabels) == 0 {
+		s.MatchLabels = nil // {} and absent mean the same
+	}
 	return s
 }
 
