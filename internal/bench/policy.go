@@ -56,8 +56,8 @@ type PolicyReport struct {
 // Phase is the median duration of one step of turning policies into maps.
 type Phase struct {
 	Name   string        `json:"name"`
-	Median time.Duration `json:"median"`
-	Min    time.Duration `json:"min"`
+	Median time.Duration `json:"medianNs"`
+	Min    time.Duration `json:"minNs"`
 }
 
 // PacketCost is the per-packet cost of one program path. Medians are the
@@ -253,8 +253,15 @@ func toDatapath(entries []policy.Entry) []datapath.PolicyEntry {
 // bpffs, throwaway network namespace), the per-packet cost of enforcement
 // against an empty program, and the engine's memory.
 func PolicyBench(o PolicyOptions) (*PolicyReport, error) {
-	if o.Identities < 100 || o.Rules < 12 || o.Iterations < 1 || o.Packets < 100 || o.Packets > maxDistinct {
-		return nil, fmt.Errorf("policy benchmark: want at least 100 identities, 12 rules, 1 iteration and 100 to %d packets per path, got %+v", maxDistinct, o)
+	switch {
+	case o.Identities < 100:
+		return nil, fmt.Errorf("policy benchmark: identities %d: want at least 100", o.Identities)
+	case o.Rules < 12:
+		return nil, fmt.Errorf("policy benchmark: rules %d: want at least 12 (one of each shape)", o.Rules)
+	case o.Iterations < 1:
+		return nil, fmt.Errorf("policy benchmark: iterations %d: want at least 1", o.Iterations)
+	case o.Packets < 100 || o.Packets > maxDistinct:
+		return nil, fmt.Errorf("policy benchmark: packets %d: want 100 to %d (one source port per new connection)", o.Packets, maxDistinct)
 	}
 	w, err := PolicyWorkload(o.Identities, o.Rules)
 	if err != nil {
