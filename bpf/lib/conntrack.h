@@ -46,6 +46,12 @@ static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
 
 	ct_fill(&key, p, dir, 0);
 	e = bpf_map_lookup_elem(&lumen_ct, &key);
+	/* A SYN on a closing connection opens a new one (the 5-tuple was
+	 * reused): it must be evaluated like any new connection. */
+	if (e && (e->flags & CT_F_CLOSING) && (p->tcp_flags & 0x12) == 0x02) {
+		bpf_map_delete_elem(&lumen_ct, &key);
+		e = 0;
+	}
 	if (e) {
 		ct_touch(e, p, now);
 		p->ct_status = CT_ESTABLISHED;

@@ -109,7 +109,6 @@ func (h *hubbleConfig) validate(stateDir string) error {
 	return nil
 }
 
-
 // startHubble starts reading datapath events; with Hubble enabled it also
 // starts the observer and its gRPC server. It returns once listening.
 func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *metrics.Registry, eps *endpoint.Manager,

@@ -6,6 +6,7 @@ import "fmt"
 var reasonNames = map[uint8]string{
 	0:   "Forwarded",
 	132: "Invalid source ip",
+	133: "Policy denied",
 	134: "Invalid packet",
 	139: "Unsupported L3 protocol",
 	141: "Error writing to packet",
@@ -13,7 +14,10 @@ var reasonNames = map[uint8]string{
 	153: "Error while correcting L3 checksum",
 	157: "Fragmentation not supported",
 	160: "No tunnel/encapsulation endpoint",
+	158: "Service backend not found",
+	168: "Unsupported protocol for NAT masquerade",
 	169: "FIB lookup failed",
+	181: "Policy denied by denylist",
 }
 
 // ReasonName returns the text of a drop reason code.
