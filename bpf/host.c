@@ -5,7 +5,8 @@
  *   pod go straight to its veth; packets for the node itself pass the host
  *   firewall when it is on.
  * to_netdev (TCX egress): the node's own outgoing connections pass the host
- *   firewall's egress policy. */
+ *   firewall's egress policy, and in tunnel mode its packets to other nodes'
+ *   pods are encapsulated. */
 #include "lib/fwd.h"
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
@@ -110,24 +111,38 @@ int from_netdev(struct __sk_buff *skb)
 SEC("tcx/egress")
 int to_netdev(struct __sk_buff *skb)
 {
+	struct ipcache_value *remote;
+	struct config *cfg = get_config();
 	struct pkt p;
-	__u32 dst_id, hflags;
+	__u32 dst_id, hflags, vxlan;
 	int ret, reason = 0;
 
-	hflags = host_flags();
-	if (!hflags)
+	hflags = cfg ? cfg->host_flags : 0;
+	vxlan = cfg ? cfg->vxlan_ifindex : 0;
+	if (!hflags && !vxlan)
 		return TC_ACT_OK;
 	ret = parse(skb, &p);
 	if (ret != PARSE_OK || ipv6_link_scoped(&p))
 		return TC_ACT_OK;
-	/* Only the node's own traffic: forwarded pod traffic has pod sources. */
-	if (lookup_endpoint(&p.src) || identity_of(&p.src) != ID_HOST)
-		return TC_ACT_OK;
 	dst_id = identity_of(&p.dst);
-	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
-		if (!enforce(skb, &p, HOST_EP_ID, hflags, 1, ID_HOST, dst_id, &reason))
-			return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, dst_id);
-		ct_create(&p, CT_EGRESS, ID_HOST);
+
+	/* The node's own traffic passes the host firewall's egress policy;
+	 * forwarded pod traffic has pod sources. */
+	if (hflags && !lookup_endpoint(&p.src) && identity_of(&p.src) == ID_HOST) {
+		if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
+			if (!enforce(skb, &p, HOST_EP_ID, hflags, 1, ID_HOST, dst_id, &reason))
+				return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, dst_id);
+			ct_create(&p, CT_EGRESS, ID_HOST);
+		}
+	}
+
+	/* In tunnel mode the node reaches other nodes' pods through the
+	 * overlay too: its packets, routed here towards the pod CIDR's node,
+	 * are encapsulated instead. */
+	if (vxlan) {
+		remote = lookup_ipcache(&p.dst);
+		if (remote && remote->tunnel_ip4)
+			return encap(skb, &p, remote->tunnel_ip4, vxlan, 0, identity_of(&p.src), dst_id);
 	}
 	return TC_ACT_OK;
 }

@@ -425,13 +425,13 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 				hops = append(hops, a)
 			}
 		}
-		if !m.tunnel {
-			if p, err := netip.ParsePrefix(n.PodCIDRv4); err == nil && v4.IsValid() {
-				routes = append(routes, Route{Dst: p.Masked(), Gw: v4})
-			}
-			if p, err := netip.ParsePrefix(n.PodCIDRv6); err == nil && v6.IsValid() {
-				routes = append(routes, Route{Dst: p.Masked(), Gw: v6})
-			}
+		// Routes in tunnel mode too: they bring the node's own packets to
+		// the device where to_netdev encapsulates them.
+		if p, err := netip.ParsePrefix(n.PodCIDRv4); err == nil && v4.IsValid() {
+			routes = append(routes, Route{Dst: p.Masked(), Gw: v4})
+		}
+		if p, err := netip.ParsePrefix(n.PodCIDRv6); err == nil && v6.IsValid() {
+			routes = append(routes, Route{Dst: p.Masked(), Gw: v6})
 		}
 	}
 	for _, ep := range m.endpoints {
