@@ -407,7 +407,7 @@ func startRouters(ctx context.Context, st *State, t *Topology, log *slog.Logger)
 	if agentArgsConfigureBGP(st.AgentArgs) {
 		return nil
 	}
-	if err := writeBGPConfig(st.Name, rs); err != nil {
+	if err := writeBGPConfig(BGPConfigFile(st.Name), rs); err != nil {
 		return err
 	}
 	st.AgentArgs = append(st.AgentArgs, "--bgp-config-path", BGPConfigFile(st.Name), "--bgp-announce-pod-cidr", "--bgp-announce-lb-ip")
@@ -427,7 +427,7 @@ func agentArgsConfigureBGP(args []string) bool {
 
 // writeBGPConfig writes the Cilium 1.11 ConfigMap peering every node with
 // every router, with graceful restart.
-func writeBGPConfig(lab string, rs []RouterState) error {
+func writeBGPConfig(path string, rs []RouterState) error {
 	var b strings.Builder
 	b.WriteString("# Written by `lumen lab up`: every node peers with every router of the lab.\n")
 	b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bgp-config\n  namespace: kube-system\ndata:\n  config.yaml: |\n    peers:\n")
@@ -436,7 +436,7 @@ func writeBGPConfig(lab string, rs []RouterState) error {
 			r.Addr(4), r.ASN, r.NodeASN)
 	}
 	b.WriteString("    address-pools:\n      - name: default\n        protocol: bgp\n        addresses: [\"0.0.0.0/0\", \"::/0\"]\n")
-	return os.WriteFile(BGPConfigFile(lab), []byte(b.String()), 0o644)
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // routerPort names router i's bridge port in the underlay.
