@@ -142,50 +142,63 @@ func (pm *PolicyMap) Sync(epID uint16, entries []PolicyEntry) error {
 		have = map[lxcPolicyKey]lxcPolicyValue{}
 		pm.mirror[epID] = have
 	}
-	put := func(k lxcPolicyKey, v lxcPolicyValue) error {
-		if cur, ok := have[k]; ok && cur == v {
+	// Each phase is one batch syscall where the kernel supports it.
+	put := func(deny uint8) error {
+		var ks []lxcPolicyKey
+		var vs []lxcPolicyValue
+		for k, v := range want {
+			if cur, ok := have[k]; v.Deny == deny && (!ok || cur != v) {
+				ks, vs = append(ks, k), append(vs, v)
+			}
+		}
+		if len(ks) == 0 {
 			return nil
 		}
-		if err := pm.m.Update(&k, &v, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("writing policy entry of endpoint %d: %w", epID, err)
+		if _, err := pm.m.BatchUpdate(ks, vs, nil); err != nil {
+			for i := range ks {
+				if err := pm.m.Update(&ks[i], &vs[i], ebpf.UpdateAny); err != nil {
+					return fmt.Errorf("writing policy entry of endpoint %d: %w", epID, err)
+				}
+			}
 		}
-		have[k] = v
+		for i := range ks {
+			have[ks[i]] = vs[i]
+		}
 		return nil
 	}
-	del := func(k lxcPolicyKey) error {
-		if err := pm.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("deleting policy entry of endpoint %d: %w", epID, err)
+	del := func(onlyAllows bool) error {
+		var ks []lxcPolicyKey
+		for k, v := range have {
+			if _, ok := want[k]; !ok && (!onlyAllows || v.Deny == 0) {
+				ks = append(ks, k)
+			}
 		}
-		delete(have, k)
+		if len(ks) == 0 {
+			return nil
+		}
+		if _, err := pm.m.BatchDelete(ks, nil); err != nil {
+			for i := range ks {
+				if err := pm.m.Delete(&ks[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("deleting policy entry of endpoint %d: %w", epID, err)
+				}
+			}
+		}
+		for _, k := range ks {
+			delete(have, k)
+		}
 		return nil
 	}
-	for k, v := range want {
-		if v.Deny == 1 {
-			if err := put(k, v); err != nil {
-				return err
-			}
-		}
+	if err := put(1); err != nil {
+		return err
 	}
-	for k, v := range want {
-		if v.Deny == 0 {
-			if err := put(k, v); err != nil {
-				return err
-			}
-		}
+	if err := put(0); err != nil {
+		return err
 	}
-	for k, v := range have {
-		if _, ok := want[k]; !ok && v.Deny == 0 {
-			if err := del(k); err != nil {
-				return err
-			}
-		}
+	if err := del(true); err != nil {
+		return err
 	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			if err := del(k); err != nil {
-				return err
-			}
-		}
+	if err := del(false); err != nil {
+		return err
 	}
 	if len(have) == 0 {
 		delete(pm.mirror, epID)
