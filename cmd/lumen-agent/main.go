@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netns"
 
 	"github.com/lumen-net/lumen/internal/api"
@@ -257,6 +258,12 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lumen_policy_map_overflow_total",
+		Help: "Endpoint policy computations that exceeded --policy-map-max-entries (the endpoint then denies all traffic).",
+	}, func() float64 { return float64(policies.Overflows.Load()) })); err != nil {
+		return err
+	}
 	if err := startHubble(ctx, cfg, dp, reg, eps, nodes, ids.alloc, store, log); err != nil {
 		return err
 	}
