@@ -15,9 +15,11 @@ package labtest
 //	many tcp|udp ADDR:PORT N            N short connections, backends counted
 //	churn tcp ADDR:PORT                 short connections back to back, in the background
 //	churnstop                           stop them, return every connection's start time and backend
+//	timeout DURATION                    how long a connection may take (default 5s)
 //
 // "dial" reports the peer as getpeername (TCP) or recvfrom (UDP) shows it:
-// the service frontend when the load balancer translates back.
+// the service frontend when the load balancer translates back; "many" and
+// "churn" count a connection whose peer is not the address dialed as failed.
 
 import (
 	"bufio"
@@ -197,7 +199,10 @@ func lbHelperMain(in io.Reader, out io.Writer) int {
 			r.ID = ""
 			r.Counts = map[string]int{}
 			for range n {
-				_, _, _, backend, err := helperDial(f[1], f[2], 0)
+				hc, _, _, backend, err := helperDialChecked(f[1], f[2])
+				if hc != nil {
+					hc.c.Close()
+				}
 				if err != nil {
 					r.Fails = append(r.Fails, err.Error())
 					continue
@@ -211,6 +216,13 @@ func lbHelperMain(in io.Reader, out io.Writer) int {
 			}
 			r.ID = ""
 			churn = startChurn(f[1], f[2])
+		case "timeout":
+			d, err := time.ParseDuration(r.ID)
+			if err != nil {
+				fail(err)
+				break
+			}
+			dialTimeout = d
 		case "churnstop":
 			r.ID = ""
 			if churn == nil {
@@ -229,6 +241,19 @@ func lbHelperMain(in io.Reader, out io.Writer) int {
 	return 0
 }
 
+// dialTimeout bounds each connection (and a UDP exchange).
+var dialTimeout = 5 * time.Second
+
+// helperDialChecked is helperDial without a source port, failing when the
+// peer the socket sees is not addr.
+func helperDialChecked(proto, addr string) (*helperConn, string, string, []string, error) {
+	hc, peer, local, backend, err := helperDial(proto, addr, 0)
+	if err == nil && peer != addr {
+		err = fmt.Errorf("%s %s: the answer came from %s (backend %v), not from the address dialed", proto, addr, peer, backend)
+	}
+	return hc, peer, local, backend, err
+}
+
 // helperDial opens a connection to addr, asks the backend who it is, and
 // keeps the connection for TCP (nil for UDP, whose exchange is done).
 func helperDial(proto, addr string, sport int) (hc *helperConn, peer, local string, backend []string, err error) {
@@ -238,7 +263,7 @@ func helperDial(proto, addr string, sport int) (hc *helperConn, peer, local stri
 	}
 	switch proto {
 	case "tcp":
-		d := net.Dialer{Timeout: 5 * time.Second}
+		d := net.Dialer{Timeout: dialTimeout}
 		if sport > 0 {
 			d.LocalAddr = &net.TCPAddr{Port: sport}
 			d.Control = func(_, _ string, c syscall.RawConn) error {
@@ -284,7 +309,7 @@ func helperDial(proto, addr string, sport int) (hc *helperConn, peer, local stri
 		}
 		defer pc.Close()
 		buf := make([]byte, 2048)
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(dialTimeout)
 		for time.Now().Before(deadline) {
 			if _, err := pc.WriteToUDPAddrPort([]byte(lab.WhoAmI), ap); err != nil {
 				return nil, "", "", nil, err
@@ -367,16 +392,16 @@ func startChurn(proto, addr string) *churnRun {
 			default:
 			}
 			rec := churnRecord{Start: time.Now().UnixNano()}
-			hc, _, _, backend, err := helperDial(proto, addr, 0)
+			hc, _, _, backend, err := helperDialChecked(proto, addr)
+			if hc != nil {
+				// A reset: no TIME_WAIT, the ephemeral ports last.
+				_ = hc.c.(*net.TCPConn).SetLinger(0)
+				hc.c.Close()
+			}
 			if err != nil {
 				rec.Err = err.Error()
 			} else {
 				rec.Backend = backend[0]
-				if hc != nil {
-					// A reset: no TIME_WAIT, the ephemeral ports last.
-					_ = hc.c.(*net.TCPConn).SetLinger(0)
-					hc.c.Close()
-				}
 			}
 			r.records = append(r.records, rec)
 		}
