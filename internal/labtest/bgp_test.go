@@ -288,6 +288,19 @@ agentArgs: %s
 			}
 			t.Logf("router kept n1's routes over %d samples during the restart", samples)
 
+			// A running agent restarted (SIGTERM, then started again) leaves
+			// the sessions without a NOTIFICATION: the routes stay too.
+			watch = watchRoutes(t, name, podCIDRs["n1"])
+			mustLumen(t, name, "lab", "restart-agent", "n1")
+			waitUntil(t, "n1 to announce again after a graceful restart", func() bool {
+				p := bgpPeer(t, name, "n1", router.Addr(4).String())
+				return p != nil && p.State == api.BGPEstablished && p.PrefixesSent >= 2
+			})
+			time.Sleep(time.Second)
+			if samples, missing := watch(); len(missing) > 0 {
+				t.Errorf("the router lost n1's routes during a SIGTERM restart: %d of %d samples missing %v", len(missing), samples, missing[:min(5, len(missing))])
+			}
+
 			// A stopped agent: its routes stay stale for its restart time, then go.
 			killAgent(t, name, "n2")
 			waitUntil(t, "the router to see n2's session go", func() bool { return !routerSessionUp(t, router, n2v4) })
