@@ -76,6 +76,9 @@ type neighborState struct {
 	backoff time.Duration // current connect back-off; 0 once it reached the configured retry time
 	retry   time.Duration // ConnectRetry GoBGP was given
 	lastErr string        // why it could not be configured
+	// downSince is when the session was configured or last seen go down
+	// (zero while established); re-adding the peer for the back-off keeps it.
+	downSince time.Time
 }
 
 type pathKey struct {
@@ -255,7 +258,7 @@ func (r *router) syncNeighbors(ctx context.Context, want []Neighbor) error {
 		if _, ok := r.neighbors[n.Address]; ok {
 			continue
 		}
-		ns := &neighborState{want: n, backoff: firstRetry}
+		ns := &neighborState{want: n, backoff: firstRetry, downSince: time.Now()}
 		if err := r.addPeer(ctx, ns); err != nil {
 			ns.lastErr = err.Error()
 			errs = append(errs, fmt.Errorf("adding neighbor %s: %w", n.Address, err))
@@ -422,9 +425,13 @@ func (s *Speaker) Tick(ctx context.Context) {
 			switch states[addr.String()] {
 			case gobgp.PeerState_SESSION_STATE_ESTABLISHED:
 				ns.backoff = firstRetry // for the next time it goes down
+				ns.downSince = time.Time{}
 				continue
 			case gobgp.PeerState_SESSION_STATE_OPENSENT, gobgp.PeerState_SESSION_STATE_OPENCONFIRM:
 				continue // a connection is being set up
+			}
+			if ns.downSince.IsZero() {
+				ns.downSince = time.Now()
 			}
 			if ns.backoff == 0 || time.Since(ns.added) < firstRetry+ns.backoff {
 				continue
@@ -504,7 +511,7 @@ func fillPeer(row *api.BGPPeer, p *gobgp.Peer, ns *neighborState) {
 	if t := p.Timers; t != nil && t.State != nil {
 		if row.State == api.BGPEstablished {
 			if t.State.Uptime != nil {
-				row.Since = t.State.Uptime.AsTime().UTC()
+				row.Since = t.State.Uptime.AsTime().UTC().Truncate(time.Second)
 			}
 			if t.State.NegotiatedHoldTime != 0 {
 				row.HoldTime = t.State.NegotiatedHoldTime
@@ -513,12 +520,12 @@ func fillPeer(row *api.BGPPeer, p *gobgp.Peer, ns *neighborState) {
 				row.Keepalive = t.State.KeepaliveInterval
 			}
 		} else if t.State.Downtime != nil && t.State.Downtime.AsTime().Unix() > 0 {
-			row.Since = t.State.Downtime.AsTime().UTC()
+			row.Since = t.State.Downtime.AsTime().UTC().Truncate(time.Second)
 		}
 	}
 	if row.State != api.BGPEstablished && ns != nil {
-		if row.Since.IsZero() {
-			row.Since = ns.added.UTC()
+		if d := ns.downSince.UTC().Truncate(time.Second); !ns.downSince.IsZero() && (row.Since.IsZero() || d.Before(row.Since)) {
+			row.Since = d
 		}
 		row.NextRetry = secs(ns.retry)
 		if ns.backoff > 0 {

@@ -101,8 +101,12 @@ func speakerScenario(t *testing.T) {
 
 	// The dead peer is shown down, retried with a growing back-off.
 	var seen []uint64
+	downSince := peer(s, deadAddr).Since
 	waitFor(t, "the dead peer's back-off to grow", func() bool {
 		p := peer(s, deadAddr)
+		if p.Since.IsZero() || p.Since.After(downSince) && !downSince.IsZero() {
+			t.Fatalf("dead peer down since %s, earlier %s: the back-off must not reset it", p.Since, downSince)
+		}
 		if p.State == api.BGPEstablished {
 			t.Fatalf("dead peer established: %+v", p)
 		}
