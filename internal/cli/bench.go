@@ -73,6 +73,7 @@ func newBenchCmd() *cobra.Command {
 	dp.Flags().BoolVar(&skipThroughput, "no-throughput", false, "only measure per-packet program cost")
 	b.AddCommand(dp)
 	b.AddCommand(newBenchPolicyCmd())
+	b.AddCommand(newBenchLBCmd())
 	return b
 }
 
