@@ -3,7 +3,7 @@
 # Quick when everything is already there.
 set -euo pipefail
 # bird2 and frr: the lab's BGP routers (run inside lab namespaces only).
-pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr)
+pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr iptables)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
