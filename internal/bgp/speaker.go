@@ -76,6 +76,9 @@ type neighborState struct {
 	backoff time.Duration // current connect back-off; 0 once it reached the configured retry time
 	retry   time.Duration // ConnectRetry GoBGP was given
 	lastErr string        // why it could not be configured
+	// configured says GoBGP has the peer; a failed configuration is
+	// retried by the next Apply.
+	configured bool
 	// downSince is when the session was configured or last seen go down
 	// (zero while established); re-adding the peer for the back-off keeps it.
 	downSince time.Time
@@ -247,24 +250,29 @@ func (r *router) syncNeighbors(ctx context.Context, want []Neighbor) error {
 		if n, ok := wanted[addr]; ok && n == ns.want {
 			continue
 		}
-		if err := r.srv.DeletePeer(ctx, &gobgp.DeletePeerRequest{Address: addr.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("removing neighbor %s: %w", addr, err))
-			continue
+		if ns.configured {
+			if err := r.srv.DeletePeer(ctx, &gobgp.DeletePeerRequest{Address: addr.String()}); err != nil {
+				errs = append(errs, fmt.Errorf("removing neighbor %s: %w", addr, err))
+				continue
+			}
+			r.log.Info("BGP neighbor removed", "peer", addr)
 		}
-		r.log.Info("BGP neighbor removed", "peer", addr)
 		delete(r.neighbors, addr)
 	}
 	for _, n := range want {
-		if _, ok := r.neighbors[n.Address]; ok {
+		ns, ok := r.neighbors[n.Address]
+		if ok && ns.configured {
 			continue
 		}
-		ns := &neighborState{want: n, backoff: firstRetry, downSince: time.Now()}
+		if !ok {
+			ns = &neighborState{want: n, backoff: firstRetry, downSince: time.Now()}
+			r.neighbors[n.Address] = ns
+		}
 		if err := r.addPeer(ctx, ns); err != nil {
-			ns.lastErr = err.Error()
+			ns.lastErr = "configuring the session: " + err.Error()
 			errs = append(errs, fmt.Errorf("adding neighbor %s: %w", n.Address, err))
 			continue
 		}
-		r.neighbors[n.Address] = ns
 		r.log.Info("BGP neighbor added", "peer", n.Address, "peerASN", n.ASN, "gracefulRestart", n.GracefulRestart, "restartTime", n.RestartTime)
 	}
 	return errors.Join(errs...)
@@ -276,9 +284,10 @@ func (r *router) addPeer(ctx context.Context, ns *neighborState) error {
 	retry := ns.want.ConnectRetry
 	p := toGoBGPPeer(ns.want, retry)
 	if err := r.srv.AddPeer(ctx, &gobgp.AddPeerRequest{Peer: p}); err != nil {
+		ns.configured = false
 		return err
 	}
-	ns.added, ns.retry = time.Now(), retry
+	ns.added, ns.retry, ns.configured, ns.lastErr = time.Now(), retry, true, ""
 	return nil
 }
 
@@ -422,6 +431,9 @@ func (s *Speaker) Tick(ctx context.Context) {
 			}
 		})
 		for addr, ns := range r.neighbors {
+			if !ns.configured {
+				continue // Apply tries again
+			}
 			switch states[addr.String()] {
 			case gobgp.PeerState_SESSION_STATE_ESTABLISHED:
 				ns.backoff = firstRetry // for the next time it goes down
@@ -446,9 +458,8 @@ func (s *Speaker) Tick(ctx context.Context) {
 			}
 			ns.backoff = next
 			if err := r.addPeer(ctx, ns); err != nil {
-				ns.lastErr = err.Error()
+				ns.lastErr = "configuring the session: " + err.Error()
 				r.log.Warn("BGP connect back-off: re-adding neighbor", "peer", addr, "err", err)
-				delete(r.neighbors, addr) // the next Apply adds it again
 				continue
 			}
 			r.log.Debug("BGP neighbor not established, retrying", "peer", addr, "nextStep", next)
@@ -485,7 +496,7 @@ func (s *Speaker) Peers(ctx context.Context) []api.BGPPeer {
 				row.LastError = "listing peers: " + err.Error()
 			case ns == nil:
 				row.LastError = "not configured"
-			case p == nil:
+			case p == nil && ns.configured:
 				row.LastError = "not configured in the speaker"
 			}
 			if ns != nil && ns.lastErr != "" {
