@@ -127,7 +127,11 @@ func (s *Speaker) Apply(ctx context.Context, specs []RouterSpec) error {
 		if ok && sp.RouterID == r.spec.RouterID {
 			continue
 		}
-		r.log.Info("stopping BGP router", "reason", map[bool]string{true: "router id changed", false: "no longer configured"}[ok])
+		reason := "no longer configured"
+		if ok {
+			reason = "router id changed"
+		}
+		r.log.Info("stopping BGP router", "reason", reason)
 		r.srv.Stop()
 		delete(s.routers, asn)
 	}
