@@ -80,7 +80,6 @@ type Controller struct {
 	applyErr    error
 	notes       []string // what could not be announced
 	policyName  string
-	specs       []RouterSpec
 	started     time.Time
 	routerCount int
 }
@@ -296,7 +295,7 @@ func (c *Controller) converge(ctx context.Context) {
 	vrs, err := c.routers()
 	c.configErr = err
 	specs, notes := c.desired(vrs)
-	c.specs, c.notes = specs, notes
+	c.notes = notes
 	c.mu.Unlock()
 
 	// The speaker has its own lock: status calls never wait for the store.
