@@ -29,6 +29,22 @@ static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p)
 	return fib_forward(skb, p, 0, ID_HOST, dst_id);
 }
 
+/* node_addr copies the node's address of family into addr. */
+static __always_inline int node_addr(__u8 family, __u8 *addr)
+{
+	struct config *cfg = get_config();
+	const __u8 *a;
+	int i, set = 0;
+
+	if (!cfg)
+		return -1;
+	a = family == AF_INET ? cfg->node_ip4 : cfg->node_ip6;
+	__builtin_memcpy(addr, a, 16);
+	for (i = 0; i < 16; i++)
+		set |= a[i];
+	return set ? 0 : -1;
+}
+
 static __always_inline __u32 host_flags(void)
 {
 	struct config *cfg = get_config();
@@ -68,7 +84,6 @@ int from_netdev(struct __sk_buff *skb)
 		__be16 client_port = bpf_htons(p.sport), port;
 		int svc;
 
-		__builtin_memcpy(node, p.dst.addr, 16);
 		__builtin_memcpy(client, p.src.addr, 16);
 		svc = lb_dnat(skb, &p, 0, &backend);
 		if (svc < 0)
@@ -80,7 +95,11 @@ int from_netdev(struct __sk_buff *skb)
 				trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 				return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
 			}
-			/* On another node: this node stands in for the client. */
+			/* On another node: this node stands in for the client, with
+			 * its own address (the frontend may be a LoadBalancer address
+			 * that other nodes announce too). */
+			if (node_addr(p.family, node) < 0)
+				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
 			port = snat_port(&p, node, svc, client, client_port);
 			if (!port)
 				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);

@@ -230,9 +230,20 @@ int xdp_nodeport(struct xdp_md *ctx)
 	if (!svc || !(svc->flags & SVC_F_NODEPORT) || !svc->count)
 		return XDP_PASS;
 
-	/* Known flow: keep its backend and port. */
+	/* Known flow: keep its backend and port. The node stands in for the
+	 * client with its own address. */
 	__builtin_memcpy(client, p.src, 16);
-	__builtin_memcpy(node, p.dst, 16);
+	{
+		__u32 zero = 0;
+		struct config *cfg = bpf_map_lookup_elem(&lumen_config, &zero);
+
+		if (!cfg)
+			return XDP_PASS;
+		if (p.family == AF_INET)
+			__builtin_memcpy(node, cfg->node_ip4, 16);
+		else
+			__builtin_memcpy(node, cfg->node_ip6, 16);
+	}
 	h = 2166136261u;
 	{
 		const __u32 *s = (const __u32 *)p.src;

@@ -284,6 +284,8 @@ struct config {
 	__u64 host_netns_cookie; /* socket LB only for this netns when sock_hostns_only */
 	__u32 sock_hostns_only;
 	__u32 pad;
+	__u8 node_ip4[16]; /* the node's addresses: SNAT source for frontends */
+	__u8 node_ip6[16]; /* that are not the node's own (LoadBalancer, externalIPs) */
 };
 
 /* Policy map endpoint id of the host endpoint. */

@@ -101,6 +101,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	} else if err := nw.deleteVXLAN(); err != nil {
 		return err
 	}
+	rtCfg.NodeIPv4, rtCfg.NodeIPv6 = nodeIPv4, nodeIPv6
 	if err := dp.SetConfig(rtCfg); err != nil {
 		return err
 	}

@@ -134,6 +134,7 @@ func TestNodePortSNATToRemoteBackend(t *testing.T) {
 	node := netip.MustParseAddr("10.99.0.1")
 	client := netip.MustParseAddr("10.99.0.200")
 	backend := netip.MustParseAddr("10.200.2.5")
+	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
 	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
 	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 80, Proto: 6}))
 	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30080, Proto: 6}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
@@ -171,6 +172,22 @@ func TestNodePortSNATToRemoteBackend(t *testing.T) {
 	if !VerifyL4Checksum(res.Data) {
 		t.Error("L4 checksum broken by reverse SNAT")
 	}
+
+	// A LoadBalancer address (announced by several nodes) is not the
+	// node's: the node's own address stands in for the client, so the
+	// backend's reply comes back to this node.
+	lbIP := netip.MustParseAddr("192.0.2.10")
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: lbIP, Port: 80, Proto: 6}, RevNat: 2, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, f.dp.UpsertRevNat(2, lbIP, 80))
+	res = f.run(HookFromNetdev, "eth0", Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: client, Dst: lbIP, Proto: 6, SrcPort: 5600, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes())
+	src, sport = srcOf(res.Data)
+	if res.Verdict != tcActRedirect || src != node {
+		t.Fatalf("LoadBalancer address to a remote backend: verdict %d, source %s, want the node's %s", res.Verdict, src, node)
+	}
+	res = f.run(HookFromNetdev, "eth0", Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: backend, Dst: node, Proto: 6, SrcPort: 80, DstPort: sport, TTL: 64, TCPFlags: 0x12}.Bytes())
+	if src, sp := srcOf(res.Data); src != lbIP || sp != 80 {
+		t.Errorf("LoadBalancer reply from %s:%d, want %s:80", src, sp, lbIP)
+	}
 }
 
 func TestXDPNodePortAcceleration(t *testing.T) {
@@ -190,6 +207,7 @@ func TestXDPNodePortAcceleration(t *testing.T) {
 	node := netip.MustParseAddr("10.99.0.1")
 	client := netip.MustParseAddr("10.99.0.200")
 	remote := netip.MustParseAddr("10.200.2.5")
+	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
 	must(t, f.dp.UpsertBackend(1, Backend{Addr: remote, Port: 80, Proto: 6}))
 	must(t, f.dp.UpsertBackend(2, Backend{Addr: podB4, Port: 80, Proto: 6}))
 	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30080, Proto: 6}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))

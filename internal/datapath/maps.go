@@ -52,6 +52,9 @@ type RuntimeConfig struct {
 	// cookie is HostNetnsCookie (--bpf-lb-sock-hostns-only).
 	SockHostnsOnly  bool
 	HostNetnsCookie uint64
+	// NodeIPv4 and NodeIPv6 are the node's addresses: the source of
+	// SNAT towards backends on other nodes.
+	NodeIPv4, NodeIPv6 netip.Addr
 }
 
 func ipKey(a netip.Addr) lxcIpKey {
@@ -190,6 +193,13 @@ func (d *Datapath) SetConfig(c RuntimeConfig) error {
 	v.TraceLevel, v.VxlanIfindex = c.TraceLevel, c.VXLANIfIndex
 	v.MaglevSize = d.maglevInner.MaxEntries
 	v.HostNetnsCookie = c.HostNetnsCookie
+	v.NodeIp4, v.NodeIp6 = [16]uint8{}, [16]uint8{}
+	if c.NodeIPv4.IsValid() {
+		v.NodeIp4 = ipKey(c.NodeIPv4).Addr
+	}
+	if c.NodeIPv6.IsValid() {
+		v.NodeIp6 = ipKey(c.NodeIPv6).Addr
+	}
 	v.SockHostnsOnly = 0
 	if c.SockHostnsOnly {
 		v.SockHostnsOnly = 1

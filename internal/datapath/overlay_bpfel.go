@@ -22,6 +22,8 @@ type overlayConfig struct {
 	HostNetnsCookie uint64
 	SockHostnsOnly  uint32
 	Pad             uint32
+	NodeIp4         [16]uint8
+	NodeIp6         [16]uint8
 }
 
 type overlayCtEntry struct {
