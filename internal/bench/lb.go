@@ -145,6 +145,26 @@ type ConnStats struct {
 	// latencies (the client reports them; merged runs drop them).
 	Elapsed time.Duration   `json:"elapsedNs"`
 	Samples []time.Duration `json:"samplesNs,omitempty"`
+	// The connect alone (the handshake: the kernel's part, where a load
+	// balancer's cost per connection is): percentiles and samples.
+	ConnectP50     time.Duration   `json:"connectP50Ns"`
+	ConnectP99     time.Duration   `json:"connectP99Ns"`
+	ConnectSamples []time.Duration `json:"connectSamplesNs,omitempty"`
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+// withConnect adds the connect percentiles of samples to st.
+func withConnect(st ConnStats, samples []time.Duration) ConnStats {
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	st.ConnectP50, st.ConnectP99 = percentile(s, 0.5), percentile(s, 0.99)
+	return st
 }
 
 // statsOf computes rate and percentiles of latency samples.
@@ -161,25 +181,25 @@ func statsOf(lat []time.Duration, elapsed time.Duration, failed int, firstErr st
 		sum += d
 	}
 	st.Mean = sum / time.Duration(len(s))
-	pct := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
-	st.P50, st.P90, st.P99 = pct(0.50), pct(0.90), pct(0.99)
+	st.P50, st.P90, st.P99 = percentile(s, 0.50), percentile(s, 0.90), percentile(s, 0.99)
 	return st
 }
 
 // mergeStats combines runs of one client (rounds) into one figure.
 func mergeStats(runs []ConnStats) ConnStats {
-	var lat []time.Duration
+	var lat, conn []time.Duration
 	var elapsed time.Duration
 	failed, firstErr := 0, ""
 	for _, r := range runs {
 		lat = append(lat, r.Samples...)
+		conn = append(conn, r.ConnectSamples...)
 		elapsed += r.Elapsed
 		failed += r.Failed
 		if firstErr == "" {
 			firstErr = r.Error
 		}
 	}
-	return statsOf(lat, elapsed, failed, firstErr)
+	return withConnect(statsOf(lat, elapsed, failed, firstErr), conn)
 }
 
 // ConnRow is every client measured at one number of services.
@@ -590,11 +610,14 @@ func withLBDatapath(fn func(*lbDP) error) error {
 func LBClient(target string, conns, warm int, timeout time.Duration) ConnStats {
 	payload := []byte("lumen-bench-lb 0123456789abcdef\n")
 	buf := make([]byte, len(payload))
+	var connect time.Duration
 	one := func() error {
+		t := time.Now()
 		c, err := net.DialTimeout("tcp", target, timeout)
 		if err != nil {
 			return err
 		}
+		connect = time.Since(t)
 		defer c.Close()
 		_ = c.(*net.TCPConn).SetLinger(0)
 		_ = c.SetDeadline(time.Now().Add(timeout))
@@ -611,6 +634,7 @@ func LBClient(target string, conns, warm int, timeout time.Duration) ConnStats {
 	}
 	failed, firstErr := 0, ""
 	lat := make([]time.Duration, 0, conns)
+	conn := make([]time.Duration, 0, conns)
 	start := time.Now()
 	for range conns {
 		t := time.Now()
@@ -622,9 +646,10 @@ func LBClient(target string, conns, warm int, timeout time.Duration) ConnStats {
 			continue
 		}
 		lat = append(lat, time.Since(t))
+		conn = append(conn, connect)
 	}
-	st := statsOf(lat, time.Since(start), failed, firstErr)
-	st.Samples = lat
+	st := withConnect(statsOf(lat, time.Since(start), failed, firstErr), conn)
+	st.Samples, st.ConnectSamples = lat, conn
 	return st
 }
 

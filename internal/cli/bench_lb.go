@@ -137,7 +137,7 @@ func printLBReport(rep *bench.LBReport, o bench.LBOptions) {
 		first, last := rep.Connections[0], rep.Connections[len(rep.Connections)-1]
 		fmt.Printf("CONNECTIONS to a ClusterIP (%d sequential connect+echo per client, %d backends)\n", o.Conns, o.Backends)
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "SERVICES\tLUMEN CLIENT\tCONN/S\tP50 US\tP90 US\tP99 US\tVS %d SERVICE(S)\n", first.Services)
+		fmt.Fprintf(w, "SERVICES\tLUMEN CLIENT\tCONN/S\tP50 US\tP90 US\tP99 US\tCONNECT P50 US\tVS %d SERVICE(S)\n", first.Services)
 		for _, row := range rep.Connections {
 			for _, c := range []struct {
 				name      string
@@ -147,24 +147,34 @@ func printLBReport(rep *bench.LBReport, o bench.LBOptions) {
 				{"pod (per-packet DNAT)", row.LumenPodPerPacket, first.LumenPodPerPacket},
 				{"node (socket LB)", row.LumenNode, first.LumenNode},
 			} {
-				fmt.Fprintf(w, "%d\t%s\t%.0f\t%s\t%s\t%s\t%.2fx\n", row.Services, c.name, c.s.PerSec, us(c.s.P50), us(c.s.P90), us(c.s.P99), c.s.PerSec/c.first_.PerSec)
+				fmt.Fprintf(w, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.2fx\n", row.Services, c.name, c.s.PerSec, us(c.s.P50), us(c.s.P90), us(c.s.P99), us(c.s.ConnectP50), c.s.PerSec/c.first_.PerSec)
 			}
 		}
 		w.Flush()
 		fmt.Println()
 		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "SERVICES\tCLIENT (same rounds)\tCONN/S\tP50 US\tP90 US\tP99 US\tLUMEN VS THIS")
+		fmt.Fprintln(w, "SERVICES\tCLIENT (same rounds)\tCONN/S\tP50 US\tP90 US\tP99 US\tCONNECT P50 US\tLUMEN VS THIS (RATE)\t(CONNECT P50)")
 		for _, row := range rep.Connections {
-			fmt.Fprintf(w, "%d\tkube-proxy iptables, node, middle service\t%.0f\t%s\t%s\t%s\t%.2fx\n", row.Services, row.IPTablesNode.PerSec, us(row.IPTablesNode.P50), us(row.IPTablesNode.P90), us(row.IPTablesNode.P99), row.Ratio)
-			fmt.Fprintf(w, "%d\tkube-proxy iptables, node, last service\t%.0f\t%s\t%s\t%s\t%.2fx\n", row.Services, row.IPTablesNodeLast.PerSec, us(row.IPTablesNodeLast.P50), us(row.IPTablesNodeLast.P90), us(row.IPTablesNodeLast.P99), row.RatioLast)
-			fmt.Fprintf(w, "%d\tLumen, pod (socket LB)\t%.0f\t%s\t%s\t%s\t\n", row.Services, row.LumenPodBeside.PerSec, us(row.LumenPodBeside.P50), us(row.LumenPodBeside.P90), us(row.LumenPodBeside.P99))
+			l := row.LumenPodBeside
+			for _, c := range []struct {
+				name string
+				s    bench.ConnStats
+			}{
+				{"kube-proxy iptables, node, middle service", row.IPTablesNode},
+				{"kube-proxy iptables, node, last service", row.IPTablesNodeLast},
+				{"Lumen, pod (socket LB)", l},
+			} {
+				fmt.Fprintf(w, "%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.2fx\t%.2fx\n", row.Services, c.name, c.s.PerSec, us(c.s.P50), us(c.s.P90), us(c.s.P99), us(c.s.ConnectP50),
+					l.PerSec/c.s.PerSec, float64(c.s.ConnectP50)/float64(l.ConnectP50))
+			}
 		}
 		w.Flush()
 		fmt.Printf("from %d to %d services: Lumen pod keeps %.2fx of its rate (goal: flat), iptables %.2fx (middle service), %.2fx (last)\n",
 			first.Services, last.Services, last.LumenPod.PerSec/first.LumenPod.PerSec,
 			last.IPTablesNode.PerSec/first.IPTablesNode.PerSec, last.IPTablesNodeLast.PerSec/first.IPTablesNodeLast.PerSec)
-		fmt.Printf("at %d services Lumen connects %.2fx as fast as iptables to the middle service, %.2fx to the last (goal >= 2x); rules through %s\n\n",
-			last.Services, last.Ratio, last.RatioLast, rep.IPTables)
+		fmt.Printf("at %d services Lumen's connection rate is %.2fx iptables' to the middle service, %.2fx to the last (goal >= 2x); its connect p50 %.2fx and %.2fx faster; rules through %s\n\n",
+			last.Services, last.Ratio, last.RatioLast,
+			float64(last.IPTablesNode.ConnectP50)/float64(last.LumenPodBeside.ConnectP50), float64(last.IPTablesNodeLast.ConnectP50)/float64(last.LumenPodBeside.ConnectP50), rep.IPTables)
 	}
 	if a := rep.AddService; a != nil {
 		fmt.Printf("ADD ONE SERVICE when %d exist (median of %d)\n", a.Existing, o.AddRepeats)
