@@ -943,6 +943,9 @@ func iptablesRestore(ctx context.Context, flavour, nsName string, rules []byte, 
 
 // lbLabBench measures connections and adding a service in a lab.
 func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	lumenBin := filepath.Join(o.Bins, "lumen")
 	labName := fmt.Sprintf("lbbench%d", os.Getpid()%100000)
 	topo, err := lab.ParseTopology([]byte(lbBenchTopology(o.Backends)))
