@@ -8,6 +8,17 @@
 #include "lib/enforce.h"
 #include "lib/lb.h"
 
+static __always_inline int is_hairpin(const struct ip_key *ip)
+{
+	const __u8 *h = ip->family == AF_INET ? hairpin4 : hairpin6;
+	int n = ip->family == AF_INET ? 4 : 16;
+
+	for (int i = 0; i < 16; i++)
+		if (i < n && ip->addr[i] != h[i])
+			return 0;
+	return 1;
+}
+
 SEC("tcx/ingress")
 int from_container(struct __sk_buff *skb)
 {
@@ -42,7 +53,37 @@ int from_container(struct __sk_buff *skb)
 		return drop(skb, &p, -ret, DIR_EGRESS, ep_id, src_id, 0);
 	rev_nat = ret;
 
+	/* The reply of a hairpin connection: back to the pod, from the
+	 * service frontend. */
+	if (!rev_nat && is_hairpin(&p.dst)) {
+		struct ct_key hk;
+		struct ct_entry *he;
+		__u8 own[16];
+
+		ct_fill(&hk, &p, CT_EGRESS, 1);
+		he = bpf_map_lookup_elem(&lumen_ct, &hk);
+		if (!he)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_EGRESS, ep_id, src_id, 0);
+		__builtin_memcpy(own, p.src.addr, 16);
+		if (lb_rev_nat(skb, &p, he->rev_nat) < 0 || rewrite_addr(skb, &p, 0, own, bpf_htons(p.dport)) < 0)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_EGRESS, ep_id, src_id, 0);
+		skb->mark = MARK_HAIRPIN;
+		return deliver_local(skb, &p, src, DIR_EGRESS, ep_id, src_id);
+	}
+
 	dst = lookup_endpoint(&p.dst);
+	/* A pod given itself as the backend of a service. */
+	if (rev_nat && dst && dst->ifindex == src->ifindex) {
+		const __u8 *hp = p.family == AF_INET ? hairpin4 : hairpin6;
+		__u8 haddr[16];
+
+		__builtin_memcpy(haddr, hp, 16);
+		if (rewrite_addr(skb, &p, 1, haddr, bpf_htons(p.sport)) < 0)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_EGRESS, ep_id, src_id, 0);
+		ct_create_nat(&p, CT_EGRESS, src_id, rev_nat, backend);
+		skb->mark = MARK_HAIRPIN;
+		return deliver_local(skb, &p, dst, DIR_EGRESS, ep_id, src_id);
+	}
 	if (dst) {
 		dst_id = dst->identity;
 	} else {
@@ -93,6 +134,11 @@ int to_container(struct __sk_buff *skb)
 	ep = lookup_endpoint(&p.dst);
 	if (!ep)
 		return TC_ACT_OK; /* not addressed to the pod: the pod decides */
+	if (skb->mark == MARK_HAIRPIN) {
+		skb->mark = 0;
+		trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, ep->identity, ep->identity);
+		return TC_ACT_OK;
+	}
 	src_id = identity_of(&p.src);
 	/* A service id handed over by from_netdev (NodePort to a local pod). */
 	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {

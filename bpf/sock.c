@@ -38,10 +38,17 @@ static __always_inline void sock_xlate(struct bpf_sock_addr *ctx, __u8 family, _
 	svc = lb_lookup(&key, family, proto, addr, bpf_ntohs((__u16)*port), 1);
 	if (!svc)
 		return;
-	/* No source address yet: the socket cookie spreads connections. */
+	/* No source address yet: the socket cookie spreads connections, and
+	 * the network namespace stands for the client (session affinity is
+	 * per pod, as Cilium keys it by netns cookie). */
 	p.family = family;
 	p.proto = proto;
 	p.sport = (__u16)bpf_get_socket_cookie(ctx);
+	{
+		__u64 ns = bpf_get_netns_cookie(ctx);
+
+		__builtin_memcpy(p.src.addr, &ns, sizeof(ns));
+	}
 	p.dport = bpf_ntohs((__u16)*port);
 	id = lb_select(&key, svc, &p);
 	if (!id)

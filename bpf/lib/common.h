@@ -272,6 +272,13 @@ struct snat_fwd_key {
 	__u8 peer[16];
 };
 
+/* Hairpin: a pod reaching itself through a service gets this source
+ * address (a packet from its own address would be dropped by its kernel);
+ * skb->mark tells to_container to let both directions through. */
+#define MARK_HAIRPIN 0x4c480000
+static const __u8 hairpin4[16] = { 169, 254, 42, 1 };
+static const __u8 hairpin6[16] = { 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa9, 0xfe, 0x2a, 0x01 };
+
 /* skb->mark carrying a service id from from_netdev to to_container. */
 #define MARK_REVNAT 0x4c4e0000
 #define MARK_REVNAT_MASK 0xffff0000

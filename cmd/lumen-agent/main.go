@@ -122,7 +122,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	go ids.run(ctx)
 
 	// Cluster: this node, the others, their endpoints.
-	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6)}
+	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6), Labels: hostLabels(cfg)}
 	if nodeIPv4.IsValid() {
 		local.IPv4 = nodeIPv4.String()
 	}
