@@ -87,6 +87,10 @@ type Manager struct {
 	nodes     map[string]Node
 	endpoints map[string]Endpoint // by store key
 	synced    bool
+	// listedNodes and listedEndpoints: the store was listed once. Until
+	// both, nothing is reconciled, so that a restarted agent does not
+	// flush the routes, neighbours and ipcache entries it inherited.
+	listedNodes, listedEndpoints bool
 	lastErr   error
 	kick      chan struct{}
 	extra     map[netip.Prefix]uint32
@@ -213,6 +217,7 @@ func (m *Manager) applyNodes(u kvstore.Update) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if u.Resync {
+		m.listedNodes = true
 		m.nodes = map[string]Node{}
 		for _, kv := range u.KVs {
 			m.putNode(kv)
@@ -240,6 +245,7 @@ func (m *Manager) applyEndpoints(u kvstore.Update) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if u.Resync {
+		m.listedEndpoints = true
 		m.endpoints = map[string]Endpoint{}
 		for _, kv := range u.KVs {
 			m.putEndpoint(kv)
@@ -366,6 +372,13 @@ func (m *Manager) reconcileLoop(ctx context.Context) {
 			return
 		case <-m.kick:
 		case <-retry.C:
+		}
+		m.mu.Lock()
+		ready := m.store == nil || (m.listedNodes && m.listedEndpoints)
+		m.mu.Unlock()
+		if !ready {
+			retry.Reset(200 * time.Millisecond)
+			continue
 		}
 		err := m.reconcile()
 		m.setErr(err)
