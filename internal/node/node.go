@@ -91,11 +91,11 @@ type Manager struct {
 	// both, nothing is reconciled, so that a restarted agent does not
 	// flush the routes, neighbours and ipcache entries it inherited.
 	listedNodes, listedEndpoints bool
-	lastErr   error
-	kick      chan struct{}
-	extra     map[netip.Prefix]uint32
-	overrides map[netip.Prefix]uint32
-	changed   chan struct{}
+	lastErr                      error
+	kick                         chan struct{}
+	extra                        map[netip.Prefix]uint32
+	overrides                    map[netip.Prefix]uint32
+	changed                      chan struct{}
 }
 
 // New returns a manager; store may be nil.
