@@ -102,41 +102,27 @@ func Load(opts Options) (*Datapath, error) {
 	if err := loadWithRecreate(spec, &d.lxc, copts, pinDir); err != nil {
 		return nil, fmt.Errorf("loading lxc programs: %w", err)
 	}
-	hspec, err := loadHost()
-	if err != nil {
-		return nil, fmt.Errorf("loading host spec: %w", err)
-	}
-	shared(hspec)
-	if err := hspec.LoadAndAssign(&d.host, copts); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("loading host programs: %w", err)
-	}
-	ospec, err := loadOverlay()
-	if err != nil {
-		return nil, fmt.Errorf("loading overlay spec: %w", err)
-	}
-	shared(ospec)
-	if err := ospec.LoadAndAssign(&d.overlay, copts); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("loading overlay programs: %w", err)
-	}
-	sspec, err := loadSock()
-	if err != nil {
-		return nil, fmt.Errorf("loading socket spec: %w", err)
-	}
-	shared(sspec)
-	if err := sspec.LoadAndAssign(&d.sock, copts); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("loading socket load-balancing programs: %w", err)
-	}
-	xspec, err := loadXdp()
-	if err != nil {
-		return nil, fmt.Errorf("loading XDP spec: %w", err)
-	}
-	shared(xspec)
-	if err := xspec.LoadAndAssign(&d.xdp, copts); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("loading XDP programs: %w", err)
+	// The other objects share the lxc object's pinned maps.
+	for _, o := range []struct {
+		name string
+		load func() (*ebpf.CollectionSpec, error)
+		obj  any
+	}{
+		{"host", loadHost, &d.host},
+		{"overlay", loadOverlay, &d.overlay},
+		{"socket load-balancing", loadSock, &d.sock},
+		{"XDP", loadXdp, &d.xdp},
+	} {
+		ospec, err := o.load()
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("loading %s spec: %w", o.name, err)
+		}
+		shared(ospec)
+		if err := ospec.LoadAndAssign(o.obj, copts); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("loading %s programs: %w", o.name, err)
+		}
 	}
 	m := d.lxc.lxcMaps
 	d.Endpoints, d.IPCache, d.Metrics, d.Events, d.Config = m.LumenEndpoints, m.LumenIpcache, m.LumenMetrics, m.LumenEvents, m.LumenConfig
