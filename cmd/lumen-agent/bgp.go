@@ -63,7 +63,7 @@ type bgpSubsystem struct {
 
 // startBGP starts the BGP controller when configured. It returns at once:
 // sessions come up in the background.
-func startBGP(ctx context.Context, cfg *config, store *kvstore.Client, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
+func startBGP(ctx context.Context, cfg *config, store kvstore.Store, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
 	opts := bgp.Options{
 		ConfigFile:   cfg.BGPConfigPath,
 		Announce:     bgp.AnnounceOptions{PodCIDR: cfg.BGPAnnouncePodCIDR, LBIP: cfg.BGPAnnounceLBIP},

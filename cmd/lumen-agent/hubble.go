@@ -112,7 +112,7 @@ func (h *hubbleConfig) validate(stateDir string) error {
 // startHubble starts reading datapath events; with Hubble enabled it also
 // starts the observer and its gRPC server. It returns once listening.
 func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *metrics.Registry, eps *endpoint.Manager,
-	nodes *node.Manager, ids *identity.Allocator, store *kvstore.Client, log *slog.Logger) error {
+	nodes *node.Manager, ids *identity.Allocator, store kvstore.Store, log *slog.Logger) error {
 	rd, err := dp.OpenEvents()
 	if err != nil {
 		return err
@@ -243,7 +243,7 @@ func tcpPeerAddress(listen string, local node.Node) string {
 
 // announcePeers writes this node's Hubble address to the store and keeps
 // the Peer service equal to every node's announcement.
-func announcePeers(ctx context.Context, store *kvstore.Client, svc *peer.Service, self peer.Peer, log *slog.Logger) {
+func announcePeers(ctx context.Context, store kvstore.Store, svc *peer.Service, self peer.Peer, log *slog.Logger) {
 	if store == nil {
 		return
 	}
@@ -319,7 +319,7 @@ type enricher struct {
 	eps    *endpoint.Manager
 	nodes  *node.Manager
 	ids    *identity.Allocator
-	store  *kvstore.Client
+	store  kvstore.Store
 	log    *slog.Logger
 	snap   atomic.Pointer[map[netip.Addr]*flowpb.Endpoint]
 	mu     sync.Mutex // serializes rebuilds; guards remote and last
@@ -327,7 +327,7 @@ type enricher struct {
 	last   time.Time
 }
 
-func newEnricher(cfg *config, eps *endpoint.Manager, nodes *node.Manager, ids *identity.Allocator, store *kvstore.Client, log *slog.Logger) *enricher {
+func newEnricher(cfg *config, eps *endpoint.Manager, nodes *node.Manager, ids *identity.Allocator, store kvstore.Store, log *slog.Logger) *enricher {
 	e := &enricher{cfg: cfg, eps: eps, nodes: nodes, ids: ids, store: store, log: log, remote: map[string]node.Endpoint{}}
 	e.rebuild()
 	return e

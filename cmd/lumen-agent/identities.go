@@ -14,12 +14,12 @@ import (
 // identities resolves an endpoint's labels (from its Pod and Namespace in
 // the store, as the Kubernetes API would give them) and its identity.
 type identities struct {
-	store *kvstore.Client
+	store kvstore.Store
 	alloc *identity.Allocator
 	log   *slog.Logger
 }
 
-func newIdentities(store *kvstore.Client, log *slog.Logger) *identities {
+func newIdentities(store kvstore.Store, log *slog.Logger) *identities {
 	return &identities{store: store, alloc: identity.NewAllocator(store), log: log}
 }
 

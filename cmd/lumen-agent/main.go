@@ -111,12 +111,15 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var store *kvstore.Client
+	// A nil Store (not a nil *Client in an interface) means the node is alone.
+	var store kvstore.Store
 	if cfg.KVStore != "" {
-		if store, err = kvstore.New(cfg.KVStore); err != nil {
+		etcd, err := kvstore.New(cfg.KVStore)
+		if err != nil {
 			return fmt.Errorf("kvstore: %w", err)
 		}
-		defer store.Close()
+		defer etcd.Close()
+		store = etcd
 	}
 	ids := newIdentities(store, log)
 	go ids.run(ctx)

@@ -56,7 +56,7 @@ type Sources struct {
 	// not send its End-of-RIB with half of its routes.
 	Ready func() bool
 	// Store holds Services and CiliumBGPPeeringPolicies; nil: none.
-	Store *kvstore.Client
+	Store kvstore.Store
 }
 
 // Controller turns the configuration and the node's state into the

@@ -35,7 +35,7 @@ const maxAttempts = 1000
 // cluster identities are shared by every node; without one (a node alone)
 // they are allocated in memory. Safe for concurrent use.
 type Allocator struct {
-	kv *kvstore.Client
+	kv kvstore.Store
 
 	mu          sync.Mutex
 	byLabels    map[string]ID
@@ -47,7 +47,7 @@ type Allocator struct {
 }
 
 // NewAllocator returns an allocator using kv, or in-memory when kv is nil.
-func NewAllocator(kv *kvstore.Client) *Allocator {
+func NewAllocator(kv kvstore.Store) *Allocator {
 	a := &Allocator{
 		kv:          kv,
 		byLabels:    map[string]ID{},

@@ -35,6 +35,10 @@ type Options struct {
 	MaglevSeed string
 	StateDir   string
 	Local      func() lb.NodeInfo
+	// ControllerSlices says a real EndpointSlice controller (Kubernetes)
+	// writes the slices of services with a selector: the syncer then uses
+	// them as they are and derives none.
+	ControllerSlices bool
 }
 
 // Nodes is what the syncer needs of the node manager.
@@ -55,7 +59,7 @@ type programmed struct {
 
 // Syncer converges the load-balancing maps.
 type Syncer struct {
-	store *kvstore.Client
+	store kvstore.Store
 	dp    *datapath.Datapath
 	nodes Nodes
 	opts  Options
@@ -76,7 +80,7 @@ type Syncer struct {
 var kinds = []string{"Service", "EndpointSlice", "Pod"}
 
 // New returns a syncer.
-func New(store *kvstore.Client, dp *datapath.Datapath, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
+func New(store kvstore.Store, dp *datapath.Datapath, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
 	s := &Syncer{
 		store: store, dp: dp, nodes: nodes, opts: opts, log: log,
 		objs: map[string]map[string]*resource.Object{}, synced: map[string]bool{},
@@ -85,6 +89,9 @@ func New(store *kvstore.Client, dp *datapath.Datapath, nodes Nodes, opts Options
 	}
 	for _, k := range kinds {
 		s.objs[k] = map[string]*resource.Object{}
+	}
+	if opts.ControllerSlices {
+		s.synced["Pod"] = true // pods are only needed to derive slices
 	}
 	if err := s.load(); err != nil {
 		return nil, err
@@ -148,6 +155,9 @@ func (s *Syncer) Run(ctx context.Context) {
 	}
 	ch := make(chan upd)
 	for _, kind := range kinds {
+		if kind == "Pod" && s.opts.ControllerSlices {
+			continue
+		}
 		go func() {
 			for u := range s.store.ListAndWatch(ctx, resource.KindPrefix(kind)) {
 				select {
@@ -274,8 +284,10 @@ func (s *Syncer) desired() []lb.Frontend {
 	}
 	s.mu.Unlock()
 	eps, nodes := s.nodes.Endpoints(), s.nodes.Nodes()
-	for _, svc := range svcs {
-		slices = append(slices, lb.SlicesFor(svc, eps, pods, nodes)...)
+	if !s.opts.ControllerSlices {
+		for _, svc := range svcs {
+			slices = append(slices, lb.SlicesFor(svc, eps, pods, nodes)...)
+		}
 	}
 	return lb.Desired(svcs, slices, s.opts.Local())
 }

@@ -77,7 +77,7 @@ type IPCache interface {
 // Manager converges the node-level state.
 type Manager struct {
 	local  Node
-	store  *kvstore.Client // nil: the node is alone
+	store  kvstore.Store // nil: the node is alone
 	ipc    IPCache
 	net    Network
 	tunnel bool
@@ -99,7 +99,7 @@ type Manager struct {
 }
 
 // New returns a manager; store may be nil.
-func New(local Node, store *kvstore.Client, ipc IPCache, nw Network, tunnel bool, log *slog.Logger) *Manager {
+func New(local Node, store kvstore.Store, ipc IPCache, nw Network, tunnel bool, log *slog.Logger) *Manager {
 	return &Manager{
 		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
 		nodes: map[string]Node{}, endpoints: map[string]Endpoint{}, kick: make(chan struct{}, 1),

@@ -57,7 +57,7 @@ type IPCache interface {
 
 // Syncer converges policy maps.
 type Syncer struct {
-	store *kvstore.Client
+	store kvstore.Store
 	alloc *identity.Allocator
 	eps   *endpoint.Manager
 	pm    *datapath.PolicyMap
@@ -84,7 +84,7 @@ type Syncer struct {
 }
 
 // New returns a syncer. store may be nil (no policies: nothing enforced).
-func New(store *kvstore.Client, alloc *identity.Allocator, eps *endpoint.Manager, pm *datapath.PolicyMap, ipc IPCache, opts Options, log *slog.Logger) *Syncer {
+func New(store kvstore.Store, alloc *identity.Allocator, eps *endpoint.Manager, pm *datapath.PolicyMap, ipc IPCache, opts Options, log *slog.Logger) *Syncer {
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries
 	}

@@ -146,7 +146,7 @@ func Delete(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, er
 }
 
 // Get reads one object; namespace is ignored for cluster-scoped kinds.
-func Get(ctx context.Context, c *kvstore.Client, kind *Kind, namespace, name string) (*Object, error) {
+func Get(ctx context.Context, c kvstore.Store, kind *Kind, namespace, name string) (*Object, error) {
 	if !kind.Namespaced {
 		namespace = ""
 	}
@@ -162,7 +162,7 @@ func Get(ctx context.Context, c *kvstore.Client, kind *Kind, namespace, name str
 
 // List reads the objects of kind in namespace ("" for all namespaces, and
 // for cluster-scoped kinds), sorted by namespace and name.
-func List(ctx context.Context, c *kvstore.Client, kind *Kind, namespace string) ([]Object, error) {
+func List(ctx context.Context, c kvstore.Store, kind *Kind, namespace string) ([]Object, error) {
 	prefix := KindPrefix(kind.Kind)
 	if kind.Namespaced && namespace != "" {
 		prefix = NamespacePrefix(kind.Kind, namespace)
@@ -183,7 +183,7 @@ func List(ctx context.Context, c *kvstore.Client, kind *Kind, namespace string) 
 }
 
 // GetPod reads a pod.
-func GetPod(ctx context.Context, c *kvstore.Client, namespace, name string) (*Pod, error) {
+func GetPod(ctx context.Context, c kvstore.Store, namespace, name string) (*Pod, error) {
 	obj, err := Get(ctx, c, mustKind("Pod"), namespace, name)
 	if err != nil {
 		return nil, err
@@ -192,7 +192,7 @@ func GetPod(ctx context.Context, c *kvstore.Client, namespace, name string) (*Po
 }
 
 // GetNamespace reads a namespace.
-func GetNamespace(ctx context.Context, c *kvstore.Client, name string) (*Namespace, error) {
+func GetNamespace(ctx context.Context, c kvstore.Store, name string) (*Namespace, error) {
 	obj, err := Get(ctx, c, mustKind("Namespace"), "", name)
 	if err != nil {
 		return nil, err
@@ -204,7 +204,7 @@ func GetNamespace(ctx context.Context, c *kvstore.Client, name string) (*Namespa
 // never applied (pods may live in one) has just the label the API server
 // would give it, kubernetes.io/metadata.name=<name>, so that identities do
 // not depend on whether the Namespace object exists.
-func NamespaceLabels(ctx context.Context, c *kvstore.Client, name string) (map[string]string, error) {
+func NamespaceLabels(ctx context.Context, c kvstore.Store, name string) (map[string]string, error) {
 	ns, err := GetNamespace(ctx, c, name)
 	if IsNotFound(err) {
 		return map[string]string{MetadataNameLabel: name}, nil
