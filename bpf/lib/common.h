@@ -83,10 +83,13 @@
 /* Pseudo reason under which ring buffer overflows are counted. */
 #define REASON_EVENTS_LOST 255
 
-/* Trace levels (lumen_config.trace_level). Drops are always reported. */
-#define TRACE_NONE 0
-#define TRACE_CONTROL 1 /* per connection: first packet each way, TCP SYN/FIN/RST */
-#define TRACE_ALL 2
+/* Trace levels (lumen_config.trace_level), after Cilium's monitor
+ * aggregation levels. Drops and policy verdicts are always reported. */
+#define TRACE_NONE 0    /* no traces */
+#define TRACE_CONTROL 1 /* "medium": per connection, its first packet each way and TCP flag changes */
+#define TRACE_ALL 2     /* "none": every packet at every observation point */
+#define TRACE_LOW 3     /* "low": every packet, at to-* observation points only */
+#define TRACE_MAX 4     /* "maximum": connection start (first packet, TCP SYN) and end (FIN, RST) */
 
 /* An IP address of either family; IPv4 uses the first 4 bytes. */
 struct ip_key {
@@ -168,7 +171,8 @@ struct ct_entry {
 	__u32 src_identity;
 	__u8 flags;
 	__u8 tcp_flags; /* union of the flags seen */
-	__u16 pad;
+	__u8 fwd_flags; /* flags seen in the original direction (trace aggregation) */
+	__u8 rev_flags; /* flags seen in the reply direction */
 	__u32 rev_nat;    /* service of a load-balanced connection (0: none) */
 	__u32 backend_id; /* CT_SERVICE entries: the chosen backend */
 };
@@ -317,5 +321,7 @@ struct event {
 	__u16 dport;
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 flags;
+	__u16 flags;
+	__u8 icmp_type; /* ICMP and ICMPv6 */
+	__u8 icmp_code;
 };

@@ -25,12 +25,20 @@ static __always_inline void ct_fill(struct ct_key *k, const struct pkt *p, __u8 
 	}
 }
 
-static __always_inline void ct_touch(struct ct_entry *e, struct pkt *p, __u64 now)
+static __always_inline void ct_touch(struct ct_entry *e, struct pkt *p, __u64 now, int reply)
 {
 	e->last_seen = now;
 	e->packets++;
 	e->bytes += p->len;
 	e->tcp_flags |= p->tcp_flags;
+	/* Per direction, what is new to it: trace aggregation reports those. */
+	if (reply) {
+		p->ct_new_flags = p->tcp_flags & ~e->rev_flags;
+		e->rev_flags |= p->tcp_flags;
+	} else {
+		p->ct_new_flags = p->tcp_flags & ~e->fwd_flags;
+		e->fwd_flags |= p->tcp_flags;
+	}
 	if (p->tcp_flags & 0x05) /* FIN or RST */
 		e->flags |= CT_F_CLOSING;
 }
@@ -53,7 +61,7 @@ static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
 		e = 0;
 	}
 	if (e) {
-		ct_touch(e, p, now);
+		ct_touch(e, p, now, 0);
 		p->ct_status = CT_ESTABLISHED;
 		p->ct_first = 0;
 		return p->ct_status;
@@ -64,13 +72,14 @@ static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
 	if (e) {
 		p->ct_first = !(e->flags & CT_F_SEEN_REPLY);
 		e->flags |= CT_F_SEEN_REPLY;
-		ct_touch(e, p, now);
+		ct_touch(e, p, now, 1);
 		p->rev_nat = e->rev_nat;
 		p->ct_status = CT_REPLY;
 		return p->ct_status;
 	}
 	p->ct_status = CT_NEW;
 	p->ct_first = 1;
+	p->ct_new_flags = p->tcp_flags;
 	return p->ct_status;
 }
 
@@ -86,6 +95,7 @@ static __always_inline void ct_create_nat(struct pkt *p, __u8 dir, __u32 src_ide
 	e.bytes = p->len;
 	e.src_identity = src_identity;
 	e.tcp_flags = p->tcp_flags;
+	e.fwd_flags = p->tcp_flags;
 	e.rev_nat = rev_nat;
 	e.backend_id = backend_id;
 	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
@@ -102,5 +112,6 @@ static __always_inline void ct_create(struct pkt *p, __u8 dir, __u32 src_identit
 	e.bytes = p->len;
 	e.src_identity = src_identity;
 	e.tcp_flags = p->tcp_flags;
+	e.fwd_flags = p->tcp_flags;
 	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
 }

@@ -51,6 +51,8 @@ static __always_inline void emit_flags(struct __sk_buff *skb, struct pkt *p, __u
 	__builtin_memcpy(e->saddr, p->src.addr, 16);
 	__builtin_memcpy(e->daddr, p->dst.addr, 16);
 	e->flags = flags;
+	e->icmp_type = p->icmp_type;
+	e->icmp_code = p->icmp_code;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -66,19 +68,42 @@ static __always_inline void emit(struct __sk_buff *skb, struct pkt *p, __u8 type
 	emit_flags(skb, p, type, subtype, dir, ep_id, src_id, dst_id, flags);
 }
 
-static __always_inline int want_trace(struct pkt *p)
+static __always_inline int obs_is_from(__u8 obs)
+{
+	return obs == OBS_FROM_ENDPOINT || obs == OBS_FROM_NETWORK || obs == OBS_FROM_OVERLAY;
+}
+
+/* want_trace applies the trace level (monitor aggregation) to a forwarded
+ * packet seen at observation point obs. Hooks without a conntrack lookup
+ * (ct_status CT_UNKNOWN) only know a packet's TCP flags. */
+static __always_inline int want_trace(struct pkt *p, __u8 obs)
 {
 	struct config *cfg = get_config();
 	__u32 level = cfg ? cfg->trace_level : TRACE_CONTROL;
+	int tcp = p->proto == IPPROTO_TCP;
 
-	if (level == TRACE_ALL)
+	switch (level) {
+	case TRACE_ALL:
 		return 1;
-	if (level == TRACE_NONE)
+	case TRACE_NONE:
 		return 0;
-	/* Per connection: its first packet each way, and TCP control packets. */
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & 0x07)) /* FIN, SYN, RST */
+	case TRACE_LOW:
+		return !obs_is_from(obs);
+	case TRACE_MAX:
+		/* A connection's start and end: the SYN (not the SYN-ACK), FIN,
+		 * RST; for other protocols the packet that opens it. */
+		if (tcp)
+			return (p->tcp_flags & 0x05) || (p->tcp_flags & 0x12) == 0x02;
+		return p->ct_status == CT_NEW;
+	}
+	/* Per connection: its first packet each way, TCP control packets
+	 * (SYN, FIN, RST: retransmissions too), and a packet that shows TCP
+	 * flags its direction had not shown yet. */
+	if (tcp && (p->tcp_flags & 0x07))
 		return 1;
-	return p->ct_status != CT_UNKNOWN && p->ct_first;
+	if (p->ct_status == CT_UNKNOWN)
+		return 0;
+	return p->ct_first || (tcp && p->ct_new_flags);
 }
 
 /* trace counts a forwarded packet and maybe reports it. */
@@ -86,7 +111,7 @@ static __always_inline void trace(struct __sk_buff *skb, struct pkt *p, __u8 obs
 				  __u16 ep_id, __u32 src_id, __u32 dst_id)
 {
 	account(p, REASON_FORWARDED, dir);
-	if (want_trace(p))
+	if (want_trace(p, obs))
 		emit(skb, p, EVENT_TRACE, obs, dir, ep_id, src_id, dst_id);
 }
 

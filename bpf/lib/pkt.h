@@ -19,7 +19,10 @@ struct pkt {
 	__u8 ttl;
 	__u8 ct_status;
 	__u8 ct_first; /* first packet of this direction of the connection */
-	__u16 pad;
+	__u8 ct_new_flags; /* TCP flags this direction of the connection had not shown before */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 pad;
 	__u16 sport;
 	__u16 dport;
 	__u32 l3_off;
@@ -59,6 +62,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, __u32 
 		__u8 *icmp = data + l4_off;
 		if ((void *)(icmp + 8) > data_end)
 			return DROP_INVALID;
+		p->icmp_type = icmp[0];
+		p->icmp_code = icmp[1];
 		if ((p->proto == IPPROTO_ICMP && (icmp[0] == 8 || icmp[0] == 0)) ||
 		    (p->proto == 58 && (icmp[0] == 128 || icmp[0] == 129))) {
 			p->sport = (__u16)icmp[4] << 8 | icmp[5];

@@ -9,6 +9,13 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
+// Trace levels beyond TraceNone, TraceControl and TraceAll: Cilium's
+// monitor aggregation "low" and "maximum" (see bpf/lib/common.h).
+const (
+	TraceLow = 3 // every packet, at to-* observation points only
+	TraceMax = 4 // connection start (first packet, TCP SYN) and end (FIN, RST)
+)
+
 // Event types.
 const (
 	EventTrace  = 1
@@ -56,6 +63,8 @@ type Event struct {
 	SrcPort     uint16
 	DstPort     uint16
 	Flags       uint32
+	ICMPType    uint8 // ICMP and ICMPv6 (Proto 1, 58)
+	ICMPCode    uint8
 }
 
 // EventSize is the size of one raw event record.
@@ -79,7 +88,8 @@ func ParseEvent(b []byte, e *Event) error {
 	e.DstPort = ne.Uint16(b[34:])
 	e.Src = addrOf(family, [16]byte(b[36:52]))
 	e.Dst = addrOf(family, [16]byte(b[52:68]))
-	e.Flags = ne.Uint32(b[68:])
+	e.Flags = uint32(ne.Uint16(b[68:]))
+	e.ICMPType, e.ICMPCode = b[70], b[71]
 	return nil
 }
 

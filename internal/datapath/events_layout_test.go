@@ -23,6 +23,9 @@ func TestEventLayout(t *testing.T) {
 		{"saddr", unsafe.Offsetof(e.Saddr), 36},
 		{"daddr", unsafe.Offsetof(e.Daddr), 52},
 		{"flags", unsafe.Offsetof(e.Flags), 68},
+		{"flags size", unsafe.Sizeof(e.Flags), 2},
+		{"icmp_type", unsafe.Offsetof(e.IcmpType), 70},
+		{"icmp_code", unsafe.Offsetof(e.IcmpCode), 71},
 		{"size", unsafe.Sizeof(e), 72},
 	}
 	for _, c := range checks {

@@ -34,7 +34,8 @@ type lxcCtEntry struct {
 	SrcIdentity uint32
 	Flags       uint8
 	TcpFlags    uint8
-	Pad         uint16
+	FwdFlags    uint8
+	RevFlags    uint8
 	RevNat      uint32
 	BackendId   uint32
 }
@@ -79,7 +80,9 @@ type lxcEvent struct {
 	Dport       uint16
 	Saddr       [16]uint8
 	Daddr       [16]uint8
-	Flags       uint32
+	Flags       uint16
+	IcmpType    uint8
+	IcmpCode    uint8
 }
 
 type lxcIpKey struct {

@@ -12,10 +12,12 @@ import (
 type Packet struct {
 	SrcMAC, DstMAC   net.HardwareAddr
 	Src, Dst         netip.Addr
-	Proto            uint8 // 6 TCP, 17 UDP, 132 SCTP
-	SrcPort, DstPort uint16
+	Proto            uint8  // 6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6
+	SrcPort, DstPort uint16 // ICMP: SrcPort is the echo identifier
 	TTL              uint8
 	TCPFlags         uint8
+	ICMPType         uint8
+	ICMPCode         uint8
 	Payload          []byte
 }
 
@@ -31,11 +33,17 @@ func (p Packet) Bytes() []byte {
 	case 17:
 		l4 = make([]byte, 8)
 		binary.BigEndian.PutUint16(l4[4:], uint16(8+len(p.Payload)))
+	case 1, 58:
+		l4 = make([]byte, 8)
+		l4[0], l4[1] = p.ICMPType, p.ICMPCode
+		binary.BigEndian.PutUint16(l4[4:], p.SrcPort)
 	default:
 		l4 = make([]byte, 12)
 	}
-	binary.BigEndian.PutUint16(l4[0:], p.SrcPort)
-	binary.BigEndian.PutUint16(l4[2:], p.DstPort)
+	if p.Proto != 1 && p.Proto != 58 {
+		binary.BigEndian.PutUint16(l4[0:], p.SrcPort)
+		binary.BigEndian.PutUint16(l4[2:], p.DstPort)
+	}
 	l4 = append(l4, p.Payload...)
 	ttl := p.TTL
 	if ttl == 0 {

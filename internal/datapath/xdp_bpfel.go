@@ -34,7 +34,8 @@ type xdpCtEntry struct {
 	SrcIdentity uint32
 	Flags       uint8
 	TcpFlags    uint8
-	Pad         uint16
+	FwdFlags    uint8
+	RevFlags    uint8
 	RevNat      uint32
 	BackendId   uint32
 }
