@@ -352,8 +352,9 @@ const (
 	protoSCTP   = 132
 )
 
-// l4Of builds the transport layer and the flow's summary. The datapath does
-// not record ICMP types: an echo's identifier is in both ports.
+// l4Of builds the transport layer and the flow's summary. ICMP messages
+// carry their type and code (the ports hold an echo's identifier: Hubble
+// has no place for it).
 func l4Of(ev *datapath.Event, v flowpb.IPVersion) (*flowpb.Layer4, string) {
 	switch ev.Proto {
 	case protoTCP:
@@ -369,9 +370,13 @@ func l4Of(ev *datapath.Event, v flowpb.IPVersion) (*flowpb.Layer4, string) {
 			SourcePort: uint32(ev.SrcPort), DestinationPort: uint32(ev.DstPort),
 		}}}, "SCTP"
 	case protoICMP:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{}}}, "ICMPv4"
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv4{ICMPv4: &flowpb.ICMPv4{
+			Type: uint32(ev.ICMPType), Code: uint32(ev.ICMPCode),
+		}}}, icmpSummary(false, ev.ICMPType, ev.ICMPCode)
 	case protoICMPv6:
-		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{}}}, "ICMPv6"
+		return &flowpb.Layer4{Protocol: &flowpb.Layer4_ICMPv6{ICMPv6: &flowpb.ICMPv6{
+			Type: uint32(ev.ICMPType), Code: uint32(ev.ICMPCode),
+		}}}, icmpSummary(true, ev.ICMPType, ev.ICMPCode)
 	}
 	if v == flowpb.IPVersion_IPv6 {
 		return nil, "IPv6"

@@ -236,8 +236,8 @@ func TestParseProtocols(t *testing.T) {
 	}{
 		{17, ip6A, "UDP", func(l *flowpb.Layer4) bool { return l.GetUDP().GetSourcePort() == 1 }},
 		{132, ipA, "SCTP", func(l *flowpb.Layer4) bool { return l.GetSCTP().GetDestinationPort() == 2 }},
-		{1, ipA, "ICMPv4", func(l *flowpb.Layer4) bool { return l.GetICMPv4() != nil }},
-		{58, ip6A, "ICMPv6", func(l *flowpb.Layer4) bool { return l.GetICMPv6() != nil }},
+		{1, ipA, "ICMPv4 EchoReply", func(l *flowpb.Layer4) bool { return l.GetICMPv4() != nil }},
+		{58, ip6A, "ICMPv6 0(0)", func(l *flowpb.Layer4) bool { return l.GetICMPv6() != nil }},
 		{47, ip6A, "IPv6", func(l *flowpb.Layer4) bool { return l == nil }},
 		{47, ipA, "IPv4", func(l *flowpb.Layer4) bool { return l == nil }},
 	}
@@ -309,10 +309,63 @@ func rawEvent(ev datapath.Event) []byte {
 	}
 	copy(b[36:], s[:])
 	copy(b[52:], d[:])
-	if len(b) >= 72 {
-		ne.PutUint32(b[68:], ev.Flags)
-	}
+	ne.PutUint16(b[68:], uint16(ev.Flags))
+	b[70], b[71] = ev.ICMPType, ev.ICMPCode
 	return b
+}
+
+// ICMP messages keep their type and code, through the raw record too, and
+// are summarised as Cilium does.
+func TestParseICMP(t *testing.T) {
+	p := testParser()
+	for _, c := range []struct {
+		src              netip.Addr
+		proto, typ, code uint8
+		summary          string
+	}{
+		{ipA, 1, 8, 0, "ICMPv4 EchoRequest"},
+		{ipA, 1, 0, 0, "ICMPv4 EchoReply"},
+		{ipA, 1, 3, 3, "ICMPv4 DestinationUnreachable(Port)"},
+		{ipA, 1, 11, 7, "ICMPv4 TimeExceeded(Code: 7)"},
+		{ipA, 1, 200, 1, "ICMPv4 200(1)"},
+		{ip6A, 58, 128, 0, "ICMPv6 EchoRequest"},
+		{ip6A, 58, 129, 0, "ICMPv6 EchoReply"},
+		{ip6A, 58, 1, 4, "ICMPv6 DestinationUnreachable(PortUnreachable)"},
+		{ip6A, 58, 2, 0, "ICMPv6 PacketTooBig"},
+	} {
+		dst := ipB
+		if c.src.Is6() {
+			dst = ip6B
+		}
+		in := datapath.Event{Type: datapath.EventTrace, Subtype: 5, Direction: 1, Proto: c.proto, Src: c.src, Dst: dst,
+			SrcPort: 77, DstPort: 77, ICMPType: c.typ, ICMPCode: c.code, Flags: datapath.EventFlagCTKnown}
+		var ev datapath.Event
+		if err := datapath.ParseEvent(rawEvent(in), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev != in {
+			t.Errorf("raw round trip: %+v, want %+v", ev, in)
+		}
+		f, err := p.Parse(&ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var typ, code uint32
+		var ok bool
+		if c.proto == 1 {
+			i := f.GetL4().GetICMPv4()
+			typ, code, ok = i.GetType(), i.GetCode(), i != nil
+		} else {
+			i := f.GetL4().GetICMPv6()
+			typ, code, ok = i.GetType(), i.GetCode(), i != nil
+		}
+		if !ok || typ != uint32(c.typ) || code != uint32(c.code) {
+			t.Errorf("proto %d type %d code %d: flow L4 %v", c.proto, c.typ, c.code, f.GetL4())
+		}
+		if f.GetSummary() != c.summary {
+			t.Errorf("proto %d type %d code %d: summary %q, want %q", c.proto, c.typ, c.code, f.GetSummary(), c.summary)
+		}
+	}
 }
 
 // FuzzParse feeds raw ring-buffer records through the datapath decoder and
@@ -321,6 +374,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(rawEvent(datapath.Event{Type: 1, Subtype: 5, Proto: 6, TCPFlags: 2, Direction: 1, Src: ipA, Dst: ipB, SrcPort: 1, DstPort: 80}))
 	f.Add(rawEvent(datapath.Event{Type: 2, Subtype: 132, Proto: 17, Src: ip6A, Dst: ip6B}))
 	f.Add(rawEvent(datapath.Event{Type: 3, Subtype: 2, Proto: 6, Src: ipA, Dst: ipB, Flags: 3}))
+	f.Add(rawEvent(datapath.Event{Type: 1, Subtype: 101, Proto: 1, Src: ipA, Dst: ipB, ICMPType: 3, ICMPCode: 4}))
 	f.Add([]byte{1, 2, 3})
 	p := testParser()
 	f.Fuzz(func(t *testing.T, b []byte) {

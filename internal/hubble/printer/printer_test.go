@@ -2,6 +2,7 @@ package printer
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/hubble/parser"
 )
 
 func resp(reply *wrapperspb.BoolValue) *observerpb.GetFlowsResponse {
@@ -70,5 +74,23 @@ func TestFormats(t *testing.T) {
 	}
 	if _, err := New(&out, &errb, "yaml", false); err == nil {
 		t.Error("yaml accepted")
+	}
+}
+
+// An ICMP flow from the parser prints its message type, as hubble does.
+func TestCompactICMP(t *testing.T) {
+	p := parser.New(parser.Options{NodeName: "n1", Clock: parser.FixedClock(0)})
+	f, err := p.Parse(&datapath.Event{Type: datapath.EventTrace, Subtype: 5, Direction: 1, Proto: 1, ICMPType: 8,
+		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Flags: datapath.EventFlagCTKnown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	pr, _ := New(&out, &errb, Compact, false)
+	if err := pr.Write(&observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: f}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.String(), "10.0.0.1 (ID:0) -> 10.0.0.2 (ID:0) from-endpoint FORWARDED (ICMPv4 EchoRequest)\n") {
+		t.Errorf("compact: %q", out.String())
 	}
 }
