@@ -36,6 +36,7 @@ type config struct {
 	SockHostnsOnly      bool     `json:"bpf-lb-sock-hostns-only"`
 	LBAlgorithm         string   `json:"bpf-lb-algorithm"`
 	LBAcceleration      string   `json:"bpf-lb-acceleration"`
+	LBMode              string   `json:"bpf-lb-mode"`
 	MaglevTableSize     uint32   `json:"bpf-lb-maglev-table-size"`
 	MaglevSeed          string   `json:"bpf-lb-maglev-hash-seed"`
 	LogLevel            string   `json:"log-level"`
@@ -43,6 +44,8 @@ type config struct {
 	hubbleConfig
 	// bgp-*, enable-bgp-control-plane: the BGP speaker, see bgp.go.
 	bgpConfig
+	// k8s-kubeconfig-path and friends: Kubernetes mode, see k8s.go.
+	k8sConfig
 
 	v4, v6     netip.Prefix
 	level      slog.Level
@@ -52,7 +55,7 @@ type config struct {
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{StateDir: api.DefaultStateDir, Routing: "native", TraceLevel: "control", LogLevel: "info", PolicyMapMaxEntries: 16384,
-		LBAlgorithm: "random", LBAcceleration: "disabled", MaglevTableSize: 16381, MaglevSeed: "JLfvgnHc2kaSUFaI"}
+		LBAlgorithm: "random", LBAcceleration: "disabled", LBMode: "snat", MaglevTableSize: 16381, MaglevSeed: "JLfvgnHc2kaSUFaI"}
 	c.hubbleConfig = defaultHubbleConfig()
 	// The file sets the defaults; flags given on the command line win.
 	if file := configFileArg(args); file != "" {
@@ -88,6 +91,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.BoolVar(&c.SockHostnsOnly, "bpf-lb-sock-hostns-only", c.SockHostnsOnly, "socket load balancing only for the host namespace; pods use per-packet load balancing (for sidecar proxies)")
 	fs.StringVar(&c.LBAlgorithm, "bpf-lb-algorithm", c.LBAlgorithm, "backend selection: random or maglev")
 	fs.StringVar(&c.LBAcceleration, "bpf-lb-acceleration", c.LBAcceleration, "XDP acceleration of NodePort/LoadBalancer traffic on every device: disabled or native")
+	fs.StringVar(&c.LBMode, "bpf-lb-mode", c.LBMode, "NodePort/LoadBalancer traffic from outside to backends on other nodes: snat (replies return through this node) or dsr (direct server return; needs --routing=native)")
 	fs.Func("bpf-lb-maglev-table-size", "entries of each Maglev table (a prime: 251 ... 131071; default 16381)", func(v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		c.MaglevTableSize = uint32(n)
@@ -98,6 +102,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&apiServers, "kube-apiserver-ips", apiServers, "comma-separated addresses of the Kubernetes API server (the kube-apiserver entity) in standalone mode")
 	c.hubbleConfig.flags(fs)
 	c.bgpConfig.flags(fs)
+	c.k8sConfig.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -169,8 +174,12 @@ func (c *config) validate() error {
 			return fmt.Errorf("ipv6-pod-cidr: invalid value %q: want an IPv6 CIDR", c.IPv6PodCIDR)
 		}
 	}
-	if !c.v4.IsValid() && !c.v6.IsValid() {
+	if !c.v4.IsValid() && !c.v6.IsValid() && c.K8sKubeconfig == "" {
+		// In Kubernetes mode lumen-operator allocates them (CiliumNode).
 		return errors.New("ipv4-pod-cidr, ipv6-pod-cidr: at least one pod CIDR is required")
+	}
+	if err := c.k8sConfig.validate(c.KVStore != ""); err != nil {
+		return err
 	}
 	for _, s := range c.KubeAPIServerIPs {
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
@@ -192,6 +201,17 @@ func (c *config) validate() error {
 	default:
 		return fmt.Errorf("bpf-lb-acceleration: invalid value %q: want disabled or native", c.LBAcceleration)
 	}
+	switch c.LBMode {
+	case "snat":
+	case "dsr":
+		// As Cilium 1.11: the option carrying the frontend needs the
+		// backend's node to see the packet as sent, not encapsulated.
+		if c.Routing != "native" {
+			return fmt.Errorf("bpf-lb-mode: dsr needs --routing=native, got routing %q (use --bpf-lb-mode=snat with a tunnel)", c.Routing)
+		}
+	default:
+		return fmt.Errorf("bpf-lb-mode: invalid value %q: want snat or dsr", c.LBMode)
+	}
 	switch c.LBAlgorithm {
 	case "random", "maglev":
 	default:
@@ -203,7 +223,7 @@ func (c *config) validate() error {
 	if c.MaglevSeed == "" {
 		return errors.New("bpf-lb-maglev-hash-seed: must not be empty")
 	}
-	if err := c.bgpConfig.validate(c.KVStore != ""); err != nil {
+	if err := c.bgpConfig.validate(c.KVStore != "" || c.K8sKubeconfig != ""); err != nil {
 		return err
 	}
 	if err := c.hubbleConfig.validate(c.StateDir); err != nil {

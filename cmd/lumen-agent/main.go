@@ -26,6 +26,7 @@ import (
 	"github.com/lumen-net/lumen/internal/devices"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/ipam"
+	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lbsync"
 	"github.com/lumen-net/lumen/internal/loadbalancer"
@@ -102,16 +103,13 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	rtCfg.NodeIPv4, rtCfg.NodeIPv6 = nodeIPv4, nodeIPv6
+	rtCfg.DSR = cfg.LBMode == "dsr"
 	if err := dp.SetConfig(rtCfg); err != nil {
 		return err
 	}
 
-	// IPAM and the store.
-	pods, err := ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json"))
-	if err != nil {
-		return err
-	}
-	// A nil Store (not a nil *Client in an interface) means the node is alone.
+	// The store: etcd (standalone or kvstore mode), the Kubernetes API, or
+	// none (a node alone). A nil Store, not a nil *Client in an interface.
 	var store kvstore.Store
 	if cfg.KVStore != "" {
 		etcd, err := kvstore.New(cfg.KVStore)
@@ -121,17 +119,30 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		defer etcd.Close()
 		store = etcd
 	}
+	var kube *k8s.Store
+	if cfg.K8sKubeconfig != "" {
+		if kube, store, err = k8sStore(ctx, cfg, store, log); err != nil {
+			return err
+		}
+	}
+	if !cfg.v4.IsValid() && !cfg.v6.IsValid() {
+		pre := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, IPv4: addrString(nodeIPv4), IPv6: addrString(nodeIPv6), Labels: hostLabels(cfg)}
+		if cfg.v4, cfg.v6, err = podCIDRsFromCiliumNode(ctx, kube, store, pre, log); err != nil {
+			return err
+		}
+	}
+
+	// IPAM: this node's pod CIDRs.
+	pods, err := ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json"))
+	if err != nil {
+		return err
+	}
 	ids := newIdentities(store, log)
 	go ids.run(ctx)
 
 	// Cluster: this node, the others, their endpoints.
-	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6), Labels: hostLabels(cfg)}
-	if nodeIPv4.IsValid() {
-		local.IPv4 = nodeIPv4.String()
-	}
-	if nodeIPv6.IsValid() {
-		local.IPv6 = nodeIPv6.String()
-	}
+	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6),
+		IPv4: addrString(nodeIPv4), IPv6: addrString(nodeIPv6), Labels: hostLabels(cfg)}
 	nodes := node.New(local, store, dp, nw, cfg.Routing == "vxlan", log)
 
 	// Policy map, adopted as the previous agent left it: nothing is flushed
@@ -193,6 +204,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	services, err := lbsync.New(store, dp, nodes, lbsync.Options{
 		Maglev: cfg.LBAlgorithm == "maglev", MaglevSize: uint64(cfg.MaglevTableSize), MaglevSeed: cfg.MaglevSeed,
 		StateDir: cfg.StateDir,
+		// Kubernetes' EndpointSlice controller writes the slices there.
+		ControllerSlices: cfg.K8sKubeconfig != "",
 		Local: func() loadbalancer.NodeInfo {
 			return loadbalancer.NodeInfo{Name: cfg.NodeName, Zone: cfg.Zone, IPs: validAddrs(nodeIPv4, nodeIPv6)}
 		},
@@ -358,6 +371,13 @@ func traceLevel(s string) uint32 {
 		return datapath.TraceAll
 	}
 	return datapath.TraceControl
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func prefixString(p netip.Prefix) string {

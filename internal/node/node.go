@@ -53,6 +53,9 @@ type Endpoint struct {
 	IPv6        string            `json:"ipv6,omitempty"`
 	Identity    uint32            `json:"identity"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// NodeIP is the node's address when only that is known (Kubernetes
+	// CiliumEndpointSlices); Node may then be empty.
+	NodeIP string `json:"nodeIP,omitempty"`
 }
 
 // Route is a route to another node's pod CIDR (native routing).
@@ -429,6 +432,12 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 			tun = v4
 		}
 		tunnels[name] = tun
+		if n.IPv4 != "" {
+			tunnels["ip:"+n.IPv4] = tun
+		}
+		if n.IPv6 != "" {
+			tunnels["ip:"+n.IPv6] = tun
+		}
 		add(n.IPv4, 32, 128, idRemoteNode, netip.Addr{})
 		add(n.IPv6, 32, 128, idRemoteNode, netip.Addr{})
 		add(n.PodCIDRv4, 32, 128, idWorld, tun)
@@ -452,6 +461,13 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 			continue
 		}
 		tun, known := tunnels[ep.Node]
+		if !known && ep.NodeIP != "" {
+			// CiliumEndpointSlices name the node by its address only.
+			tun, known = tunnels["ip:"+ep.NodeIP]
+			if local := m.local.IPv4 == ep.NodeIP || m.local.IPv6 == ep.NodeIP; local {
+				continue
+			}
+		}
 		if !known {
 			continue // its node is gone or not seen yet
 		}

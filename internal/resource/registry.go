@@ -116,3 +116,7 @@ func knownKinds() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// AllowsField reports whether f may appear at the top level of the kind's
+// objects besides apiVersion, kind and metadata.
+func (k *Kind) AllowsField(f string) bool { return k.allowsField(f) }
