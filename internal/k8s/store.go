@@ -499,8 +499,6 @@ func (s *Store) PodCIDRs(ctx context.Context) ([]string, error) {
 	return nil, fmt.Errorf("waiting for the pod CIDRs of CiliumNode %s: %w", s.opts.NodeName, ctx.Err())
 }
 
-
-
 // SplitStore serves resources from the Kubernetes API and everything else
 // (nodes, endpoints, identities, Hubble peers) from etcd: Cilium's kvstore
 // mode.

@@ -94,13 +94,13 @@ type streamState struct {
 	convert converter
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	vals    map[string][]byte   // store key -> value
-	keysOf  map[string][]string // object (namespace/name) -> its store keys
+	mu     sync.Mutex
+	vals   map[string][]byte   // store key -> value
+	keysOf map[string][]string // object (namespace/name) -> its store keys
 	// owner is the object that last wrote a key: an endpoint moving from
 	// one CiliumEndpointSlice to another must not be deleted when the old
 	// slice's update arrives after the new one's.
-	owner map[string]string
+	owner   map[string]string
 	synced  bool
 	pending []kvstore.Event
 	rev     int64
