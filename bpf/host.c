@@ -2,8 +2,9 @@
 
 /* Programs on the node's external devices.
  * from_netdev (TCX ingress): packets from the network addressed to a local
- *   pod go straight to its veth; packets for the node itself pass the host
- *   firewall when it is on.
+ *   pod go straight to its veth (a DSR flow's frontend is remembered on the
+ *   way, see lib/dsr.h); NodePort traffic is translated to its backend;
+ *   packets for the node itself pass the host firewall when it is on.
  * to_netdev (TCX egress): the node's own outgoing connections pass the host
  *   firewall's egress policy, and in tunnel mode its packets to other nodes'
  *   pods are encapsulated. */
@@ -11,6 +12,7 @@
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
 #include "lib/nat.h"
+#include "lib/dsr.h"
 
 /* forward_remote sends a translated packet to another node: through the
  * tunnel when the destination's ipcache entry names one, else routed. */
@@ -80,20 +82,36 @@ int from_netdev(struct __sk_buff *skb)
 	/* NodePort, LoadBalancer and external IPs, from outside. */
 	{
 		__u32 backend = 0;
-		__u8 node[16], client[16];
-		__be16 client_port = bpf_htons(p.sport), port;
+		__u8 node[16], client[16], frontend[16];
+		__be16 client_port = bpf_htons(p.sport), frontend_port = bpf_htons(p.dport), port;
 		int svc;
 
 		__builtin_memcpy(client, p.src.addr, 16);
+		__builtin_memcpy(frontend, p.dst.addr, 16);
 		svc = lb_dnat(skb, &p, 0, &backend);
 		if (svc < 0)
 			return drop(skb, &p, -svc, DIR_INGRESS, 0, src_id, 0);
 		if (svc > 0) {
+			struct ipcache_value *remote;
+
 			dst = lookup_endpoint(&p.dst);
 			if (dst) {
 				skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);
 				trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 				return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
+			}
+			/* DSR: the client stays the source, the frontend travels in
+			 * an option, the backend's node answers the client itself.
+			 * Native routing only (the agent refuses DSR with a tunnel;
+			 * a tunnelled backend gets SNAT). */
+			remote = lookup_ipcache(&p.dst);
+			if (dsr_enabled() && !(remote && remote->tunnel_ip4)) {
+				__u32 dst_id = remote ? remote->identity : ID_WORLD;
+
+				ret = dsr_add_opt(skb, &p, frontend, frontend_port);
+				if (ret)
+					return drop(skb, &p, ret, DIR_INGRESS, 0, src_id, dst_id);
+				return fib_forward(skb, &p, 0, src_id, dst_id);
 			}
 			/* On another node: this node stands in for the client, with
 			 * its own address (the frontend may be a LoadBalancer address
@@ -111,6 +129,13 @@ int from_netdev(struct __sk_buff *skb)
 
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
+		/* Another node's DSR flow: remember its frontend for the
+		 * replies; to_container marks the connection as such. */
+		ret = dsr_record(skb, &p);
+		if (ret < 0)
+			return drop(skb, &p, -ret, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
+		if (ret > 0)
+			skb->mark = MARK_DSR;
 		trace(skb, &p, OBS_FROM_NETWORK, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 		return deliver_local(skb, &p, dst, DIR_INGRESS, dst->ep_id, src_id);
 	}

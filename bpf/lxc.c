@@ -7,6 +7,7 @@
 #include "lib/conntrack.h"
 #include "lib/enforce.h"
 #include "lib/lb.h"
+#include "lib/dsr.h"
 
 static __always_inline int is_hairpin(const struct ip_key *ip)
 {
@@ -95,6 +96,11 @@ int from_container(struct __sk_buff *skb)
 		if (!enforce(skb, &p, ep_id, src->flags, 1, src_id, dst_id, &reason))
 			return drop(skb, &p, reason, DIR_EGRESS, ep_id, src_id, dst_id);
 		ct_create_nat(&p, CT_EGRESS, src_id, rev_nat, backend);
+	} else if (p.ct_status == CT_REPLY && p.rev_nat == REV_NAT_DSR) {
+		/* A backend answering a client that reached it through another
+		 * node's frontend (DSR): from that frontend, straight back. */
+		if (dsr_reverse(skb, &p) < 0)
+			return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_EGRESS, ep_id, src_id, dst_id);
 	} else if (p.ct_status == CT_REPLY && p.rev_nat) {
 		/* A backend answering a client that reached it through a service
 		 * frontend translated at this node's edge (NodePort). */
@@ -143,6 +149,10 @@ int to_container(struct __sk_buff *skb)
 	/* A service id handed over by from_netdev (NodePort to a local pod). */
 	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {
 		rev_nat = skb->mark & ~MARK_REVNAT_MASK;
+		skb->mark = 0;
+	} else if (skb->mark == MARK_DSR) {
+		/* Another node's DSR flow (from_netdev kept its frontend). */
+		rev_nat = REV_NAT_DSR;
 		skb->mark = 0;
 	}
 	if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {

@@ -4,10 +4,49 @@
  * node's devices: a new or known connection to a backend on another node
  * is translated (DNAT to the backend, SNAT to this node) and sent back out
  * right from the driver (XDP_TX on the same device, XDP_REDIRECT to
- * another); so are the backends' replies. Everything else, and traffic for
- * local backends, goes on to tc (from_netdev) untouched. */
+ * another); so are the backends' replies. Everything else, traffic for
+ * local backends, and DSR (--bpf-lb-mode=dsr), goes on to tc (from_netdev)
+ * untouched. lumen_xdp_stats counts what it did. */
 #include "lib/common.h"
 #include "lib/maps.h"
+
+/* lumen_config.lb_flags (lib/dsr.h). */
+#define LB_F_DSR (1 << 0)
+
+/* What the accelerator did, counted per CPU (packets, bytes) so that one
+ * can tell XDP from tc handling NodePort traffic. */
+#define XDP_STAT_FWD_TX 0       /* to a backend, back out of the same device */
+#define XDP_STAT_FWD_REDIRECT 1 /* to a backend, through another device */
+#define XDP_STAT_REV_TX 2       /* a backend's reply to the client, same device */
+#define XDP_STAT_REV_REDIRECT 3 /* a backend's reply, another device */
+#define XDP_STAT_TO_TC 4        /* a service packet left to tc (local backend, DSR, no route) */
+#define XDP_STAT_MAX 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct metrics_value);
+	__uint(max_entries, XDP_STAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lumen_xdp_stats SEC(".maps");
+
+/* xcount counts one packet under stat (its first of two per action:
+ * TX, else REDIRECT) and returns the action. */
+static __always_inline int xcount(struct xdp_md *ctx, __u32 stat, int action)
+{
+	struct metrics_value *v;
+
+	if (action == XDP_PASS)
+		stat = XDP_STAT_TO_TC;
+	else if (action != XDP_TX)
+		stat++;
+	v = bpf_map_lookup_elem(&lumen_xdp_stats, &stat);
+	if (v) {
+		v->packets++;
+		v->bytes += ctx->data_end - ctx->data;
+	}
+	return action;
+}
 
 struct xpkt {
 	__u8 family;
@@ -217,7 +256,7 @@ int xdp_nodeport(struct xdp_md *ctx)
 			cp = rv->client_port;
 			if (xrewrite(ctx, &p, fa, fp, ca, cp) < 0)
 				return XDP_PASS;
-			return xforward(ctx, &p);
+			return xcount(ctx, XDP_STAT_REV_TX, xforward(ctx, &p));
 		}
 	}
 
@@ -239,6 +278,9 @@ int xdp_nodeport(struct xdp_md *ctx)
 
 		if (!cfg)
 			return XDP_PASS;
+		/* DSR (--bpf-lb-mode=dsr) is done in tc, which adds the option. */
+		if (cfg->lb_flags & LB_F_DSR)
+			return xcount(ctx, XDP_STAT_TO_TC, XDP_PASS);
 		if (p.family == AF_INET)
 			__builtin_memcpy(node, cfg->node_ip4, 16);
 		else
@@ -284,7 +326,7 @@ int xdp_nodeport(struct xdp_md *ctx)
 	__builtin_memcpy(ik.addr, b->addr, 16);
 	local = bpf_map_lookup_elem(&lumen_endpoints, &ik);
 	if (local)
-		return XDP_PASS;
+		return xcount(ctx, XDP_STAT_TO_TC, XDP_PASS);
 
 	fk.family = p.family;
 	fk.proto = p.proto;
@@ -323,7 +365,7 @@ int xdp_nodeport(struct xdp_md *ctx)
 	__builtin_memcpy(baddr, b->addr, 16);
 	if (xrewrite(ctx, &p, node, port, baddr, b->port) < 0)
 		return XDP_PASS;
-	return xforward(ctx, &p);
+	return xcount(ctx, XDP_STAT_FWD_TX, xforward(ctx, &p));
 }
 
 /* An empty program for the receiving end of XDP_TX/REDIRECT on veth

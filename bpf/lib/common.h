@@ -294,7 +294,7 @@ struct config {
 	__u32 maglev_size;   /* entries of each maglev table (prime) */
 	__u64 host_netns_cookie; /* socket LB only for this netns when sock_hostns_only */
 	__u32 sock_hostns_only;
-	__u32 pad;
+	__u32 lb_flags;    /* LB_F_* (lib/dsr.h); was padding: the layout is unchanged */
 	__u8 node_ip4[16]; /* the node's addresses: SNAT source for frontends */
 	__u8 node_ip6[16]; /* that are not the node's own (LoadBalancer, externalIPs) */
 };

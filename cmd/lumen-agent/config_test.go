@@ -27,6 +27,13 @@ func TestParseConfigFlagsAndFile(t *testing.T) {
 	if err != nil || c.Routing != "vxlan" {
 		t.Fatalf("--tunnel=vxlan: %v %+v", err, c)
 	}
+	if c.LBMode != "snat" {
+		t.Errorf("bpf-lb-mode defaults to %q, want snat", c.LBMode)
+	}
+	c, err = parseConfig([]string{"--node-name", "n", "--ipv4-pod-cidr", "10.0.0.0/24", "--bpf-lb-mode", "dsr"})
+	if err != nil || c.LBMode != "dsr" {
+		t.Fatalf("--bpf-lb-mode=dsr with native routing: %v %+v", err, c)
+	}
 }
 
 func TestParseConfigRejects(t *testing.T) {
@@ -42,6 +49,9 @@ func TestParseConfigRejects(t *testing.T) {
 		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--routing", "geneve"}, `routing: invalid value "geneve"`},
 		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--tunnel", "geneve"}, `--tunnel: invalid value "geneve"`},
 		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--trace-level", "loud"}, `trace-level: invalid value "loud"`},
+		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--bpf-lb-mode", "hybrid"}, `bpf-lb-mode: invalid value "hybrid"`},
+		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--bpf-lb-mode", "dsr", "--routing", "vxlan"}, `bpf-lb-mode: dsr needs --routing=native`},
+		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--bpf-lb-mode=dsr", "--tunnel=vxlan"}, `bpf-lb-mode: dsr needs --routing=native`},
 		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "--log-level", "chatty"}, `log-level: invalid value "chatty"`},
 		{[]string{"--config", file}, `unknown field "routnig"`},
 		{[]string{"--ipv4-pod-cidr", "10.0.0.0/24", "extra"}, `unexpected argument "extra"`},

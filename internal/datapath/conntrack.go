@@ -67,8 +67,8 @@ func (d *Datapath) ListCT() ([]CTEntry, error) {
 	return out, it.Err()
 }
 
-// GCConntrack deletes entries idle for longer than their lifetime and
-// returns how many it removed.
+// GCConntrack deletes entries idle for longer than their lifetime, and
+// the DSR flows of connections gone, and returns how many it removed.
 func (d *Datapath) GCConntrack(l CTLifetimes) (int, error) {
 	now := monotonicNow()
 	var stale []lxcCtKey
@@ -99,7 +99,9 @@ func (d *Datapath) GCConntrack(l CTLifetimes) (int, error) {
 			return n, err
 		}
 	}
-	return n, nil
+	// DSR flows live as long as their connection.
+	dn, err := d.gcDSR(l.Other)
+	return n + dn, err
 }
 
 // FlushConntrack deletes every connection tracking entry (as `cilium bpf ct

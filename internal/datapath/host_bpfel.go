@@ -21,7 +21,7 @@ type hostConfig struct {
 	MaglevSize      uint32
 	HostNetnsCookie uint64
 	SockHostnsOnly  uint32
-	Pad             uint32
+	LbFlags         uint32
 	NodeIp4         [16]uint8
 	NodeIp6         [16]uint8
 }
@@ -50,6 +50,27 @@ type hostCtKey struct {
 	Dport  uint16
 	Saddr  [16]uint8
 	Daddr  [16]uint8
+}
+
+type hostDsrKey struct {
+	_           structs.HostLayout
+	Family      uint8
+	Proto       uint8
+	BackendPort uint16
+	ClientPort  uint16
+	Pad         uint16
+	Backend     [16]uint8
+	Client      [16]uint8
+}
+
+type hostDsrValue struct {
+	_        structs.HostLayout
+	Addr     [16]uint8
+	Port     uint16
+	Family   uint8
+	Pad      uint8
+	Pad2     uint32
+	LastSeen uint64
 }
 
 type hostEndpointInfo struct {
@@ -207,6 +228,7 @@ type hostSnatRevValue struct {
 const (
 	hostMapLumenConfig       = "lumen_config"
 	hostMapLumenCt           = "lumen_ct"
+	hostMapLumenDsr          = "lumen_dsr"
 	hostMapLumenEndpoints    = "lumen_endpoints"
 	hostMapLumenEvents       = "lumen_events"
 	hostMapLumenIpcache      = "lumen_ipcache"
@@ -277,6 +299,7 @@ type hostProgramSpecs struct {
 type hostMapSpecs struct {
 	LumenConfig       *ebpf.MapSpec `ebpf:"lumen_config"`
 	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
+	LumenDsr          *ebpf.MapSpec `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
@@ -321,6 +344,7 @@ func (o *hostObjects) Close() error {
 type hostMaps struct {
 	LumenConfig       *ebpf.Map `ebpf:"lumen_config"`
 	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
+	LumenDsr          *ebpf.Map `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
@@ -340,6 +364,7 @@ func (m *hostMaps) Close() error {
 	return _HostClose(
 		m.LumenConfig,
 		m.LumenCt,
+		m.LumenDsr,
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,

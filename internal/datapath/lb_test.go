@@ -253,4 +253,19 @@ func TestXDPNodePortAcceleration(t *testing.T) {
 	if res := run(Packet{SrcMAC: clientMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: client, Dst: node, Proto: 6, SrcPort: 6002, DstPort: 22, TTL: 64, TCPFlags: 0x02}.Bytes()); res.Verdict != xdpPass {
 		t.Errorf("not a service: XDP verdict %d, want XDP_PASS", res.Verdict)
 	}
+	// The counters tell what XDP did: one packet each way, one left to tc
+	// (the local backend; not the non-service packet).
+	st, err := f.dp.XDPStats()
+	must(t, err)
+	if st.ForwardTX.Packets != 1 || st.ReplyTX.Packets != 1 || st.ToTC.Packets != 1 || st.ForwardRedirect.Packets+st.ReplyRedirect.Packets != 0 || st.ForwardTX.Bytes == 0 {
+		t.Errorf("XDP counters %+v, want 1 forwarded, 1 reply (XDP_TX), 1 to tc", st)
+	}
+	// DSR mode: tc adds the option, XDP leaves the packet alone.
+	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node, DSR: true}))
+	if res := run(Packet{SrcMAC: clientMAC, DstMAC: eth0.Attrs().HardwareAddr, Src: client, Dst: node, Proto: 6, SrcPort: 6003, DstPort: 30080, TTL: 64, TCPFlags: 0x02}.Bytes()); res.Verdict != xdpPass {
+		t.Errorf("DSR mode: XDP verdict %d, want XDP_PASS", res.Verdict)
+	}
+	if st, _ := f.dp.XDPStats(); st.ToTC.Packets != 2 || st.ForwardTX.Packets != 1 {
+		t.Errorf("DSR mode: XDP counters %+v, want the packet left to tc", st)
+	}
 }

@@ -21,7 +21,7 @@ type lxcConfig struct {
 	MaglevSize      uint32
 	HostNetnsCookie uint64
 	SockHostnsOnly  uint32
-	Pad             uint32
+	LbFlags         uint32
 	NodeIp4         [16]uint8
 	NodeIp6         [16]uint8
 }
@@ -50,6 +50,27 @@ type lxcCtKey struct {
 	Dport  uint16
 	Saddr  [16]uint8
 	Daddr  [16]uint8
+}
+
+type lxcDsrKey struct {
+	_           structs.HostLayout
+	Family      uint8
+	Proto       uint8
+	BackendPort uint16
+	ClientPort  uint16
+	Pad         uint16
+	Backend     [16]uint8
+	Client      [16]uint8
+}
+
+type lxcDsrValue struct {
+	_        structs.HostLayout
+	Addr     [16]uint8
+	Port     uint16
+	Family   uint8
+	Pad      uint8
+	Pad2     uint32
+	LastSeen uint64
 }
 
 type lxcEndpointInfo struct {
@@ -230,6 +251,7 @@ type lxcSnatRevValue struct {
 const (
 	lxcMapLumenConfig       = "lumen_config"
 	lxcMapLumenCt           = "lumen_ct"
+	lxcMapLumenDsr          = "lumen_dsr"
 	lxcMapLumenEndpoints    = "lumen_endpoints"
 	lxcMapLumenEvents       = "lumen_events"
 	lxcMapLumenIpcache      = "lumen_ipcache"
@@ -300,6 +322,7 @@ type lxcProgramSpecs struct {
 type lxcMapSpecs struct {
 	LumenConfig       *ebpf.MapSpec `ebpf:"lumen_config"`
 	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
+	LumenDsr          *ebpf.MapSpec `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
@@ -344,6 +367,7 @@ func (o *lxcObjects) Close() error {
 type lxcMaps struct {
 	LumenConfig       *ebpf.Map `ebpf:"lumen_config"`
 	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
+	LumenDsr          *ebpf.Map `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
@@ -363,6 +387,7 @@ func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.LumenConfig,
 		m.LumenCt,
+		m.LumenDsr,
 		m.LumenEndpoints,
 		m.LumenEvents,
 		m.LumenIpcache,

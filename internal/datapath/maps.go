@@ -55,7 +55,14 @@ type RuntimeConfig struct {
 	// NodeIPv4 and NodeIPv6 are the node's addresses: the source of
 	// SNAT towards backends on other nodes.
 	NodeIPv4, NodeIPv6 netip.Addr
+	// DSR sends NodePort traffic from outside to backends on other nodes
+	// without SNAT, the frontend in an IP option, and lets those nodes
+	// answer the client directly (--bpf-lb-mode=dsr; native routing).
+	DSR bool
 }
+
+// lbFlagDSR is LB_F_DSR of bpf/lib/dsr.h.
+const lbFlagDSR = 1 << 0
 
 func ipKey(a netip.Addr) lxcIpKey {
 	var k lxcIpKey
@@ -203,6 +210,10 @@ func (d *Datapath) SetConfig(c RuntimeConfig) error {
 	v.SockHostnsOnly = 0
 	if c.SockHostnsOnly {
 		v.SockHostnsOnly = 1
+	}
+	v.LbFlags = 0
+	if c.DSR {
+		v.LbFlags |= lbFlagDSR
 	}
 	if err := d.Config.Update(uint32(0), &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("updating datapath config: %w", err)

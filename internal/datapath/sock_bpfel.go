@@ -21,7 +21,7 @@ type sockConfig struct {
 	MaglevSize      uint32
 	HostNetnsCookie uint64
 	SockHostnsOnly  uint32
-	Pad             uint32
+	LbFlags         uint32
 	NodeIp4         [16]uint8
 	NodeIp6         [16]uint8
 }

@@ -76,3 +76,46 @@ type xdpContext struct {
 	RxQueueIndex            uint32
 	EgressIfindex           uint32
 }
+
+// XDPCount is packets and bytes of one XDP action.
+type XDPCount struct {
+	Packets, Bytes uint64
+}
+
+// XDPStats is what the NodePort accelerator did (lumen_xdp_stats).
+type XDPStats struct {
+	ForwardTX       XDPCount // to a backend on another node, back out of the device it came in
+	ForwardRedirect XDPCount // to a backend, through another device
+	ReplyTX         XDPCount // a backend's reply to the client, same device
+	ReplyRedirect   XDPCount // a backend's reply, another device
+	ToTC            XDPCount // service packets left to tc: local backend, DSR mode, no route
+}
+
+// XDPStats sums the accelerator's per-CPU counters.
+func (d *Datapath) XDPStats() (XDPStats, error) { return readXDPStats(d.xdp.LumenXdpStats) }
+
+// LoadXDPStats reads the accelerator's counters from the maps an agent
+// pinned under its bpffs (for tools and tests outside the agent).
+func LoadXDPStats(bpffs string) (XDPStats, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(bpffs, "maps", "lumen_xdp_stats"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return XDPStats{}, fmt.Errorf("opening the XDP counters: %w", err)
+	}
+	defer m.Close()
+	return readXDPStats(m)
+}
+
+func readXDPStats(m *ebpf.Map) (XDPStats, error) {
+	var s XDPStats
+	for i, dst := range []*XDPCount{&s.ForwardTX, &s.ForwardRedirect, &s.ReplyTX, &s.ReplyRedirect, &s.ToTC} {
+		var vs []xdpMetricsValue
+		if err := m.Lookup(uint32(i), &vs); err != nil {
+			return s, fmt.Errorf("reading XDP counter %d: %w", i, err)
+		}
+		for _, v := range vs {
+			dst.Packets += v.Packets
+			dst.Bytes += v.Bytes
+		}
+	}
+	return s, nil
+}

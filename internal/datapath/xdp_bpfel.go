@@ -21,7 +21,7 @@ type xdpConfig struct {
 	MaglevSize      uint32
 	HostNetnsCookie uint64
 	SockHostnsOnly  uint32
-	Pad             uint32
+	LbFlags         uint32
 	NodeIp4         [16]uint8
 	NodeIp6         [16]uint8
 }
@@ -220,6 +220,7 @@ const (
 	xdpMapLumenPolicy       = "lumen_policy"
 	xdpMapLumenSnatFwd      = "lumen_snat_fwd"
 	xdpMapLumenSnatRev      = "lumen_snat_rev"
+	xdpMapLumenXdpStats     = "lumen_xdp_stats"
 	xdpProgXdpNodeport      = "xdp_nodeport"
 	xdpProgXdpPass          = "xdp_pass"
 	xdpVarUnusedEvent       = "unused_event"
@@ -290,6 +291,7 @@ type xdpMapSpecs struct {
 	LumenPolicy       *ebpf.MapSpec `ebpf:"lumen_policy"`
 	LumenSnatFwd      *ebpf.MapSpec `ebpf:"lumen_snat_fwd"`
 	LumenSnatRev      *ebpf.MapSpec `ebpf:"lumen_snat_rev"`
+	LumenXdpStats     *ebpf.MapSpec `ebpf:"lumen_xdp_stats"`
 }
 
 // xdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -334,6 +336,7 @@ type xdpMaps struct {
 	LumenPolicy       *ebpf.Map `ebpf:"lumen_policy"`
 	LumenSnatFwd      *ebpf.Map `ebpf:"lumen_snat_fwd"`
 	LumenSnatRev      *ebpf.Map `ebpf:"lumen_snat_rev"`
+	LumenXdpStats     *ebpf.Map `ebpf:"lumen_xdp_stats"`
 }
 
 func (m *xdpMaps) Close() error {
@@ -353,6 +356,7 @@ func (m *xdpMaps) Close() error {
 		m.LumenPolicy,
 		m.LumenSnatFwd,
 		m.LumenSnatRev,
+		m.LumenXdpStats,
 	)
 }
 
