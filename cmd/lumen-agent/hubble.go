@@ -50,9 +50,45 @@ type hubbleConfig struct {
 	HubbleEventBufferCapacity int      `json:"hubble-event-buffer-capacity"`
 	HubbleEventQueueSize      int      `json:"hubble-event-queue-size"`
 	HubbleMetrics             string   `json:"hubble-metrics"`
+	// MonitorAggregation is Cilium's name for the trace level; when set it
+	// wins over trace-level.
+	MonitorAggregation string `json:"monitor-aggregation"`
+	BPFEventsRingSize  int    `json:"bpf-events-ring-size"`
 
 	hubbleMetricGroups []string
 }
+
+// monitorAggregation maps Cilium's monitor aggregation levels to the
+// datapath's trace levels.
+var monitorAggregation = map[string]uint32{
+	"none":    datapath.TraceAll,     // every packet at every observation point
+	"low":     datapath.TraceLow,     // every packet, at to-* observation points only
+	"medium":  datapath.TraceControl, // per connection: first packet each way, TCP flag changes
+	"maximum": datapath.TraceMax,     // connection start and end only
+	"max":     datapath.TraceMax,
+}
+
+// traceLevels are the older --trace-level names.
+var traceLevels = map[string]uint32{
+	"none":    datapath.TraceNone,
+	"control": datapath.TraceControl,
+	"all":     datapath.TraceAll,
+}
+
+// datapathTraceLevel is the trace level to program: --monitor-aggregation
+// when given, else --trace-level (default control, i.e. medium).
+func (c *config) datapathTraceLevel() uint32 {
+	if l, ok := monitorAggregation[c.MonitorAggregation]; ok {
+		return l
+	}
+	if l, ok := traceLevels[c.TraceLevel]; ok {
+		return l
+	}
+	return datapath.TraceControl
+}
+
+// defaultEventsRing is the events ring buffer's size in bpf/lib/maps.h.
+const defaultEventsRing = 4 << 20
 
 func defaultHubbleConfig() hubbleConfig {
 	return hubbleConfig{
@@ -60,6 +96,7 @@ func defaultHubbleConfig() hubbleConfig {
 		HubbleEventBufferCapacity: observer.DefaultCapacity,
 		HubbleEventQueueSize:      observer.DefaultQueueSize,
 		HubbleMetrics:             strings.Join(hubblemetrics.Default, ","),
+		BPFEventsRingSize:         defaultEventsRing,
 	}
 }
 
@@ -76,6 +113,9 @@ func (h *hubbleConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&h.HubbleEventBufferCapacity, "hubble-event-buffer-capacity", h.HubbleEventBufferCapacity, "number of flows kept in memory")
 	fs.IntVar(&h.HubbleEventQueueSize, "hubble-event-queue-size", h.HubbleEventQueueSize, "datapath events waiting to be parsed before they are dropped")
 	fs.StringVar(&h.HubbleMetrics, "hubble-metrics", h.HubbleMetrics, "flow metric groups ("+strings.Join(hubblemetrics.Groups, ",")+"); empty: none")
+	fs.StringVar(&h.MonitorAggregation, "monitor-aggregation", h.MonitorAggregation,
+		"trace events: none (every packet), low (every packet at to-* points), medium (per connection and TCP flag changes) or maximum (connection start and end); wins over --trace-level (default medium)")
+	fs.IntVar(&h.BPFEventsRingSize, "bpf-events-ring-size", h.BPFEventsRingSize, "bytes of the datapath's events ring buffer (a power of two, at least 4096); a change replaces the ring on restart")
 }
 
 func (h *hubbleConfig) validate(stateDir string) error {
@@ -101,6 +141,12 @@ func (h *hubbleConfig) validate(stateDir string) error {
 	}
 	if h.HubbleEventQueueSize < 1 {
 		return fmt.Errorf("hubble-event-queue-size: invalid value %d: want at least 1", h.HubbleEventQueueSize)
+	}
+	if _, ok := monitorAggregation[h.MonitorAggregation]; !ok && h.MonitorAggregation != "" {
+		return fmt.Errorf("monitor-aggregation: invalid value %q: want none, low, medium or maximum", h.MonitorAggregation)
+	}
+	if n := h.BPFEventsRingSize; n < 4096 || n > 1<<30 || n&(n-1) != 0 {
+		return fmt.Errorf("bpf-events-ring-size: invalid value %d: want a power of two from 4096 to %d", n, 1<<30)
 	}
 	var err error
 	if h.hubbleMetricGroups, err = hubblemetrics.Parse(h.HubbleMetrics); err != nil {

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lumen-net/lumen/internal/datapath"
 )
 
 func TestHubbleConfig(t *testing.T) {
@@ -39,6 +41,56 @@ func TestHubbleConfig(t *testing.T) {
 		_, err := parseConfig(append(append([]string{}, base...), b.args...))
 		if err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%v: error %v, want %q", b.args, err, b.want)
+		}
+	}
+}
+
+// --monitor-aggregation takes Cilium's level names and wins over the older
+// --trace-level, which stays an alias; the ring size is a power of two.
+func TestMonitorAggregation(t *testing.T) {
+	base := []string{"--node-name", "n1", "--ipv4-pod-cidr", "10.200.1.0/24", "--state-dir", "/run/x"}
+	for _, c := range []struct {
+		args []string
+		want uint32
+	}{
+		{nil, datapath.TraceControl},
+		{[]string{"--monitor-aggregation", "none"}, datapath.TraceAll},
+		{[]string{"--monitor-aggregation", "low"}, datapath.TraceLow},
+		{[]string{"--monitor-aggregation", "medium"}, datapath.TraceControl},
+		{[]string{"--monitor-aggregation", "maximum"}, datapath.TraceMax},
+		{[]string{"--monitor-aggregation", "max"}, datapath.TraceMax},
+		{[]string{"--trace-level", "all"}, datapath.TraceAll},
+		{[]string{"--trace-level", "none"}, datapath.TraceNone},
+		{[]string{"--trace-level", "control"}, datapath.TraceControl},
+		{[]string{"--trace-level", "all", "--monitor-aggregation", "maximum"}, datapath.TraceMax},
+	} {
+		cfg, err := parseConfig(append(append([]string{}, base...), c.args...))
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if got := cfg.datapathTraceLevel(); got != c.want {
+			t.Errorf("%v: trace level %d, want %d", c.args, got, c.want)
+		}
+	}
+	cfg, err := parseConfig(append(append([]string{}, base...), "--bpf-events-ring-size", "16777216"))
+	if err != nil || cfg.BPFEventsRingSize != 16<<20 {
+		t.Fatalf("ring size: %v %+v", err, cfg)
+	}
+	if cfg, _ := parseConfig(base); cfg.BPFEventsRingSize != 4<<20 {
+		t.Errorf("default ring size %d, want 4 MiB (bpf/lib/maps.h)", cfg.BPFEventsRingSize)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--monitor-aggregation", "loud"}, `monitor-aggregation: invalid value "loud": want none, low, medium or maximum`},
+		{[]string{"--monitor-aggregation", "Medium"}, `monitor-aggregation: invalid value "Medium"`},
+		{[]string{"--bpf-events-ring-size", "5000"}, "bpf-events-ring-size: invalid value 5000"},
+		{[]string{"--bpf-events-ring-size", "2048"}, "bpf-events-ring-size: invalid value 2048"},
+	} {
+		_, err := parseConfig(append(append([]string{}, base...), c.args...))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.args, err, c.want)
 		}
 	}
 }

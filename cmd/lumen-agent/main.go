@@ -60,7 +60,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 
 	// Datapath: programs loaded, maps pinned (and adopted after a restart).
-	dp, err := datapath.Load(datapath.Options{BPFFS: filepath.Join(cfg.StateDir, "bpf"), MaglevSize: cfg.MaglevTableSize})
+	dp, err := datapath.Load(datapath.Options{BPFFS: filepath.Join(cfg.StateDir, "bpf"), MaglevSize: cfg.MaglevTableSize, EventsRingSize: uint32(cfg.BPFEventsRingSize)})
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rtCfg := datapath.RuntimeConfig{TraceLevel: traceLevel(cfg.TraceLevel), SockHostnsOnly: cfg.SockHostnsOnly, HostNetnsCookie: cookie}
+	rtCfg := datapath.RuntimeConfig{TraceLevel: cfg.datapathTraceLevel(), SockHostnsOnly: cfg.SockHostnsOnly, HostNetnsCookie: cookie}
 
 	// Devices: the node's external interfaces and addresses.
 	filter, err := devices.ParseFilter(cfg.Devices)
@@ -361,16 +361,6 @@ func validAddrs(as ...netip.Addr) []netip.Addr {
 		}
 	}
 	return out
-}
-
-func traceLevel(s string) uint32 {
-	switch s {
-	case "none":
-		return datapath.TraceNone
-	case "all":
-		return datapath.TraceAll
-	}
-	return datapath.TraceControl
 }
 
 func addrString(a netip.Addr) string {
