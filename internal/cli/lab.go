@@ -32,6 +32,8 @@ The lab is chosen with --lab or LUMEN_LAB (default "lumen").`,
 	c.AddCommand(
 		newLabUpCmd(),
 		newLabDownCmd(),
+		newLabKubectlCmd(),
+		newLabAPIProxyCmd(),
 		newLabStatusCmd(),
 		newLabProbeCmd(),
 		newLabExecCmd(),
@@ -65,7 +67,7 @@ func signalContext(parent context.Context) (context.Context, context.CancelFunc)
 
 func newLabUpCmd() *cobra.Command {
 	var file, routing, binDir string
-	var keep bool
+	var keep, k8s, ces, k8sKVStore bool
 	var agentTimeout, readyTimeout time.Duration
 	c := &cobra.Command{
 		Use:     "up -f TOPOLOGY",
@@ -89,9 +91,14 @@ func newLabUpCmd() *cobra.Command {
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
+			var kube *lab.K8sOptions
+			if k8s || ces || k8sKVStore {
+				kube = &lab.K8sOptions{EndpointSlices: ces, KVStoreIdentities: k8sKVStore}
+			}
 			_, err = lab.Up(ctx, lab.UpOptions{
 				Lab: g.lab, Topology: topo, Routing: routing, BinDir: binDir,
 				Keep: keep, Log: labLogger(), AgentTimeout: agentTimeout, ReadyTimeout: readyTimeout,
+				K8s: kube,
 			})
 			if err != nil {
 				return fmt.Errorf("lab %s: %w", g.lab, err)
@@ -104,6 +111,9 @@ func newLabUpCmd() *cobra.Command {
 	f.StringVar(&routing, "routing", "", "routing mode: native or vxlan (default: the topology's, else native)")
 	f.StringVar(&binDir, "bin-dir", "", "directory holding lumen-agent and lumen-cni (default: next to lumen)")
 	f.BoolVar(&keep, "keep", false, "keep a half-built lab when up fails, for debugging")
+	f.BoolVar(&k8s, "k8s", false, "run a real Kubernetes control plane (hack/build-k8s.sh) and the agents in Kubernetes mode; use `lumen lab kubectl`")
+	f.BoolVar(&ces, "ces", false, "with --k8s: CiliumEndpointSlice mode (lumen-operator batches endpoints)")
+	f.BoolVar(&k8sKVStore, "k8s-kvstore", false, "with --k8s: identities, endpoints and nodes in the lab's etcd (identity-allocation-mode=kvstore)")
 	f.DurationVar(&agentTimeout, "agent-timeout", 90*time.Second, "how long to wait for each agent to become healthy")
 	f.DurationVar(&readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for pods to reach each other (negative: do not wait)")
 	return c

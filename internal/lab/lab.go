@@ -23,6 +23,7 @@ import (
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netns"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/lumen-net/lumen/internal/api"
 )
@@ -50,6 +51,8 @@ type UpOptions struct {
 	// ReadyTimeout bounds the wait for pods to reach each other; negative
 	// skips that check.
 	ReadyTimeout time.Duration
+	// K8s runs the lab against a real Kubernetes control plane (see k8s.go).
+	K8s *K8sOptions
 }
 
 // Up builds a lab from its topology and returns once every agent is healthy
@@ -134,7 +137,11 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	if err := startStore(ctx, st, o.Log); err != nil {
 		return st, err
 	}
-	if err := writeResources(ctx, st, o.Topology); err != nil {
+	if o.K8s != nil {
+		if err := startKubernetes(ctx, st, o.Topology, *o.K8s, o.Log); err != nil {
+			return st, err
+		}
+	} else if err := writeResources(ctx, st, o.Topology); err != nil {
 		return st, err
 	}
 	if err := startRouters(ctx, st, o.Topology, o.Log); err != nil {
@@ -270,6 +277,12 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 		if err := setupNode(UnderlayNS(st.Name), ns, n.Name, i); err != nil {
 			return err
 		}
+		// XDP_TX/XDP_REDIRECT frames need a program on the veth's other end.
+		if WantsXDPPeers(st.AgentArgs) {
+			if err := attachXDPPass(UnderlayNS(st.Name), underlayPort(n.Name, i)); err != nil {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		}
 	}
 	return buildClients(st, t, log)
 }
@@ -345,6 +358,9 @@ func AgentArgs(st *State, n *NodeState) []string {
 		}
 		sort.Strings(kvs)
 		args = append(args, "--node-labels", strings.Join(kvs, ","))
+	}
+	if st.K8s != nil {
+		args = k8sAgentArgs(st, args)
 	}
 	return append(args, st.AgentArgs...)
 }
@@ -450,6 +466,13 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 		confs[st.Nodes[i].Name] = list
 	}
 	sctpOK := SCTPSupported()
+	var kube kubernetes.Interface
+	if st.K8s != nil {
+		var err error
+		if kube, err = st.Kube(); err != nil {
+			return err
+		}
+	}
 	for _, tp := range t.Pods {
 		node, err := st.Node(tp.Node)
 		if err != nil {
@@ -475,8 +498,18 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 		if err := podLoUp(pod.NetNS); err != nil {
 			return fmt.Errorf("pod %s: %w", pod.FullName(), err)
 		}
+		if kube != nil {
+			if err := createPod(ctx, kube, pod); err != nil {
+				return err
+			}
+		}
 		if err := cniAdd(ctx, st, node, pod, confs[node.Name]); err != nil {
 			return fmt.Errorf("pod %s: %w", pod.FullName(), err)
+		}
+		if kube != nil {
+			if err := markPodReady(ctx, kube, pod); err != nil {
+				return fmt.Errorf("pod %s: %w", pod.FullName(), err)
+			}
 		}
 		if err := st.save(); err != nil {
 			return err
@@ -641,6 +674,9 @@ func down(lab string, log *slog.Logger) error {
 			}()
 		}
 		wg.Wait()
+		if err := stopKubernetes(st, log); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := stopRouters(lab, log); err != nil {
 		errs = append(errs, err)

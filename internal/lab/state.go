@@ -34,6 +34,8 @@ type State struct {
 	Created   time.Time  `json:"created"`
 	// Clients are the external clients (topology clients).
 	Clients []ClientState `json:"clients,omitempty"`
+	// K8s is set for a lab running Kubernetes (lab up --k8s).
+	K8s *K8sState `json:"k8s,omitempty"`
 }
 
 // NodeState is one node of a running lab.
