@@ -32,6 +32,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/observer"
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/peer"
+	"github.com/lumen-net/lumen/internal/hubble/reader"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
@@ -210,32 +211,22 @@ func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *m
 }
 
 // readEvents drains the ring buffer as fast as it can: events are only
-// decoded here; parsing happens in the observer's goroutine.
+// decoded there; parsing happens in the observer's goroutine.
 func readEvents(ctx context.Context, rd *ringbuf.Reader, reg *metrics.Registry, obs *observer.Observer, log *slog.Logger) {
-	counters := map[uint8]prometheus.Counter{
-		datapath.EventTrace:  reg.Events.WithLabelValues("trace"),
-		datapath.EventDrop:   reg.Events.WithLabelValues("drop"),
-		datapath.EventPolicy: reg.Events.WithLabelValues("policy"),
-	}
-	var rec ringbuf.Record
-	var ev datapath.Event
-	for {
-		if err := rd.ReadInto(&rec); err != nil {
-			if ctx.Err() == nil && !errors.Is(err, ringbuf.ErrClosed) {
-				log.Error("reading events", "err", err)
-			}
-			return
-		}
-		if err := datapath.ParseEvent(rec.RawSample, &ev); err != nil {
-			log.Debug("undecodable event", "err", err)
-			continue
-		}
-		if c, ok := counters[ev.Type]; ok {
+	var counters [256]prometheus.Counter
+	counters[datapath.EventTrace] = reg.Events.WithLabelValues("trace")
+	counters[datapath.EventDrop] = reg.Events.WithLabelValues("drop")
+	counters[datapath.EventPolicy] = reg.Events.WithLabelValues("policy")
+	o := reader.Options{Log: log, Count: func(typ uint8) {
+		if c := counters[typ]; c != nil {
 			c.Inc()
 		}
-		if obs != nil {
-			obs.Enqueue(&ev)
-		}
+	}}
+	if obs != nil {
+		o.Sink = func(ev *datapath.Event) { obs.Enqueue(ev) }
+	}
+	if err := reader.Run(ctx, rd, o); err != nil {
+		log.Error("reading events", "err", err)
 	}
 }
 
@@ -252,16 +243,10 @@ func watchRingLoss(ctx context.Context, dp *datapath.Datapath, obs *observer.Obs
 			return
 		case <-t.C:
 		}
-		cs, err := dp.Counters()
+		n, err := dp.EventsLost()
 		if err != nil {
 			log.Debug("reading datapath counters", "err", err)
 			continue
-		}
-		var n uint64
-		for _, c := range cs {
-			if c.Reason == datapath.ReasonEventsLost {
-				n += c.Packets
-			}
 		}
 		// The counter survives agent restarts: report only what is new.
 		if !first && n > last {

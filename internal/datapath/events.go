@@ -93,6 +93,20 @@ func ParseEvent(b []byte, e *Event) error {
 	return nil
 }
 
+// EventsLost is the number of events the datapath could not put in the
+// ring buffer (full) since the pinned map was created.
+func (d *Datapath) EventsLost() (uint64, error) {
+	var vs []lxcMetricsValue
+	if err := d.Metrics.Lookup(uint32(ReasonEventsLost)<<1, &vs); err != nil {
+		return 0, fmt.Errorf("reading the lost events counter: %w", err)
+	}
+	var n uint64
+	for _, v := range vs {
+		n += v.Packets
+	}
+	return n, nil
+}
+
 // OpenEvents opens a reader on the events ring buffer.
 func (d *Datapath) OpenEvents() (*ringbuf.Reader, error) {
 	r, err := ringbuf.NewReader(d.Events)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // drainEvents returns every event already in the ring: the programs ran
@@ -196,4 +197,49 @@ func describeStep(s step) string {
 func describe(ev Event, cport uint16) string {
 	s := step{reply: ev.SrcPort != cport, proto: ev.Proto, flags: ev.TCPFlags}
 	return describeStep(s)
+}
+
+// A full ring buffer loses events and the datapath counts each one (what
+// the agent reports as lost events); the ring's size is configurable.
+func TestEventsLostCounted(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir() + "/bpf"
+	dp, err := Load(Options{BPFFS: dir, EventsRingSize: 4096})
+	if err != nil {
+		t.Fatalf("loading datapath with a 4 KiB ring: %v", err)
+	}
+	t.Cleanup(func() { dp.Close(); _ = unix.Unmount(dir, 0) })
+	f.dp = dp
+	f.addPods()
+	must(t, dp.SetConfig(RuntimeConfig{TraceLevel: TraceAll}))
+	if n, err := dp.EventsLost(); err != nil || n != 0 {
+		t.Fatalf("lost before any traffic: %d, %v", n, err)
+	}
+	rd, err := dp.OpenEvents()
+	must(t, err)
+	defer rd.Close()
+	if rd.BufferSize() != 4096 {
+		t.Fatalf("ring of %d bytes, want 4096", rd.BufferSize())
+	}
+
+	const sent = 200
+	fits := 4096 / (8 + EventSize) // each record has an 8-byte header
+	pkt := tcp(podA4, podB4, 0x10)
+	for range sent {
+		f.run(HookToContainer, "lxcb", pkt)
+	}
+	lost, err := dp.EventsLost()
+	must(t, err)
+	got := len(drainEvents(t, rd))
+	if got != fits || lost != uint64(sent-fits) {
+		t.Errorf("%d events read and %d lost, want %d and %d", got, lost, fits, sent-fits)
+	}
+	// Once drained, the ring takes events again.
+	f.run(HookToContainer, "lxcb", pkt)
+	if n := len(drainEvents(t, rd)); n != 1 {
+		t.Errorf("%d events after draining, want 1", n)
+	}
+	if n, _ := dp.EventsLost(); n != lost {
+		t.Errorf("lost count moved from %d to %d with room in the ring", lost, n)
+	}
 }
