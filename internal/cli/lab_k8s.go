@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +17,22 @@ func newLabKubectlCmd() *cobra.Command {
 		PreRunE:            labNeedsRoot,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return lab.Kubectl(g.lab, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			// Flag parsing is off so kubectl gets its own flags; pick out
+			// --lab, which the root command would otherwise have parsed.
+			name := g.lab
+			var rest []string
+			for i := 0; i < len(args); i++ {
+				switch a := args[i]; {
+				case a == "--lab" && i+1 < len(args):
+					name = args[i+1]
+					i++
+				case strings.HasPrefix(a, "--lab="):
+					name = strings.TrimPrefix(a, "--lab=")
+				default:
+					rest = append(rest, a)
+				}
+			}
+			return lab.Kubectl(name, rest, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 }
