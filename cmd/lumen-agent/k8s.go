@@ -101,3 +101,25 @@ func announceNode(ctx context.Context, store kvstore.Store, n node.Node) error {
 	}
 	return nil
 }
+
+// nodeLabelsFromKubernetes adds the labels of this node's Node object to
+// the host endpoint's labels (flags win) and takes its zone from the
+// well-known label when --zone is not set.
+func nodeLabelsFromKubernetes(ctx context.Context, kube *k8s.Store, cfg *config, log *slog.Logger) error {
+	labels, err := kube.NodeLabels(ctx)
+	if err != nil {
+		return err
+	}
+	if labels == nil {
+		log.Warn("no Node object for this node: host labels from flags only", "node", cfg.NodeName)
+	}
+	for k, v := range labels {
+		if _, set := cfg.nodeLabels[k]; !set {
+			cfg.nodeLabels[k] = v
+		}
+	}
+	if cfg.Zone == "" {
+		cfg.Zone = labels[k8s.ZoneLabel]
+	}
+	return nil
+}

@@ -125,6 +125,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return err
 		}
 	}
+	if kube != nil {
+		if err := nodeLabelsFromKubernetes(ctx, kube, cfg, log); err != nil {
+			return err
+		}
+	}
 	if !cfg.v4.IsValid() && !cfg.v6.IsValid() {
 		pre := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, IPv4: addrString(nodeIPv4), IPv6: addrString(nodeIPv6), Labels: hostLabels(cfg)}
 		if cfg.v4, cfg.v6, err = podCIDRsFromCiliumNode(ctx, kube, store, pre, log); err != nil {

@@ -539,3 +539,17 @@ func (s *split) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvsto
 func (s *split) ListAndWatch(ctx context.Context, prefix string) <-chan kvstore.Update {
 	return s.pick(prefix).ListAndWatch(ctx, prefix)
 }
+
+// NodeLabels returns the labels of this node's Node object (a kubelet
+// registered it), which host-firewall nodeSelectors and topology hints
+// use. A missing Node is not an error: nil labels.
+func (s *Store) NodeLabels(ctx context.Context) (map[string]string, error) {
+	n, err := s.c.Core.CoreV1().Nodes().Get(ctx, s.opts.NodeName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Node %s: %w", s.opts.NodeName, err)
+	}
+	return n.Labels, nil
+}

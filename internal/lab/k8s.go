@@ -19,9 +19,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lumen-net/lumen/internal/controlplane"
+	"github.com/lumen-net/lumen/internal/k8s"
 )
 
 // Kubernetes lab (`lumen lab up --k8s`): a real control plane (etcd,
@@ -135,9 +138,21 @@ func startKubernetes(ctx context.Context, st *State, t *Topology, opts K8sOption
 	if err != nil {
 		return err
 	}
+	dyn, err := dynamic.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		return err
+	}
 	for i, n := range t.Nodes {
 		if err := controlplane.RegisterNode(ctx, cs, n.Name, n.Zone, NodeIPv4(i).Addr(), NodeIPv6(i).Addr()); err != nil {
 			return err
+		}
+		// The lab's address plan fixes each node's pod CIDRs: record them in
+		// its CiliumNode as lumen-operator would have allocated them; the
+		// agents read them from there.
+		if !opts.KVStoreIdentities {
+			if err := presetPodCIDRs(ctx, dyn, n.Name, PodCIDRv4(i), PodCIDRv6(i)); err != nil {
+				return err
+			}
 		}
 	}
 	nsSet := map[string]bool{}
@@ -153,15 +168,38 @@ func startKubernetes(ctx context.Context, st *State, t *Topology, opts K8sOption
 	return nil
 }
 
-// k8sAgentArgs replaces the agent's store flags for Kubernetes mode.
+// presetPodCIDRs creates node's CiliumNode with its pod CIDRs.
+func presetPodCIDRs(ctx context.Context, dyn dynamic.Interface, node string, cidrs ...netip.Prefix) error {
+	var list []any
+	for _, c := range cidrs {
+		list = append(list, c.String())
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": k8s.CiliumNodes.GroupVersion().String(), "kind": "CiliumNode",
+		"metadata": map[string]any{"name": node},
+		"spec":     map[string]any{"ipam": map[string]any{"podCIDRs": list}},
+	}}
+	_, err := dyn.Resource(k8s.CiliumNodes).Apply(ctx, node, u, metav1.ApplyOptions{FieldManager: "lumen-lab", Force: true})
+	if err != nil {
+		return fmt.Errorf("CiliumNode %s: %w", node, err)
+	}
+	return nil
+}
+
+// k8sAgentArgs replaces the agent's store flags for Kubernetes mode. With
+// custom resources the pod CIDRs come from the CiliumNode.
 func k8sAgentArgs(st *State, args []string) []string {
 	ks := st.K8s
 	out := make([]string, 0, len(args)+6)
 	for i := 0; i < len(args); i++ {
-		if args[i] == "--kvstore" && i+1 < len(args) {
+		switch {
+		case i+1 < len(args) && args[i] == "--kvstore":
 			if ks.KVStoreIdentities {
 				out = append(out, args[i], args[i+1])
 			}
+			i++
+			continue
+		case i+1 < len(args) && (args[i] == "--ipv4-pod-cidr" || args[i] == "--ipv6-pod-cidr") && !ks.KVStoreIdentities:
 			i++
 			continue
 		}
