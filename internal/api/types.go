@@ -165,15 +165,20 @@ type Explanation struct {
 
 // Service is one programmed frontend (GET /v1/services).
 type Service struct {
-	Service         string           `json:"service"`
-	Type            string           `json:"type"`
-	Frontend        string           `json:"frontend"`
-	Protocol        string           `json:"protocol"`
-	Scope           string           `json:"scope"`
-	ID              uint32           `json:"id"`
-	Maglev          bool             `json:"maglev,omitempty"`
-	AffinityTimeout uint32           `json:"affinityTimeout,omitempty"`
-	Backends        []ServiceBackend `json:"backends"`
+	Service         string `json:"service"`
+	Type            string `json:"type"`
+	Frontend        string `json:"frontend"`
+	Protocol        string `json:"protocol"`
+	Scope           string `json:"scope"`
+	ID              uint32 `json:"id"`
+	Maglev          bool   `json:"maglev,omitempty"`
+	AffinityTimeout uint32 `json:"affinityTimeout,omitempty"`
+	// NoBackends is set when the frontend has no active backend: "reject"
+	// (the service has no usable endpoint anywhere; Kubernetes rejects new
+	// connections) or "drop" (its traffic policy excludes the endpoints it
+	// has elsewhere).
+	NoBackends string           `json:"noBackends,omitempty"`
+	Backends   []ServiceBackend `json:"backends"`
 }
 
 // ServiceBackend is one backend of a frontend.

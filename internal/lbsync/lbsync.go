@@ -4,18 +4,22 @@
 // EndpointSlice controller would). internal/loadbalancer decides what this
 // node programs; this package only writes it, in an order that never sends
 // a new connection to a backend that is gone.
+//
+// It works incrementally: an event recomputes only the services it touches
+// (the Service, the slices naming it by their kubernetes.io/service-name
+// label, the pods and endpoints its selector picks) and writes only the map
+// entries that change. A resync of the store, a change of the local node,
+// and node changes that can move any service (zones and roles: topology
+// hints) recompute everything.
 package lbsync
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +27,6 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
 )
@@ -33,12 +36,19 @@ type Options struct {
 	Maglev     bool
 	MaglevSize uint64
 	MaglevSeed string
-	StateDir   string
-	Local      func() lb.NodeInfo
+	// StateDir holds loadbalancer.json and its journal (the ids that must
+	// survive a restart); "" keeps them in memory only.
+	StateDir string
+	Local    func() lb.NodeInfo
 	// ControllerSlices says a real EndpointSlice controller (Kubernetes)
 	// writes the slices of services with a selector: the syncer then uses
-	// them as they are and derives none.
+	// them as they are, derives none and does not follow pods.
 	ControllerSlices bool
+	// RejectFlag is the service flag that makes the datapath reject new
+	// connections to a frontend without backends whose service has no
+	// endpoint anywhere (kube-proxy's REJECT). 0 while the datapath has
+	// none: it then drops them (reason 158, service backend not found).
+	RejectFlag uint32
 }
 
 // Nodes is what the syncer needs of the node manager.
@@ -48,98 +58,109 @@ type Nodes interface {
 	Changed() <-chan struct{}
 }
 
-// programmed is one frontend as written to the maps.
-type programmed struct {
-	entry   datapath.ServiceEntry
-	service string
-	typ     lb.FrontendType
-	all     []lb.Backend // active and terminating, for `lumen service list`
-	maglev  bool
+// Maps are the datapath's load-balancing maps (*datapath.Datapath).
+type Maps interface {
+	UpsertBackend(id uint32, b datapath.Backend) error
+	DeleteBackend(id uint32) error
+	Backends() (map[uint32]datapath.Backend, error)
+	UpsertService(s datapath.ServiceEntry, oldCount uint32) error
+	DeleteService(f datapath.Frontend, count uint32) error
+	Services() ([]datapath.ServiceEntry, error)
+	UpsertRevNat(id uint32, addr netip.Addr, port uint16) error
+	SetMaglev(revNat uint32, table []uint32) error
+	DeleteMaglev(revNat uint32) error
+}
+
+var _ Maps = (*datapath.Datapath)(nil)
+
+// SyncStats describe one reconcile.
+type SyncStats struct {
+	Full      bool          `json:"full"`
+	Services  int           `json:"services"`  // services recomputed
+	Frontends int           `json:"frontends"` // frontend entries written or deleted
+	Writes    int           `json:"mapWrites"` // map updates and deletes
+	Took      time.Duration `json:"tookNs"`    // the reconcile itself
+	// Latency is from the arrival of the first change the reconcile
+	// handles to the end of its map writes.
+	Latency time.Duration `json:"latencyNs"`
 }
 
 // Syncer converges the load-balancing maps.
 type Syncer struct {
 	store kvstore.Store
-	dp    *datapath.Datapath
+	dp    Maps
 	nodes Nodes
 	opts  Options
 	log   *slog.Logger
+	kick  chan struct{}
 
-	mu       sync.Mutex
-	objs     map[string]map[string]*resource.Object // kind -> key -> object
+	// in: the store's objects, the node manager's view, and what changed
+	// since the last reconcile.
+	mu  sync.Mutex
+	in  inputs
+	cmp computed // the loop goroutine's, also under mu
+
+	// Programmed state: the loop goroutine writes it, the API reads it.
+	stMu    sync.Mutex
+	st      programmedState
+	lastErr error
+	last    SyncStats
+	// afterSync, when set, sees the stats of every reconcile (tests).
+	afterSync func(SyncStats)
+}
+
+// inputs are what the frontends are computed from.
+type inputs struct {
 	synced   map[string]bool
-	ids      *lb.IDAllocator
-	revNats  map[string]uint32 // frontend address key -> service id
-	nextRev  uint32
-	have     map[string]*programmed // by frontend key incl. scope
-	backends map[uint32]lb.Backend
-	lastErr  error
-	kick     chan struct{}
+	services map[string]*lb.Service                  // "namespace/name"
+	byNS     map[string]map[string]*lb.Service       // namespace -> key -> service
+	slices   map[string]*lb.EndpointSlice            // store key
+	slicesOf map[string]map[string]*lb.EndpointSlice // service -> store key -> slice
+	pods     map[string]*lb.Pod                      // "namespace/name"
+
+	dirty      map[string]bool // services to recompute
+	full       bool            // recompute every service
+	nodesMoved bool            // the node manager signalled a change
+	since      time.Time       // the first change not handled yet
+
+	// The cluster as the node manager announces it (standalone slice
+	// derivation only).
+	epByKey  map[string]node.Endpoint   // node/containerID
+	epByNS   map[string][]node.Endpoint // namespace -> endpoints
+	nodeList []node.Node
+	nodeSig  string // what derivation reads of the nodes
+}
+
+// computed are the frontends computed per service, and which services
+// claim each frontend key (a duplicate goes to the first by name).
+type computed struct {
+	local    lb.NodeInfo
+	localSet bool
+	cands    map[string]map[fkey]*lb.Frontend // service -> key -> frontend
+	claims   map[fkey][]string                // key -> services, sorted
 }
 
 var kinds = []string{"Service", "EndpointSlice", "Pod"}
 
-// New returns a syncer.
-func New(store kvstore.Store, dp *datapath.Datapath, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
+// New returns a syncer. Nothing is written before Run has listed the store.
+func New(store kvstore.Store, dp Maps, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
 	s := &Syncer{
-		store: store, dp: dp, nodes: nodes, opts: opts, log: log,
-		objs: map[string]map[string]*resource.Object{}, synced: map[string]bool{},
-		ids: lb.NewIDAllocator(0), revNats: map[string]uint32{}, nextRev: 1,
-		have: map[string]*programmed{}, backends: map[uint32]lb.Backend{}, kick: make(chan struct{}, 1),
-	}
-	for _, k := range kinds {
-		s.objs[k] = map[string]*resource.Object{}
+		store: store, dp: dp, nodes: nodes, opts: opts, log: log, kick: make(chan struct{}, 1),
+		in: inputs{
+			synced: map[string]bool{}, services: map[string]*lb.Service{}, byNS: map[string]map[string]*lb.Service{},
+			slices: map[string]*lb.EndpointSlice{}, slicesOf: map[string]map[string]*lb.EndpointSlice{},
+			pods: map[string]*lb.Pod{}, dirty: map[string]bool{}, full: true, nodesMoved: true,
+			epByKey: map[string]node.Endpoint{}, epByNS: map[string][]node.Endpoint{},
+		},
+		cmp: computed{cands: map[string]map[fkey]*lb.Frontend{}, claims: map[fkey][]string{}},
 	}
 	if opts.ControllerSlices {
-		s.synced["Pod"] = true // pods are only needed to derive slices
+		s.in.synced["Pod"] = true // pods are only needed to derive slices
 	}
-	if err := s.load(); err != nil {
+	if err := s.st.init(opts.StateDir); err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-type persisted struct {
-	Backends lb.IDState        `json:"backends"`
-	RevNats  map[string]uint32 `json:"revNats"`
-}
-
-func (s *Syncer) stateFile() string { return filepath.Join(s.opts.StateDir, "loadbalancer.json") }
-
-// load restores backend and service ids, so that a restarted agent keeps
-// the ids established connections refer to (conntrack holds them).
-func (s *Syncer) load() error {
-	b, err := os.ReadFile(s.stateFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var st persisted
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("parsing %s: %w", s.stateFile(), err)
-	}
-	if err := s.ids.Restore(st.Backends); err != nil {
-		return err
-	}
-	for k, v := range st.RevNats {
-		s.revNats[k] = v
-		s.nextRev = max(s.nextRev, v+1)
-	}
-	return nil
-}
-
-func (s *Syncer) save() error {
-	b, err := json.Marshal(persisted{Backends: s.ids.Snapshot(), RevNats: s.revNats})
-	if err != nil {
-		return err
-	}
-	tmp := s.stateFile() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, s.stateFile())
 }
 
 // Run follows the store until ctx ends.
@@ -173,6 +194,7 @@ func (s *Syncer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.nodes.Changed():
+			s.nodesChanged()
 		case x := <-ch:
 			s.apply(x.kind, x.u)
 		}
@@ -180,33 +202,162 @@ func (s *Syncer) Run(ctx context.Context) {
 	}
 }
 
-func (s *Syncer) apply(kind string, u kvstore.Update) {
+// nodesChanged notes that the node manager's nodes or endpoints changed.
+func (s *Syncer) nodesChanged() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.objs[kind]
-	if u.Resync {
-		clear(m)
-		for _, kv := range u.KVs {
-			s.put(m, kv)
-		}
-		s.synced[kind] = true
+	if s.opts.ControllerSlices {
+		return // only slice derivation reads them
 	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			delete(m, ev.KV.Key)
-			continue
-		}
-		s.put(m, ev.KV)
+	s.in.nodesMoved = true
+	s.noteChange()
+}
+
+func (s *Syncer) noteChange() {
+	if s.in.since.IsZero() {
+		s.in.since = time.Now()
 	}
 }
 
-func (s *Syncer) put(m map[string]*resource.Object, kv kvstore.KV) {
+// objectName is "namespace/name" of a resource key of kind.
+func objectName(kind, key string) string {
+	return strings.TrimPrefix(key, resource.KindPrefix(kind))
+}
+
+// apply records a store update and marks what it touches dirty.
+func (s *Syncer) apply(kind string, u kvstore.Update) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := &s.in
+	s.noteChange()
+	if u.Resync {
+		switch kind {
+		case "Service":
+			clear(in.services)
+			clear(in.byNS)
+		case "EndpointSlice":
+			clear(in.slices)
+			clear(in.slicesOf)
+		case "Pod":
+			clear(in.pods)
+		}
+		for _, kv := range u.KVs {
+			s.put(kind, kv)
+		}
+		in.synced[kind] = true
+		in.full = true
+	}
+	for _, ev := range u.Events {
+		if ev.Type == kvstore.EventDelete {
+			s.remove(kind, ev.KV.Key)
+			continue
+		}
+		s.put(kind, ev.KV)
+	}
+}
+
+func (s *Syncer) decode(kind string, kv kvstore.KV) (*resource.Object, bool) {
 	obj, err := resource.Unmarshal(kv.Value)
 	if err != nil {
 		s.log.Error("skipping malformed object in the store", "key", kv.Key, "err", err)
+		return nil, false
+	}
+	return obj, true
+}
+
+func (s *Syncer) put(kind string, kv kvstore.KV) {
+	obj, ok := s.decode(kind, kv)
+	if !ok {
+		s.remove(kind, kv.Key)
 		return
 	}
-	m[kv.Key] = obj
+	in := &s.in
+	switch kind {
+	case "Service":
+		svc, err := lb.ServiceOf(obj)
+		if err != nil {
+			s.log.Error("skipping invalid service", "key", kv.Key, "err", err)
+			s.remove(kind, kv.Key)
+			return
+		}
+		in.services[svc.Key()] = svc
+		if in.byNS[svc.Namespace] == nil {
+			in.byNS[svc.Namespace] = map[string]*lb.Service{}
+		}
+		in.byNS[svc.Namespace][svc.Key()] = svc
+		in.dirty[svc.Key()] = true
+	case "EndpointSlice":
+		sl, err := lb.EndpointSliceOf(obj)
+		if err != nil {
+			s.log.Error("skipping invalid endpoint slice", "key", kv.Key, "err", err)
+			s.remove(kind, kv.Key)
+			return
+		}
+		s.remove(kind, kv.Key) // it may have moved to another service
+		in.slices[kv.Key] = sl
+		if svc := sl.ServiceKey(); svc != "" {
+			if in.slicesOf[svc] == nil {
+				in.slicesOf[svc] = map[string]*lb.EndpointSlice{}
+			}
+			in.slicesOf[svc][kv.Key] = sl
+			in.dirty[svc] = true
+		}
+	case "Pod":
+		p, err := lb.PodOf(obj)
+		if err != nil {
+			s.remove(kind, kv.Key)
+			return
+		}
+		key := p.Namespace + "/" + p.Name
+		s.markPod(in.pods[key])
+		in.pods[key] = p
+		s.markPod(p)
+	}
+}
+
+func (s *Syncer) remove(kind, key string) {
+	in := &s.in
+	switch kind {
+	case "Service":
+		name := objectName(kind, key)
+		if svc := in.services[name]; svc != nil {
+			delete(in.byNS[svc.Namespace], name)
+			if len(in.byNS[svc.Namespace]) == 0 {
+				delete(in.byNS, svc.Namespace)
+			}
+		}
+		delete(in.services, name)
+		in.dirty[name] = true
+	case "EndpointSlice":
+		sl := in.slices[key]
+		if sl == nil {
+			return
+		}
+		delete(in.slices, key)
+		if svc := sl.ServiceKey(); svc != "" {
+			delete(in.slicesOf[svc], key)
+			if len(in.slicesOf[svc]) == 0 {
+				delete(in.slicesOf, svc)
+			}
+			in.dirty[svc] = true
+		}
+	case "Pod":
+		name := objectName(kind, key)
+		s.markPod(in.pods[name])
+		delete(in.pods, name)
+	}
+}
+
+// markPod makes the services whose selector picks pod dirty.
+func (s *Syncer) markPod(p *lb.Pod) {
+	if p == nil || s.opts.ControllerSlices {
+		return
+	}
+	for key, svc := range s.in.byNS[p.Namespace] {
+		if lb.SelectorMatches(svc.Spec.Selector, p.Labels) {
+			s.in.dirty[key] = true
+		}
+	}
 }
 
 func (s *Syncer) trigger() {
@@ -230,11 +381,7 @@ func (s *Syncer) loop(ctx context.Context) {
 			retry.Reset(200 * time.Millisecond)
 			continue
 		}
-		err := s.reconcile()
-		s.mu.Lock()
-		s.lastErr = err
-		s.mu.Unlock()
-		if err != nil {
+		if err := s.reconcile(); err != nil {
 			s.log.Warn("load-balancer sync", "err", err)
 			retry.Reset(2 * time.Second)
 		}
@@ -248,210 +395,31 @@ func (s *Syncer) isSynced() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range kinds {
-		if !s.synced[k] {
+		if !s.in.synced[k] {
 			return false
 		}
 	}
 	return true
 }
 
-// desired computes this node's frontends from the store's objects.
-func (s *Syncer) desired() []lb.Frontend {
-	s.mu.Lock()
-	var svcs []*lb.Service
-	var slices []*lb.EndpointSlice
-	pods := map[string]*lb.Pod{}
-	for key, obj := range s.objs["Service"] {
-		svc, err := lb.ServiceOf(obj)
-		if err != nil {
-			s.log.Error("skipping invalid service", "key", key, "err", err)
-			continue
-		}
-		svcs = append(svcs, svc)
-	}
-	for key, obj := range s.objs["EndpointSlice"] {
-		sl, err := lb.EndpointSliceOf(obj)
-		if err != nil {
-			s.log.Error("skipping invalid endpoint slice", "key", key, "err", err)
-			continue
-		}
-		slices = append(slices, sl)
-	}
-	for _, obj := range s.objs["Pod"] {
-		if p, err := lb.PodOf(obj); err == nil {
-			pods[p.Namespace+"/"+p.Name] = p
-		}
-	}
-	s.mu.Unlock()
-	eps, nodes := s.nodes.Endpoints(), s.nodes.Nodes()
-	if !s.opts.ControllerSlices {
-		for _, svc := range svcs {
-			slices = append(slices, lb.SlicesFor(svc, eps, pods, nodes)...)
-		}
-	}
-	return lb.Desired(svcs, slices, s.opts.Local())
-}
-
-func feKey(addr netip.Addr, port uint16, proto uint8) string {
-	return fmt.Sprintf("%s/%d", netip.AddrPortFrom(addr, port), proto)
-}
-
-// reconcile writes the desired frontends: backends first, then each
-// frontend (slots before the count that exposes them), then what is gone.
-func (s *Syncer) reconcile() error {
-	want := map[string]*programmed{}
-	wantBackends := map[uint32]lb.Backend{}
-	var errs []error
-	for _, fe := range s.desired() {
-		p := s.program(fe, wantBackends)
-		want[fmt.Sprintf("%s/%d", feKey(p.entry.Addr, p.entry.Port, p.entry.Proto), p.entry.Scope)] = p
-	}
-	for id, b := range wantBackends {
-		if err := s.dp.UpsertBackend(id, datapath.Backend{Addr: b.Addr, Port: b.Port, Proto: uint8(b.Proto), Terminating: b.State != lb.StateActive}); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for key, p := range want {
-		old := uint32(0)
-		if h, ok := s.have[key]; ok {
-			old = uint32(len(h.entry.Backends))
-		}
-		if err := s.dp.UpsertRevNat(p.entry.RevNat, p.entry.Addr, p.entry.Port); err != nil {
-			errs = append(errs, err)
-		}
-		if p.maglev {
-			if err := s.installMaglev(p); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := s.dp.UpsertService(p.entry, old); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.have[key] = p
-	}
-	for key, h := range s.have {
-		if _, ok := want[key]; ok {
-			continue
-		}
-		if err := s.dp.DeleteService(h.entry.Frontend, uint32(len(h.entry.Backends))); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		_ = s.dp.DeleteMaglev(h.entry.RevNat)
-		delete(s.have, key)
-	}
-	// Backends nobody lists any more: deleted last, after no slot points at
-	// them. Their ids are released for reuse (after every other id).
-	for id, b := range s.backends {
-		if _, ok := wantBackends[id]; !ok {
-			if err := s.dp.DeleteBackend(id); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			s.ids.Release(b.Key())
-		}
-	}
-	s.backends = wantBackends
-	if err := s.save(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// program turns one frontend into its map entry. Backends on other nodes
-// are reached from outside through SNAT (the datapath does it), so the
-// backends are Desired's as they are.
-func (s *Syncer) program(fe lb.Frontend, wantBackends map[uint32]lb.Backend) *programmed {
-	p := &programmed{service: fe.Service, typ: fe.Type, all: fe.Backends}
-	scope := uint8(datapath.ScopeExternal)
-	if fe.Scope == lb.ScopeInternal {
-		scope = datapath.ScopeInternal
-	}
-	p.entry.Frontend = datapath.Frontend{Addr: fe.Addr, Port: fe.Port, Proto: uint8(fe.Proto), Scope: scope}
-	p.entry.RevNat = s.revNat(feKey(fe.Addr, fe.Port, uint8(fe.Proto)))
-	p.entry.AffinityTimeout = fe.AffinityTimeout
-	if fe.AffinityTimeout > 0 {
-		p.entry.Flags |= datapath.ServiceAffinity
-	}
-	if fe.Type != lb.FrontendClusterIP {
-		p.entry.Flags |= datapath.ServiceNodePort
-	}
-	for _, b := range fe.Backends {
-		id, err := s.ids.Acquire(b.Key())
-		if err != nil {
-			s.log.Error("backend id", "backend", b.Key(), "err", err)
-			continue
-		}
-		wantBackends[uint32(id)] = b
-		if b.State == lb.StateActive {
-			p.entry.Backends = append(p.entry.Backends, uint32(id))
-		}
-	}
-	p.maglev = s.opts.Maglev && len(p.entry.Backends) > 0
-	if p.maglev {
-		p.entry.Flags |= datapath.ServiceMaglev
-	}
-	return p
-}
-
-func (s *Syncer) revNat(key string) uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if id, ok := s.revNats[key]; ok {
-		return id
-	}
-	id := s.nextRev
-	s.nextRev++
-	s.revNats[key] = id
-	return id
-}
-
-func (s *Syncer) installMaglev(p *programmed) error {
-	keys := make([]string, len(p.entry.Backends))
-	for i, id := range p.entry.Backends {
-		b := s.backendOf(id, p)
-		keys[i] = b.Key().String()
-	}
-	idx, err := maglev.Table(keys, s.opts.MaglevSize, s.opts.MaglevSeed)
-	if err != nil {
-		return fmt.Errorf("maglev table of %s: %w", p.entry.Frontend, err)
-	}
-	table := make([]uint32, len(idx))
-	for i, j := range idx {
-		if j >= 0 {
-			table[i] = p.entry.Backends[j]
-		}
-	}
-	return s.dp.SetMaglev(p.entry.RevNat, table)
-}
-
-func (s *Syncer) backendOf(id uint32, p *programmed) lb.Backend {
-	for _, b := range p.all {
-		if bid, ok := s.ids.Lookup(b.Key()); ok && uint32(bid) == id {
-			return b
-		}
-	}
-	return lb.Backend{}
-}
-
 // Services describes what is programmed, for `lumen service list`.
 func (s *Syncer) Services() []api.Service {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
 	out := []api.Service{}
-	for _, p := range s.have {
+	for _, p := range s.st.have {
+		if p.seeded {
+			continue // not reconciled yet: nothing known but the entry
+		}
 		row := api.Service{
-			Service: p.service, Type: string(p.typ),
+			Service: p.fe.Service, Type: string(p.fe.Type),
 			Frontend: netip.AddrPortFrom(p.entry.Addr, p.entry.Port).String(), Protocol: lb.Protocol(p.entry.Proto).String(),
 			Scope: lb.Scope(p.entry.Scope).String(), ID: p.entry.RevNat, Maglev: p.maglev, AffinityTimeout: p.entry.AffinityTimeout,
+			NoBackends: p.fe.NoBackends(),
 		}
-		for _, b := range p.all {
-			id, _ := s.ids.Lookup(b.Key())
+		for i, b := range p.fe.Backends {
 			row.Backends = append(row.Backends, api.ServiceBackend{
-				ID: uint32(id), Address: netip.AddrPortFrom(b.Addr, b.Port).String(), Node: b.NodeName, Zone: b.Zone, State: b.State.String(),
+				ID: p.ids[i], Address: netip.AddrPortFrom(b.Addr, b.Port).String(), Node: b.NodeName, Zone: b.Zone, State: b.State.String(),
 			})
 		}
 		out = append(out, row)
@@ -465,12 +433,29 @@ func (s *Syncer) Services() []api.Service {
 	return out
 }
 
-// Health reports the syncer's state.
+// LastSync returns the stats of the last reconcile.
+func (s *Syncer) LastSync() SyncStats {
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	return s.last
+}
+
+// Health reports the syncer's state: "N frontends, M backends" and the
+// last reconcile.
 func (s *Syncer) Health() api.SubsystemStatus {
 	synced := s.isSynced()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := api.SubsystemStatus{Name: "load-balancer", State: api.StateOK, Message: fmt.Sprintf("%d frontends, %d backends", len(s.have), len(s.backends))}
+	s.stMu.Lock()
+	defer s.stMu.Unlock()
+	msg := fmt.Sprintf("%d frontends, %d backends", len(s.st.have), len(s.st.backends))
+	if l := s.last; l.Took > 0 {
+		what := "change"
+		if l.Full {
+			what = "full sync"
+		}
+		msg += fmt.Sprintf("; last %s: %d services, %d map writes in %s, %s after the event", what, l.Services, l.Writes,
+			l.Took.Round(time.Microsecond), l.Latency.Round(time.Microsecond))
+	}
+	st := api.SubsystemStatus{Name: "load-balancer", State: api.StateOK, Message: msg}
 	switch {
 	case !synced:
 		st.State, st.Message = api.StateDegraded, "waiting for services from the kvstore"

@@ -149,9 +149,10 @@ func (f *Frontend) Active() []Backend {
 }
 
 // LoadBalancerAddrs are the service's load balancer addresses: the status'
-// ingress IPs, and spec.loadBalancerIP (standalone mode has no load
-// balancer controller to copy it into the status, so a requested address
-// is taken as assigned).
+// ingress IPs (not those in ipMode Proxy: that load balancer forwards to
+// the nodes rather than delivering to its address), and spec.loadBalancerIP
+// (standalone mode has no load balancer controller to copy it into the
+// status, so a requested address is taken as assigned).
 func (s *Service) LoadBalancerAddrs() []netip.Addr {
 	if s.Spec.Type != TypeLoadBalancer {
 		return nil
@@ -164,7 +165,9 @@ func (s *Service) LoadBalancerAddrs() []netip.Addr {
 	}
 	add(s.Spec.LoadBalancerIP)
 	for _, in := range s.Status.LoadBalancer.Ingress {
-		add(in.IP)
+		if in.IPMode != IPModeProxy {
+			add(in.IP)
+		}
 	}
 	return out
 }
@@ -231,13 +234,50 @@ func Desired(services []*Service, slices_ []*EndpointSlice, local NodeInfo) []Fr
 		}
 		out = append(out, serviceFrontends(svc, byService[svc.Key()], local)...)
 	}
+	sortFrontends(out)
+	return out
+}
+
+// ServiceFrontends is Desired for one service: svcSlices are the slices
+// that belong to it (the caller indexes them by their service name label).
+// It lets a caller recompute only the services an event touches.
+func ServiceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) []Frontend {
+	if svc.IsHeadless() {
+		return nil
+	}
+	out := serviceFrontends(svc, svcSlices, local)
+	sortFrontends(out)
+	return out
+}
+
+func sortFrontends(out []Frontend) {
 	slices.SortFunc(out, func(a, b Frontend) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.PortName, b.PortName),
 			cmp.Compare(a.Type, b.Type), a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port),
 			cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Scope, b.Scope))
 	})
-	return out
 }
+
+// NoBackends says what happens to a new connection to a frontend without
+// an active backend, as kube-proxy does it: "reject" (ICMP unreachable /
+// TCP RST) when the service port has no usable endpoint anywhere, "drop"
+// when it has some elsewhere that its traffic policy (Local) excludes; ""
+// when it has an active backend.
+func (f *Frontend) NoBackends() string {
+	switch {
+	case slices.ContainsFunc(f.Backends, func(b Backend) bool { return b.State == StateActive }):
+		return ""
+	case f.HasEndpoints:
+		return NoBackendsDrop
+	}
+	return NoBackendsReject
+}
+
+// What NoBackends reports.
+const (
+	NoBackendsReject = "reject"
+	NoBackendsDrop   = "drop"
+)
 
 func serviceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) []Frontend {
 	var out []Frontend

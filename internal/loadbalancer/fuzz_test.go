@@ -37,6 +37,7 @@ func FuzzDecodeService(f *testing.F) {
 		"apiVersion: v1\nkind: Service\nmetadata: {name: lb, annotations: {service.kubernetes.io/topology-mode: Auto}}\nspec: {type: LoadBalancer, clusterIPs: [10.96.0.10, 'fd00::10'], loadBalancerIP: 192.0.2.1, externalTrafficPolicy: Local, sessionAffinity: ClientIP, ports: [{port: 443, nodePort: 30443}]}\n",
 		"apiVersion: v1\nkind: Service\nmetadata: {name: np}\nspec: {type: NodePort, externalIPs: [198.51.100.1], internalTrafficPolicy: Local, ipFamilyPolicy: PreferDualStack, ports: [{port: 80, nodePort: 70000}]}\n",
 		"apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None}\n",
+		"apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\nstatus: {loadBalancer: {ingress: [{ip: 192.0.2.7, ipMode: VIP, ports: [{port: 80, protocol: TCP}]}, {hostname: a.example}]}, conditions: [{type: x}]}\n",
 		`{"apiVersion":"v1","kind":"Service","metadata":{"name":"j"},"spec":{"ports":[{"port":80,"targetPort":[1]}],"sessionAffinityConfig":{"clientIP":{"timeoutSeconds":-1}}}}`,
 		"apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 1e99}], clusterIP: '::ffff:1.2.3.4'}\n",
 	} {

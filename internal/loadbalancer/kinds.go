@@ -16,6 +16,7 @@ func init() {
 		Namespaced:  true,
 		NameIsLabel: true,
 		ShortNames:  []string{"svc"},
+		Fields:      []string{"spec", "status"},
 		Validate:    validateService,
 		Columns: []resource.Column{
 			{Header: "TYPE", Value: svcColumn(func(s *Service) string { return s.Spec.Type })},

@@ -111,10 +111,14 @@ type ClientIPConfig struct {
 	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
 }
 
-// ServiceStatus carries the load balancer's addresses. `lumen apply` drops
-// status (as kubectl does); it is read when a controller stored it.
+// ServiceStatus carries the load balancer's addresses, set by whoever
+// provides the load balancer (a controller, or a person with `lumen
+// apply`). An applied Service without a status keeps the stored one.
 type ServiceStatus struct {
 	LoadBalancer LoadBalancerStatus `json:"loadBalancer,omitzero"`
+	// Conditions are kept as given (metav1.Condition objects); Lumen does
+	// not read them.
+	Conditions []json.RawMessage `json:"conditions,omitempty"`
 }
 
 // LoadBalancerStatus lists the load balancer's ingress points.
@@ -122,10 +126,27 @@ type LoadBalancerStatus struct {
 	Ingress []LoadBalancerIngress `json:"ingress,omitempty"`
 }
 
-// LoadBalancerIngress is one ingress point; Lumen uses its IP.
+// Load balancer IP modes: VIP (the default) delivers to the address
+// itself, so nodes load-balance it; Proxy means the load balancer
+// forwards to the nodes, so the address is not programmed.
+const (
+	IPModeVIP   = "VIP"
+	IPModeProxy = "Proxy"
+)
+
+// LoadBalancerIngress is one ingress point; Lumen programs its IP.
 type LoadBalancerIngress struct {
-	IP       string `json:"ip,omitempty"`
-	Hostname string `json:"hostname,omitempty"`
+	IP       string       `json:"ip,omitempty"`
+	Hostname string       `json:"hostname,omitempty"`
+	IPMode   string       `json:"ipMode,omitempty"`
+	Ports    []PortStatus `json:"ports,omitempty"`
+}
+
+// PortStatus is the state of one port of a load balancer ingress.
+type PortStatus struct {
+	Port     int32   `json:"port"`
+	Protocol string  `json:"protocol"`
+	Error    *string `json:"error,omitempty"`
 }
 
 // Key is "namespace/name".
@@ -216,15 +237,19 @@ func ServiceOf(obj *resource.Object) (*Service, error) {
 }
 
 // validateService checks a Service like the API server (ValidateService
-// plus the defaulting of the REST layer) and stores the defaulted spec.
+// plus the defaulting of the REST layer, and ValidateServiceStatus for a
+// status) and stores the defaulted spec and the status.
 func validateService(obj *resource.Object) resource.ErrorList {
 	var el errs
 	spec := decodeServiceSpec(obj.Spec, &el)
+	rawStatus, hasStatus := obj.Other["status"]
+	status := decodeServiceStatus(rawStatus, &el)
 	if len(el) > 0 {
 		return resource.ErrorList(el)
 	}
 	defaultServiceSpec(spec)
 	validateServiceSpec(spec, &el)
+	validateServiceStatus(status, spec, &el)
 	if len(el) > 0 {
 		return resource.ErrorList(el)
 	}
@@ -233,7 +258,98 @@ func validateService(obj *resource.Object) resource.ErrorList {
 		return resource.ErrorList{{Path: "spec", Msg: err.Error()}}
 	}
 	obj.Spec = b
+	if hasStatus {
+		if len(status.LoadBalancer.Ingress) == 0 && len(status.Conditions) == 0 {
+			delete(obj.Other, "status") // nothing in it ("status: {loadBalancer: {}}")
+		} else if b, err = json.Marshal(status); err != nil {
+			return resource.ErrorList{{Path: "status", Msg: err.Error()}}
+		} else {
+			obj.Other["status"] = b
+		}
+	}
 	return nil
+}
+
+// decodeServiceStatus decodes a status field by field, so that errors
+// carry list indices ("status.loadBalancer.ingress[1].ip").
+func decodeServiceStatus(raw json.RawMessage, el *errs) *ServiceStatus {
+	st := &ServiceStatus{}
+	if isNull(raw) {
+		return st
+	}
+	var fields map[string]json.RawMessage
+	if e := decodeStrict("status", raw, &fields); e != nil {
+		el.add(e)
+		return st
+	}
+	for _, k := range sortedKeys(fields) {
+		v, p := fields[k], "status."+k
+		switch k {
+		case "loadBalancer":
+			var lbFields map[string]json.RawMessage
+			if isNull(v) {
+				continue
+			}
+			if e := decodeStrict(p, v, &lbFields); e != nil {
+				el.add(e)
+				continue
+			}
+			for _, lk := range sortedKeys(lbFields) {
+				if lk != "ingress" {
+					el.add(&resource.FieldError{Path: p, Msg: fmt.Sprintf("unknown field %q", lk)})
+					continue
+				}
+				st.LoadBalancer.Ingress = decodeList[LoadBalancerIngress](p+".ingress", lbFields[lk], el)
+			}
+		case "conditions":
+			el.add(decodeStrict(p, v, &st.Conditions))
+		default:
+			el.add(&resource.FieldError{Path: "status", Msg: fmt.Sprintf("unknown field %q", k)})
+		}
+	}
+	return st
+}
+
+var ipModes = []string{IPModeVIP, IPModeProxy}
+
+// validateServiceStatus checks the load balancer status like the API
+// server's ValidateLoadBalancerStatus: addresses are plain IPs traffic can
+// be sent to, hostnames DNS names, ingress only on LoadBalancer services.
+func validateServiceStatus(st *ServiceStatus, spec *ServiceSpec, el *errs) {
+	ing := st.LoadBalancer.Ingress
+	if len(ing) > 0 && spec.Type != TypeLoadBalancer {
+		el.add(&resource.FieldError{Path: "status.loadBalancer.ingress", Msg: "forbidden: may only be used when `spec.type` is 'LoadBalancer'"})
+		return
+	}
+	for i, in := range ing {
+		p := fmt.Sprintf("status.loadBalancer.ingress[%d]", i)
+		if in.IP != "" {
+			el.add(nonSpecialIP(p+".ip", in.IP))
+		}
+		if in.Hostname != "" {
+			if e := resource.DNSSubdomain(p+".hostname", in.Hostname); e != nil {
+				el.add(e)
+			} else if _, err := netip.ParseAddr(in.Hostname); err == nil {
+				el.add(resource.Invalid(p+".hostname", in.Hostname, "must be a DNS name, not an IP address"))
+			}
+		}
+		if in.IP == "" && in.Hostname == "" {
+			el.add(&resource.FieldError{Path: p, Msg: "required value: ip or hostname"})
+		}
+		switch {
+		case in.IPMode != "" && in.IP == "":
+			el.add(resource.Invalid(p+".ipMode", in.IPMode, "may only be set when ip is set"))
+		case in.IPMode != "" && !slices.Contains(ipModes, in.IPMode):
+			el.add(resource.Unsupported(p+".ipMode", in.IPMode, ipModes...))
+		}
+		for j, ps := range in.Ports {
+			pp := fmt.Sprintf("%s.ports[%d]", p, j)
+			el.add(resource.Port(pp+".port", int64(ps.Port)))
+			if !slices.Contains(protocolNames, ps.Protocol) {
+				el.add(resource.Unsupported(pp+".protocol", ps.Protocol, protocolNames...))
+			}
+		}
+	}
 }
 
 // decodeServiceSpec decodes field by field so that errors carry list indices.

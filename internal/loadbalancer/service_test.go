@@ -197,3 +197,68 @@ func TestServiceStatusRead(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestServiceStatusApplied: a Service's status.loadBalancer.ingress is
+// kept through validation (a controller or a person sets it), its
+// addresses checked, and its IPs become LoadBalancer frontends.
+func TestServiceStatusApplied(t *testing.T) {
+	doc := "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: shop}\n" +
+		"spec: {type: LoadBalancer, clusterIP: 10.96.0.9, selector: {app: be}, ports: [{port: 80, nodePort: 30080}]}\n" +
+		"status: {loadBalancer: {ingress: [{ip: 192.0.2.20}, {ip: '2001:db8::20', ipMode: VIP}, {ip: 192.0.2.21, ipMode: Proxy}, {hostname: lb.example}]}}\n"
+	obj := decodeOne(t, doc)
+	if _, ok := obj.Other["status"]; !ok {
+		t.Fatal("status dropped by validation")
+	}
+	if err := resource.Validate(obj); err != nil {
+		t.Fatalf("validating again: %v", err)
+	}
+	svc, err := ServiceOf(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Proxy-mode addresses are the load balancer's business, not ours.
+	if got := svc.LoadBalancerAddrs(); len(got) != 2 || got[0].String() != "192.0.2.20" || got[1].String() != "2001:db8::20" {
+		t.Errorf("LoadBalancerAddrs = %v", got)
+	}
+	slice := &EndpointSlice{Namespace: "shop", Name: "lb-1", AddressType: IPv4, Labels: map[string]string{LabelServiceName: "lb"},
+		Endpoints: []Endpoint{{Addresses: []string{"10.200.1.5"}, NodeName: "n1"}},
+		Ports:     []EndpointPort{{Port: ptr(int32(8080)), Protocol: "TCP"}}}
+	var lbFrontends []string
+	for _, fe := range ServiceFrontends(svc, []*EndpointSlice{slice}, NodeInfo{Name: "n1"}) {
+		if fe.Type == FrontendLoadBalancer {
+			lbFrontends = append(lbFrontends, fe.Key()+" -> "+fe.Backends[0].Key().String())
+		}
+	}
+	if want := []string{"192.0.2.20:80/TCP -> 10.200.1.5:8080/TCP"}; !reflect.DeepEqual(lbFrontends, want) {
+		t.Errorf("LoadBalancer frontends = %v, want %v (the IPv6 address has no IPv6 cluster family)", lbFrontends, want)
+	}
+
+	// An empty status is not stored.
+	empty := decodeOne(t, "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 80}]}\nstatus: {loadBalancer: {}}\n")
+	if _, ok := empty.Other["status"]; ok {
+		t.Errorf("empty status kept: %s", empty.Other["status"])
+	}
+
+	svcDoc := func(typ, status string) string {
+		return "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {type: " + typ + ", ports: [{port: 80}]}\nstatus: " + status + "\n"
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: 192.0.2.1}, {ip: 300.1.1.1}]}}"), `status.loadBalancer.ingress[1].ip: invalid value "300.1.1.1": must be a valid IP address`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: 127.0.0.1}]}}"), `status.loadBalancer.ingress[0].ip: invalid value "127.0.0.1": may not be in the loopback range`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: '::ffff:192.0.2.1'}]}}"), `status.loadBalancer.ingress[0].ip: invalid value "::ffff:192.0.2.1": must be a plain IPv4 or IPv6 address`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{hostname: 192.0.2.1}]}}"), `status.loadBalancer.ingress[0].hostname: invalid value "192.0.2.1": must be a DNS name, not an IP address`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{}]}}"), "status.loadBalancer.ingress[0]: required value: ip or hostname"},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: 192.0.2.1, ipMode: Direct}]}}"), `status.loadBalancer.ingress[0].ipMode: unsupported value "Direct"`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{hostname: a.example, ipMode: VIP}]}}"), `status.loadBalancer.ingress[0].ipMode: invalid value "VIP": may only be set when ip is set`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: 192.0.2.1, ports: [{port: 0, protocol: TCP}]}]}}"), "status.loadBalancer.ingress[0].ports[0].port: invalid value 0"},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingress: [{ip: 192.0.2.1, address: x}]}}"), `status.loadBalancer.ingress[0]: unknown field "address"`},
+		{svcDoc("LoadBalancer", "{loadBalancer: {ingres: []}}"), `status.loadBalancer: unknown field "ingres"`},
+		{svcDoc("LoadBalancer", "{phase: Ready}"), `status: unknown field "phase"`},
+		{svcDoc("ClusterIP", "{loadBalancer: {ingress: [{ip: 192.0.2.1}]}}"), "status.loadBalancer.ingress: forbidden: may only be used when `spec.type` is 'LoadBalancer'"},
+	} {
+		_, err := resource.Decode("x.yaml", []byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.doc, err, tc.want)
+		}
+	}
+}

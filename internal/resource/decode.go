@@ -102,7 +102,12 @@ func Validate(obj *Object) error {
 	for _, k := range sortedKeys(md.Annotations) {
 		errs.add(QualifiedName("metadata.annotations", k))
 	}
-	delete(obj.Other, "status")
+	if !kind.allowsField("status") {
+		// As kubectl apply: status is not desired state. A kind may list
+		// "status" in Fields when controllers set it (Service's load
+		// balancer ingress); its Validate then checks it.
+		delete(obj.Other, "status")
+	}
 	for _, f := range sortedKeys(obj.Other) {
 		if !kind.allowsField(f) {
 			errs.add(Unknown("", f))
