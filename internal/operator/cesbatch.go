@@ -291,6 +291,11 @@ func (b *cesBatcher) object(s *cesSlice) k8s.CiliumEndpointSlice {
 	obj.Kind = "CiliumEndpointSlice"
 	obj.Name = s.name
 	for _, ep := range s.endpoints {
+		if ep.Networking != nil && ep.Networking.Addressing == nil {
+			n := *ep.Networking
+			n.Addressing = []k8s.AddressPair{} // required by the schema
+			ep.Networking = &n
+		}
 		obj.Endpoints = append(obj.Endpoints, ep)
 	}
 	sort.Slice(obj.Endpoints, func(i, j int) bool { return obj.Endpoints[i].Name < obj.Endpoints[j].Name })

@@ -33,7 +33,7 @@ type nodeIPAM struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 
 	mu    sync.Mutex
-	pools []*Pool                           // one per configured family
+	pools []*Pool                   // one per configured family
 	held  map[string][]netip.Prefix // node -> CIDRs it holds in the pools
 	// waiting holds nodes a pool could not serve; they are retried when a
 	// CIDR is released. warned avoids repeating the event.
