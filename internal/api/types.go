@@ -173,12 +173,14 @@ type Service struct {
 	ID              uint32 `json:"id"`
 	Maglev          bool   `json:"maglev,omitempty"`
 	AffinityTimeout uint32 `json:"affinityTimeout,omitempty"`
-	// NoBackends is set when the frontend has no active backend: "reject"
-	// (the service has no usable endpoint anywhere; Kubernetes rejects new
-	// connections) or "drop" (its traffic policy excludes the endpoints it
-	// has elsewhere).
-	NoBackends string           `json:"noBackends,omitempty"`
-	Backends   []ServiceBackend `json:"backends"`
+	// NoBackends is set when the frontend has no active backend: "no
+	// endpoints" (none usable anywhere: Kubernetes rejects new connections)
+	// or "no local endpoints" (its traffic policy, Local, excludes those it
+	// has elsewhere: Kubernetes drops them). NewConnections says what this
+	// node's datapath does to them: "reject" or "drop".
+	NoBackends     string           `json:"noBackends,omitempty"`
+	NewConnections string           `json:"newConnections,omitempty"`
+	Backends       []ServiceBackend `json:"backends"`
 }
 
 // ServiceBackend is one backend of a frontend.

@@ -123,10 +123,12 @@ nothing is applied.`,
 				return err
 			}
 			defer c.Close()
-			if err := assignServices(cmd.Context(), c, objs); err != nil {
-				return err
+			claims, err := assignServices(cmd.Context(), c, objs)
+			if err != nil {
+				return errors.Join(err, claims.finish(cmd.Context(), 0))
 			}
 			rs, err := resource.Apply(cmd.Context(), c, objs)
+			err = errors.Join(err, claims.finish(cmd.Context(), len(rs)))
 			if perr := printResults(cmd.OutOrStdout(), rs, asJSON); err == nil {
 				err = perr
 			}
@@ -177,7 +179,12 @@ Deleting a namespace deletes everything in it.`,
 				return err
 			}
 			defer c.Close()
+			gone, err := servicesToDelete(cmd.Context(), c, objs)
+			if err != nil {
+				return err
+			}
 			rs, err := resource.Delete(cmd.Context(), c, objs)
+			err = errors.Join(err, releaseDeleted(cmd.Context(), c, gone))
 			if perr := printResults(cmd.OutOrStdout(), rs, asJSON); err == nil {
 				err = perr
 			}

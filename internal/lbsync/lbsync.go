@@ -415,7 +415,15 @@ func (s *Syncer) Services() []api.Service {
 			Service: p.fe.Service, Type: string(p.fe.Type),
 			Frontend: netip.AddrPortFrom(p.entry.Addr, p.entry.Port).String(), Protocol: lb.Protocol(p.entry.Proto).String(),
 			Scope: lb.Scope(p.entry.Scope).String(), ID: p.entry.RevNat, Maglev: p.maglev, AffinityTimeout: p.entry.AffinityTimeout,
-			NoBackends: p.fe.NoBackends(),
+		}
+		switch p.fe.NoBackends() {
+		case lb.NoBackendsReject:
+			row.NoBackends, row.NewConnections = "no endpoints", "drop"
+			if s.opts.RejectFlag != 0 {
+				row.NewConnections = "reject"
+			}
+		case lb.NoBackendsDrop:
+			row.NoBackends, row.NewConnections = "no local endpoints", "drop"
 		}
 		for i, b := range p.fe.Backends {
 			row.Backends = append(row.Backends, api.ServiceBackend{

@@ -537,3 +537,58 @@ func checkNoLeaks(t *testing.T, s *Syncer, m *fakeMaps) {
 		t.Errorf("the allocator holds %d ids for %d backends", n, len(m.backends))
 	}
 }
+
+// TestNoBackends: a frontend without an active backend is programmed with
+// count 0, the reject flag when its service has no endpoint anywhere (not
+// when Local policy excludes endpoints elsewhere), and `lumen service list`
+// says which.
+func TestNoBackends(t *testing.T) {
+	w := &world{store: map[string]map[string][]byte{"Service": {}, "Pod": {}, "EndpointSlice": {}},
+		nodes: &fakeNodes{nodes: []node.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}}, local: localNode, controll: true}
+	svc := func(name, ip string, nodePort int, extra string) {
+		spec := fmt.Sprintf(`{"type":"NodePort","clusterIP":%q,"clusterIPs":[%[1]q],"ipFamilies":["IPv4"],"ports":[{"name":"http","port":80,"protocol":"TCP","nodePort":%d}]%s}`, ip, nodePort, extra)
+		obj := resource.Object{APIVersion: "v1", Kind: "Service", Metadata: resource.Metadata{Namespace: "a", Name: name}, Spec: json.RawMessage(spec)}
+		w.put("Service", obj.Key(), mustJSON(obj))
+	}
+	svc("empty", "10.96.0.1", 30001, "")
+	svc("remote", "10.96.0.2", 30002, `,"externalTrafficPolicy":"Local"`)
+	port := int32(8080)
+	sl := &lb.EndpointSlice{Namespace: "a", Name: "remote-1", AddressType: lb.IPv4, Labels: map[string]string{lb.LabelServiceName: "remote"},
+		Endpoints: []lb.Endpoint{{Addresses: []string{"10.1.0.9"}, NodeName: "n2"}}, Ports: []lb.EndpointPort{{Name: "http", Protocol: "TCP", Port: &port}}}
+	obj, _ := sl.Object()
+	w.put("EndpointSlice", obj.Key(), mustJSON(obj))
+
+	for _, reject := range []uint32{0, 1 << 3} {
+		m := newFakeMaps(t)
+		s := newTestSyncer(t, m, w, Options{RejectFlag: reject})
+		if err := s.reconcile(); err != nil {
+			t.Fatal(err)
+		}
+		rows := map[string]string{}
+		for _, r := range s.Services() {
+			rows[r.Service+" "+r.Type+" "+r.Scope] = r.NoBackends + "/" + r.NewConnections
+		}
+		verdict := "drop"
+		if reject != 0 {
+			verdict = "reject"
+		}
+		want := map[string]string{
+			"a/empty ClusterIP internal":  "no endpoints/" + verdict,
+			"a/empty NodePort external":   "no endpoints/" + verdict,
+			"a/remote ClusterIP internal": "/",                        // cluster policy: the remote endpoint
+			"a/remote NodePort external":  "no local endpoints/drop", // Local: none here
+			"a/remote NodePort internal":  "/",                        // its internal twin
+		}
+		for k, v := range want {
+			if rows[k] != v {
+				t.Errorf("reject flag %d: %s: %q, want %q", reject, k, rows[k], v)
+			}
+		}
+		for k, e := range m.masters {
+			rejects := e.Flags&(1<<3) != 0
+			if wantFlag := reject != 0 && k.addr.String() != "10.96.0.2" && len(e.Backends) == 0 && k.port != 30002; rejects != wantFlag {
+				t.Errorf("reject flag %d: %v flags %#x", reject, k, e.Flags)
+			}
+		}
+	}
+}

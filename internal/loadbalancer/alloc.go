@@ -56,6 +56,37 @@ func (a *Allocator) AssignAll(objs []resource.Object, stored []*resource.Object)
 	return nil
 }
 
+// Holders tells the Allocator which cluster IPs and node ports services
+// hold: the holder's "namespace/name", "" when free. A service's own
+// addresses and ports may be reported with its own name.
+type Holders interface {
+	IPHolder(a netip.Addr) (string, error)
+	NodePortHolder(port int32) (string, error)
+}
+
+// mapHolders are Holders from decoded services.
+type mapHolders struct {
+	ips   map[netip.Addr]string
+	ports map[int32]string
+}
+
+func (m *mapHolders) IPHolder(a netip.Addr) (string, error)  { return m.ips[a], nil }
+func (m *mapHolders) NodePortHolder(p int32) (string, error) { return m.ports[p], nil }
+func (m *mapHolders) add(s *Service) {
+	for _, ip := range s.ClusterAddrs() {
+		if _, ok := m.ips[ip]; !ok {
+			m.ips[ip] = s.Key()
+		}
+	}
+	for _, p := range s.Spec.Ports {
+		if p.NodePort != 0 {
+			if _, ok := m.ports[p.NodePort]; !ok {
+				m.ports[p.NodePort] = s.Key()
+			}
+		}
+	}
+}
+
 // Assign fills in obj's missing cluster IPs and node ports and checks the
 // given ones against the other services of existing (objects of other
 // kinds, and the stored version of obj itself, are not conflicts). obj must
@@ -65,12 +96,7 @@ func (a *Allocator) Assign(obj *resource.Object, existing []*resource.Object) er
 	if err != nil {
 		return err
 	}
-	cidrs := a.ServiceCIDRs
-	if len(cidrs) == 0 {
-		cidrs = DefaultServiceCIDRs
-	}
-	usedIPs := map[netip.Addr]string{}
-	usedPorts := map[int32]string{}
+	used := &mapHolders{ips: map[netip.Addr]string{}, ports: map[int32]string{}}
 	var prev *Service
 	for i := len(existing) - 1; i >= 0; i-- { // later entries win
 		o := existing[i]
@@ -87,24 +113,31 @@ func (a *Allocator) Assign(obj *resource.Object, existing []*resource.Object) er
 			}
 			continue
 		}
-		for _, ip := range s.ClusterAddrs() {
-			if _, ok := usedIPs[ip]; !ok {
-				usedIPs[ip] = s.Key()
-			}
-		}
-		for _, p := range s.Spec.Ports {
-			if p.NodePort != 0 {
-				if _, ok := usedPorts[p.NodePort]; !ok {
-					usedPorts[p.NodePort] = s.Key()
-				}
-			}
-		}
+		used.add(s)
 	}
+	return a.AssignWith(obj, prev, used)
+}
+
+// AssignWith is Assign against Holders: prev is the stored version of obj
+// (nil when new); what holders attribute to obj itself counts as free.
+func (a *Allocator) AssignWith(obj *resource.Object, prev *Service, holders Holders) error {
+	svc, err := ServiceOf(obj)
+	if err != nil {
+		return err
+	}
+	cidrs := a.ServiceCIDRs
+	if len(cidrs) == 0 {
+		cidrs = DefaultServiceCIDRs
+	}
+	h := &checkedHolders{h: holders, self: svc.Key()}
 	var el errs
 	if !svc.IsHeadless() {
-		a.assignClusterIPs(svc, prev, cidrs, usedIPs, &el)
+		a.assignClusterIPs(svc, prev, cidrs, h, &el)
 	}
-	a.assignNodePorts(svc, prev, usedPorts, &el)
+	a.assignNodePorts(svc, prev, h, &el)
+	if h.err != nil {
+		return fmt.Errorf("allocating for %s: %w", obj, h.err)
+	}
 	if len(el) > 0 {
 		return &resource.ObjectError{Object: obj.String(), Errs: resource.ErrorList(el)}
 	}
@@ -116,6 +149,44 @@ func (a *Allocator) Assign(obj *resource.Object, existing []*resource.Object) er
 	return nil
 }
 
+// checkedHolders keeps the first lookup error (allocation then fails with
+// it) and reads the service's own holdings as free.
+type checkedHolders struct {
+	h    Holders
+	self string
+	err  error
+}
+
+func (c *checkedHolders) ip(a netip.Addr) string {
+	if c.err != nil {
+		return ""
+	}
+	o, err := c.h.IPHolder(a)
+	if err != nil {
+		c.err = err
+		return ""
+	}
+	if o == c.self {
+		return ""
+	}
+	return o
+}
+
+func (c *checkedHolders) port(p int32) string {
+	if c.err != nil {
+		return ""
+	}
+	o, err := c.h.NodePortHolder(p)
+	if err != nil {
+		c.err = err
+		return ""
+	}
+	if o == c.self {
+		return ""
+	}
+	return o
+}
+
 func cidrFor(cidrs []netip.Prefix, fam string) (netip.Prefix, bool) {
 	for _, p := range cidrs {
 		if family(p.Addr()) == fam {
@@ -125,7 +196,7 @@ func cidrFor(cidrs []netip.Prefix, fam string) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-func (a *Allocator) assignClusterIPs(svc, prev *Service, cidrs []netip.Prefix, used map[netip.Addr]string, el *errs) {
+func (a *Allocator) assignClusterIPs(svc, prev *Service, cidrs []netip.Prefix, used *checkedHolders, el *errs) {
 	spec := &svc.Spec
 	var prevAddrs []netip.Addr
 	if prev != nil && !prev.IsHeadless() {
@@ -178,8 +249,8 @@ func (a *Allocator) assignClusterIPs(svc, prev *Service, cidrs []netip.Prefix, u
 				el.add(resource.Invalid(path, ip, "this cluster has no "+fam+" service CIDR"))
 			case !cidr.Contains(addr):
 				el.add(resource.Invalid(path, ip, fmt.Sprintf("provided IP is not in the valid range. The range of valid IPs is %s", cidr)))
-			case used[addr] != "":
-				el.add(resource.Invalid(path, ip, fmt.Sprintf("provided IP is already allocated (to service %s)", used[addr])))
+			case used.ip(addr) != "":
+				el.add(resource.Invalid(path, ip, fmt.Sprintf("provided IP is already allocated (to service %s)", used.ip(addr))))
 			}
 			ips[i] = ip
 			continue
@@ -204,9 +275,13 @@ func (a *Allocator) assignClusterIPs(svc, prev *Service, cidrs []netip.Prefix, u
 	spec.IPFamilies = fams
 }
 
+// maxProbes bounds the candidates one allocation looks at (a full range
+// is found full sooner: see allocateIP).
+const maxProbes = 1 << 20
+
 // allocateIP picks the first free address at or after hash(seed) in cidr,
 // skipping the network address (and the IPv4 broadcast address).
-func allocateIP(cidr netip.Prefix, seed string, used map[netip.Addr]string) (netip.Addr, bool) {
+func allocateIP(cidr netip.Prefix, seed string, used *checkedHolders) (netip.Addr, bool) {
 	hostBits := cidr.Addr().BitLen() - cidr.Bits()
 	// Hosts are [first, first+size); huge IPv6 ranges are cut to 2^62
 	// addresses, far more than any probe visits.
@@ -220,13 +295,10 @@ func allocateIP(cidr netip.Prefix, seed string, used map[netip.Addr]string) (net
 	h := fnv.New64a()
 	h.Write([]byte(seed))
 	off := h.Sum64() % size
-	// Probe at most len(used)+1 candidates: one of them is free unless the
-	// range itself is smaller.
-	limit := min(uint64(len(used))+1, size)
-	for i := range limit {
+	for i := range min(size, maxProbes) {
 		a := addOffset(cidr.Addr(), first+(off+i)%size)
-		if _, taken := used[a]; !taken {
-			return a, true
+		if used.ip(a) == "" {
+			return a, used.err == nil
 		}
 	}
 	return netip.Addr{}, false
@@ -245,7 +317,7 @@ func addOffset(base netip.Addr, off uint64) netip.Addr {
 	return a
 }
 
-func (a *Allocator) assignNodePorts(svc, prev *Service, used map[int32]string, el *errs) {
+func (a *Allocator) assignNodePorts(svc, prev *Service, used *checkedHolders, el *errs) {
 	spec := &svc.Spec
 	lo, hi := a.NodePortMin, a.NodePortMax
 	if lo == 0 {
@@ -264,8 +336,8 @@ func (a *Allocator) assignNodePorts(svc, prev *Service, used map[int32]string, e
 		switch {
 		case p.NodePort < lo || p.NodePort > hi:
 			el.add(resource.Invalid(path, p.NodePort, fmt.Sprintf("provided port is not in the valid range. The range of valid ports is %d-%d", lo, hi)))
-		case used[p.NodePort] != "":
-			el.add(resource.Invalid(path, p.NodePort, fmt.Sprintf("provided port is already allocated (to service %s)", used[p.NodePort])))
+		case used.port(p.NodePort) != "":
+			el.add(resource.Invalid(path, p.NodePort, fmt.Sprintf("provided port is already allocated (to service %s)", used.port(p.NodePort))))
 		}
 		own[p.NodePort] = true
 	}
@@ -280,7 +352,7 @@ func (a *Allocator) assignNodePorts(svc, prev *Service, used map[int32]string, e
 		// Keep what the stored service had for the same port.
 		if prev != nil {
 			for _, pp := range prev.Spec.Ports {
-				if pp.Port == p.Port && pp.Protocol == p.Protocol && pp.NodePort != 0 && used[pp.NodePort] == "" && !own[pp.NodePort] {
+				if pp.Port == p.Port && pp.Protocol == p.Protocol && pp.NodePort != 0 && !own[pp.NodePort] && used.port(pp.NodePort) == "" {
 					p.NodePort = pp.NodePort
 				}
 			}
@@ -297,15 +369,15 @@ func (a *Allocator) assignNodePorts(svc, prev *Service, used map[int32]string, e
 	}
 }
 
-func allocatePort(lo, hi int32, seed string, used map[int32]string, own map[int32]bool) (int32, bool) {
+func allocatePort(lo, hi int32, seed string, used *checkedHolders, own map[int32]bool) (int32, bool) {
 	size := uint64(hi - lo + 1)
 	h := fnv.New64a()
 	h.Write([]byte(seed))
 	off := h.Sum64() % size
 	for i := range size {
 		n := lo + int32((off+i)%size)
-		if used[n] == "" && !own[n] {
-			return n, true
+		if !own[n] && used.port(n) == "" {
+			return n, used.err == nil
 		}
 	}
 	return 0, false
