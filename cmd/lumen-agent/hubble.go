@@ -210,8 +210,10 @@ func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *m
 	return nil
 }
 
-// readEvents drains the ring buffer as fast as it can: events are only
-// decoded there; parsing happens in the observer's goroutine.
+// readEvents drains the ring buffer: events are only decoded there;
+// parsing happens in the observer's goroutine. When the parser falls behind
+// the reader waits, so that events wait in the ring buffer (4 MiB by
+// default) rather than being dropped from the smaller queue.
 func readEvents(ctx context.Context, rd *ringbuf.Reader, reg *metrics.Registry, obs *observer.Observer, log *slog.Logger) {
 	var counters [256]prometheus.Counter
 	counters[datapath.EventTrace] = reg.Events.WithLabelValues("trace")
@@ -223,7 +225,7 @@ func readEvents(ctx context.Context, rd *ringbuf.Reader, reg *metrics.Registry, 
 		}
 	}}
 	if obs != nil {
-		o.Sink = func(ev *datapath.Event) { obs.Enqueue(ev) }
+		o.Sink = func(ev *datapath.Event) { obs.EnqueueWait(ctx, ev) }
 	}
 	if err := reader.Run(ctx, rd, o); err != nil {
 		log.Error("reading events", "err", err)

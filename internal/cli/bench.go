@@ -74,6 +74,7 @@ func newBenchCmd() *cobra.Command {
 	b.AddCommand(dp)
 	b.AddCommand(newBenchPolicyCmd())
 	b.AddCommand(newBenchLBCmd())
+	b.AddCommand(newBenchFlowsCmd())
 	return b
 }
 

@@ -1,5 +1,6 @@
 // Package observer is the agent's flow observer: datapath events are queued
-// (never blocking the ring-buffer reader), parsed into flows, counted in
+// (the ring-buffer reader waits for room, so that a parser falling behind
+// leaves them in the larger ring buffer), parsed into flows, counted in
 // metrics and kept in a ring of the most recent flows, which the Observer
 // gRPC service (GetFlows, ServerStatus, GetNodes, GetNamespaces) serves.
 // Clients read the ring at their own pace: a slow or stuck client never
@@ -105,6 +106,25 @@ func (o *Observer) Enqueue(ev *datapath.Event) bool {
 	default:
 		o.queueLost.Add(1)
 		o.opts.Metrics.OnLost(metrics.LostQueue, 1)
+		return false
+	}
+}
+
+// EnqueueWait hands an event to the parser, waiting while the queue is
+// full: the ring-buffer reader uses it, so that a parser that falls behind
+// leaves events in the ring buffer, which holds more, instead of losing
+// them here; the datapath counts what the ring cannot take. It returns
+// false when ctx ends first.
+func (o *Observer) EnqueueWait(ctx context.Context, ev *datapath.Event) bool {
+	select {
+	case o.queue <- *ev:
+		return true
+	default:
+	}
+	select {
+	case o.queue <- *ev:
+		return true
+	case <-ctx.Done():
 		return false
 	}
 }

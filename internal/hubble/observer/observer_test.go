@@ -378,6 +378,49 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
+// TestEnqueueWait: a full queue makes the ring-buffer reader wait instead
+// of losing events; it lets go when the parser makes room or ctx ends.
+func TestEnqueueWait(t *testing.T) {
+	p := parser.New(parser.Options{NodeName: "n1", Clock: parser.FixedClock(0)})
+	o := New(Options{NodeName: "n1", Parser: p, QueueSize: 2, Capacity: 100})
+	ev := datapath.Event{Timestamp: uint64(base.UnixNano()), Type: datapath.EventTrace, Subtype: 5, Proto: 17,
+		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1, DstPort: 2}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		if !o.EnqueueWait(ctx, &ev) {
+			t.Fatal("EnqueueWait refused an event with room in the queue")
+		}
+	}
+	done := make(chan bool)
+	go func() { done <- o.EnqueueWait(ctx, &ev) }()
+	select {
+	case <-done:
+		t.Fatal("EnqueueWait returned with the queue full and nobody parsing")
+	case <-time.After(50 * time.Millisecond):
+	}
+	go o.Run(ctx)
+	if !<-done {
+		t.Fatal("EnqueueWait failed once the parser made room")
+	}
+	for deadline := time.Now().Add(30 * time.Second); o.Stats().SeenFlows < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := o.Stats(); st.SeenFlows != 3 || st.QueueLost != 0 {
+		t.Errorf("stats %+v, want 3 flows and nothing lost", st)
+	}
+
+	// A full queue and a cancelled context: EnqueueWait gives up.
+	o2 := New(Options{NodeName: "n1", Parser: p, QueueSize: 1})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	o2.EnqueueWait(ctx2, &ev)
+	go func() { done <- o2.EnqueueWait(ctx2, &ev) }()
+	cancel2()
+	if <-done {
+		t.Error("EnqueueWait reported success after its context ended")
+	}
+}
+
 // BenchmarkPipeline measures what the observer's goroutine does per event:
 // parse, metrics, ring; the ring's size matters through the GC (the flows it
 // holds are live). Run with -cpu 1 for a per-core figure.

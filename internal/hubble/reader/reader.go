@@ -1,7 +1,6 @@
 // Package reader drains the datapath's events ring buffer: it decodes each
-// record and hands it on without ever waiting for the parser, so that the
-// ring, the only place where the kernel loses events, empties as fast as
-// it can. The agent and `lumen bench flows` run this same loop.
+// record and hands it to the parser's queue. The agent and `lumen bench
+// flows` run this same loop.
 package reader
 
 import (
@@ -16,9 +15,11 @@ import (
 
 // Options configure Run.
 type Options struct {
-	// Sink receives every decoded event. It must not block: the observer's
-	// Enqueue counts an event it has no room for as lost instead. The event
-	// is reused after Sink returns. Nil: events are only counted.
+	// Sink receives every decoded event; the event is reused after Sink
+	// returns. Sink may wait for room (the observer's EnqueueWait): events
+	// then wait in the ring buffer, the largest buffer there is, and the
+	// datapath counts those the ring cannot take. Nil: events are only
+	// counted.
 	Sink func(*datapath.Event)
 	// Count is called with each event's type (metrics); optional.
 	Count func(typ uint8)
