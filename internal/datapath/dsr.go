@@ -2,7 +2,9 @@ package datapath
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -45,6 +47,25 @@ func (d *Datapath) ListDSR() ([]DSREntry, error) {
 	return out, it.Err()
 }
 
+// LoadDSR reads the DSR flows from the maps an agent pinned under its
+// bpffs (for tools and tests outside the agent).
+func LoadDSR(bpffs string) ([]DSREntry, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(bpffs, "maps", "lumen_dsr"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("opening the DSR flows: %w", err)
+	}
+	defer m.Close()
+	now := monotonicNow()
+	var out []DSREntry
+	var k lxcDsrKey
+	var v lxcDsrValue
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, dsrEntry(k, v, now))
+	}
+	return out, it.Err()
+}
+
 // gcDSR deletes DSR flows whose connection tracking entry is gone and that
 // have been idle for longer than idle (the entry is written just before
 // the connection's, so a fresh one is never taken for stale).
@@ -77,4 +98,38 @@ func (d *Datapath) gcDSR(idle time.Duration) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// SNATEntry is a NodePort flow this node translated to reach a backend on
+// another node (SNAT mode): the node's Source stands in for Client.
+type SNATEntry struct {
+	Proto   uint8
+	Source  netip.AddrPort // this node's address and the port it picked
+	Backend netip.AddrPort
+	Client  netip.AddrPort
+	RevNat  uint32
+}
+
+// LoadSNAT reads the SNAT flows from the maps an agent pinned under its
+// bpffs (for tools and tests outside the agent).
+func LoadSNAT(bpffs string) ([]SNATEntry, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(bpffs, "maps", "lumen_snat_rev"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("opening the SNAT flows: %w", err)
+	}
+	defer m.Close()
+	var out []SNATEntry
+	var k lxcSnatRevKey
+	var v lxcSnatRevValue
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, SNATEntry{
+			Proto:   k.Proto,
+			Source:  netip.AddrPortFrom(addrOf(k.Family, k.Addr), hostPort(k.Port)),
+			Backend: netip.AddrPortFrom(addrOf(k.Family, k.Peer), hostPort(k.PeerPort)),
+			Client:  netip.AddrPortFrom(addrOf(k.Family, v.Client), hostPort(v.ClientPort)),
+			RevNat:  v.RevNat,
+		})
+	}
+	return out, it.Err()
 }

@@ -119,6 +119,11 @@ func buildClients(st *State, t *Topology, log *slog.Logger) error {
 		if err := setupClient(UnderlayNS(st.Name), ns, clientPort(c.Name, i), []netip.Prefix{ClientIPv4(i), ClientIPv6(i)}); err != nil {
 			return fmt.Errorf("client %s: %w", c.Name, err)
 		}
+		if WantsXDPPeers(st.AgentArgs) { // complete checksums for XDP, see xdp.go
+			if err := txChecksumOff(ns, NodeDevice); err != nil {
+				return fmt.Errorf("client %s: %w", c.Name, err)
+			}
+		}
 	}
 	return nil
 }

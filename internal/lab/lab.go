@@ -506,6 +506,11 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 		if err := cniAdd(ctx, st, node, pod, confs[node.Name]); err != nil {
 			return fmt.Errorf("pod %s: %w", pod.FullName(), err)
 		}
+		if WantsXDPPeers(st.AgentArgs) { // complete checksums for XDP, see xdp.go
+			if err := txChecksumOff(pod.NetNS, PodInterface); err != nil {
+				return fmt.Errorf("pod %s: %w", pod.FullName(), err)
+			}
+		}
 		if kube != nil {
 			if err := markPodReady(ctx, kube, pod); err != nil {
 				return fmt.Errorf("pod %s: %w", pod.FullName(), err)

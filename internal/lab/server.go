@@ -218,6 +218,8 @@ func serveUDP(ctx context.Context, log *slog.Logger, port uint16, iam []byte, pc
 		reply := buf[:n]
 		if isWhoAmI(reply) {
 			reply = iam
+		} else if string(reply) == WhoIsPeer {
+			reply = peerAnswer(from)
 		}
 		if _, err := pc.WriteTo(reply, from); err != nil {
 			log.Debug("udp echo failed", "port", port, "to", from, "error", err)

@@ -21,6 +21,71 @@ const WhoAmI = "lumen-whoami\n"
 // whoAmIReply starts the answer: "lumen-iam 10.200.1.3 fd00:10:200:1::3\n".
 const whoAmIReply = "lumen-iam"
 
+// WhoIsPeer is a request the echo server answers with the address and port
+// it sees the client at, under the same rules as WhoAmI: a backend reached
+// through SNAT sees the translating node, through DSR the client itself.
+const WhoIsPeer = "lumen-whoispeer\n"
+
+// peerReply starts the answer: "lumen-peer 10.99.0.200:41234\n".
+const peerReply = "lumen-peer"
+
+// peerAnswer renders the answer to WhoIsPeer for a connection from addr.
+func peerAnswer(addr net.Addr) []byte {
+	s := "?"
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		s = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		s = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return []byte(peerReply + " " + s + "\n")
+}
+
+// ParseWhoIsPeer reads the address out of an answer to WhoIsPeer.
+func ParseWhoIsPeer(line string) (netip.AddrPort, error) {
+	f := strings.Fields(line)
+	if len(f) != 2 || f[0] != peerReply {
+		return netip.AddrPort{}, fmt.Errorf("not an answer to %q: %q", strings.TrimSpace(WhoIsPeer), line)
+	}
+	ap, err := netip.ParseAddrPort(f[1])
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("answer to %q: %w", strings.TrimSpace(WhoIsPeer), err)
+	}
+	return ap, nil
+}
+
+// AskWhoIsPeer asks the echo server at the other end of a TCP connection
+// where it sees this end. It must be the first thing sent on the
+// connection; the connection keeps echoing afterwards.
+func AskWhoIsPeer(c io.ReadWriter) (netip.AddrPort, error) {
+	if _, err := io.WriteString(c, WhoIsPeer); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("sending %q: %w", strings.TrimSpace(WhoIsPeer), err)
+	}
+	line, err := readLine(c)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("waiting for the answer to %q: %w", strings.TrimSpace(WhoIsPeer), err)
+	}
+	return ParseWhoIsPeer(line)
+}
+
+// readLine reads up to a newline byte by byte: nothing past it is consumed.
+func readLine(c io.Reader) (string, error) {
+	var line []byte
+	one := make([]byte, 1)
+	for len(line) < 4096 {
+		if _, err := io.ReadFull(c, one); err != nil {
+			return "", err
+		}
+		line = append(line, one[0])
+		if one[0] == '\n' {
+			return string(line), nil
+		}
+	}
+	return "", errors.New("line too long")
+}
+
 // ownAddrs lists the namespace's global addresses (what identifies a pod).
 func ownAddrs() []netip.Addr {
 	var out []netip.Addr
@@ -58,7 +123,8 @@ func whoAmIAnswer() []byte {
 }
 
 // answerFirstRead handles the first read of a stream connection: a WhoAmI
-// request is answered with iam, anything else echoed. It returns the read's error
+// request is answered with iam, a WhoIsPeer one with the connection's
+// remote address, anything else echoed. It returns the read's error
 // (io.EOF when the peer closed).
 func answerFirstRead(c io.ReadWriter, iam []byte) error {
 	buf := make([]byte, 32*1024)
@@ -67,6 +133,15 @@ func answerFirstRead(c io.ReadWriter, iam []byte) error {
 		data := buf[:n]
 		if rest, ok := bytes.CutPrefix(data, []byte(WhoAmI)); ok {
 			if _, werr := c.Write(iam); werr != nil {
+				return werr
+			}
+			data = rest
+		} else if rest, ok := bytes.CutPrefix(data, []byte(WhoIsPeer)); ok {
+			var remote net.Addr
+			if rc, ok := c.(interface{ RemoteAddr() net.Addr }); ok {
+				remote = rc.RemoteAddr()
+			}
+			if _, werr := c.Write(peerAnswer(remote)); werr != nil {
 				return werr
 			}
 			data = rest

@@ -16,6 +16,7 @@ package labtest
 //	churn tcp ADDR:PORT                 short connections back to back, in the background
 //	churnstop                           stop them, return every connection's start time and backend
 //	timeout DURATION                    how long a connection may take (default 5s)
+//	whoispeer tcp|udp ADDR:PORT         one exchange: where the server sees this client (seen)
 //
 // "dial" reports the peer as getpeername (TCP) or recvfrom (UDP) shows it:
 // the service frontend when the load balancer translates back; "many" and
@@ -57,6 +58,7 @@ type helperReply struct {
 	Err     string         `json:"err,omitempty"`
 	Peer    string         `json:"peer,omitempty"`  // what getpeername/recvfrom show
 	Local   string         `json:"local,omitempty"` // the socket's own address
+	Seen    string         `json:"seen,omitempty"`  // whoispeer: the client as the server sees it
 	Backend []string       `json:"backend,omitempty"`
 	Echoes  int64          `json:"echoes,omitempty"`
 	Counts  map[string]int `json:"counts,omitempty"` // many: first backend address -> connections
@@ -216,6 +218,17 @@ func lbHelperMain(in io.Reader, out io.Writer) int {
 			}
 			r.ID = ""
 			churn = startChurn(f[1], f[2])
+		case "whoispeer":
+			if len(f) < 3 {
+				fail(errors.New("whoispeer PROTO ADDR"))
+				break
+			}
+			r.ID = ""
+			peer, local, seen, err := helperWhoIsPeer(f[1], f[2])
+			r.Peer, r.Local, r.Seen = peer, local, seen
+			if err != nil {
+				fail(err)
+			}
 		case "timeout":
 			d, err := time.ParseDuration(r.ID)
 			if err != nil {
@@ -413,4 +426,64 @@ func (r *churnRun) finish() []churnRecord {
 	close(r.stop)
 	<-r.done
 	return r.records
+}
+
+// helperWhoIsPeer asks the server at addr where it sees this client, on a
+// fresh connection (TCP) or in one datagram (UDP).
+func helperWhoIsPeer(proto, addr string) (peer, local, seen string, err error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return "", "", "", err
+	}
+	switch proto {
+	case "tcp":
+		c, err := net.DialTimeout("tcp", addr, dialTimeout)
+		if err != nil {
+			return "", "", "", err
+		}
+		defer c.Close()
+		if peer, local, err = sockNames(c.(*net.TCPConn)); err != nil {
+			return "", "", "", err
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		got, err := lab.AskWhoIsPeer(c)
+		if err != nil {
+			return peer, local, "", err
+		}
+		return peer, local, got.String(), nil
+	case "udp":
+		network := "udp4"
+		if ap.Addr().Is6() {
+			network = "udp6"
+		}
+		pc, err := net.ListenUDP(network, &net.UDPAddr{})
+		if err != nil {
+			return "", "", "", err
+		}
+		defer pc.Close()
+		buf := make([]byte, 2048)
+		deadline := time.Now().Add(dialTimeout)
+		for time.Now().Before(deadline) {
+			if _, err := pc.WriteToUDPAddrPort([]byte(lab.WhoIsPeer), ap); err != nil {
+				return "", "", "", err
+			}
+			_ = pc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return "", "", "", err
+			}
+			got, err := lab.ParseWhoIsPeer(string(buf[:n]))
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if err != nil {
+				return from.String(), pc.LocalAddr().String(), "", err
+			}
+			return from.String(), pc.LocalAddr().String(), got.String(), nil
+		}
+		return "", "", "", fmt.Errorf("udp %s: no answer", addr)
+	}
+	return "", "", "", fmt.Errorf("unknown protocol %q", proto)
 }
