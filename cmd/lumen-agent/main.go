@@ -204,6 +204,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		SetHostFlags:  dp.SetHostFlags,
 	}, log)
 	go policies.Run(ctx)
+	// Pod and namespace label changes move endpoints to their new identity.
+	go newLabelWatcher(store, ids.alloc, eps, log).run(ctx)
 
 	// Services: this node's frontends and backends.
 	services, err := lbsync.New(store, dp, nodes, lbsync.Options{

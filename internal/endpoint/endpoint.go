@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -69,6 +70,14 @@ type Manager struct {
 	dir   string
 	log   *slog.Logger
 	eps   map[string]*api.Endpoint
+
+	// policyGen counts the policy results applied to each endpoint, so that
+	// UpdateIdentity notices one applied while it computed its own.
+	policyGen map[string]uint64
+	// recheck marks endpoints whose identity changed: the next SetPolicy may
+	// carry a policy computed for the old identity (the policy syncer
+	// listed the endpoint before the change) and is recomputed instead.
+	recheck map[string]bool
 }
 
 // New returns a manager that keeps endpoint state files in stateDir.
@@ -77,7 +86,8 @@ func New(dp Datapath, stateDir string, hooks Hooks, log *slog.Logger) (*Manager,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating endpoint state dir: %w", err)
 	}
-	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{}}, nil
+	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{},
+		policyGen: map[string]uint64{}, recheck: map[string]bool{}}, nil
 }
 
 // List returns the endpoints sorted by ID.
@@ -186,6 +196,8 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 	}
 	m.unwire(ep)
 	delete(m.eps, containerID)
+	delete(m.policyGen, containerID)
+	delete(m.recheck, containerID)
 	if err := os.Remove(m.file(containerID)); err != nil && !os.IsNotExist(err) {
 		m.log.Warn("removing endpoint state", "container", containerID, "err", err)
 	}
@@ -316,13 +328,36 @@ func policyFlags(p api.EndpointPolicy) uint16 {
 // SetPolicy records an endpoint's enforcement state and writes its flags
 // into the endpoint map. The state is persisted, so a restarted agent
 // enforces from its first packet.
+//
+// The first call after an identity change recomputes the policy through
+// Hooks.Policy instead of trusting p: the caller may have computed p (and
+// written its map entries) for the endpoint as it was before the change.
 func (m *Manager) SetPolicy(containerID string, p api.EndpointPolicy) error {
 	m.mu.Lock()
+	if m.recheck[containerID] && m.hooks.Policy != nil {
+		delete(m.recheck, containerID)
+		m.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := m.refreshPolicy(ctx, containerID)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return err
+		}
+		m.log.Warn("recomputing policy after an identity change", "container", containerID, "err", err)
+		m.mu.Lock()
+		m.recheck[containerID] = true // the next round tries again
+	}
 	defer m.mu.Unlock()
 	ep, ok := m.eps[containerID]
 	if !ok {
 		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 	}
+	return m.applyPolicy(ep, p)
+}
+
+// applyPolicy records p as ep's enforcement state. Called with mu held.
+func (m *Manager) applyPolicy(ep *api.Endpoint, p api.EndpointPolicy) error {
+	m.policyGen[ep.ContainerID]++
 	changedFlags := policyFlags(ep.Policy) != policyFlags(p)
 	ep.Policy = p
 	if changedFlags {
@@ -331,6 +366,134 @@ func (m *Manager) SetPolicy(containerID string, p api.EndpointPolicy) error {
 		}
 	}
 	return m.save(ep)
+}
+
+// refreshPolicy computes containerID's policy for the endpoint as it is now
+// and applies it.
+func (m *Manager) refreshPolicy(ctx context.Context, containerID string) error {
+	for range 3 {
+		m.mu.Lock()
+		ep, ok := m.eps[containerID]
+		if !ok {
+			m.mu.Unlock()
+			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+		}
+		snap, gen := *ep, m.policyGen[containerID]
+		m.mu.Unlock()
+		pol, err := m.hooks.Policy(ctx, snap)
+		if err != nil {
+			return fmt.Errorf("computing policy of %s/%s: %w", snap.Namespace, snap.PodName, err)
+		}
+		m.mu.Lock()
+		ep, ok = m.eps[containerID]
+		switch {
+		case !ok:
+			m.mu.Unlock()
+			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+		case ep.Identity != snap.Identity || m.policyGen[containerID] != gen:
+			// Changed meanwhile: what we wrote may be outdated already.
+			m.mu.Unlock()
+			continue
+		}
+		err = m.applyPolicy(ep, pol)
+		m.mu.Unlock()
+		return err
+	}
+	return fmt.Errorf("endpoint for container %q: changed during every policy computation", containerID)
+}
+
+// UpdateIdentity moves containerID's endpoint to identity id with pod labels
+// labels, after its pod's or namespace's labels changed. The policy of the
+// new identity is computed and written first, so the endpoint is never
+// without policy; then the endpoint map entries switch to the new identity,
+// the state is persisted and the endpoint announced again (other nodes'
+// ipcache). An update to the identity the endpoint already has only records
+// the labels.
+func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uint32, labels map[string]string) (api.Endpoint, error) {
+	m.mu.Lock()
+	ep, ok := m.eps[containerID]
+	if !ok {
+		m.mu.Unlock()
+		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+	}
+	if ep.Identity == id {
+		defer m.mu.Unlock()
+		if maps.Equal(ep.Labels, labels) {
+			return *ep, nil
+		}
+		ep.Labels = maps.Clone(labels)
+		if err := m.save(ep); err != nil {
+			m.log.Warn("persisting endpoint labels", "container", containerID, "err", err)
+		}
+		m.publish(ctx, *ep)
+		return *ep, nil
+	}
+	old := ep.Identity
+	next := *ep
+	next.Identity, next.Labels = id, maps.Clone(labels)
+	gen := m.policyGen[containerID]
+	m.mu.Unlock()
+
+	// The policy is computed without the lock: the policy syncer lists
+	// endpoints meanwhile. Whatever it writes for the old identity is
+	// caught by policyGen (before the swap) or recheck (after it).
+	if m.hooks.Policy != nil {
+		pol, err := m.hooks.Policy(ctx, next)
+		if err != nil {
+			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s for identity %d: %w", next.Namespace, next.PodName, id, err)
+		}
+		next.Policy = pol
+	}
+
+	m.mu.Lock()
+	ep, ok = m.eps[containerID]
+	if !ok {
+		m.mu.Unlock()
+		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+	}
+	if ep.Identity != old {
+		m.mu.Unlock()
+		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: identity changed concurrently", containerID)
+	}
+	raced := m.policyGen[containerID] != gen
+	prev := *ep
+	ep.Identity, ep.Labels, ep.Policy = next.Identity, next.Labels, next.Policy
+	if err := m.writeMap(ep); err != nil {
+		// Back to the old identity; its policy is computed again below.
+		ep.Identity, ep.Labels, ep.Policy = prev.Identity, prev.Labels, prev.Policy
+		if werr := m.writeMap(ep); werr != nil {
+			m.log.Error("restoring endpoint map entry", "container", containerID, "err", werr)
+		}
+		m.mu.Unlock()
+		if m.hooks.Policy != nil {
+			if perr := m.refreshPolicy(ctx, containerID); perr != nil {
+				m.log.Error("restoring the policy of the old identity", "container", containerID, "err", perr)
+			}
+		}
+		return api.Endpoint{}, fmt.Errorf("switching endpoint %d to identity %d: %w", prev.ID, id, err)
+	}
+	m.policyGen[containerID]++
+	if err := m.save(ep); err != nil {
+		// A restarted agent restores the old identity; the label watcher
+		// then changes it again.
+		m.log.Warn("persisting endpoint identity", "container", containerID, "err", err)
+	}
+	if m.hooks.Policy != nil {
+		m.recheck[containerID] = true
+	}
+	m.publish(ctx, *ep)
+	out := *ep
+	m.mu.Unlock()
+	m.log.Info("endpoint identity changed", "id", out.ID, "container", containerID, "pod", out.Namespace+"/"+out.PodName, "from", old, "to", id)
+	if raced {
+		// A policy computed for the old identity was applied while we
+		// computed the new one, and may have overwritten its entries.
+		if err := m.refreshPolicy(ctx, containerID); err != nil {
+			return out, fmt.Errorf("recomputing policy of endpoint %d after its identity change: %w", out.ID, err)
+		}
+		out, _ = m.Get(containerID)
+	}
+	return out, nil
 }
 
 func (m *Manager) writeMap(ep *api.Endpoint) error {
