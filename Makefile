@@ -11,7 +11,7 @@ deps:
 	./hack/install-deps.sh
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-relay
+	$(GO) build -o $(BIN)/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-relay ./cmd/lumen-operator
 
 # Installs what is missing, builds, brings up the example lab and shows it.
 lab: deps build
