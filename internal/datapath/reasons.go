@@ -8,6 +8,7 @@ var reasonNames = map[uint8]string{
 	132: "Invalid source ip",
 	133: "Policy denied",
 	134: "Invalid packet",
+	136: "Fragmentation needed",
 	139: "Unsupported L3 protocol",
 	141: "Error writing to packet",
 	147: "Error retrieving tunnel key",
