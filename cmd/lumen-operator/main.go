@@ -79,7 +79,7 @@ operator allocates nothing twice and duplicates no endpoint.`,
 	fs.IntVar(&f.v6Mask, "cluster-pool-ipv6-mask-size", d.IPv6MaskSize, "prefix length of each node's IPv6 pod CIDR")
 	fs.BoolVar(&f.enableCES, "enable-cilium-endpoint-slice", false, "batch CiliumEndpoints into CiliumEndpointSlices")
 	fs.IntVar(&f.cesMax, "ces-max-ciliumendpoints-per-ces", d.CESMaxPerSlice, "most CiliumEndpoints in one CiliumEndpointSlice")
-	fs.StringVar(&f.cesMode, "ces-slice-mode", d.CESSliceMode, "how endpoints are grouped: fcfs (any slice of the namespace with room) or identity (endpoints of one identity together)")
+	fs.StringVar(&f.cesMode, "ces-slice-mode", d.CESSliceMode, "how endpoints are grouped: identity (endpoints of one identity together, Cilium 1.11's default) or fcfs (any slice of the namespace with room)")
 	fs.DurationVar(&f.cesInterval, "ces-sync-interval", d.CESSyncInterval, "how long endpoint changes are batched before the changed slices are written (each at most once per interval)")
 	fs.Float64Var(&f.cesQPS, "ces-write-qps-limit", d.CESWriteQPS, "most CiliumEndpointSlice writes per second")
 	fs.IntVar(&f.cesBurst, "ces-write-qps-burst", d.CESWriteBurst, "burst of CiliumEndpointSlice writes above the limit")

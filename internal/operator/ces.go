@@ -88,7 +88,13 @@ func (c *cesController) endpointHandler() cache.ResourceEventHandler {
 			return
 		}
 		c.mu.Lock()
-		c.b.upsert(cep.Namespace, coreEndpoint(cep))
+		if cep.Status.Identity == nil || cep.Status.Networking == nil {
+			// Not usable by other nodes yet (as Cilium: no identity or
+			// addresses, no slice entry).
+			c.b.remove(cepKey{cep.Namespace, cep.Name})
+		} else {
+			c.b.upsert(cep.Namespace, coreEndpoint(cep))
+		}
 		c.gauges()
 		c.mu.Unlock()
 	}

@@ -133,7 +133,7 @@ func TestEndpointSlicesFollowEndpointsAndSurviveRestart(t *testing.T) {
 	}
 	const max = 3
 	cfg := onlyConfig()
-	cfg.EnableCES, cfg.CESMaxPerSlice, cfg.CESSyncInterval = true, max, 200*time.Millisecond
+	cfg.EnableCES, cfg.CESMaxPerSlice, cfg.CESSyncInterval, cfg.CESSliceMode = true, max, 200*time.Millisecond, SliceModeFCFS
 	cfg.CESWriteQPS, cfg.CESWriteBurst = 1000, 1000
 	op, stop := startOperator(t, c, cfg)
 
@@ -151,6 +151,10 @@ func TestEndpointSlicesFollowEndpointsAndSurviveRestart(t *testing.T) {
 	}
 	put(testCEP("ces-b", "b0", 2000, "10.200.2.10"))
 	put(testCEP("ces-b", "b1", 2000, "10.200.2.11"))
+	// No identity yet: not in any slice (nor counted for the slice count).
+	noID := testCEP("ces-c", "pending", 0, "10.200.3.99")
+	noID.Status.Identity = nil
+	putCEP(ctx, t, c, noID)
 	st := expectSlices(ctx, t, c, max, want)
 	if n := len(st.versions); n != 4 {
 		t.Errorf("%d slices for 7+2 endpoints at 3 per slice, want 4", n)
@@ -226,7 +230,7 @@ func TestEndpointSlicesIdentityMode(t *testing.T) {
 	})
 	ensureNamespace(ctx, t, c, "ces-id")
 	cfg := onlyConfig()
-	cfg.EnableCES, cfg.CESMaxPerSlice, cfg.CESSyncInterval, cfg.CESSliceMode = true, 10, 200*time.Millisecond, SliceModeIdentity
+	cfg.EnableCES, cfg.CESMaxPerSlice, cfg.CESSyncInterval, cfg.CESSliceMode = true, 10, 200*time.Millisecond, "cesSliceModeIdentity" // Cilium's spelling
 	startOperator(t, c, cfg)
 	want := map[string]*k8s.CiliumEndpoint{}
 	for i := range 6 {

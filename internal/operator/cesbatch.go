@@ -21,6 +21,18 @@ const (
 	SliceModeIdentity = "identity"
 )
 
+// normalizeSliceMode returns the mode a --ces-slice-mode value names ("" if
+// none): ours, or Cilium 1.11's names for them.
+func normalizeSliceMode(m string) string {
+	switch m {
+	case SliceModeIdentity, "cesSliceModeIdentity":
+		return SliceModeIdentity
+	case SliceModeFCFS, "cesSliceModeFCFS":
+		return SliceModeFCFS
+	}
+	return ""
+}
+
 // cepKey names a CiliumEndpoint.
 type cepKey struct{ namespace, name string }
 
@@ -77,7 +89,7 @@ type cesBatcher struct {
 
 func newCESBatcher(mode string, maxPerSlice int) *cesBatcher {
 	return &cesBatcher{
-		mode: mode, max: maxPerSlice,
+		mode: normalizeSliceMode(mode), max: maxPerSlice,
 		slices:   map[string]*cesSlice{},
 		groups:   map[groupKey]map[string]*cesSlice{},
 		ceps:     map[cepKey]string{},

@@ -44,7 +44,8 @@ type Config struct {
 	EnableCES bool
 	// CESMaxPerSlice is the most endpoints one slice holds.
 	CESMaxPerSlice int
-	// CESSliceMode is SliceModeFCFS or SliceModeIdentity.
+	// CESSliceMode is SliceModeIdentity or SliceModeFCFS (Cilium's
+	// cesSliceModeIdentity and cesSliceModeFCFS are accepted too).
 	CESSliceMode string
 	// CESSyncInterval is how long changes are batched before the changed
 	// slices are written: a slice is written at most once per interval.
@@ -65,13 +66,14 @@ type Config struct {
 
 // DefaultConfig is lumen-operator's defaults: pools matching the lab's
 // address plan (10.200.<n>.0/24, fd00:10:200:<n>::/64), Cilium 1.11's CES
+// settings (identity slicing, 100 per slice, 500 ms, 10 writes/s burst 20)
 // and identity GC settings.
 func DefaultConfig() Config {
 	return Config{
 		IPv4Pools: []netip.Prefix{netip.MustParsePrefix(DefaultIPv4Pool)}, IPv4MaskSize: 24,
 		IPv6Pools: []netip.Prefix{netip.MustParsePrefix(DefaultIPv6Pool)}, IPv6MaskSize: 64,
 		CESMaxPerSlice:           100,
-		CESSliceMode:             SliceModeFCFS,
+		CESSliceMode:             SliceModeIdentity,
 		CESSyncInterval:          500 * time.Millisecond,
 		CESWriteQPS:              10,
 		CESWriteBurst:            20,
@@ -91,8 +93,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.CESMaxPerSlice < 1 || c.CESMaxPerSlice > 10000:
 		return fmt.Errorf("ces-max-ciliumendpoints-per-ces: invalid value %d: want 1..10000", c.CESMaxPerSlice)
-	case c.CESSliceMode != SliceModeFCFS && c.CESSliceMode != SliceModeIdentity:
-		return fmt.Errorf("ces-slice-mode: invalid value %q: want %s or %s", c.CESSliceMode, SliceModeFCFS, SliceModeIdentity)
+	case normalizeSliceMode(c.CESSliceMode) == "":
+		return fmt.Errorf("ces-slice-mode: invalid value %q: want %s or %s", c.CESSliceMode, SliceModeIdentity, SliceModeFCFS)
 	case c.CESSyncInterval <= 0:
 		return fmt.Errorf("ces-sync-interval: invalid value %s: want a positive duration", c.CESSyncInterval)
 	case c.CESWriteQPS <= 0:
