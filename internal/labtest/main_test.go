@@ -32,7 +32,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/lumen", "./cmd/lumen-agent", "./cmd/lumen-cni")
+		cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/lumen", "./cmd/lumen-agent", "./cmd/lumen-cni", "./cmd/lumen-operator")
 		cmd.Dir = filepath.Join("..", "..")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
