@@ -165,7 +165,15 @@ func printLabStatus(ctx context.Context, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "Lab:\t%s\n", r.Name)
 	fmt.Fprintf(w, "Routing:\t%s\n", r.Routing)
-	fmt.Fprintf(w, "Store:\t%s (pid %d, %s)\n\n", r.Store.URL, r.Store.PID, storeState)
+	fmt.Fprintf(w, "Store:\t%s (pid %d, %s)\n", r.Store.URL, r.Store.PID, storeState)
+	if rr := r.Relay; rr != nil {
+		relayState := "not running"
+		if rr.Running {
+			relayState = "running"
+		}
+		fmt.Fprintf(w, "Hubble relay:\t%s (pid %d, %s)\n", rr.Socket, rr.PID, relayState)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "NODE\tZONE\tNODE IPS\tPOD CIDRS\tAGENT PID\tHEALTH\tENDPOINTS")
 	for _, n := range r.Nodes {
 		health := n.Agent.Health

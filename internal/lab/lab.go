@@ -150,6 +150,9 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	if err := startAgents(ctx, st, o.Topology, o.AgentTimeout, o.Log); err != nil {
 		return st, err
 	}
+	if err := startRelay(ctx, st, o.Log); err != nil {
+		return st, err
+	}
 	if err := addPods(ctx, st, o.Topology, o.Log); err != nil {
 		return st, err
 	}
@@ -660,7 +663,7 @@ func down(lab string, log *slog.Logger) error {
 		for i := range st.Nodes {
 			procs = append(procs, st.Nodes[i].Agent)
 		}
-		procs = append(procs, st.Store)
+		procs = append(procs, st.Store, st.Relay)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, p := range procs {
@@ -791,6 +794,7 @@ type Report struct {
 	Name    string       `json:"name"`
 	Routing string       `json:"routing"`
 	Store   StoreReport  `json:"store"`
+	Relay   *RelayReport `json:"relay,omitempty"` // the Hubble relay of all nodes
 	Nodes   []NodeReport `json:"nodes"`
 	Pods    []PodReport  `json:"pods"`
 
@@ -857,6 +861,7 @@ func Status(ctx context.Context, lab string) (*Report, error) {
 	if st.Store != nil {
 		r.Store.PID, r.Store.Running = st.Store.PID, st.Store.Alive()
 	}
+	r.Relay = relayReport(st)
 	r.Nodes = make([]NodeReport, len(st.Nodes))
 	var wg sync.WaitGroup
 	for i := range st.Nodes {

@@ -26,6 +26,7 @@ type State struct {
 	Lumen    string      `json:"lumen"` // the lumen binary that runs the store and echo servers
 	StoreURL string      `json:"storeURL"`
 	Store    *Proc       `json:"store,omitempty"`
+	Relay    *Proc       `json:"relay,omitempty"` // lumen-relay (Hubble API of all nodes)
 	Nodes    []NodeState `json:"nodes"`
 	// AgentArgs are extra flags every agent gets (topology agentArgs and
 	// kubeAPIServer).

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -229,22 +228,17 @@ func setup(t *testing.T) *env {
 	if len(e.identity) != 3 {
 		t.Fatalf("endpoints: %v", e.identity)
 	}
-	// The relay finds both agents through n1's Peer service.
-	e.relay = filepath.Join(lab.Dir(e.lab), "hubble-relay.sock")
-	relayLog, err := os.Create(filepath.Join(t.TempDir(), "relay.log"))
-	if err != nil {
+	// `lumen lab up` runs a relay with every node's agent as a peer; the
+	// relay subtests check that both nodes' flows come through it in time
+	// order.
+	var st lab.Report
+	if err := json.Unmarshal([]byte(e.lumen("lab", "status", "-o", "json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	relay := exec.Command(filepath.Join(binDir, "lumen-relay"), "--peer-service", e.sock["n1"], "--socket", e.relay, "--sort-window", "300ms")
-	relay.Stdout, relay.Stderr = relayLog, relayLog
-	if err := relay.Start(); err != nil {
-		t.Fatal(err)
+	if st.Relay == nil || !st.Relay.Running || st.Relay.Socket != "unix://"+lab.RelaySocket(e.lab) {
+		t.Fatalf("lab status: relay %+v, want running on %s", st.Relay, lab.RelaySocket(e.lab))
 	}
-	t.Cleanup(func() {
-		_ = relay.Process.Signal(syscall.SIGTERM)
-		_ = relay.Wait()
-		os.Remove(e.relay)
-	})
+	e.relay = lab.RelaySocket(e.lab)
 	return e
 }
 
@@ -288,6 +282,23 @@ func TestHubble(t *testing.T) {
 		out, _, _ = e.exe(false, "", e.hubble, "list", "namespaces", "--server", "unix://"+e.relay)
 		if !strings.Contains(out, "shop") || !strings.Contains(out, "tools") {
 			t.Errorf("hubble list namespaces:\n%s", out)
+		}
+	})
+
+	t.Run("icmp", func(t *testing.T) {
+		// A real ping: the flows carry the ICMP type and the hubble CLI
+		// prints it.
+		e.lumen("lab", "exec", "shop/frontend", "--", "ping", "-c", "1", "-W", "5", e.ip["tools/debug"])
+		out, _, _ := e.exe(false, "", e.hubble, "observe", "--server", e.sock["n1"], "--protocol", "icmp", "--from-pod", "shop/frontend", "-o", "json", "--last", "100")
+		req := find(t, "frontend -> debug echo request", flows(t, out), func(f *flowpb.Flow) bool {
+			return name(f.GetDestination()) == "tools/debug" && f.GetL4().GetICMPv4() != nil
+		})[0]
+		if i := req.GetL4().GetICMPv4(); i.GetType() != 8 || i.GetCode() != 0 || req.GetSummary() != "ICMPv4 EchoRequest" {
+			t.Errorf("echo request: ICMPv4 %v, summary %q", i, req.GetSummary())
+		}
+		out, _, _ = e.exe(false, "", e.hubble, "observe", "--server", e.sock["n1"], "--protocol", "icmp", "--to-pod", "shop/frontend", "--last", "100")
+		if !strings.Contains(out, "EchoReply") {
+			t.Errorf("hubble observe (compact) shows no EchoReply:\n%s", out)
 		}
 	})
 
