@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"golang.org/x/sys/unix"
 )
 
 func clientset(t *testing.T, c *ControlPlane) kubernetes.Interface {
@@ -314,15 +316,15 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 }
 
-// TestSecondControlPlane starts another control plane without controllers
-// (Pods are refused: no default ServiceAccount), finds it again with Open
-// and stops it through that handle; Stop is idempotent and leaves no
+// TestSecondControlPlane starts another, detached control plane without
+// controllers (Pods are refused: no default ServiceAccount), finds it again
+// with Open (as the lab does) and stops it through that handle; Stop is idempotent and leaves no
 // process behind.
 func TestSecondControlPlane(t *testing.T) {
 	controlPlane(t) // the binaries
 	ctx := testContext(t)
 	dir := t.TempDir()
-	c, err := Start(ctx, Options{Dir: dir, NoControllers: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.97.0.0/16")}})
+	c, err := Start(ctx, Options{Dir: dir, NoControllers: true, Detached: true, ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.97.0.0/16")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,6 +333,12 @@ func TestSecondControlPlane(t *testing.T) {
 	pids := c.PIDs()
 	if len(pids) != 2 || pids["etcd"] == 0 || pids["kube-apiserver"] == 0 {
 		t.Fatalf("PIDs() = %v, want etcd and kube-apiserver only", pids)
+	}
+	for name, pid := range pids {
+		// Detached: each in its own session, away from the test's.
+		if sid, err := unix.Getsid(pid); err != nil || sid != pid {
+			t.Errorf("%s (pid %d): session %d, %v, want its own", name, pid, sid, err)
+		}
 	}
 	if shared.cp != nil && c.Port() == shared.cp.Port() {
 		t.Fatal("two control planes on one port")

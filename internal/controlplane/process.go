@@ -30,7 +30,8 @@ type proc struct {
 	done chan struct{} // closed when the child has been reaped
 }
 
-// start runs p.Args in its own process group with stdout and stderr
+// start runs p.Args in its own process group (detached: its own session)
+// with stdout and stderr
 // appended to p.Log, in the program's network namespace. Unless
 // detached, the kernel kills it when this program exits (so a killed test binary leaves no API server behind); a
 // detached process outlives it.
@@ -43,9 +44,11 @@ func (p *proc) start(detached bool) error {
 	fmt.Fprintf(logf, "==== %s: %s\n", time.Now().UTC().Format(time.RFC3339), strings.Join(p.Args, " "))
 	cmd := exec.Command(p.Args[0], p.Args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if !detached {
-		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	if detached {
+		// Its own session (and so process group), away from our terminal.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
 	onSpawner(func() { err = cmd.Start() })
 	if err != nil {
