@@ -88,6 +88,8 @@ func TestLBNodePortDSR(t *testing.T) {
 	ext := startClient(t, name, "client/ext")
 	under := lab.UnderlayNS(name)
 	toN1, toN2 := startCapture(t, under, "to-n1"), startCapture(t, under, "to-n2")
+	// What the backends receive, inside their namespaces.
+	inPods := []*capture{startCapture(t, lab.PodNS(name, "n2", "be-b1"), "eth0"), startCapture(t, lab.PodNS(name, "n2", "be-b2"), "eth0")}
 
 	for _, fam := range []int{4, 6} {
 		n1 := nodeIP(t, name, "n1", fam)
@@ -170,6 +172,27 @@ func TestLBNodePortDSR(t *testing.T) {
 			t.Errorf("IPv%d: no answer left n2 from %s to the client %s", fam, netip.AddrPortFrom(n1, 30085), client)
 		}
 		t.Logf("IPv%d on n2's underlay port: %d packets with the option in, %d answers straight to the client out", fam, withOption, direct)
+	}
+	// The pods got IPv4 SYNs with the option (and answered them: their
+	// kernels ignore it), IPv6 packets without the extension header.
+	var podOpt4, podOpt6, podFromClient6 int
+	for _, c := range inPods {
+		for _, f := range c.stop() {
+			if f.outgoing {
+				continue
+			}
+			switch {
+			case f.dsrOption.IsValid() && f.dsrOption.Addr().Is4():
+				podOpt4++
+			case f.dsrOption.IsValid():
+				podOpt6++
+			case f.src.Addr() == client6:
+				podFromClient6++
+			}
+		}
+	}
+	if podOpt4 == 0 || podOpt6 != 0 || podFromClient6 == 0 {
+		t.Errorf("in the backends: %d IPv4 packets with the DSR option (want some), %d IPv6 packets with the DSR header (want none), %d IPv6 packets from the client (want some)", podOpt4, podOpt6, podFromClient6)
 	}
 	for _, f := range n1Frames {
 		if bAddrs[f.src.Addr()] {
