@@ -75,6 +75,7 @@ func newBenchCmd() *cobra.Command {
 	b.AddCommand(newBenchPolicyCmd())
 	b.AddCommand(newBenchLBCmd())
 	b.AddCommand(newBenchFlowsCmd())
+	b.AddCommand(newBenchK8sScaleCmd())
 	return b
 }
 

@@ -158,6 +158,7 @@ func (c *cesController) run(ctx context.Context) {
 func (c *cesController) flush(ctx context.Context) {
 	c.mu.Lock()
 	writes := c.b.takeWrites()
+	c.op.metrics.cesInFlight.Set(float64(len(writes))) // before pending drops
 	c.gauges()
 	c.mu.Unlock()
 	if len(writes) == 0 {
@@ -169,6 +170,7 @@ func (c *cesController) flush(ctx context.Context) {
 		wg.Go(func() {
 			for w := range work {
 				c.write(ctx, w)
+				c.op.metrics.cesInFlight.Dec()
 			}
 		})
 	}

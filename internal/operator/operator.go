@@ -300,6 +300,7 @@ type metrics struct {
 	cesSlices      prometheus.Gauge
 	cesEndpoints   prometheus.Gauge
 	cesPending     prometheus.Gauge
+	cesInFlight    prometheus.Gauge
 	cesWrites      *prometheus.CounterVec
 	cesWriteErrors *prometheus.CounterVec
 	cesSyncLatency prometheus.Histogram
@@ -339,6 +340,9 @@ func newMetrics() *metrics {
 		cesPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lumen_operator_ces_slices_pending", Help: "Slices with changes not yet written.",
 		}),
+		cesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lumen_operator_ces_writes_in_flight", Help: "Slice writes taken for the current flush and not finished yet.",
+		}),
 		cesWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lumen_operator_ces_writes_total", Help: "CiliumEndpointSlice writes, by operation (create, update, delete).",
 		}, []string{"op"}),
@@ -364,7 +368,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.podCIDRsAllocated, m.podCIDRsFree, m.podCIDRExhausted, m.podCIDRConflicts, m.nodesPending, m.podCIDRWrites,
-		m.cesSlices, m.cesEndpoints, m.cesPending, m.cesWrites, m.cesWriteErrors, m.cesSyncLatency,
+		m.cesSlices, m.cesEndpoints, m.cesPending, m.cesInFlight, m.cesWrites, m.cesWriteErrors, m.cesSyncLatency,
 		m.identityGCRuns, m.identitiesDeleted, m.identities,
 	)
 	return m
