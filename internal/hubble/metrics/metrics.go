@@ -61,7 +61,7 @@ type Metrics struct {
 	// Counters cached by label values: WithLabelValues per flow is slow.
 	flowCache map[flowKey]prometheus.Counter
 	dropCache map[dropKey]prometheus.Counter
-	tcpCache  map[tcpKey]prometheus.Counter
+	tcpCache  map[tcpKey][]prometheus.Counter // one counter per flag set
 	portCache map[portKey]prometheus.Counter
 }
 
@@ -90,7 +90,7 @@ type portKey struct {
 func New(groups []string) (*Metrics, error) {
 	m := &Metrics{
 		flowCache: map[flowKey]prometheus.Counter{}, dropCache: map[dropKey]prometheus.Counter{},
-		tcpCache: map[tcpKey]prometheus.Counter{}, portCache: map[portKey]prometheus.Counter{},
+		tcpCache: map[tcpKey][]prometheus.Counter{}, portCache: map[portKey]prometheus.Counter{},
 	}
 	for _, g := range groups {
 		switch g {
@@ -176,12 +176,15 @@ func (m *Metrics) OnFlow(f *flowpb.Flow) {
 	if m.tcp != nil {
 		if fl := f.GetL4().GetTCP().GetFlags(); fl != nil {
 			k := tcpKey{fl, f.GetIP().GetIpVersion()}
-			if c, ok := m.tcpCache[k]; ok {
-				if c != nil {
-					c.Inc()
+			cs, ok := m.tcpCache[k]
+			if !ok {
+				cs = m.flagCounters(k)
+				if len(m.tcpCache) < 4096 {
+					m.tcpCache[k] = cs
 				}
-			} else {
-				m.countFlags(k)
+			}
+			for _, c := range cs {
+				c.Inc()
 			}
 		}
 	}
@@ -210,30 +213,22 @@ func (m *Metrics) OnFlow(f *flowpb.Flow) {
 	}
 }
 
-// countFlags counts each flag of a flags message; the cache remembers only
-// single-flag combinations (the common SYN/FIN/RST control packets), others
-// go through the vector.
-func (m *Metrics) countFlags(k tcpKey) {
+// flagCounters are the counters of each flag a flags message has set. The
+// parser shares one message per flags byte, so the cache keyed by it stays
+// small and a data packet (PSH, ACK) costs two increments, no label hashing.
+func (m *Metrics) flagCounters(k tcpKey) []prometheus.Counter {
 	family := k.version.String()
-	var n int
-	var last prometheus.Counter
+	var out []prometheus.Counter
 	for _, x := range []struct {
 		on   bool
 		name string
 	}{{k.flags.SYN, "SYN"}, {k.flags.ACK, "ACK"}, {k.flags.RST, "RST"}, {k.flags.FIN, "FIN"}, {k.flags.PSH, "PSH"},
 		{k.flags.URG, "URG"}, {k.flags.ECE, "ECE"}, {k.flags.CWR, "CWR"}, {k.flags.NS, "NS"}} {
 		if x.on {
-			last = m.tcp.WithLabelValues(x.name, family)
-			last.Inc()
-			n++
+			out = append(out, m.tcp.WithLabelValues(x.name, family))
 		}
 	}
-	switch n {
-	case 0:
-		m.tcpCache[k] = nil
-	case 1:
-		m.tcpCache[k] = last
-	}
+	return out
 }
 
 func typeNames(f *flowpb.Flow) (typ, sub string) {
