@@ -96,6 +96,16 @@ func resourceObject(u *unstructured.Unstructured) (*resource.Object, error) {
 		if err := set("spec", spec); err != nil {
 			return nil, err
 		}
+		// The load balancer's addresses, set by whoever provides them.
+		var status lb.ServiceStatus
+		if err := slim("status", &status); err != nil {
+			return nil, err
+		}
+		if len(status.LoadBalancer.Ingress) > 0 {
+			if err := set("status", status); err != nil {
+				return nil, err
+			}
+		}
 	case "EndpointSlice":
 		var eps []lb.Endpoint
 		var ports []lb.EndpointPort
