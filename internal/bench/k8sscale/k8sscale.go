@@ -142,6 +142,8 @@ type ModeResult struct {
 	// saw every write (below 1: the API server or the agents fell behind).
 	Delivered float64 `json:"delivered"`
 
+	// ChurnRate is the replacements per second actually made.
+	ChurnRate            float64 `json:"churnRate"`
 	EventsPerSec         float64 `json:"eventsPerSec"`
 	EventsPerSecPerAgent float64 `json:"eventsPerSecPerAgent"`
 	Mbps                 float64 `json:"mbps"`
@@ -290,6 +292,7 @@ func waitSlicesConverged(ctx context.Context, op *operator.Operator, pods int) e
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		eps, pending := gauge(op, "lumen_operator_ces_endpoints"), gauge(op, "lumen_operator_ces_slices_pending")
+		pending += gauge(op, "lumen_operator_ces_writes_in_flight")
 		if int(eps) == pods && pending == 0 && counter(op, "lumen_operator_ces_writes_total") > 0 {
 			return nil
 		}

@@ -32,12 +32,15 @@ func measure(ctx context.Context, cp *controlplane.ControlPlane, cl *cluster, mo
 		return nil, fmt.Errorf("listing %s: %w", gvr.Resource, err)
 	}
 	log.Info("starting agents", "mode", mode, "agents", o.Agents)
+	t0 := time.Now()
 	f, err := startFleet(ctx, cp.RESTConfig(), resourcePath(gvr), list.GetResourceVersion(), o.Agents)
 	if err != nil {
 		return nil, err
 	}
 	defer f.stop()
+	log.Info("agents watching", "mode", mode, "took", time.Since(t0).Round(time.Millisecond))
 	settle(ctx, f, time.Second)
+	log.Info("agents settled", "mode", mode, "took", time.Since(t0).Round(time.Millisecond))
 
 	apiserver := cp.PIDs()["kube-apiserver"]
 	ev0, by0, rl0, rs0 := f.totals()
@@ -89,6 +92,7 @@ func measure(ctx context.Context, cp *controlplane.ControlPlane, cl *cluster, mo
 	res.APIServerCPU = cpuTime(apiserver) - cpu0
 	res.Events, res.Bytes, res.Relists, res.Restarts = ev1-ev0, by1-by0, rl1-rl0, rs1-rs0
 	secs := o.Duration.Seconds()
+	res.ChurnRate = float64(res.Replacements) / secs
 	res.EventsPerSec = float64(res.Events) / secs
 	res.EventsPerSecPerAgent = res.EventsPerSec / float64(o.Agents)
 	res.Mbps = float64(res.Bytes) * 8 / secs / 1e6
