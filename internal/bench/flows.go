@@ -129,6 +129,7 @@ type FlowsReport struct {
 	RingBytes  int           `json:"ringBytes"`
 	RecordSize int           `json:"recordBytes"`
 	Rates      []RateResult  `json:"rates,omitempty"`
+	Parse      ParseResult   `json:"parse"`
 	Memory     MemoryResult  `json:"memory"`
 	Queries    []QueryResult `json:"getFlows"`
 	Method     string        `json:"method"`
@@ -172,6 +173,7 @@ func FlowsBench(ctx context.Context, o FlowsOptions) (*FlowsReport, error) {
 		}
 		rep.Rates, rep.RingBytes = rates, ringBytes
 	}
+	rep.Parse = ParseRate(1_000_000)
 	obs, mem := FillRing(o.RingFlows)
 	rep.Memory = mem
 	qs, err := MeasureGetFlows(ctx, obs, o.Last, o.Requests)
@@ -625,6 +627,46 @@ func syntheticEvents(n int) ([]datapath.Event, staticEnricher) {
 		evs[i] = ev
 	}
 	return evs, enr
+}
+
+// ParseResult is the observer's per-event cost: parse, metrics, ring.
+type ParseResult struct {
+	Events int    `json:"events"`
+	Flows  uint64 `json:"flows"` // in the ring's count: must equal Events
+	// PerCPUSecond is events over the process's CPU time (GC included):
+	// what one core sustains, however busy the machine is.
+	PerCPUSecond float64 `json:"perCPUSecond"`
+	PerSecond    float64 `json:"perSecond"` // by the wall clock
+}
+
+// ParseRate runs n synthetic events through the agent's parser and
+// observer (default metrics, default ring) in one goroutine.
+func ParseRate(n int) ParseResult {
+	evs, enr := syntheticEvents(min(n, 65535))
+	hm, err := hubblemetrics.New(hubblemetrics.Default)
+	if err != nil {
+		panic(err) // the default groups are valid
+	}
+	p := parser.New(parser.Options{NodeName: "bench", Enricher: enr, Clock: parser.FixedClock(0)})
+	obs := observer.New(observer.Options{NodeName: "bench", Parser: p, Metrics: hm})
+	runtime.GC()
+	cpu0, start := cpuTime(), time.Now()
+	for i := range n {
+		f, err := p.Parse(&evs[i%len(evs)])
+		if err != nil {
+			panic(fmt.Sprintf("synthetic event %+v: %v", evs[i%len(evs)], err))
+		}
+		obs.Publish(f)
+	}
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	return ParseResult{Events: n, Flows: obs.Stats().SeenFlows, PerCPUSecond: float64(n) / max(cpu.Seconds(), 1e-9), PerSecond: float64(n) / wall.Seconds()}
+}
+
+// cpuTime is the user and system time of this process.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // FillRing parses RingFlows synthetic events into an observer's ring and

@@ -244,3 +244,11 @@ func BenchmarkGetFlowsLast1000(b *testing.B) {
 		})
 	}
 }
+
+// The parse rate measures what it says: every event became a flow.
+func TestParseRate(t *testing.T) {
+	r := ParseRate(20000)
+	if r.Events != 20000 || r.Flows != 20000 || r.PerCPUSecond <= 0 || r.PerSecond <= 0 {
+		t.Errorf("parse rate %+v", r)
+	}
+}

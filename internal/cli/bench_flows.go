@@ -94,8 +94,11 @@ func printFlowsReport(rep *bench.FlowsReport) {
 		}
 		fmt.Printf("highest rate with 0 lost: agent pipeline %s events/s (%.1fx the %s/s goal), bare reader %s events/s; pipeline/bare %.2f\n",
 			k(pipe), pipe/bench.FlowsGoal, k(bench.FlowsGoal), k(bare), pipe/max(bare, 1))
-		fmt.Printf("method: %s\n\n", rep.Method)
+		fmt.Printf("method: %s\n", rep.Method)
+		fmt.Printf("machine: %d CPUs, load average %s before the run (the rates need CPU time for the generator, reader and parser)\n\n", rep.CPUs, rep.LoadAverage)
 	}
+	fmt.Printf("Parser and observer alone (parse, metrics, ring), %d synthetic events: %s events per CPU-second (goal 1M), %s/s by the wall clock\n\n",
+		rep.Parse.Events, k(rep.Parse.PerCPUSecond), k(rep.Parse.PerSecond))
 	m := rep.Memory
 	fmt.Printf("Flow ring of %d flows: %.1f MiB heap, %.0f bytes/flow; protobuf wire size %.0f bytes/flow; heap/wire %.2fx\n\n",
 		m.Flows, float64(m.HeapBytes)/(1<<20), m.BytesPerFlow, m.WireBytesPerFlow, m.Ratio)
