@@ -240,9 +240,24 @@ func TestNodePortDSR(t *testing.T) {
 		t.Errorf("1492-byte datagram: verdict %d, want a redirect", res.Verdict)
 	}
 
+	// A LoadBalancer address (not the node's own) travels the same way.
+	lbIP := netip.MustParseAddr("192.0.2.10")
+	must(t, a.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: lbIP, Port: 80, Proto: 6}, RevNat: 7, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, a.dp.UpsertRevNat(7, lbIP, 80))
+	res, _ := a.runMark(HookFromNetdev, "eth0", Packet{SrcMAC: dsrClientMAC, DstMAC: hostAMAC, Src: dsrClient4, Dst: lbIP, Proto: 6, SrcPort: 5700, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes(), 0)
+	if src, _, dst, _, opt := parseDSRFrame(t, res.Data); res.Verdict != tcActRedirect || src != dsrClient4 || dst != dsrBackend4 || opt != netip.AddrPortFrom(lbIP, 80) {
+		t.Errorf("LoadBalancer address: verdict %d, %s -> %s, option %v; want the client to the backend with option %s:80", res.Verdict, src, dst, opt, lbIP)
+	}
+	res, mark := b.runMark(HookFromNetdev, "eth0", res.Data, 0)
+	b.runMark(HookToContainer, "lxcb", res.Data, mark)
+	res, _ = b.runMark(HookFromContainer, "lxcb", Packet{SrcMAC: dsrPodMAC, DstMAC: dsrHostMAC, Src: dsrBackend4, Dst: dsrClient4, Proto: 6, SrcPort: 80, DstPort: 5700, TTL: 64, TCPFlags: 0x12}.Bytes(), 0)
+	if src, sport := srcOf(res.Data); src != lbIP || sport != 80 {
+		t.Errorf("LoadBalancer address: the reply leaves node B from %s:%d, want %s:80", src, sport, lbIP)
+	}
+
 	// The same node in SNAT mode translates the source as before.
 	must(t, a.dp.SetConfig(RuntimeConfig{NodeIPv4: dsrNodeA4, NodeIPv6: dsrNodeA6}))
-	res, _ := a.runMark(HookFromNetdev, "eth0", Packet{SrcMAC: dsrClientMAC, DstMAC: hostAMAC, Src: dsrClient4, Dst: dsrNodeA4, Proto: 6, SrcPort: 5600, DstPort: 30080, TTL: 64, TCPFlags: 0x02}.Bytes(), 0)
+	res, _ = a.runMark(HookFromNetdev, "eth0", Packet{SrcMAC: dsrClientMAC, DstMAC: hostAMAC, Src: dsrClient4, Dst: dsrNodeA4, Proto: 6, SrcPort: 5600, DstPort: 30080, TTL: 64, TCPFlags: 0x02}.Bytes(), 0)
 	if src, _, _, _, opt := parseDSRFrame(t, res.Data); src != dsrNodeA4 || opt.IsValid() {
 		t.Errorf("SNAT mode: source %s, option %v; want the node %s and no option", src, opt, dsrNodeA4)
 	}
