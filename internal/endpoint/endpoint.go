@@ -388,6 +388,11 @@ func (m *Manager) refreshPolicy(ctx context.Context, containerID string) error {
 		ep, ok = m.eps[containerID]
 		switch {
 		case !ok:
+			// Deleted meanwhile: an endpoint that reuses its id gets its
+			// policy recomputed at the next SetPolicy.
+			if owner := m.ownerOf(snap.ID); owner != "" {
+				m.recheck[owner] = true
+			}
 			m.mu.Unlock()
 			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 		case ep.Identity != snap.Identity || m.policyGen[containerID] != gen:
@@ -447,12 +452,20 @@ func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uin
 
 	m.mu.Lock()
 	ep, ok = m.eps[containerID]
-	if !ok {
+	if !ok || ep.Identity != old {
+		// Deleted (its id maybe reused already) or changed meanwhile: the
+		// entries just written belong to nobody. Whoever has the id now
+		// gets its own policy again.
+		owner := m.ownerOf(next.ID)
 		m.mu.Unlock()
-		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-	}
-	if ep.Identity != old {
-		m.mu.Unlock()
+		if owner != "" && m.hooks.Policy != nil {
+			if err := m.refreshPolicy(ctx, owner); err != nil && !errors.Is(err, ErrNotFound) {
+				m.log.Warn("recomputing policy", "container", owner, "err", err)
+			}
+		}
+		if !ok {
+			return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
+		}
 		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: identity changed concurrently", containerID)
 	}
 	raced := m.policyGen[containerID] != gen
@@ -525,6 +538,17 @@ func (m *Manager) unwire(ep *api.Endpoint) {
 	}
 	_ = m.dp.Detach(datapath.HookFromContainer, ep.HostIfIndex)
 	_ = m.dp.Detach(datapath.HookToContainer, ep.HostIfIndex)
+}
+
+// ownerOf returns the container of endpoint id, "" if none. Called with mu
+// held.
+func (m *Manager) ownerOf(id uint16) string {
+	for cid, ep := range m.eps {
+		if ep.ID == id {
+			return cid
+		}
+	}
+	return ""
 }
 
 func (m *Manager) freeID() uint16 {

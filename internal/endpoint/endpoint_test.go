@@ -271,3 +271,28 @@ func TestDeleteForgetsIdentityState(t *testing.T) {
 		t.Errorf("SetPolicy of a deleted endpoint: %v", err)
 	}
 }
+
+// TestIdentityChangeOfDeletedEndpoint: the pod goes away while the new
+// identity's policy is computed, and a new pod gets its endpoint id. The
+// entries written for the old pod are replaced by the new pod's policy.
+func TestIdentityChangeOfDeletedEndpoint(t *testing.T) {
+	m, r := newTestManager(t)
+	r.during = func() {
+		if err := m.Delete(context.Background(), "c1"); err != nil {
+			t.Error(err)
+		}
+		m.mu.Lock()
+		m.eps["c2"] = &api.Endpoint{ID: 7, ContainerID: "c2", IPv4: "10.0.0.8", MAC: "02:00:00:00:00:09", HostMAC: "02:00:00:00:00:0a", Identity: 2000}
+		m.mu.Unlock()
+	}
+	if _, err := m.UpdateIdentity(context.Background(), "c1", 1001, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("identity change of a deleted endpoint: %v, want ErrNotFound", err)
+	}
+	got := r.take()
+	if got[len(got)-1] != "policy identity=2000" {
+		t.Errorf("the endpoint reusing the id did not get its policy back: %v", got)
+	}
+	if ep, _ := m.Get("c2"); ep.Policy.Entries != 2000 {
+		t.Errorf("policy of the new endpoint: %+v", ep.Policy)
+	}
+}
