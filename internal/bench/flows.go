@@ -469,9 +469,12 @@ func (e *flowsEnv) rateSearch(ctx context.Context, o FlowsOptions, bare bool) (R
 		if err != nil {
 			return res, err
 		}
-		if s.Lost() == 0 {
+		switch {
+		case s.Achieved < 0.8*mid:
+			return res, nil // the generator is out of CPU: nothing to learn
+		case s.Lost() == 0:
 			good = mid
-		} else {
+		default:
 			bad = mid
 		}
 	}
