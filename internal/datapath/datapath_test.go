@@ -25,7 +25,7 @@ const (
 )
 
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	dp   *Datapath
 	ns   netns.NsHandle
 	dir  string
@@ -34,7 +34,7 @@ type fixture struct {
 
 // newFixture loads the datapath into a private bpffs and makes a network
 // namespace holding veths whose ifindexes stand for pod and host devices.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	testutil.RequirePrivileged(t)
 	ns, _ := testutil.NewNetNS(t, "dp")
 	f := &fixture{t: t, ns: ns, dir: filepath.Join(t.TempDir(), "bpf"), devs: map[string]netlink.Link{}}
@@ -103,7 +103,7 @@ func (f *fixture) addPods() {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -104,7 +104,7 @@ var (
 
 // dsrNodes makes node A (the frontends, DSR mode, backends on node B) and
 // node B (the backends' pods, no DSR flag: it answers DSR flows anyway).
-func dsrNodes(t *testing.T) (a, b *fixture) {
+func dsrNodes(t testing.TB) (a, b *fixture) {
 	a = newFixture(t)
 	a.dsrNode([]string{"10.99.0.1/24", "fd00:10:99::1/64"},
 		map[string]net.HardwareAddr{"10.99.0.2": dsrPeerMAC, "fd00:10:99::2": dsrPeerMAC},
@@ -356,4 +356,57 @@ func stripIPv4Options(f []byte) []byte {
 	out := append([]byte(nil), f[:34]...)
 	out[14] = 0x45
 	return append(out, f[14+ihl:]...)
+}
+
+// FuzzDSROption: node B records a flow only for a well-formed option and
+// decodes its frontend; any other option bytes leave the packet alone.
+func FuzzDSROption(f *testing.F) {
+	f.Add([]byte{0x9a, 8, 0x75, 0x85, 10, 99, 0, 1})
+	f.Add([]byte{0x9a, 7, 0x75, 0x85, 10, 99, 0, 1})
+	f.Add([]byte{0x94, 4, 0, 0, 1, 1, 1, 1}) // router alert, then NOPs
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0})
+	_, b := dsrNodes(f)
+	client := netip.AddrPortFrom(dsrClient4, 6000)
+	f.Fuzz(func(t *testing.T, opt []byte) {
+		if len(opt) != 8 {
+			return
+		}
+		b.t = t
+		clearDSR(t, b)
+		pkt := Packet{SrcMAC: dsrPeerMAC, DstMAC: hostAMAC, Src: dsrClient4, Dst: dsrBackend4, Proto: 6, SrcPort: 6000, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes()
+		frame := append(append(append([]byte(nil), pkt[:34]...), opt...), pkt[34:]...)
+		frame[14] = 0x47
+		binary.BigEndian.PutUint16(frame[16:], uint16(len(frame)-14))
+		binary.BigEndian.PutUint16(frame[24:], IPv4Checksum(frame[14:42]))
+		res, mark := b.runMark(HookFromNetdev, "eth0", frame, 0)
+		if res.Verdict != tcActRedirect {
+			t.Fatalf("option %x: verdict %d, want delivery to the pod", opt, res.Verdict)
+		}
+		entries, err := b.dp.ListDSR()
+		must(t, err)
+		if opt[0] != 0x9a || opt[1] != 8 {
+			if mark != 0 || len(entries) != 0 {
+				t.Fatalf("option %x is not Lumen's: mark %#x, flows %+v", opt, mark, entries)
+			}
+			return
+		}
+		want := netip.AddrPortFrom(netip.AddrFrom4([4]byte(opt[4:8])), binary.BigEndian.Uint16(opt[2:4]))
+		if mark != markDSR || !hasDSR(entries, 6, netip.AddrPortFrom(dsrBackend4, 80), client, want) {
+			t.Fatalf("option %x: mark %#x, flows %+v; want the frontend %s", opt, mark, entries, want)
+		}
+	})
+}
+
+func clearDSR(t *testing.T, f *fixture) {
+	var k lxcDsrKey
+	var v lxcDsrValue
+	var keys []lxcDsrKey
+	it := f.dp.lxc.LumenDsr.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	must(t, it.Err())
+	for i := range keys {
+		must(t, f.dp.lxc.LumenDsr.Delete(&keys[i]))
+	}
 }

@@ -177,3 +177,20 @@ func txChecksumOn(nsName, ifName string) (bool, error) {
 	})
 	return on, err
 }
+
+func FuzzParseWhoIsPeer(f *testing.F) {
+	f.Add("lumen-peer 10.99.0.200:41234\n")
+	f.Add("lumen-peer [fd00:10:99::200]:5\n")
+	f.Add("lumen-peer ?\n")
+	f.Add("lumen-iam 10.0.0.1\n")
+	f.Fuzz(func(t *testing.T, line string) {
+		ap, err := ParseWhoIsPeer(line)
+		if err != nil {
+			return
+		}
+		// What parses is what the server would have sent for it.
+		if got, err := ParseWhoIsPeer(string(peerAnswer(net.TCPAddrFromAddrPort(ap)))); err != nil || got != netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) {
+			t.Fatalf("%q parsed as %s, which does not round-trip: %v %v", line, ap, got, err)
+		}
+	})
+}
