@@ -575,9 +575,9 @@ func TestNoBackends(t *testing.T) {
 		want := map[string]string{
 			"a/empty ClusterIP internal":  "no endpoints/" + verdict,
 			"a/empty NodePort external":   "no endpoints/" + verdict,
-			"a/remote ClusterIP internal": "/",                        // cluster policy: the remote endpoint
+			"a/remote ClusterIP internal": "/",                       // cluster policy: the remote endpoint
 			"a/remote NodePort external":  "no local endpoints/drop", // Local: none here
-			"a/remote NodePort internal":  "/",                        // its internal twin
+			"a/remote NodePort internal":  "/",                       // its internal twin
 		}
 		for k, v := range want {
 			if rows[k] != v {
