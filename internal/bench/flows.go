@@ -99,6 +99,10 @@ type RateResult struct {
 	Steps    []RateStep `json:"steps"`
 	// MaxLossless is the highest generated rate of a step without any loss.
 	MaxLossless float64 `json:"maxLosslessPerSecond"`
+	// GeneratorBound: the search ended because the generator could not
+	// reach its target (no CPU left on the machine): MaxLossless is a lower
+	// bound.
+	GeneratorBound bool `json:"generatorBound"`
 }
 
 // MemoryResult is the flow ring's memory.
@@ -457,6 +461,7 @@ func (e *flowsEnv) rateSearch(ctx context.Context, o FlowsOptions, bare bool) (R
 		}
 		// The generator is out of CPU: higher targets measure nothing new.
 		if s.Achieved < 0.8*rate {
+			res.GeneratorBound = true
 			break
 		}
 	}
@@ -471,7 +476,8 @@ func (e *flowsEnv) rateSearch(ctx context.Context, o FlowsOptions, bare bool) (R
 		}
 		switch {
 		case s.Achieved < 0.8*mid:
-			return res, nil // the generator is out of CPU: nothing to learn
+			res.GeneratorBound = true // out of CPU: nothing to learn
+			return res, nil
 		case s.Lost() == 0:
 			good = mid
 		default:

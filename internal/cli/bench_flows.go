@@ -83,17 +83,27 @@ func printFlowsReport(rep *bench.FlowsReport) {
 			}
 		}
 		w.Flush()
-		var pipe, bare float64
+		var pipe, bare bench.RateResult
 		for _, r := range rep.Rates {
 			switch r.Consumer {
 			case bench.ConsumerPipeline:
-				pipe = r.MaxLossless
+				pipe = r
 			case bench.ConsumerBare:
-				bare = r.MaxLossless
+				bare = r
 			}
 		}
-		fmt.Printf("highest rate with 0 lost: agent pipeline %s events/s (%.1fx the %s/s goal), bare reader %s events/s; pipeline/bare %.2f\n",
-			k(pipe), pipe/bench.FlowsGoal, k(bench.FlowsGoal), k(bare), pipe/max(bare, 1))
+		bound := func(r bench.RateResult) string {
+			if r.GeneratorBound {
+				return " (at least: the generator ran out of CPU)"
+			}
+			return ""
+		}
+		fmt.Printf("highest rate with 0 lost: agent pipeline %s events/s%s, %.1fx the %s/s goal; bare reader %s events/s%s",
+			k(pipe.MaxLossless), bound(pipe), pipe.MaxLossless/bench.FlowsGoal, k(bench.FlowsGoal), k(bare.MaxLossless), bound(bare))
+		if !pipe.GeneratorBound && !bare.GeneratorBound {
+			fmt.Printf("; pipeline/bare %.2f", pipe.MaxLossless/max(bare.MaxLossless, 1))
+		}
+		fmt.Println()
 		fmt.Printf("method: %s\n", rep.Method)
 		fmt.Printf("machine: %d CPUs, load average %s before the run (the rates need CPU time for the generator, reader and parser)\n\n", rep.CPUs, rep.LoadAverage)
 	}
