@@ -68,6 +68,27 @@ type FlowsOptions struct {
 	SkipRate bool `json:"skipRate"`
 }
 
+// Validate names the first invalid option by its `lumen bench flows` flag.
+func (o FlowsOptions) Validate() error {
+	switch {
+	case o.StepDuration <= 0:
+		return fmt.Errorf("step: invalid value %s: want a positive duration", o.StepDuration)
+	case o.StartRate <= 0:
+		return fmt.Errorf("start-rate: invalid value %g: want a positive rate", o.StartRate)
+	case o.MaxRate < o.StartRate:
+		return fmt.Errorf("max-rate: invalid value %g: want at least start-rate (%g)", o.MaxRate, o.StartRate)
+	case o.RingFlows < o.Last:
+		return fmt.Errorf("flows: invalid value %d: want at least last (%d)", o.RingFlows, o.Last)
+	case o.Requests < 1:
+		return fmt.Errorf("requests: invalid value %d: want at least 1", o.Requests)
+	case o.Last < 1:
+		return fmt.Errorf("last: invalid value %d: want at least 1", o.Last)
+	case o.Refine < 0:
+		return fmt.Errorf("refine: invalid value %d: want 0 or more", o.Refine)
+	}
+	return nil
+}
+
 // DefaultFlowsOptions are the `lumen bench flows` defaults.
 var DefaultFlowsOptions = FlowsOptions{
 	StepDuration: 2 * time.Second, StartRate: 25_000, MaxRate: 3_200_000,
@@ -157,8 +178,8 @@ const (
 
 // FlowsBench runs the flow benchmarks.
 func FlowsBench(ctx context.Context, o FlowsOptions) (*FlowsReport, error) {
-	if o.StepDuration <= 0 || o.StartRate <= 0 || o.MaxRate < o.StartRate || o.RingFlows < 1 || o.Requests < 1 || o.Last < 1 || o.Refine < 0 {
-		return nil, fmt.Errorf("invalid options %+v", o)
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	rep := &FlowsReport{Options: o, RecordSize: 8 + datapath.EventSize,
 		Method: "events: to_container run by BPF_PROG_TEST_RUN (repeat) at trace level all, paced in batches of about 1 ms, " +

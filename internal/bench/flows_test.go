@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,5 +235,29 @@ func TestParseRate(t *testing.T) {
 	r := ParseRate(20000)
 	if r.Events != 20000 || r.Flows != 20000 || r.PerCPUSecond <= 0 || r.PerSecond <= 0 {
 		t.Errorf("parse rate %+v", r)
+	}
+}
+
+func TestFlowsOptionsValidate(t *testing.T) {
+	if err := DefaultFlowsOptions.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, c := range []struct {
+		edit func(*FlowsOptions)
+		want string
+	}{
+		{func(o *FlowsOptions) { o.StepDuration = 0 }, "step: invalid value 0s"},
+		{func(o *FlowsOptions) { o.StartRate = -1 }, "start-rate: invalid value -1"},
+		{func(o *FlowsOptions) { o.MaxRate = 10 }, "max-rate: invalid value 10"},
+		{func(o *FlowsOptions) { o.RingFlows = 999 }, "flows: invalid value 999"},
+		{func(o *FlowsOptions) { o.Requests = 0 }, "requests: invalid value 0"},
+		{func(o *FlowsOptions) { o.Last = 0 }, "last: invalid value 0"},
+		{func(o *FlowsOptions) { o.Refine = -2 }, "refine: invalid value -2"},
+	} {
+		o := DefaultFlowsOptions
+		c.edit(&o)
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want %q", err, c.want)
+		}
 	}
 }
