@@ -86,17 +86,22 @@ func printK8sScale(rep *k8sscale.Report) {
 		o.Agents, o.Pods(), o.Namespaces, o.DeploymentsPerNS, o.Replicas, o.ChurnRate, o.Churn, o.StatusUpdates, o.Duration)
 	fmt.Printf("operator: %s slicing, %d per slice, %s batching, %g writes/s (burst %d)\n\n", o.SliceMode, o.MaxPerSlice, o.SyncInterval, o.WriteQPS, o.WriteBurst)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "MODE\tPODS/S\tWATCHED WRITES\tEVENTS/S\tPER AGENT\tMBPS\tBYTES/EVENT\tDELIVERED\tRELISTS\tAPISERVER CPU\tSLICE LATENCY")
+	fmt.Fprintln(w, "MODE\tPODS/S\tWATCHED WRITES\tEVENTS/S\tPER AGENT\tMBPS\tBYTES/EVENT\tDELIVERED\tIN\tRELISTS\tAPISERVER CPU\tSLICE LATENCY")
 	for _, r := range rep.Results {
 		lat := "-"
 		if r.Mode == k8sscale.ModeCES {
 			lat = r.SliceLatency.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%s\t%.1f\t%d\t%.0f\t%.1f\t%.2f\t%.0f\t%.1f%%\t%d\t%.1fs\t%s\n", strings.ToUpper(r.Mode), r.ChurnRate, r.ObjectWrites, r.EventsPerSec, r.EventsPerSecPerAgent,
-			r.Mbps, r.BytesPerEvent, 100*r.Delivered, r.Relists, r.APIServerCPU.Seconds(), lat)
+		fmt.Fprintf(w, "%s\t%.1f\t%d\t%.0f\t%.1f\t%.2f\t%.0f\t%.1f%%\t%.1fs\t%d\t%.1fs\t%s\n", strings.ToUpper(r.Mode), r.ChurnRate, r.ObjectWrites, r.EventsPerSec, r.EventsPerSecPerAgent,
+			r.Mbps, r.BytesPerEvent, 100*r.Delivered, r.DeliveryTime.Seconds(), r.Relists, r.APIServerCPU.Seconds(), lat)
 	}
 	w.Flush()
+	fmt.Printf("(events/s and Mbps per second of churn; DELIVERED: share of writes every agent received, IN: churn start to last event)\n")
 	for _, r := range rep.Results {
+		if r.DeliveryTime > r.Duration+5*time.Second {
+			fmt.Printf("%s mode: delivery took %.0fs for %s of churn: the API server fell behind (it delivered %.0f events/s)\n",
+				strings.ToUpper(r.Mode), r.DeliveryTime.Seconds(), r.Duration, float64(r.Events)/r.DeliveryTime.Seconds())
+		}
 		if r.Mode == k8sscale.ModeCES {
 			fmt.Printf("\nCES mode: %d CiliumEndpoint writes (%d replacements) became %d slice writes (%d slices at the end)\n", r.CEPWrites, r.Replacements, r.SliceWrites, rep.Slices)
 		}

@@ -142,6 +142,10 @@ type ModeResult struct {
 	// saw every write (below 1: the API server or the agents fell behind).
 	Delivered float64 `json:"delivered"`
 
+	// DeliveryTime runs from the start of the churn until the agents got
+	// their last event: longer than Duration when the API server (or the
+	// operator's write limit) falls behind.
+	DeliveryTime time.Duration `json:"deliveryTimeNs"`
 	// ChurnRate is the replacements per second actually made.
 	ChurnRate            float64 `json:"churnRate"`
 	EventsPerSec         float64 `json:"eventsPerSec"`

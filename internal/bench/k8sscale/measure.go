@@ -55,6 +55,7 @@ func measure(ctx context.Context, cp *controlplane.ControlPlane, cl *cluster, mo
 	}
 
 	log.Info("churning", "mode", mode, "rate", o.ChurnRate, "model", o.Churn, "duration", o.Duration)
+	churnStart := time.Now()
 	replacements := cl.churn(ctx, o.Duration)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -74,20 +75,19 @@ func measure(ctx context.Context, cp *controlplane.ControlPlane, cl *cluster, mo
 	// Delivery: until every agent saw every write, or nothing arrives for
 	// a while (then Delivered says how much was lost).
 	want := ev0 + res.ObjectWrites*int64(o.Agents)
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	last, lastChange := int64(-1), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		ev, _, _, _ := f.totals()
-		if ev >= want {
-			break
-		}
 		if ev != last {
 			last, lastChange = ev, time.Now()
-		} else if time.Since(lastChange) > 5*time.Second {
+		}
+		if ev >= want || time.Since(lastChange) > 5*time.Second {
 			break
 		}
-		sleep(ctx, 100*time.Millisecond)
+		sleep(ctx, 50*time.Millisecond)
 	}
+	res.DeliveryTime = lastChange.Sub(churnStart)
 	ev1, by1, rl1, rs1 := f.totals()
 	res.APIServerCPU = cpuTime(apiserver) - cpu0
 	res.Events, res.Bytes, res.Relists, res.Restarts = ev1-ev0, by1-by0, rl1-rl0, rs1-rs0
