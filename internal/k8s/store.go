@@ -89,7 +89,13 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 		if err != nil {
 			return watchSpec{}, err
 		}
-		return watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV}, nil
+		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV}
+		if kind.Kind == "Pod" && s.opts.NodeName != "" {
+			// Like Cilium, an agent follows only its own node's pods: other
+			// nodes' endpoints come as CiliumEndpoints (or slices).
+			spec.tweak = func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + s.opts.NodeName }
+		}
+		return spec, nil
 	case prefix == node.NodesPrefix:
 		return watchSpec{gvr: CiliumNodes, convert: nodeKV}, nil
 	case prefix == node.EndpointsPrefix && s.opts.EndpointSlices:
