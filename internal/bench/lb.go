@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -56,8 +57,10 @@ type LBOptions struct {
 	Backends int
 	// IPTables is the iptables-restore flavour: "legacy" or "nft".
 	IPTables string
-	// AddRepeats is how often adding one service is timed (median).
-	AddRepeats int
+	// AddRepeats is how often adding one service is timed (median) with
+	// lumen apply; StoreRepeats how often with a store write.
+	AddRepeats   int
+	StoreRepeats int
 	// MaglevBackends and MaglevSizes: the Maglev tables timed.
 	MaglevBackends int
 	MaglevSizes    []uint64
@@ -65,6 +68,12 @@ type LBOptions struct {
 	// PacketRuns is the number of runs per path.
 	PacketServices int
 	PacketRuns     int
+	// Parallel clients open ParallelConns connections in all, Parallel at a
+	// time, connect and close only (no payload): a rate the client and
+	// server costs weigh on as little as possible, so that what differs is
+	// the load balancer's part (see LBConnMethod).
+	Parallel      int
+	ParallelConns int
 	// MemBackends is the number of backends (and service slots) whose map
 	// memory is reported; MemPerService backends per service.
 	MemBackends   int
@@ -76,10 +85,11 @@ type LBOptions struct {
 
 // DefaultLBOptions runs in about two minutes on two cores.
 var DefaultLBOptions = LBOptions{
-	Sizes: []int{1, 1000, 10000}, Conns: 3000, Backends: 3, IPTables: "legacy", AddRepeats: 3,
+	Sizes: []int{1, 1000, 10000}, Conns: 3000, Backends: 3, IPTables: "legacy", AddRepeats: 3, StoreRepeats: 20,
 	MaglevBackends: 1000, MaglevSizes: []uint64{maglev.DefaultTableSize, 131071},
 	PacketServices: 10000, PacketRuns: 20000,
 	MemBackends: 1_000_000, MemPerService: 100,
+	Parallel: 8, ParallelConns: 10000,
 }
 
 // Validate checks the options, naming the bad one.
@@ -97,6 +107,12 @@ func (o *LBOptions) Validate() error {
 		return fmt.Errorf("iptables: invalid value %q: want legacy or nft", o.IPTables)
 	case o.AddRepeats < 1:
 		return fmt.Errorf("add-repeats: invalid value %d: at least 1", o.AddRepeats)
+	case o.Parallel < 1 || o.Parallel > 256:
+		return fmt.Errorf("parallel: invalid value %d: want 1-256", o.Parallel)
+	case o.ParallelConns < o.Parallel*10:
+		return fmt.Errorf("parallel-conns: invalid value %d: at least 10 per parallel client (%d)", o.ParallelConns, o.Parallel*10)
+	case o.StoreRepeats < 1 || o.StoreRepeats > 250:
+		return fmt.Errorf("store-repeats: invalid value %d: want 1-250", o.StoreRepeats)
 	case o.MaglevBackends < 1:
 		return fmt.Errorf("maglev-backends: invalid value %d: at least 1", o.MaglevBackends)
 	case o.PacketServices < 0 || o.PacketServices > 500000:
@@ -150,6 +166,21 @@ type ConnStats struct {
 	ConnectP50     time.Duration   `json:"connectP50Ns"`
 	ConnectP99     time.Duration   `json:"connectP99Ns"`
 	ConnectSamples []time.Duration `json:"connectSamplesNs,omitempty"`
+	// CPU is the client process' CPU time (user + system) for the measured
+	// connections. The kernel charges the softirq work done in the
+	// client's context to it (tick accounting without IRQ time accounting,
+	// as on this kernel): sending over a veth runs the peer's receive path
+	// there, so this holds most of both ends' kernel work, netfilter's and
+	// the BPF programs' included, but not the echo server's own.
+	CPU time.Duration `json:"cpuNs"`
+}
+
+// CPUPerConn is the client's CPU time per measured connection.
+func (c ConnStats) CPUPerConn() time.Duration {
+	if c.Conns == 0 {
+		return 0
+	}
+	return c.CPU / time.Duration(c.Conns)
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {
@@ -188,18 +219,21 @@ func statsOf(lat []time.Duration, elapsed time.Duration, failed int, firstErr st
 // mergeStats combines runs of one client (rounds) into one figure.
 func mergeStats(runs []ConnStats) ConnStats {
 	var lat, conn []time.Duration
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	failed, firstErr := 0, ""
 	for _, r := range runs {
 		lat = append(lat, r.Samples...)
 		conn = append(conn, r.ConnectSamples...)
 		elapsed += r.Elapsed
+		cpu += r.CPU
 		failed += r.Failed
 		if firstErr == "" {
 			firstErr = r.Error
 		}
 	}
-	return withConnect(statsOf(lat, elapsed, failed, firstErr), conn)
+	st := withConnect(statsOf(lat, elapsed, failed, firstErr), conn)
+	st.CPU = cpu
+	return st
 }
 
 // ConnRow is every client measured at one number of services.
@@ -214,6 +248,9 @@ type ConnRow struct {
 	LumenPodPerPacket ConnStats `json:"lumenPodPerPacket"`
 	// LumenNode: socket load balancing from the node's own namespace.
 	LumenNode ConnStats `json:"lumenNode"`
+	// LumenPodParallel: LumenPod's client, Parallel connections at a time,
+	// connect and close only.
+	LumenPodParallel ConnStats `json:"lumenPodParallel"`
 
 	// Second pass, Services services as kube-proxy's iptables rules, from
 	// the node's own namespace (the only place they work beside Lumen's
@@ -229,6 +266,18 @@ type ConnRow struct {
 	// in the same rounds); RatioLast over IPTablesNodeLast's.
 	Ratio     float64 `json:"ratio"`
 	RatioLast float64 `json:"ratioLast"`
+	// The same three clients Parallel connections at a time, connect and
+	// close only, in rounds: the ratios of the rates.
+	IPTablesNodeParallel     ConnStats `json:"iptablesNodeParallel"`
+	IPTablesNodeLastParallel ConnStats `json:"iptablesNodeLastParallel"`
+	LumenPodParallelBeside   ConnStats `json:"lumenPodParallelBeside"`
+	RatioParallel            float64   `json:"ratioParallel"`
+	RatioParallelLast        float64   `json:"ratioParallelLast"`
+	// CPURatio is iptables' client CPU per connection over Lumen's (the
+	// parallel runs), to the middle and to the last service: how many
+	// connections Lumen serves for the CPU one costs through iptables.
+	CPURatio     float64 `json:"cpuRatio"`
+	CPURatioLast float64 `json:"cpuRatioLast"`
 }
 
 // AddServiceCost is the time to add one service when Sizes' largest number
@@ -245,9 +294,21 @@ type AddServiceCost struct {
 	// service (kube-proxy's full sync); IPTablesPartial rewrites
 	// KUBE-SERVICES and adds the new service's chains (kube-proxy's
 	// minimized partial sync, the default since 1.27).
-	IPTablesFull    time.Duration `json:"iptablesFullNs"`
-	IPTablesPartial time.Duration `json:"iptablesPartialNs"`
-	IPTablesRules   int           `json:"iptablesRules"` // lines of the full ruleset
+	// StoreToMap is from the store write of an (already allocated) service
+	// to its frontend being in the agent's BPF service map with a backend:
+	// the watch delivery plus the agent's work (the median of
+	// StoreRepeats; StoreSamples are all of them).
+	StoreToMap   time.Duration   `json:"storeToMapNs"`
+	StoreSamples []time.Duration `json:"storeToMapSamplesNs,omitempty"`
+	// AgentSync is the agent's own figure for the same additions (median):
+	// from the watch event's arrival to the end of its map writes, as its
+	// status reports it; AgentWrites the map writes it made for one.
+	AgentSync       time.Duration   `json:"agentSyncNs"`
+	AgentSamples    []time.Duration `json:"agentSyncSamplesNs,omitempty"`
+	AgentWrites     int             `json:"agentMapWrites"`
+	IPTablesFull    time.Duration   `json:"iptablesFullNs"`
+	IPTablesPartial time.Duration   `json:"iptablesPartialNs"`
+	IPTablesRules   int             `json:"iptablesRules"` // lines of the full ruleset
 }
 
 // MaglevCost is the time to build one Maglev table.
@@ -273,7 +334,7 @@ type LBMemory struct {
 }
 
 // LBConnMethod explains the connection figures.
-const LBConnMethod = `A client opens TCP connections one after the other to a ClusterIP (connect, write 32 bytes, read their echo, close with a reset so no TIME_WAIT piles up); rate = connections / time, latency = connect+echo. One node; every service has the same Backends echo-server pods on it. Clients take turns in 5 rounds (each after 200 warm-up connections) so that changes of the machine's load hit them alike. First pass, Lumen alone: the services are in the store and programmed by the agent, measured from a pod (socket LB), from a pod outside the socket-LB cgroup (per-packet DNAT) and from the node. Second pass: the same numbers of services as iptables DNAT rules in kube-proxy's chain layout (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* with statistic random), installed with iptables-restore in the lab node's own network namespace for cluster IPs Lumen does not hold (10.97.0.0/16), measured to the service in the middle of KUBE-SERVICES (a service's average position) and to the last one, in rounds with Lumen's pod client (which then holds the largest number of services). The iptables client runs in the node's namespace: beside Lumen's datapath that is where DNAT rules work at all (pods' replies are delivered by redirect, past netfilter's reverse NAT).`
+const LBConnMethod = `A client opens TCP connections one after the other to a ClusterIP (connect, write 32 bytes, read their echo, close with a reset so no TIME_WAIT piles up); rate = connections / time, latency = connect+echo. One node; every service has the same Backends echo-server pods on it. Clients take turns in 5 rounds (each after 200 warm-up connections) so that changes of the machine's load hit them alike. First pass, Lumen alone: the services are in the store and programmed by the agent, measured from a pod (socket LB), from a pod outside the socket-LB cgroup (per-packet DNAT) and from the node. Second pass: the same numbers of services as iptables DNAT rules in kube-proxy's chain layout (KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* with statistic random), installed with iptables-restore in the lab node's own network namespace for cluster IPs Lumen does not hold (10.97.0.0/16), measured to the service in the middle of KUBE-SERVICES (a service's average position) and to the last one, in rounds with Lumen's pod client (which then holds the largest number of services). The iptables client runs in the node's namespace: beside Lumen's datapath that is where DNAT rules work at all (pods' replies are delivered by redirect, past netfilter's reverse NAT). Parallel connect-only pass: the sequential connect+echo rate is mostly the client's and the echo server's own work and waiting for a CPU (both Go processes on the same 2 CPUs), which every path pays alike and which hides the load balancer's part; so the same clients also run Parallel connections at a time, connect and close by reset only (no payload, the server only accepts), keeping the CPUs busy: the rate then reflects the CPU each connection costs, the load balancer's share included (iptables walks KUBE-SERVICES for every new connection; Lumen looks up one hash entry at connect()). Same rounds, same lab.`
 
 // LBBench measures, in one run: connection rate and latency through Lumen
 // and through kube-proxy's iptables rules at each number of services; the
@@ -608,49 +669,173 @@ func withLBDatapath(fn func(*lbDP) error) error {
 // are not counted, and reports rate and latency. A failed connection is
 // counted and skipped.
 func LBClient(target string, conns, warm int, timeout time.Duration) ConnStats {
+	return RunLBClient(LBClientOptions{Target: target, Conns: conns, Warm: warm, Parallel: 1, Timeout: timeout})
+}
+
+// LBClientOptions configure RunLBClient.
+type LBClientOptions struct {
+	Target      string
+	Conns, Warm int // measured connections, and those before (in all)
+	// Parallel connections at a time (each worker opens its share one
+	// after the other).
+	Parallel int
+	// ConnectOnly: connect and close by reset, no payload (the handshake
+	// is the load balancer's part of a connection), with plain blocking
+	// system calls rather than Go's net package, so that the client's own
+	// work is as small as it gets.
+	ConnectOnly bool
+	Timeout     time.Duration
+}
+
+// RunLBClient opens connections as o says and reports the rate (all
+// measured connections over their wall time) and the latencies.
+func RunLBClient(o LBClientOptions) ConnStats {
+	o.Parallel = max(o.Parallel, 1)
 	payload := []byte("lumen-bench-lb 0123456789abcdef\n")
-	buf := make([]byte, len(payload))
-	var connect time.Duration
-	one := func() error {
+	target, perr := netip.ParseAddrPort(o.Target)
+	one := func(buf []byte, connect *time.Duration) error {
 		t := time.Now()
-		c, err := net.DialTimeout("tcp", target, timeout)
+		if o.ConnectOnly && perr == nil {
+			err := rawConnect(target, o.Timeout)
+			*connect = time.Since(t)
+			return err
+		}
+		c, err := net.DialTimeout("tcp", o.Target, o.Timeout)
 		if err != nil {
 			return err
 		}
-		connect = time.Since(t)
+		*connect = time.Since(t)
 		defer c.Close()
 		_ = c.(*net.TCPConn).SetLinger(0)
-		_ = c.SetDeadline(time.Now().Add(timeout))
+		if o.ConnectOnly {
+			return nil
+		}
+		_ = c.SetDeadline(time.Now().Add(o.Timeout))
 		if _, err := c.Write(payload); err != nil {
 			return err
 		}
-		if _, err := io.ReadFull(c, buf); err != nil {
+		_, err = io.ReadFull(c, buf)
+		return err
+	}
+	type result struct {
+		lat, conn []time.Duration
+		failed    int
+		firstErr  string
+	}
+	work := func(n int, res *result) {
+		buf := make([]byte, len(payload))
+		var connect time.Duration
+		for range n {
+			t := time.Now()
+			if err := one(buf, &connect); err != nil {
+				res.failed++
+				if res.firstErr == "" {
+					res.firstErr = err.Error()
+				}
+				continue
+			}
+			res.lat = append(res.lat, time.Since(t))
+			res.conn = append(res.conn, connect)
+		}
+	}
+	run := func(total int, results []result) time.Duration {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := range o.Parallel {
+			wg.Add(1)
+			go func() { defer wg.Done(); work(share(total, o.Parallel, w), &results[w]) }()
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	run(o.Warm, make([]result, o.Parallel))
+	results := make([]result, o.Parallel)
+	cpu0 := processCPU()
+	elapsed := run(o.Conns, results)
+	cpu := processCPU() - cpu0
+	var lat, conn []time.Duration
+	failed, firstErr := 0, ""
+	for _, r := range results {
+		lat, conn = append(lat, r.lat...), append(conn, r.conn...)
+		failed += r.failed
+		if firstErr == "" {
+			firstErr = r.firstErr
+		}
+	}
+	st := withConnect(statsOf(lat, elapsed, failed, firstErr), conn)
+	st.Samples, st.ConnectSamples, st.CPU = lat, conn, cpu
+	return st
+}
+
+// rawConnect connects a blocking socket to target and closes it with a
+// reset.
+func rawConnect(target netip.AddrPort, timeout time.Duration) error {
+	fam := unix.AF_INET
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(target.Port()), Addr: target.Addr().As4()}
+	if target.Addr().Is6() && !target.Addr().Is4In6() {
+		fam = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(target.Port()), Addr: target.Addr().As16()}
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	if err := unix.Connect(fd, sa); errors.Is(err, unix.EINTR) {
+		// A signal (Go's preemption) interrupted the wait, not the
+		// handshake: wait for it to finish.
+		if err := awaitConnect(fd, timeout); err != nil {
+			return fmt.Errorf("connect %s: %w", target, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("connect %s: %w", target, err)
+	}
+	return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+}
+
+// awaitConnect waits for an interrupted connect of fd to complete.
+func awaitConnect(fd int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, int(time.Until(deadline).Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
 			return err
+		}
+		if n == 0 {
+			return errors.New("timed out")
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soErr != 0 {
+			return unix.Errno(soErr)
 		}
 		return nil
 	}
-	for range warm {
-		_ = one()
+}
+
+// processCPU is this process' user + system CPU time.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
 	}
-	failed, firstErr := 0, ""
-	lat := make([]time.Duration, 0, conns)
-	conn := make([]time.Duration, 0, conns)
-	start := time.Now()
-	for range conns {
-		t := time.Now()
-		if err := one(); err != nil {
-			failed++
-			if firstErr == "" {
-				firstErr = err.Error()
-			}
-			continue
-		}
-		lat = append(lat, time.Since(t))
-		conn = append(conn, connect)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// share is worker w's part of n split among k.
+func share(n, k, w int) int {
+	s := n / k
+	if w < n%k {
+		s++
 	}
-	st := withConnect(statsOf(lat, time.Since(start), failed, firstErr), conn)
-	st.Samples, st.ConnectSamples = lat, conn
-	return st
+	return s
 }
 
 // IPTService is a service as kube-proxy renders it.
@@ -816,9 +1001,13 @@ func putServices(ctx context.Context, c *kvstore.Client, from, to int) error {
 			for i := range work {
 				o, err := benchService(fmt.Sprintf("svc%d", i), fillerIP(i))
 				if err == nil {
-					var v []byte
-					if v, err = json.Marshal(o); err == nil {
-						_, err = c.Put(ctx, o.Key(), v)
+					// As lumen apply would: the allocation index first.
+					k := lb.ClusterIPsPrefix + fillerIP(i).String()
+					if _, err = c.Put(ctx, k, lb.IndexValue(o.Metadata.Namespace+"/"+o.Metadata.Name, time.Now())); err == nil {
+						var v []byte
+						if v, err = json.Marshal(o); err == nil {
+							_, err = c.Put(ctx, o.Key(), v)
+						}
 					}
 				}
 				if err != nil {
@@ -885,8 +1074,11 @@ func frontendReady(m *ebpf.Map, key []byte) bool {
 
 // runClient runs `lumen bench lb client` on a thread in the named
 // namespace (joining cgroup first when given) and decodes its figures.
-func runClient(ctx context.Context, lumenBin, nsName, cgroup, target string, conns int) (ConnStats, error) {
+func runClient(ctx context.Context, lumenBin, nsName, cgroup, target string, conns, parallel int) (ConnStats, error) {
 	args := []string{"bench", "lb", "client", "--target", target, "--conns", strconv.Itoa(conns)}
+	if parallel > 1 {
+		args = append(args, "--parallel", strconv.Itoa(parallel), "--connect-only")
+	}
 	if cgroup != "" {
 		args = append(args, "--cgroup", cgroup)
 	}
@@ -993,13 +1185,18 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 	type run struct {
 		dst            *ConnStats
 		ns, cgroup, to string
+		parallel       bool // Parallel at a time, connect and close only
 	}
 	const rounds = 5
 	measure := func(clients []run) error {
 		runs := make([][]ConnStats, len(clients))
 		for range rounds {
 			for i, c := range clients {
-				s, err := runClient(ctx, lumenBin, c.ns, c.cgroup, c.to, max(o.Conns/rounds, 1))
+				par, conns := 1, max(o.Conns/rounds, 1)
+				if c.parallel {
+					par, conns = o.Parallel, max(o.ParallelConns/rounds, o.Parallel)
+				}
+				s, err := runClient(ctx, lumenBin, c.ns, c.cgroup, c.to, conns, par)
 				if err != nil {
 					return err
 				}
@@ -1019,6 +1216,11 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 		return err
 	}
 	if _, err := resource.Apply(ctx, store, []resource.Object{target}); err != nil {
+		return err
+	}
+	// The store's allocation index covers what the benchmark stores (it
+	// writes the fillers' entries itself).
+	if err := lb.BuildIndex(ctx, store); err != nil {
 		return err
 	}
 	sizes := slices.Sorted(slices.Values(o.Sizes))
@@ -1051,10 +1253,13 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 		row := ConnRow{Services: n}
 		o.Log.Info("measuring Lumen", "services", n)
 		if err := measure([]run{
-			{&row.LumenPod, client.NetNS, node.Cgroup, targetAddr},
-			{&row.LumenPodPerPacket, client.NetNS, "", targetAddr},
-			{&row.LumenNode, node.NetNS, node.Cgroup, targetAddr},
+			{&row.LumenPod, client.NetNS, node.Cgroup, targetAddr, false},
+			{&row.LumenPodPerPacket, client.NetNS, "", targetAddr, false},
+			{&row.LumenNode, node.NetNS, node.Cgroup, targetAddr, false},
 		}); err != nil {
+			return err
+		}
+		if err := measure([]run{{&row.LumenPodParallel, client.NetNS, node.Cgroup, targetAddr, true}}); err != nil {
 			return err
 		}
 		r.Connections = append(r.Connections, row)
@@ -1090,6 +1295,13 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 		visibles = append(visibles, time.Since(t))
 	}
 	add.LumenApply, add.LumenVisible = medianDur(applies), medianDur(visibles)
+	if add.StoreSamples, add.AgentSamples, add.AgentWrites, err = timeStoreToMap(ctx, store, svcMap, node.Socket, o.StoreRepeats); err != nil {
+		return err
+	}
+	add.StoreToMap = medianDur(add.StoreSamples)
+	if len(add.AgentSamples) > 0 {
+		add.AgentSync = medianDur(add.AgentSamples)
+	}
 
 	// Second pass: the same numbers of services as kube-proxy's iptables
 	// rules, in rounds with Lumen's pod client. The cluster IPs need a
@@ -1106,14 +1318,27 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 		}
 		row := &r.Connections[i]
 		if err := measure([]run{
-			{&row.IPTablesNode, node.NetNS, "", netip.AddrPortFrom(mid, 80).String()},
-			{&row.IPTablesNodeLast, node.NetNS, "", netip.AddrPortFrom(last, 80).String()},
-			{&row.LumenPodBeside, client.NetNS, node.Cgroup, targetAddr},
+			{&row.IPTablesNode, node.NetNS, "", netip.AddrPortFrom(mid, 80).String(), false},
+			{&row.IPTablesNodeLast, node.NetNS, "", netip.AddrPortFrom(last, 80).String(), false},
+			{&row.LumenPodBeside, client.NetNS, node.Cgroup, targetAddr, false},
 		}); err != nil {
 			return err
 		}
 		row.Ratio = row.LumenPodBeside.PerSec / row.IPTablesNode.PerSec
 		row.RatioLast = row.LumenPodBeside.PerSec / row.IPTablesNodeLast.PerSec
+		if err := measure([]run{
+			{&row.IPTablesNodeParallel, node.NetNS, "", netip.AddrPortFrom(mid, 80).String(), true},
+			{&row.IPTablesNodeLastParallel, node.NetNS, "", netip.AddrPortFrom(last, 80).String(), true},
+			{&row.LumenPodParallelBeside, client.NetNS, node.Cgroup, targetAddr, true},
+		}); err != nil {
+			return err
+		}
+		row.RatioParallel = row.LumenPodParallelBeside.PerSec / row.IPTablesNodeParallel.PerSec
+		row.RatioParallelLast = row.LumenPodParallelBeside.PerSec / row.IPTablesNodeLastParallel.PerSec
+		if l := row.LumenPodParallelBeside.CPUPerConn(); l > 0 {
+			row.CPURatio = float64(row.IPTablesNodeParallel.CPUPerConn()) / float64(l)
+			row.CPURatioLast = float64(row.IPTablesNodeLastParallel.CPUPerConn()) / float64(l)
+		}
 	}
 	// Adding one service to the largest set: a full sync, then (on top) a
 	// partial one adding another.
@@ -1139,6 +1364,68 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 	add.IPTablesFull, add.IPTablesPartial = medianDur(full), medianDur(partial)
 	r.AddService = add
 	return nil
+}
+
+// timeStoreToMap writes services with their cluster IPs given (nothing to
+// allocate) straight to the store and times each until its frontend is in
+// the service map. The map is polled every 20 µs or so (a sleep, so that the
+// poller does not take a CPU from the agent): that is the resolution. It
+// also collects the agent's own figure for each (see AgentSync).
+func timeStoreToMap(ctx context.Context, store *kvstore.Client, svcMap *ebpf.Map, sock string, repeats int) (e2e, agent []time.Duration, writes int, err error) {
+	for i := range repeats {
+		ip := netip.AddrFrom4([4]byte{10, 96, 252, byte(i + 1)})
+		o, err := benchService(fmt.Sprintf("stored%d", i), ip)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		v, err := json.Marshal(o)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		key := serviceKey(ip, 80, datapath.ScopeInternal)
+		time.Sleep(100 * time.Millisecond) // the previous one settles
+		t := time.Now()
+		if _, err := store.Put(ctx, o.Key(), v); err != nil {
+			return nil, nil, 0, fmt.Errorf("writing %s: %w", o.Key(), err)
+		}
+		for !frontendReady(svcMap, key) {
+			if time.Since(t) > 5*time.Minute {
+				return nil, nil, 0, fmt.Errorf("service %s not in the agent's map after 5 minutes", ip)
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+		e2e = append(e2e, time.Since(t))
+		if d, w, ok := agentLastSync(ctx, sock); ok {
+			agent = append(agent, d)
+			writes = w
+		}
+	}
+	return e2e, agent, writes, nil
+}
+
+// lastSyncRe reads the agent's load-balancer status (lbsync.Syncer.Health).
+var lastSyncRe = regexp.MustCompile(`last change: (\d+) services, (\d+) map writes in \S+, (\S+) after the event`)
+
+// agentLastSync reads the agent's figure for its last reconcile, when that
+// was a change of one service.
+func agentLastSync(ctx context.Context, sock string) (time.Duration, int, bool) {
+	st, err := api.NewClient(sock).Status(ctx)
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, ss := range st.Subsystems {
+		if ss.Name != "load-balancer" {
+			continue
+		}
+		m := lastSyncRe.FindStringSubmatch(ss.Message)
+		if m == nil || m[1] != "1" {
+			return 0, 0, false
+		}
+		d, err := time.ParseDuration(m[3])
+		w, _ := strconv.Atoi(m[2])
+		return d, w, err == nil
+	}
+	return 0, 0, false
 }
 
 // addServiceRoute routes 10.97.0.0/16 out of the node's eth0 (any route

@@ -75,8 +75,11 @@ Needs root and iptables (iptables-legacy-restore, or --iptables nft).`,
 	f.StringVar(&sizes, "sizes", "1,1000,10000", "numbers of services at which connections are measured")
 	f.IntVar(&o.Conns, "conns", o.Conns, "connections per measurement")
 	f.IntVar(&o.Backends, "backends", o.Backends, "backend pods behind every service")
+	f.IntVar(&o.Parallel, "parallel", o.Parallel, "connections at a time in the parallel connect-only measurement")
+	f.IntVar(&o.ParallelConns, "parallel-conns", o.ParallelConns, "connections per parallel measurement")
 	f.StringVar(&o.IPTables, "iptables", o.IPTables, "iptables-restore flavour for the kube-proxy rules: legacy or nft")
-	f.IntVar(&o.AddRepeats, "add-repeats", o.AddRepeats, "times adding one service is timed (median)")
+	f.IntVar(&o.AddRepeats, "add-repeats", o.AddRepeats, "times adding one service with lumen apply is timed (median)")
+	f.IntVar(&o.StoreRepeats, "store-repeats", o.StoreRepeats, "times adding one service by a store write is timed (median)")
 	f.IntVar(&o.MaglevBackends, "maglev-backends", o.MaglevBackends, "backends of the Maglev tables timed")
 	f.StringVar(&maglevSizes, "maglev-sizes", "16381,131071", "Maglev table sizes timed (primes)")
 	f.IntVar(&o.PacketServices, "packet-services", o.PacketServices, "service frontends in the maps for the per-packet cost")
@@ -103,7 +106,8 @@ func parseInts[T int | uint64](flag, s string) ([]T, error) {
 
 func newBenchLBClientCmd() *cobra.Command {
 	var target, cgroup string
-	var conns, warm int
+	var conns, warm, parallel int
+	var connectOnly bool
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:    "client --target ADDR:PORT",
@@ -119,7 +123,9 @@ func newBenchLBClientCmd() *cobra.Command {
 					return err
 				}
 			}
-			return printJSON(os.Stdout, bench.LBClient(target, conns, warm, timeout))
+			return printJSON(os.Stdout, bench.RunLBClient(bench.LBClientOptions{
+				Target: target, Conns: conns, Warm: warm, Parallel: parallel, ConnectOnly: connectOnly, Timeout: timeout,
+			}))
 		},
 	}
 	c.Flags().StringVar(&target, "target", "", "address:port to connect to")
@@ -127,12 +133,15 @@ func newBenchLBClientCmd() *cobra.Command {
 	c.Flags().IntVar(&conns, "conns", 3000, "connections measured")
 	c.Flags().IntVar(&warm, "warm", 200, "connections before measuring")
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "time allowed to each connection")
+	c.Flags().IntVar(&parallel, "parallel", 1, "connections at a time")
+	c.Flags().BoolVar(&connectOnly, "connect-only", false, "connect and close (reset) only, no payload")
 	return c
 }
 
 func printLBReport(rep *bench.LBReport, o bench.LBOptions) {
 	us := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d.Nanoseconds())/1000) }
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Nanoseconds())/1e6) }
+	ms3 := func(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d.Nanoseconds())/1e6) }
 	if len(rep.Connections) > 0 {
 		first, last := rep.Connections[0], rep.Connections[len(rep.Connections)-1]
 		fmt.Printf("CONNECTIONS to a ClusterIP (%d sequential connect+echo per client, %d backends)\n", o.Conns, o.Backends)
@@ -175,6 +184,35 @@ func printLBReport(rep *bench.LBReport, o bench.LBOptions) {
 		fmt.Printf("at %d services Lumen's connection rate is %.2fx iptables' to the middle service, %.2fx to the last (goal >= 2x); its connect p50 %.2fx and %.2fx faster; rules through %s\n\n",
 			last.Services, last.Ratio, last.RatioLast,
 			float64(last.IPTablesNode.ConnectP50)/float64(last.LumenPodBeside.ConnectP50), float64(last.IPTablesNodeLast.ConnectP50)/float64(last.LumenPodBeside.ConnectP50), rep.IPTables)
+
+		fmt.Printf("PARALLEL CONNECT-ONLY RATE (%d connections, %d at a time, connect + reset, no payload)\n", o.ParallelConns, o.Parallel)
+		w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "SERVICES\tCLIENT\tCONN/S\tCONNECT P50 US\tCONNECT P99 US\tCLIENT CPU US/CONN\tLUMEN VS THIS (RATE)\t(CPU)\tVS %d SERVICE(S) (RATE)\n", first.Services)
+		cpu := func(c bench.ConnStats) string { return fmt.Sprintf("%.1f", float64(c.CPUPerConn().Nanoseconds())/1000) }
+		for _, row := range rep.Connections {
+			fmt.Fprintf(w, "%d\tLumen, pod (socket LB), alone\t%.0f\t%s\t%s\t%s\t\t\t%.2fx\n", row.Services, row.LumenPodParallel.PerSec,
+				us(row.LumenPodParallel.ConnectP50), us(row.LumenPodParallel.ConnectP99), cpu(row.LumenPodParallel), row.LumenPodParallel.PerSec/first.LumenPodParallel.PerSec)
+			l := row.LumenPodParallelBeside
+			for _, c := range []struct {
+				name      string
+				s, first_ bench.ConnStats
+			}{
+				{"kube-proxy iptables, node, middle service", row.IPTablesNodeParallel, first.IPTablesNodeParallel},
+				{"kube-proxy iptables, node, last service", row.IPTablesNodeLastParallel, first.IPTablesNodeLastParallel},
+				{"Lumen, pod (socket LB), same rounds", l, first.LumenPodParallelBeside},
+			} {
+				fmt.Fprintf(w, "%d\t%s\t%.0f\t%s\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\n", row.Services, c.name, c.s.PerSec, us(c.s.ConnectP50), us(c.s.ConnectP99), cpu(c.s),
+					l.PerSec/c.s.PerSec, float64(c.s.CPUPerConn())/float64(max(l.CPUPerConn(), 1)), c.s.PerSec/c.first_.PerSec)
+			}
+		}
+		w.Flush()
+		fmt.Printf("parallel, from %d to %d services: Lumen pod keeps %.2fx of its rate, iptables %.2fx (middle), %.2fx (last); at %d Lumen is %.2fx iptables' rate to the middle service, %.2fx to the last (goal >= 2x)\n",
+			first.Services, last.Services, last.LumenPodParallel.PerSec/first.LumenPodParallel.PerSec,
+			last.IPTablesNodeParallel.PerSec/first.IPTablesNodeParallel.PerSec, last.IPTablesNodeLastParallel.PerSec/first.IPTablesNodeLastParallel.PerSec,
+			last.Services, last.RatioParallel, last.RatioParallelLast)
+		fmt.Printf("client CPU per connection at %d services: iptables costs %.2fx Lumen's to the middle service, %.2fx to the last; Lumen from %d to %d services: %.2fx\n\n",
+			last.Services, last.CPURatio, last.CPURatioLast, first.Services, last.Services,
+			float64(last.LumenPodParallel.CPUPerConn())/float64(max(first.LumenPodParallel.CPUPerConn(), 1)))
 	}
 	if a := rep.AddService; a != nil {
 		fmt.Printf("ADD ONE SERVICE when %d exist (median of %d)\n", a.Existing, o.AddRepeats)
@@ -182,6 +220,8 @@ func printLBReport(rep *bench.LBReport, o bench.LBOptions) {
 		fmt.Fprintln(w, "WHAT\tMS\tVS LUMEN")
 		fmt.Fprintf(w, "Lumen: lumen apply -> frontend in the BPF map\t%s\t1.00x\n", ms(a.LumenVisible))
 		fmt.Fprintf(w, "  of which lumen apply (validate, allocate, store)\t%s\t\n", ms(a.LumenApply))
+		fmt.Fprintf(w, "Lumen: store write -> frontend in the BPF map (median of %d)\t%s\t\n", len(a.StoreSamples), ms3(a.StoreToMap))
+		fmt.Fprintf(w, "  of which the agent: watch event -> map writes done (its status, median of %d; %d map writes)\t%s\t\n", len(a.AgentSamples), a.AgentWrites, ms3(a.AgentSync))
 		fmt.Fprintf(w, "kube-proxy: iptables-restore, full sync (%d lines)\t%s\t%.2fx\n", a.IPTablesRules, ms(a.IPTablesFull), float64(a.IPTablesFull)/float64(a.LumenVisible))
 		fmt.Fprintf(w, "kube-proxy: iptables-restore, partial sync\t%s\t%.2fx\n", ms(a.IPTablesPartial), float64(a.IPTablesPartial)/float64(a.LumenVisible))
 		w.Flush()
