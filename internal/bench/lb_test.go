@@ -2,12 +2,16 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
 	"github.com/lumen-net/lumen/internal/testutil"
@@ -30,6 +34,9 @@ func TestLBOptionsValidate(t *testing.T) {
 		{"iptables", func(o *LBOptions) { o.IPTables = "ipvs" }, `iptables: invalid value "ipvs"`},
 		{"maglev size", func(o *LBOptions) { o.MaglevSizes = []uint64{1000} }, "maglev-sizes: maglev table size 1000"},
 		{"packet runs", func(o *LBOptions) { o.PacketRuns = 5 }, "packet-runs: invalid value 5"},
+		{"parallel", func(o *LBOptions) { o.Parallel = 0 }, "parallel: invalid value 0"},
+		{"parallel conns", func(o *LBOptions) { o.ParallelConns = 20 }, "parallel-conns: invalid value 20"},
+		{"store repeats", func(o *LBOptions) { o.StoreRepeats = 0 }, "store-repeats: invalid value 0"},
 		{"mem", func(o *LBOptions) { o.MemBackends = 2 << 20 }, "mem-backends: invalid value 2097152"},
 	} {
 		o := DefaultLBOptions
@@ -250,5 +257,63 @@ func BenchmarkLBMapMemory1M(b *testing.B) {
 		}
 		b.ReportMetric(float64(m.TotalBytes)/(1<<20), "MiB")
 		b.ReportMetric(m.BytesPerBackend, "B/backend")
+	}
+}
+
+func TestShareAndCPUMerge(t *testing.T) {
+	total := 0
+	for w := range 8 {
+		n := share(1003, 8, w)
+		if n != 125 && n != 126 {
+			t.Errorf("share(1003, 8, %d) = %d", w, n)
+		}
+		total += n
+	}
+	if total != 1003 {
+		t.Errorf("shares add up to %d, want 1003", total)
+	}
+	m := mergeStats([]ConnStats{{CPU: 3 * time.Millisecond}, {CPU: time.Millisecond}})
+	m.Conns = 400
+	if m.CPU != 4*time.Millisecond || m.CPUPerConn() != 10*time.Microsecond {
+		t.Errorf("merged CPU %v, per connection %v", m.CPU, m.CPUPerConn())
+	}
+}
+
+// TestRawConnect: the connect-only client's blocking connect reaches a
+// listener and closes with a reset; a closed port is an error naming it.
+func TestRawConnect(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	ns, _ := testutil.NewNetNS(t, "benchlb")
+	err := testutil.InNetNS(ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: 8080, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(fd, 64); err != nil {
+			return err
+		}
+		for range 20 {
+			if err := rawConnect(netip.MustParseAddrPort("127.0.0.1:8080"), time.Second); err != nil {
+				return err
+			}
+		}
+		if err := rawConnect(netip.MustParseAddrPort("127.0.0.1:8081"), time.Second); err == nil || !strings.Contains(err.Error(), "127.0.0.1:8081") {
+			return fmt.Errorf("closed port: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
