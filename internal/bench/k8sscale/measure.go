@@ -75,7 +75,7 @@ func measure(ctx context.Context, cp *controlplane.ControlPlane, cl *cluster, mo
 	// Delivery: until every agent saw every write, or nothing arrives for
 	// a while (then Delivered says how much was lost).
 	want := ev0 + res.ObjectWrites*int64(o.Agents)
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(15 * time.Minute) // 5,000 agents in CEP mode need ~5 minutes here
 	last, lastChange := int64(-1), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		ev, _, _, _ := f.totals()
