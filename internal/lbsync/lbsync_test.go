@@ -1,6 +1,7 @@
 package lbsync
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
@@ -590,5 +594,68 @@ func TestNoBackends(t *testing.T) {
 				t.Errorf("reject flag %d: %v flags %#x", reject, k, e.Flags)
 			}
 		}
+	}
+}
+
+// TestRunWithStore: the syncer follows a real store: nothing before the
+// listing, then one service added or removed is one incremental change.
+func TestRunWithStore(t *testing.T) {
+	c := kvstoretest.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 50 {
+		kv := benchService(fmt.Sprintf("svc%d", i), benchIP(i+1))
+		if _, err := c.Put(ctx, kv.Key, kv.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port := int32(8080)
+	sl := &lb.EndpointSlice{Namespace: "bench", Name: "svc0-1", AddressType: lb.IPv4, Labels: map[string]string{lb.LabelServiceName: "svc0"},
+		Endpoints: []lb.Endpoint{{Addresses: []string{"10.1.0.9"}, NodeName: "n1"}}, Ports: []lb.EndpointPort{{Name: "http", Protocol: "TCP", Port: &port}}}
+	obj, _ := sl.Object()
+	if _, err := c.Put(ctx, obj.Key(), mustJSON(obj)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(c, newFakeMaps(t), &fakeNodes{}, Options{ControllerSlices: true, StateDir: t.TempDir(),
+		Local: func() lb.NodeInfo { return localNode }}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Run(ctx)
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still %s", what, s.Health().Message)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	frontends := func(n int) func() bool {
+		return func() bool { return strings.HasPrefix(s.Health().Message, fmt.Sprintf("%d frontends,", n)) }
+	}
+	wait("listing", frontends(50))
+	rows := map[string]api.Service{}
+	for _, r := range s.Services() {
+		rows[r.Frontend] = r
+	}
+	if r := rows["10.96.0.1:80"]; len(rows) != 50 || len(r.Backends) != 1 || r.NoBackends != "" || rows["10.96.0.2:80"].NoBackends != "no endpoints" {
+		t.Errorf("after the listing: %d rows, %+v, %+v", len(rows), r, rows["10.96.0.2:80"])
+	}
+	kv := benchService("added", benchIP(100))
+	if _, err := c.Put(ctx, kv.Key, kv.Value); err != nil {
+		t.Fatal(err)
+	}
+	wait("adding one", frontends(51))
+	if st := s.LastSync(); st.Full || st.Services != 1 || st.Frontends != 1 {
+		t.Errorf("adding one service: %+v", st)
+	}
+	if _, err := c.Delete(ctx, kv.Key); err != nil {
+		t.Fatal(err)
+	}
+	wait("removing it", frontends(50))
+	if st := s.LastSync(); st.Full || st.Services != 1 || st.Frontends != 1 {
+		t.Errorf("removing one service: %+v", st)
 	}
 }
