@@ -426,12 +426,12 @@ func checkAgainstModel(t *testing.T, c canonMaps, w *world, what string) {
 	}
 }
 
-// TestIncrementalEqualsFull: random events in random batches, each batch
+// TestLBSyncIncrementalEqualsFull: random events in random batches, each batch
 // reconciled incrementally, give the same maps as one full reconcile of
 // the final state in a fresh syncer, and as the model computed directly;
 // every map write keeps the safety order (fakeMaps checks it); and a
 // restarted syncer on the same maps and state directory rewrites no entry.
-func TestIncrementalEqualsFull(t *testing.T) {
+func TestLBSyncIncrementalEqualsFull(t *testing.T) {
 	seeds := 25
 	if testing.Short() {
 		seeds = 10
@@ -542,11 +542,11 @@ func checkNoLeaks(t *testing.T, s *Syncer, m *fakeMaps) {
 	}
 }
 
-// TestNoBackends: a frontend without an active backend is programmed with
+// TestLBSyncNoBackends: a frontend without an active backend is programmed with
 // count 0, the reject flag when its service has no endpoint anywhere (not
 // when Local policy excludes endpoints elsewhere), and `lumen service list`
 // says which.
-func TestNoBackends(t *testing.T) {
+func TestLBSyncNoBackends(t *testing.T) {
 	w := &world{store: map[string]map[string][]byte{"Service": {}, "Pod": {}, "EndpointSlice": {}},
 		nodes: &fakeNodes{nodes: []node.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}}, local: localNode, controll: true}
 	svc := func(name, ip string, nodePort int, extra string) {
@@ -597,9 +597,9 @@ func TestNoBackends(t *testing.T) {
 	}
 }
 
-// TestRunWithStore: the syncer follows a real store: nothing before the
+// TestLBSyncRunWithStore: the syncer follows a real store: nothing before the
 // listing, then one service added or removed is one incremental change.
-func TestRunWithStore(t *testing.T) {
+func TestLBSyncRunWithStore(t *testing.T) {
 	c := kvstoretest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
