@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -232,18 +233,44 @@ func (f *fakeMaps) canon(t testing.TB) canonMaps {
 	return c
 }
 
-// fakeNodes is a node manager.
+// fakeNodes is a node manager. Tests that run the syncer's goroutines
+// change it with set.
 type fakeNodes struct {
+	mu    sync.Mutex
 	nodes []node.Node
 	eps   []node.Endpoint
 	ch    chan struct{}
 }
 
-func (n *fakeNodes) Nodes() []node.Node         { return slices.Clone(n.nodes) }
-func (n *fakeNodes) Endpoints() []node.Endpoint { return slices.Clone(n.eps) }
+func (n *fakeNodes) Nodes() []node.Node {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.nodes)
+}
+
+func (n *fakeNodes) Endpoints() []node.Endpoint {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.eps)
+}
+
 func (n *fakeNodes) Changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.ch == nil {
-		n.ch = make(chan struct{})
+		n.ch = make(chan struct{}, 1)
 	}
 	return n.ch
+}
+
+func (n *fakeNodes) set(nodes []node.Node, eps []node.Endpoint) {
+	n.Changed()
+	n.mu.Lock()
+	n.nodes, n.eps = nodes, eps
+	ch := n.ch
+	n.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

@@ -142,6 +142,9 @@ type computed struct {
 
 var kinds = []string{"Service", "EndpointSlice", "Pod"}
 
+// nodesListed is the synced flag of the node manager's first listing.
+const nodesListed = "nodes"
+
 // New returns a syncer. Nothing is written before Run has listed the store.
 func New(store kvstore.Store, dp Maps, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
 	s := &Syncer{
@@ -154,8 +157,12 @@ func New(store kvstore.Store, dp Maps, nodes Nodes, opts Options, log *slog.Logg
 		},
 		cmp: computed{cands: map[string]map[fkey]*lb.Frontend{}, claims: map[fkey][]string{}},
 	}
+	// Pods, nodes and endpoints are only needed to derive slices.
 	if opts.ControllerSlices {
-		s.in.synced["Pod"] = true // pods are only needed to derive slices
+		s.in.synced["Pod"] = true
+	}
+	if opts.ControllerSlices || store == nil {
+		s.in.synced[nodesListed] = true
 	}
 	if err := s.st.init(opts.StateDir); err != nil {
 		return nil, err
@@ -169,6 +176,9 @@ func (s *Syncer) Run(ctx context.Context) {
 	if s.store == nil {
 		s.trigger()
 		return
+	}
+	if !s.opts.ControllerSlices {
+		go s.awaitNodeListing(ctx)
 	}
 	type upd struct {
 		kind string
@@ -394,7 +404,7 @@ func (s *Syncer) isSynced() bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, k := range kinds {
+	for _, k := range append(kinds, nodesListed) {
 		if !s.in.synced[k] {
 			return false
 		}

@@ -659,3 +659,50 @@ func TestLBSyncRunWithStore(t *testing.T) {
 		t.Errorf("removing one service: %+v", st)
 	}
 }
+
+// TestLBSyncWaitsForNodeListing: deriving slices, a (restarted) syncer
+// writes nothing until the node manager holds the endpoints the store
+// has: before that the services' pods would look endpoint-less and their
+// backends, which established connections use, would be removed.
+func TestLBSyncWaitsForNodeListing(t *testing.T) {
+	c := kvstoretest.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n1 := node.Node{Name: "n1", Zone: "a"}
+	ep := node.Endpoint{Node: "n1", ContainerID: "c1", PodName: "be0", Namespace: "bench", IPv4: "10.200.0.2"}
+	for k, v := range map[string]any{node.NodesPrefix + "n1": n1, node.EndpointsPrefix + "n1/c1": ep} {
+		if _, err := c.Put(ctx, k, mustJSON(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := resource.Object{APIVersion: "v1", Kind: "Pod", Metadata: resource.Metadata{Namespace: "bench", Name: "be0", Labels: map[string]string{"app": "be"}}}
+	svc := benchService("svc", benchIP(1))
+	for _, kv := range []kvstore.KV{{Key: pod.Key(), Value: mustJSON(pod)}, svc} {
+		if _, err := c.Put(ctx, kv.Key, kv.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := newFakeMaps(t)
+	nodes := &fakeNodes{}
+	s, err := New(c, m, nodes, Options{StateDir: t.TempDir(), Local: func() lb.NodeInfo { return localNode }}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Run(ctx)
+	time.Sleep(500 * time.Millisecond) // the store's listing is in by now; the node manager's is not
+	if h := s.Health(); !strings.HasPrefix(h.Message, "waiting") {
+		t.Errorf("reconciled before the node manager listed the endpoints: %s", h.Message)
+	}
+	nodes.set([]node.Node{n1}, []node.Endpoint{ep})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		rows := s.Services()
+		if len(rows) == 1 && len(rows[0].Backends) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not programmed with its backend: %+v (%s)", rows, s.Health().Message)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
