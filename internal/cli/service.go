@@ -189,27 +189,32 @@ func newServiceCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, s := range list {
-				var bs []string
-				for _, b := range s.Backends {
-					desc := fmt.Sprintf("%s (%s", b.Address, b.State)
-					if b.Zone != "" {
-						desc += ", zone " + b.Zone
-					}
-					if b.Node != "" {
-						desc += ", node " + b.Node
-					}
-					bs = append(bs, desc+")")
-				}
-				backends := strings.Join(bs, ", ")
-				if s.NoBackends != "" {
-					// Say it first: nothing takes a new connection here.
-					what := "NO BACKEND: " + s.NoBackends + ", new connections " + map[string]string{"reject": "rejected", "drop": "dropped"}[s.NewConnections]
-					backends = strings.TrimSuffix(what+"; "+backends, "; ")
-				}
-				rows = append(rows, []string{u(s.ID), s.Service, s.Type, s.Frontend + "/" + s.Protocol, s.Scope, dash(backends)})
+				rows = append(rows, []string{u(s.ID), s.Service, s.Type, s.Frontend + "/" + s.Protocol, s.Scope, backendsColumn(s)})
 			}
 			return printTable("ID\tSERVICE\tTYPE\tFRONTEND\tSCOPE\tBACKENDS", rows)
 		},
 	})
 	return svc
+}
+
+// backendsColumn lists a frontend's backends, and says first when none
+// takes new connections, why, and what happens to them.
+func backendsColumn(s api.Service) string {
+	var bs []string
+	for _, b := range s.Backends {
+		desc := fmt.Sprintf("%s (%s", b.Address, b.State)
+		if b.Zone != "" {
+			desc += ", zone " + b.Zone
+		}
+		if b.Node != "" {
+			desc += ", node " + b.Node
+		}
+		bs = append(bs, desc+")")
+	}
+	out := strings.Join(bs, ", ")
+	if s.NoBackends != "" {
+		verdict := map[string]string{"reject": "rejected", "drop": "dropped"}[s.NewConnections]
+		out = strings.TrimSuffix("NO BACKEND: "+s.NoBackends+", new connections "+verdict+"; "+out, "; ")
+	}
+	return dash(out)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
@@ -111,3 +112,20 @@ func TestApplyServices(t *testing.T) {
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }
+
+func TestBackendsColumn(t *testing.T) {
+	for _, c := range []struct {
+		s    api.Service
+		want string
+	}{
+		{api.Service{Backends: []api.ServiceBackend{{Address: "10.0.0.1:80", State: "active", Zone: "a", Node: "n1"}}}, "10.0.0.1:80 (active, zone a, node n1)"},
+		{api.Service{NoBackends: "no endpoints", NewConnections: "drop"}, "NO BACKEND: no endpoints, new connections dropped"},
+		{api.Service{NoBackends: "no endpoints", NewConnections: "reject"}, "NO BACKEND: no endpoints, new connections rejected"},
+		{api.Service{NoBackends: "no local endpoints", NewConnections: "drop", Backends: []api.ServiceBackend{{Address: "10.0.0.2:80", State: "terminating"}}},
+			"NO BACKEND: no local endpoints, new connections dropped; 10.0.0.2:80 (terminating)"},
+	} {
+		if got := backendsColumn(c.s); got != c.want {
+			t.Errorf("got %q, want %q", got, c.want)
+		}
+	}
+}
