@@ -145,9 +145,16 @@ func (a *Allocator) Run(ctx context.Context) {
 		for _, e := range u.Events {
 			if e.Type == kvstore.EventPut {
 				a.learn(e.KV)
+				continue
 			}
-			// Identities are never released yet, so deletions (a wiped
-			// store) leave the cache alone.
+			// Deleted by garbage collection (lumen-operator): forget it, so
+			// that the label set, should it come back, gets an identity that
+			// exists. A listing that lacks known ids (a wiped store) forgets
+			// nothing: endpoints may still use them.
+			n, err := strconv.ParseUint(strings.TrimPrefix(e.KV.Key, IDsPrefix), 10, 32)
+			if err == nil && ID(n).IsCluster() {
+				a.forget(ID(n))
+			}
 		}
 	}
 }
@@ -172,6 +179,17 @@ func (a *Allocator) remember(id ID, ls Labels) {
 	}
 	a.byLabels[ls.String()] = id
 	a.byID[id] = slices.Clone(ls)
+}
+
+func (a *Allocator) forget(id ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ls, ok := a.byID[id]; ok {
+		if a.byLabels[ls.String()] == id {
+			delete(a.byLabels, ls.String())
+		}
+		delete(a.byID, id)
+	}
 }
 
 // Snapshot returns every identity the allocator knows with its labels.

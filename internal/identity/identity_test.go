@@ -148,6 +148,23 @@ func TestClusterAllocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { ls, ok := other.Lookup(dbID); return ok && ls.String() == db.String() })
+
+	// Garbage-collected (both keys deleted, as lumen-operator does): the
+	// following allocator forgets it and allocates the labels anew.
+	if _, err := c.Delete(ctx, IDsPrefix+fmt.Sprint(dbID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Delete(ctx, LabelsPrefix+db.String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, ok := other.Lookup(dbID); return !ok })
+	again, err := other.Allocate(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := c.Get(ctx, IDsPrefix+fmt.Sprint(again)); !ok {
+		t.Errorf("re-allocated identity %d of a collected label set is not in the store", again)
+	}
 }
 
 // TestConcurrentAllocators runs several allocators, each with its own
