@@ -118,7 +118,7 @@ int from_netdev(struct __sk_buff *skb)
 			 * that other nodes announce too). */
 			if (node_addr(p.family, node) < 0)
 				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
-			port = snat_port(&p, node, svc, client, client_port);
+			port = snat_port(skb, &p, node, svc, client, client_port);
 			if (!port)
 				return drop(skb, &p, DROP_NAT_UNSUPPORTED, DIR_INGRESS, 0, src_id, 0);
 			if (rewrite_addr(skb, &p, 1, node, port) < 0)

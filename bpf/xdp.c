@@ -242,7 +242,7 @@ int xdp_nodeport(struct xdp_md *ctx)
 		__builtin_memcpy(rk.addr, p.dst, 16);
 		__builtin_memcpy(rk.peer, p.src, 16);
 		rv = bpf_map_lookup_elem(&lumen_snat_rev, &rk);
-		if (rv) {
+		if (rv && !node_sock_owns(ctx, p.family, p.proto, rk.addr, rk.port, rk.peer, rk.peer_port)) {
 			struct lb_revnat *fe = bpf_map_lookup_elem(&lumen_lb_revnat, &rv->rev_nat);
 			__u8 fa[16], ca[16];
 			__be16 fp, cp;
@@ -353,6 +353,8 @@ int xdp_nodeport(struct xdp_md *ctx)
 		for (int i = 0; i < 8; i++) {
 			__be16 cand = bpf_htons(SNAT_PORT_MIN + (h + i * 7919) % SNAT_PORT_RANGE);
 			rk.port = cand;
+			if (node_sock_owns(ctx, p.family, p.proto, node, cand, rk.peer, rk.peer_port))
+				continue;
 			if (bpf_map_update_elem(&lumen_snat_rev, &rk, &nrv, BPF_NOEXIST) == 0) {
 				port = cand;
 				bpf_map_update_elem(&lumen_snat_fwd, &fk, &port, BPF_ANY);

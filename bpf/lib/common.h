@@ -248,6 +248,45 @@ struct lb_sock_key {
 #define SNAT_PORT_MIN 32768
 #define SNAT_PORT_RANGE 28232 /* up to 60999 */
 
+/* node_sock_owns tells whether one of the node's own sockets holds the
+ * 4-tuple node:port <-> peer:peer_port (ports in network order). The SNAT
+ * ports are the kernel's ephemeral ports too: a port that a local
+ * connection to the same backend uses must not be picked, and replies on
+ * such a tuple are that connection's, even when a (stale) SNAT entry names
+ * it, or they would be diverted to another client and the node's
+ * connection would hang. ctx is the program's context (skb or xdp_md). */
+static __always_inline int node_sock_owns(void *ctx, __u8 family, __u8 proto, const __u8 *node, __be16 port,
+					  const __u8 *peer, __be16 peer_port)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+
+	if (family == AF_INET) {
+		__builtin_memcpy(&t.ipv4.saddr, peer, 4);
+		__builtin_memcpy(&t.ipv4.daddr, node, 4);
+		t.ipv4.sport = peer_port;
+		t.ipv4.dport = port;
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, peer, 16);
+		__builtin_memcpy(t.ipv6.daddr, node, 16);
+		t.ipv6.sport = peer_port;
+		t.ipv6.dport = port;
+		size = sizeof(t.ipv6);
+	}
+	if (proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else if (proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		return 0;
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 struct snat_rev_key {
 	__u8 family;
 	__u8 proto;

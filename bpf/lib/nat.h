@@ -6,8 +6,10 @@
 
 /* snat_port returns the node port standing in for the client of p (its
  * source) towards its backend (its destination), allocating one if the
- * flow has none. 0 when no port is free. */
-static __always_inline __be16 snat_port(struct pkt *p, const __u8 *node, __u32 rev_nat, const __u8 *client,
+ * flow has none. 0 when no port is free. A port one of the node's own
+ * connections to the same backend uses is never picked (see
+ * node_sock_owns). */
+static __always_inline __be16 snat_port(struct __sk_buff *skb, struct pkt *p, const __u8 *node, __u32 rev_nat, const __u8 *client,
 					__be16 client_port)
 {
 	struct snat_fwd_key fk = {};
@@ -43,6 +45,8 @@ static __always_inline __be16 snat_port(struct pkt *p, const __u8 *node, __u32 r
 	for (int i = 0; i < 8; i++) {
 		port = bpf_htons(SNAT_PORT_MIN + (h + i * 7919) % SNAT_PORT_RANGE);
 		rk.port = port;
+		if (node_sock_owns(skb, p->family, p->proto, node, port, p->dst.addr, fk.peer_port))
+			continue;
 		if (bpf_map_update_elem(&lumen_snat_rev, &rk, &rv, BPF_NOEXIST) == 0) {
 			bpf_map_update_elem(&lumen_snat_fwd, &fk, &port, BPF_ANY);
 			return port;
@@ -52,8 +56,9 @@ static __always_inline __be16 snat_port(struct pkt *p, const __u8 *node, __u32 r
 }
 
 /* snat_reverse restores a backend's reply: the client as destination and
- * the frontend as source. Returns 1 when p was such a reply, 0 when not,
- * negative on a rewrite failure. */
+ * the frontend as source. Returns 1 when p was such a reply, 0 when not
+ * (also when one of the node's own sockets holds the tuple: the reply is
+ * its), negative on a rewrite failure. */
 static __always_inline int snat_reverse(struct __sk_buff *skb, struct pkt *p)
 {
 	struct snat_rev_key rk = {};
@@ -71,6 +76,8 @@ static __always_inline int snat_reverse(struct __sk_buff *skb, struct pkt *p)
 	__builtin_memcpy(rk.peer, p->src.addr, 16);
 	rv = bpf_map_lookup_elem(&lumen_snat_rev, &rk);
 	if (!rv)
+		return 0;
+	if (node_sock_owns(skb, p->family, p->proto, rk.addr, rk.port, rk.peer, rk.peer_port))
 		return 0;
 	rv->last_seen = bpf_ktime_get_ns();
 	__builtin_memcpy(client, rv->client, 16);
