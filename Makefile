@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOPOLOGY ?= examples/lab/topology.yaml
 
-.PHONY: all build deps lab lab-down test generate check-generated lint bench
+.PHONY: all build deps tools lab lab-down test generate check-generated lint bench
 
 all: build
 
@@ -22,8 +22,14 @@ lab: deps build
 lab-down:
 	$(BIN)/lumen lab down
 
+# The real components the tests drive: the hubble CLI and a Kubernetes control plane,
+# built once from the Go module proxy into ~/.cache/lumen.
+tools:
+	./hack/build-hubble.sh >/dev/null
+	./hack/build-k8s.sh >/dev/null
+
 # Installs what is missing, then runs every test (privileged ones need root).
-test: deps
+test: deps tools
 	$(GO) build ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
