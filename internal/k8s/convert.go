@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -440,10 +439,4 @@ func peerKV(prefix string) converter {
 		}
 		return []kvstore.KV{{Key: prefix + u.GetName(), Value: []byte(v)}}, nil
 	}
-}
-
-func sortedStrings(in []string) []string {
-	out := slices.Clone(in)
-	slices.Sort(out)
-	return out
 }

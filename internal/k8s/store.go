@@ -26,10 +26,9 @@ import (
 
 // Field managers of the agent's server-side applies.
 const (
-	fieldManager       = "lumen-agent"
-	peerFieldManager   = "lumen-agent-hubble"
-	labelsIndex        = "labels"
-	identityNamePrefix = "" // CiliumIdentity names are the bare number
+	fieldManager     = "lumen-agent"
+	peerFieldManager = "lumen-agent-hubble"
+	labelsIndex      = "labels"
 )
 
 // StoreOptions configure the Kubernetes store of one agent.
@@ -378,7 +377,7 @@ func (s *Store) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvsto
 	}
 	ci := &CiliumIdentity{SecurityLabels: securityLabels(ls)}
 	ci.APIVersion, ci.Kind = CiliumIdentities.GroupVersion().String(), "CiliumIdentity"
-	ci.Name = identityNamePrefix + strings.TrimPrefix(idKey, identity.IDsPrefix)
+	ci.Name = strings.TrimPrefix(idKey, identity.IDsPrefix) // the bare number
 	u, err := toUnstructured(ci)
 	if err != nil {
 		return false, nil, err
