@@ -54,12 +54,12 @@ func (c *k8sConfig) validate(kvstoreSet bool) error {
 // agent's subsystems read: in crd mode everything is in the API server; in
 // kvstore mode resources come from the API server and nodes, endpoints,
 // identities and Hubble peers from etcd.
-func k8sStore(ctx context.Context, cfg *config, etcd kvstore.Store, log *slog.Logger) (*k8s.Store, kvstore.Store, error) {
+func k8sStore(ctx context.Context, cfg *config, etcd kvstore.Store, nodeIP string, log *slog.Logger) (*k8s.Store, kvstore.Store, error) {
 	clients, err := k8s.NewClients(cfg.K8sKubeconfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("k8s-kubeconfig-path: %w", err)
 	}
-	api := k8s.NewStore(ctx, clients, k8s.StoreOptions{NodeName: cfg.NodeName, EndpointSlices: cfg.EndpointSlices, Log: log})
+	api := k8s.NewStore(ctx, clients, k8s.StoreOptions{NodeName: cfg.NodeName, NodeIP: nodeIP, EndpointSlices: cfg.EndpointSlices, Log: log})
 	if cfg.IdentityAllocationMode == "kvstore" {
 		return api, k8s.SplitStore(api, etcd), nil
 	}

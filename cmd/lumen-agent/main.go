@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -121,7 +122,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	var kube *k8s.Store
 	if cfg.K8sKubeconfig != "" {
-		if kube, store, err = k8sStore(ctx, cfg, store, log); err != nil {
+		if kube, store, err = k8sStore(ctx, cfg, store, cmp.Or(addrString(nodeIPv4), addrString(nodeIPv6)), log); err != nil {
 			return err
 		}
 	}

@@ -33,8 +33,10 @@ const (
 
 // StoreOptions configure the Kubernetes store of one agent.
 type StoreOptions struct {
-	// NodeName is this agent's node.
+	// NodeName is this agent's node; NodeIP its address, which its
+	// CiliumEndpoints carry (slices name nodes by address only).
 	NodeName string
+	NodeIP   string
 	// EndpointSlices makes the agent follow CiliumEndpointSlices (written by
 	// lumen-operator) instead of every CiliumEndpoint.
 	EndpointSlices bool
@@ -66,7 +68,7 @@ func NewStore(ctx context.Context, c *Clients, opts StoreOptions) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx}
+	return &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx, localIP: opts.NodeIP}
 }
 
 // ListAndWatch implements kvstore.Store.

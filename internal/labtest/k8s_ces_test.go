@@ -59,6 +59,19 @@ func TestKubernetesLabCES(t *testing.T) {
 		}
 		return "frontend " + frontendIP + " not in n2's ipcache"
 	})
+	// A restarted agent republishes its endpoints with its address, so the
+	// slices keep naming its node and n2 keeps frontend.
+	mustLumen(t, name, "lab", "restart-agent", "n1")
+	eventually(t, 30*time.Second, "n2's ipcache after n1's restart", func() string {
+		var rows []api.BPFIPCache
+		decode(t, mustLumen(t, name, "--node", "n2", "bpf", "ipcache", "list", "-o", "json"), &rows)
+		for _, r := range rows {
+			if r.Prefix == frontendIP+"/32" && r.Identity == id && r.Tunnel == "" {
+				return ""
+			}
+		}
+		return "frontend " + frontendIP + " missing from n2's ipcache"
+	})
 	kubectl(t, name, k8sCatalogPolicy, "apply", "-f", "-")
 	checkPolicy(t, name, true)
 	if probe(t, name, "shop/cart", "catalog:80/tcp") {
