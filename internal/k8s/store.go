@@ -407,26 +407,31 @@ func (s *Store) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvsto
 // identities starts (once) an informer of CiliumIdentities indexed by
 // label set and waits until it has synced.
 func (s *Store) identities(ctx context.Context) (cache.SharedIndexInformer, error) {
-	s.mu.Lock()
-	inf := s.idInf
-	if inf == nil {
-		inf = dynamicinformer.NewFilteredDynamicInformer(s.c.Dynamic, CiliumIdentities, "", 0, cache.Indexers{
-			labelsIndex: func(obj any) ([]string, error) {
-				_, ls, err := identityOf(obj.(*unstructured.Unstructured))
-				if err != nil {
-					return nil, nil
-				}
-				return []string{ls.String()}, nil
-			},
-		}, nil).Informer()
-		s.idInf = inf
-		go inf.RunWithContext(s.bgCtx)
-	}
-	s.mu.Unlock()
+	inf := s.informer(&s.idInf, CiliumIdentities, labelsIndex, func(u *unstructured.Unstructured) []string {
+		_, ls, err := identityOf(u)
+		if err != nil {
+			return nil
+		}
+		return []string{ls.String()}
+	})
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return nil, fmt.Errorf("waiting for CiliumIdentities: %w", ctx.Err())
 	}
 	return inf, nil
+}
+
+// informer starts (once) the informer kept in *slot: every object of gvr,
+// indexed by index. It runs until the store's context ends.
+func (s *Store) informer(slot *cache.SharedIndexInformer, gvr schema.GroupVersionResource, index string, keys func(*unstructured.Unstructured) []string) cache.SharedIndexInformer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *slot == nil {
+		*slot = dynamicinformer.NewFilteredDynamicInformer(s.c.Dynamic, gvr, "", 0, cache.Indexers{
+			index: func(obj any) ([]string, error) { return keys(obj.(*unstructured.Unstructured)), nil },
+		}, nil).Informer()
+		go (*slot).RunWithContext(s.bgCtx)
+	}
+	return *slot
 }
 
 // identityLabels returns the labels of a known identity, nil if unknown.
@@ -450,26 +455,17 @@ func (s *Store) identityLabels(id identity.ID) identity.Labels {
 
 // nodeNameOf maps a node address to the node's name ("" when unknown).
 func (s *Store) nodeNameOf(ip string) string {
-	s.mu.Lock()
-	inf := s.nodeInf
-	if inf == nil {
-		inf = dynamicinformer.NewFilteredDynamicInformer(s.c.Dynamic, CiliumNodes, "", 0, cache.Indexers{
-			"ip": func(obj any) ([]string, error) {
-				var cn CiliumNode
-				if err := fromUnstructured(obj.(*unstructured.Unstructured), &cn); err != nil {
-					return nil, nil
-				}
-				var ips []string
-				for _, a := range cn.Spec.Addresses {
-					ips = append(ips, a.IP)
-				}
-				return ips, nil
-			},
-		}, nil).Informer()
-		s.nodeInf = inf
-		go inf.RunWithContext(s.bgCtx)
-	}
-	s.mu.Unlock()
+	inf := s.informer(&s.nodeInf, CiliumNodes, "ip", func(u *unstructured.Unstructured) []string {
+		var cn CiliumNode
+		if err := fromUnstructured(u, &cn); err != nil {
+			return nil
+		}
+		var ips []string
+		for _, a := range cn.Spec.Addresses {
+			ips = append(ips, a.IP)
+		}
+		return ips
+	})
 	objs, _ := inf.GetIndexer().ByIndex("ip", ip)
 	if len(objs) == 0 {
 		return ""
