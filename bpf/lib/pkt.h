@@ -212,7 +212,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8
 		}
 		nh = h[0];
 	}
-	if (ipv6_is_ext(nh))
+	/* Longer than the bound, or the last header runs past the packet. */
+	if (ipv6_is_ext(nh) || off > skb->len)
 		return DROP_INVALID_EXTHDR;
 	p->proto = nh;
 	ret = parse_l4(skb, p, off);

@@ -13,11 +13,13 @@ var reasonNames = map[uint8]string{
 	141: "Error writing to packet",
 	147: "Error retrieving tunnel key",
 	153: "Error while correcting L3 checksum",
+	156: "Invalid IPv6 extension header",
 	157: "Fragmentation not supported",
 	160: "No tunnel/encapsulation endpoint",
 	158: "Service backend not found",
 	168: "Unsupported protocol for NAT masquerade",
 	169: "FIB lookup failed",
+	175: "First logical datagram fragment not found",
 	181: "Policy denied by denylist",
 }
 
