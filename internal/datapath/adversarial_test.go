@@ -11,8 +11,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // Drop reasons the suite expects (Cilium's numbers).
@@ -430,4 +436,72 @@ func TestAdversarialFragmentsService(t *testing.T) {
 			}}})
 		})
 	}
+}
+
+// NodePort to a backend on another node (DNAT + SNAT in from_netdev): a
+// fragmented datagram keeps one backend and one SNAT port, the backend's
+// fragmented reply is translated back whole. XDP leaves fragments to tc.
+// An unseen later fragment for a local pod is dropped; one for the node
+// itself (host firewall off) goes to the stack, as without Lumen.
+func TestAdversarialFragmentsNodePort(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	h, err := netlink.NewHandleAt(f.ns)
+	must(t, err)
+	defer h.Close()
+	eth0 := f.devs["eth0"]
+	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
+	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
+	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	node := netip.MustParseAddr("10.99.0.1")
+	client := netip.MustParseAddr("10.99.0.200")
+	backend := netip.MustParseAddr("10.200.2.5")
+	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
+	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
+	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 53, Proto: 17}))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30053, Proto: 17}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, f.dp.UpsertRevNat(1, node, 30053))
+
+	frames := fragment(udpFrame(client, node, 5555, 30053, 3000), 1400, 501)
+	var out [][]byte
+	for i, fr := range frames {
+		var x RunResult
+		must(t, testutil.InNetNS(f.ns, func() error {
+			var err error
+			x, err = f.dp.RunXDP(eth0.Attrs().Index, fr)
+			return err
+		}))
+		if x.Verdict != 2 { // XDP_PASS
+			t.Errorf("fragment %d: XDP verdict %d, want XDP_PASS (tc handles fragments)", i, x.Verdict)
+		}
+		res := f.run(HookFromNetdev, "eth0", fr)
+		if res.Verdict != tcActRedirect {
+			t.Fatalf("fragment %d: verdict %d, want redirect to the backend's node", i, res.Verdict)
+		}
+		out = append(out, res.Data)
+	}
+	r, err := reassemble(out)
+	must(t, err)
+	sport, dport := r.ports()
+	if r.src != node || sport < 32768 || r.dst != backend || dport != 53 || !r.checksumOK() {
+		t.Fatalf("reassembled %s:%d -> %s:%d (checksum ok %v), want %s:(>=32768) -> %s:53", r.src, sport, r.dst, dport, r.checksumOK(), node, backend)
+	}
+	var back [][]byte
+	for i, fr := range fragment(Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: backend, Dst: node, Proto: 17, SrcPort: 53, DstPort: sport, Payload: make([]byte, 2500)}.Bytes(), 1400, 502) {
+		res := f.run(HookFromNetdev, "eth0", fr)
+		if res.Verdict != tcActRedirect {
+			t.Fatalf("reply fragment %d: verdict %d, want redirect to the client", i, res.Verdict)
+		}
+		back = append(back, res.Data)
+	}
+	rr, err := reassemble(back)
+	must(t, err)
+	if sp, dp := rr.ports(); rr.src != node || sp != 30053 || rr.dst != client || dp != 5555 || !rr.checksumOK() {
+		t.Errorf("reply reassembled %s:%d -> %s:%d (checksum ok %v), want %s:30053 -> %s:5555", rr.src, sp, rr.dst, dp, rr.checksumOK(), node, client)
+	}
+
+	f.runCases(t, []advCase{{name: "unseen-later-fragments", hook: HookFromNetdev, dev: "eth0", steps: []advStep{
+		dropped(fragment(udpFrame(client, podB4, 5556, 80, 3000), 1400, 503)[1], reasonFragNotFound),
+		pass(fragment(udpFrame(client, node, 5557, 22, 3000), 1400, 504)[1]),
+	}}})
 }
