@@ -165,7 +165,7 @@ static __always_inline int ipv6_is_ext(__u8 nh)
  * the upper-layer header. A truncated chain, one longer than IPV6_MAX_EXT,
  * or a routing header with segments left (the final destination is not the
  * one policy looked at) is dropped. */
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8 nh)
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8 nh, __u32 ip_end)
 {
 	struct frag_key fk = {};
 	__u32 off = p->l3_off + sizeof(struct ipv6hdr);
@@ -219,8 +219,12 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8
 	ret = parse_l4(skb, p, off);
 	if (ret != PARSE_OK)
 		return ret;
-	if (p->frag)
+	if (p->frag) {
+		/* The L4 header must be the fragment's own, not link padding. */
+		if (off + l4_min_len(nh) > ip_end)
+			return DROP_INVALID;
 		frag_record(p, &fk, off - frag_start + l4_min_len(nh));
+	}
 	return PARSE_OK;
 }
 
@@ -266,6 +270,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		ret = parse_l4(skb, p, p->l3_off + ip->ihl * 4);
 		if (ret != PARSE_OK)
 			return ret;
+		/* The L4 header must be the fragment's own, not link padding. */
+		if (p->l4_off + l4_min_len(p->proto) > p->l3_off + bpf_ntohs(ip->tot_len))
+			return DROP_INVALID;
 		frag_record(p, &fk, l4_min_len(p->proto));
 		return PARSE_OK;
 	}
@@ -281,7 +288,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->dst.family = AF_INET6;
 		__builtin_memcpy(p->src.addr, &ip6->saddr, 16);
 		__builtin_memcpy(p->dst.addr, &ip6->daddr, 16);
-		return parse_ipv6(skb, p, ip6->nexthdr);
+		return parse_ipv6(skb, p, ip6->nexthdr, p->l3_off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len));
 	}
 	return PARSE_PASS;
 }

@@ -278,8 +278,11 @@ func TestAdversarialFragmentsPolicy(t *testing.T) {
 			}
 			// A first fragment too short to hold the TCP header.
 			tiny := fragment(Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: fam.src, Dst: fam.dst, Proto: 6, SrcPort: 40006, DstPort: 80, TCPFlags: 0x02, Payload: make([]byte, 64)}.Bytes(), 8, 106)
+			// The same, padded to the minimum Ethernet frame and more: the
+			// TCP header must not be read from the padding.
+			padded := append(append([]byte(nil), tiny[0]...), make([]byte, 40)...)
 			cases = append(cases, advCase{name: "tiny-first-fragment", hook: HookToContainer, dev: "lxcb", steps: []advStep{
-				dropped(tiny[0], reasonInvalid), dropped(tiny[1], reasonFragNotFound),
+				dropped(tiny[0], reasonInvalid), dropped(tiny[1], reasonFragNotFound), dropped(padded, reasonInvalid),
 			}})
 			if fam.dst.Is6() {
 				// A fragment header inside a fragment's fragmentable part.
