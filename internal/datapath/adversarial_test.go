@@ -508,3 +508,17 @@ func TestAdversarialFragmentsNodePort(t *testing.T) {
 		pass(fragment(udpFrame(client, node, 5557, 22, 3000), 1400, 504)[1]),
 	}}})
 }
+
+// The reasons the suite expects are named as Cilium names them (Hubble
+// shows these).
+func TestAdversarialReasonNames(t *testing.T) {
+	for r, want := range map[uint8]string{
+		reasonExtHdr:       "Invalid IPv6 extension header",
+		reasonFragNoSup:    "Fragmentation not supported",
+		reasonFragNotFound: "First logical datagram fragment not found",
+	} {
+		if got := ReasonName(r); got != want {
+			t.Errorf("reason %d: %q, want %q", r, got, want)
+		}
+	}
+}
