@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -49,6 +50,10 @@ type Options struct {
 	// SetHostFlags writes the host endpoint's enforcement flags (host
 	// firewall); nil disables the host firewall.
 	SetHostFlags func(uint16) error
+	// PolicyStatus, if set, publishes this node's warnings about one policy
+	// (by store key) when they change, nil when they are gone (Kubernetes
+	// mode: the policy's status).
+	PolicyStatus func(ctx context.Context, key string, warnings []string) error
 }
 
 // IPCache is where the syncer puts the CIDR and kube-apiserver identities,
@@ -86,6 +91,7 @@ type Syncer struct {
 	pending    map[uint16]time.Time // regenerated, maybe not listed by the endpoint manager yet
 	hostPolicy *policy.EndpointPolicy
 	warned     map[string][]string // container id -> policy warnings last logged
+	published  map[string][]string // policy store key -> warnings last published
 	readyOnce  sync.Once
 	ready      chan struct{}
 }
@@ -373,11 +379,19 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 	}
 	peerPorts, podPorts := s.namedPorts(ctx)
 	var errs []error
+	warnings := map[string][]string{} // endpoint -> its policy warnings
 	for _, ep := range s.eps.List() {
 		st := s.enforce(eng, ep, podPorts[ep.Namespace+"/"+ep.PodName], peerPorts)
 		if err := s.eps.SetPolicy(ep.ContainerID, st); err != nil && !errors.Is(err, endpoint.ErrNotFound) {
 			errs = append(errs, err)
 		}
+		if len(st.Warnings) > 0 {
+			warnings[ep.Namespace+"/"+ep.PodName] = st.Warnings
+		}
+	}
+	if err := s.publishWarnings(ctx, warnings); err != nil {
+		// Status only: enforcement is done; retried on the next change.
+		s.log.Warn("publishing policy warnings", "err", err)
 	}
 	if err := s.enforceHost(eng); err != nil {
 		errs = append(errs, err)
@@ -527,6 +541,79 @@ func (s *Syncer) enforceHost(eng *policy.Engine) error {
 	s.hostPolicy = pol
 	s.mu.Unlock()
 	return s.opts.SetHostFlags(flags)
+}
+
+// publishWarnings hands each policy's warnings on this node to
+// Options.PolicyStatus when they changed since the last reconcile.
+func (s *Syncer) publishWarnings(ctx context.Context, byEndpoint map[string][]string) error {
+	if s.opts.PolicyStatus == nil {
+		return nil
+	}
+	s.mu.Lock()
+	names := map[string]string{} // "CiliumNetworkPolicy ns/name" -> store key
+	live := map[string]bool{}
+	for key, p := range s.policies {
+		names[p.String()] = key
+		live[key] = true
+	}
+	prev := s.published
+	s.mu.Unlock()
+	next := policyWarnings(names, byEndpoint)
+	var errs []error
+	done := map[string][]string{}
+	for _, key := range slices.Sorted(maps.Keys(next)) {
+		if slices.Equal(prev[key], next[key]) {
+			done[key] = next[key]
+			continue
+		}
+		if err := s.opts.PolicyStatus(ctx, key, next[key]); err != nil {
+			errs = append(errs, fmt.Errorf("policy status of %s: %w", key, err))
+			continue // retried on the next reconcile
+		}
+		done[key] = next[key]
+	}
+	for key := range prev {
+		if _, ok := next[key]; ok {
+			continue
+		}
+		if !live[key] {
+			continue // the policy is gone: no status to clear
+		}
+		if err := s.opts.PolicyStatus(ctx, key, nil); err != nil {
+			errs = append(errs, fmt.Errorf("policy status of %s: %w", key, err))
+			done[key] = prev[key]
+		}
+	}
+	s.mu.Lock()
+	s.published = done
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// policyWarnings groups endpoint warnings by policy (store key): each
+// warning without the policy's name, with the endpoints it concerns.
+func policyWarnings(names map[string]string, byEndpoint map[string][]string) map[string][]string {
+	type item struct{ key, text string }
+	eps := map[item][]string{}
+	for ep, ws := range byEndpoint {
+		for _, w := range ws {
+			for name, key := range names {
+				if rest, ok := strings.CutPrefix(w, name+" "); ok {
+					it := item{key, rest}
+					eps[it] = append(eps[it], ep)
+				}
+			}
+		}
+	}
+	out := map[string][]string{}
+	for it, list := range eps {
+		slices.Sort(list)
+		out[it.key] = append(out[it.key], fmt.Sprintf("%s (endpoints %s)", it.text, strings.Join(list, ", ")))
+	}
+	for k := range out {
+		slices.Sort(out[k])
+	}
+	return out
 }
 
 // logWarnings logs an endpoint's policy warnings when they change (every
