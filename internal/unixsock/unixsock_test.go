@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -76,6 +77,7 @@ func TestNeverWiderThanMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			for seen.Load() == 0 {
+				runtime.Gosched()
 			}
 			ln.Close()
 		}
