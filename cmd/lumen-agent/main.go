@@ -203,6 +203,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		RemoteNode:    nodes.IsRemoteNodeIP,
 		HostLabels:    hostLabels(cfg),
 		SetHostFlags:  dp.SetHostFlags,
+		PolicyStatus:  policyStatus(kube),
 	}, log)
 	go policies.Run(ctx)
 	// Pod and namespace label changes move endpoints to their new identity.
@@ -461,4 +462,12 @@ func servePrometheus(ctx context.Context, addr string, h http.Handler, log *slog
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("prometheus server", "err", err)
 	}
+}
+
+// policyStatus publishes policy warnings in Kubernetes mode (nil otherwise).
+func policyStatus(kube *k8s.Store) func(context.Context, string, []string) error {
+	if kube == nil {
+		return nil
+	}
+	return kube.SetPolicyStatus
 }

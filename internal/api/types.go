@@ -116,7 +116,10 @@ type EndpointPolicy struct {
 	Audit           bool     `json:"audit,omitempty"`
 	Entries         int      `json:"entries"`
 	SelectedBy      []string `json:"selectedBy,omitempty"`
-	Error           string   `json:"error,omitempty"`
+	// Warnings: named ports that did not resolve, ... (the rule still
+	// applies, without what could not be resolved).
+	Warnings []string `json:"warnings,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -161,6 +164,7 @@ type Explanation struct {
 	Overridden       []ExplainRule `json:"overridden,omitempty"`
 	EnforcedBy       []string      `json:"enforcedBy,omitempty"`
 	SelectedBy       []string      `json:"selectedBy,omitempty"`
+	Warnings         []string      `json:"warnings,omitempty"` // of the endpoint's policy
 }
 
 // Service is one programmed frontend (GET /v1/services).

@@ -9,16 +9,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/ipam"
+	"github.com/lumen-net/lumen/internal/unixsock"
 )
 
 // Backend is what the API serves.
@@ -154,15 +153,11 @@ func Handler(b *Backend) http.Handler {
 	return recoverer(b.Log, mux)
 }
 
-// Serve listens on the unix socket path (mode 0600) until ctx ends.
+// Serve listens on the unix socket path (mode 0600 from the start, see
+// unixsock) until ctx ends.
 func Serve(ctx context.Context, path string, h http.Handler) error {
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := unixsock.Listen(path, 0o600)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
 		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}

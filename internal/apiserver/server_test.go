@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +64,7 @@ func newTestServer(t *testing.T) (*api.Client, *ipam.IPAM) {
 func TestBadRequestsNameTheField(t *testing.T) {
 	c, _ := newTestServer(t)
 	ctx := context.Background()
-	good := api.EndpointRequest{ContainerID: "c1", HostIfName: "lxc1", MAC: "02:00:00:00:00:01", IPv4: "10.200.1.2"}
+	good := api.EndpointRequest{ContainerID: "c1", HostIfName: api.HostIfName("c1"), MAC: "02:00:00:00:00:01", IPv4: "10.200.1.2"}
 	cases := []struct {
 		name string
 		mod  func(r *api.EndpointRequest)
@@ -75,6 +77,11 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"bad mac", func(r *api.EndpointRequest) { r.MAC = "zz" }, `mac "zz"`},
 		{"no address", func(r *api.EndpointRequest) { r.IPv4 = "" }, "at least one address"},
 		{"no host if", func(r *api.EndpointRequest) { r.HostIfName = "" }, "hostIfName"},
+		// The node's uplink (or any device but the container's own veth),
+		// refused before anything is attached to it, as the CNI plugin does.
+		{"node uplink", func(r *api.EndpointRequest) { r.HostIfName = "eth0" }, `hostIfName "eth0": not the host side of container "c1"'s veth`},
+		{"lo", func(r *api.EndpointRequest) { r.HostIfName = "lo" }, `hostIfName "lo"`},
+		{"another container's veth", func(r *api.EndpointRequest) { r.HostIfName = api.HostIfName("c2") }, "hostIfName"},
 	}
 	for _, tc := range cases {
 		req := good
@@ -130,5 +137,29 @@ func TestPanicBecomes500(t *testing.T) {
 	body, _ := io.ReadAll(rec.Body)
 	if rec.Code != 500 || !strings.Contains(string(body), "boom") || !strings.Contains(buf.String(), "panic") {
 		t.Errorf("code %d body %s log %s", rec.Code, body, buf.String())
+	}
+}
+
+// TestSocketModeWithUmask000: with umask 000 bind alone would make the API
+// socket world-writable (any user could register endpoints); it is 0600.
+func TestSocketModeWithUmask000(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, sock, http.NotFoundHandler()) }()
+	defer func() { cancel(); <-done }()
+	var fi os.FileInfo
+	for i := 0; i < 1000; i++ {
+		var err error
+		if fi, err = os.Lstat(sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fi == nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent socket: %v, want a 0600 socket", fi)
 	}
 }

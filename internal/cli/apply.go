@@ -123,6 +123,11 @@ nothing is applied.`,
 				return err
 			}
 			defer c.Close()
+			// Everything is checked before anything (cluster IPs included) is
+			// written: a bad document leaves the store as it was.
+			if err := resource.Preflight(cmd.Context(), c, objs); err != nil {
+				return err
+			}
 			claims, err := assignServices(cmd.Context(), c, objs)
 			if err != nil {
 				return errors.Join(err, claims.finish(cmd.Context(), 0))

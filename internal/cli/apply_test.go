@@ -136,3 +136,55 @@ func TestKVStoreUnreachable(t *testing.T) {
 		t.Fatalf("get with the default lab store: %v", err)
 	}
 }
+
+// TestApplyFailingLateWritesNothing: documents that are valid on their own
+// but cannot be stored (too large for the store, in a namespace that does
+// not exist) fail the whole apply before its first write, whatever their
+// place in the file.
+func TestApplyFailingLateWritesNothing(t *testing.T) {
+	ep := kvstoretest.Start(t)
+	big := "---\napiVersion: v1\nkind: Pod\nmetadata: {name: big, annotations: {blob: \"" + strings.Repeat("x", 1_600_000) + "\"}}\nspec: {containers: [{name: c}]}\n"
+	policy := func(ns string) string {
+		return "---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: " + ns + "}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n"
+	}
+	cases := []struct {
+		name, third string
+		want        []string
+	}{
+		{"too large", big, []string{"Pod default/big", "more than the store's limit of 1500000"}},
+		{"missing namespace", policy("nowhere"), []string{"CiliumNetworkPolicy nowhere/p", `namespaces "nowhere" not found`}},
+	}
+	for _, tc := range cases {
+		file := filepath.Join(t.TempDir(), "multi.yaml")
+		if err := os.WriteFile(file, []byte(manifest+tc.third), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := runLumen(t, "", "apply", "-f", file, "--kvstore", ep)
+		if err == nil {
+			t.Fatalf("%s: apply succeeded: %s", tc.name, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %q", tc.name, err, w)
+			}
+		}
+		for _, kind := range []string{"ns", "pods"} {
+			_, stderr, err := runLumen(t, "", "get", kind, "-A", "--kvstore", ep)
+			if err != nil || stderr != "No resources found.\n" {
+				t.Errorf("%s: after the failed apply, get %s -A: %q, %v", tc.name, kind, stderr, err)
+			}
+		}
+	}
+	// The namespace created by the same apply, or existing before, or one
+	// that always exists, is fine.
+	file := filepath.Join(t.TempDir(), "ok.yaml")
+	if err := os.WriteFile(file, []byte(manifest+policy("prod")+strings.Replace(policy("default"), "name: p,", "name: q,", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := runLumen(t, "", "apply", "-f", file, "--kvstore", ep); err != nil {
+		t.Fatalf("apply with the namespace in the batch: %s %v", out, err)
+	}
+	if out, _, err := runLumen(t, policy("prod"), "apply", "-f", "-", "--kvstore", ep); err != nil || !strings.Contains(out, "unchanged") {
+		t.Fatalf("apply into the existing namespace: %q %v", out, err)
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/lumen-net/lumen/internal/hubble/filters"
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/printer"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
@@ -35,7 +38,6 @@ type observeOpts struct {
 	labels, fromLabels       []string
 	toLabels                 []string
 	ips, fromIPs, toIPs      []string
-	identities               []uint
 	verdicts, protocols      []string
 	ports, types             []string
 	nodeNames, dropReasons   []string
@@ -44,7 +46,8 @@ type observeOpts struct {
 	since, until             string
 	last, first              uint64
 	all, follow, printNode   bool
-	fromIdentity, toIdentity []uint
+	identities               []string
+	fromIdentity, toIdentity []string
 }
 
 func newObserveCmd() *cobra.Command {
@@ -83,9 +86,9 @@ Output (-o): compact (default), json, table or dict.`,
 	f.StringSliceVar(&o.ips, "ip", nil, "flows from or to this IP or CIDR")
 	f.StringSliceVar(&o.fromIPs, "from-ip", nil, "flows from this IP or CIDR")
 	f.StringSliceVar(&o.toIPs, "to-ip", nil, "flows to this IP or CIDR")
-	f.UintSliceVar(&o.identities, "identity", nil, "flows from or to this security identity")
-	f.UintSliceVar(&o.fromIdentity, "from-identity", nil, "flows from this security identity")
-	f.UintSliceVar(&o.toIdentity, "to-identity", nil, "flows to this security identity")
+	f.StringSliceVar(&o.identities, "identity", nil, "flows from or to this security identity")
+	f.StringSliceVar(&o.fromIdentity, "from-identity", nil, "flows from this security identity")
+	f.StringSliceVar(&o.toIdentity, "to-identity", nil, "flows to this security identity")
 	f.StringSliceVar(&o.verdicts, "verdict", nil, "FORWARDED, DROPPED, AUDIT, ...")
 	f.StringSliceVar(&o.protocols, "protocol", nil, "tcp, udp, sctp, icmp, icmpv4, icmpv6")
 	f.StringSliceVar(&o.ports, "port", nil, "flows from or to this L4 port")
@@ -215,6 +218,14 @@ func (o *observeOpts) request(now time.Time) (*observerpb.GetFlowsRequest, error
 		either = true
 		srcSide.SourcePod, dstSide.DestinationPod = []string{o.namespace + "/"}, []string{o.namespace + "/"}
 	}
+	// Checked here to name the flag; the server checks again.
+	for flag, sels := range map[string][]string{"--label": o.labels, "--from-label": o.fromLabels, "--to-label": o.toLabels} {
+		for _, s := range sels {
+			if _, err := filters.ParseSelector(s); err != nil {
+				return nil, (&filters.FieldError{Field: flag, Value: s, Reason: err.Error()})
+			}
+		}
+	}
 	base.SourceLabel, base.DestinationLabel = o.fromLabels, o.toLabels
 	if len(o.labels) > 0 {
 		either = true
@@ -225,10 +236,20 @@ func (o *observeOpts) request(now time.Time) (*observerpb.GetFlowsRequest, error
 		either = true
 		srcSide.SourceIp, dstSide.DestinationIp = o.ips, o.ips
 	}
-	base.SourceIdentity, base.DestinationIdentity = u32s(o.fromIdentity), u32s(o.toIdentity)
+	var err error
+	if base.SourceIdentity, err = identities("--from-identity", o.fromIdentity); err != nil {
+		return nil, err
+	}
+	if base.DestinationIdentity, err = identities("--to-identity", o.toIdentity); err != nil {
+		return nil, err
+	}
 	if len(o.identities) > 0 {
 		either = true
-		srcSide.SourceIdentity, dstSide.DestinationIdentity = u32s(o.identities), u32s(o.identities)
+		ids, err := identities("--identity", o.identities)
+		if err != nil {
+			return nil, err
+		}
+		srcSide.SourceIdentity, dstSide.DestinationIdentity = ids, slices.Clone(ids)
 	}
 	if len(o.ports) > 0 {
 		either = true
@@ -314,7 +335,6 @@ func (o *observeOpts) request(now time.Time) (*observerpb.GetFlowsRequest, error
 		req.Whitelist = []*flowpb.FlowFilter{base}
 	}
 
-	var err error
 	if req.Since, err = timeFlag("--since", o.since, now); err != nil {
 		return nil, err
 	}
@@ -409,10 +429,16 @@ func timeFlag(name, v string, now time.Time) (*timestamppb.Timestamp, error) {
 	return nil, fmt.Errorf("%s: invalid value %q: want a duration (5m) or a time (2006-01-02T15:04:05Z)", name, v)
 }
 
-func u32s(v []uint) []uint32 {
-	out := make([]uint32, 0, len(v))
-	for _, x := range v {
-		out = append(out, uint32(x))
+// identities parses security identities: numbers that fit Hubble's (and
+// Lumen's) 32-bit identity; a bigger one used to wrap around silently.
+func identities(flag string, vals []string) ([]uint32, error) {
+	var out []uint32
+	for _, v := range vals {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("%s: invalid value %q: want a security identity, 0 to %d", flag, v, uint32(math.MaxUint32))
+		}
+		out = append(out, uint32(n))
 	}
-	return out
+	return out, nil
 }

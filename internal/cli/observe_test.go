@@ -66,11 +66,25 @@ func TestObserveRequest(t *testing.T) {
 		{observeOpts{first: 1, last: 1}, "--first and --last"},
 		{observeOpts{first: 1, follow: true}, "--first cannot be combined with --follow"},
 		{observeOpts{dropReasons: []string{"bad"}}, `--drop-reason: invalid value "bad"`},
+		// Identities are 32-bit: 2^32 used to wrap around to 0.
+		{observeOpts{identities: []string{"4294967296"}}, `--identity: invalid value "4294967296": want a security identity, 0 to 4294967295`},
+		{observeOpts{fromIdentity: []string{"-1"}}, `--from-identity: invalid value "-1"`},
+		{observeOpts{toIdentity: []string{"web"}}, `--to-identity: invalid value "web"`},
+		{observeOpts{labels: []string{strings.Repeat("k", 100000)}}, `--label: invalid value "kkkk`},
+		{observeOpts{fromLabels: []string{"app=" + strings.Repeat("v", 64)}}, `--from-label: invalid value "app=vvv`},
+		{observeOpts{toLabels: []string{"app=x\x00"}}, `--to-label: invalid value`},
 	}
 	for _, b := range bad {
 		if _, err := b.o.request(now); err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%+v: %v, want %q", b.o, err, b.want)
 		}
+	}
+	if _, err := (&observeOpts{labels: []string{strings.Repeat("k", 100000)}}).request(now); err == nil || len(err.Error()) > 400 {
+		t.Errorf("100k-character label: error of %d characters", len(err.Error()))
+	}
+	req, err = (&observeOpts{identities: []string{"4294967295"}, fromIdentity: []string{"256"}}).request(now)
+	if err != nil || len(req.Whitelist) != 2 || text(req.Whitelist[0]) != `source_identity: 256 source_identity: 4294967295` {
+		t.Errorf("identities: %v, %v", req, err)
 	}
 	if _, err := observeFormat("yaml"); err == nil {
 		t.Error("-o yaml accepted")

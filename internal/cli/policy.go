@@ -155,6 +155,9 @@ the agent (--socket or --node) that hosts the endpoint.`,
 				for _, r := range x.Overridden {
 					fmt.Printf("  - overridden allow: %s %s.%s %s ports %s\n", r.Policy, r.Rule, r.Section, r.Selector, r.Ports)
 				}
+				for _, w := range x.Warnings {
+					fmt.Printf("  warning: %s\n", w)
+				}
 			}
 			for _, n := range notes {
 				fmt.Printf("\nnote: %s\n", n)

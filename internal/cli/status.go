@@ -3,11 +3,14 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lumen-net/lumen/internal/api"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -68,15 +71,48 @@ func newEndpointCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(os.Stdout, eps)
 			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tPOD\tNAMESPACE\tIPV4\tIPV6\tIDENTITY\tSTATE")
-			for _, e := range eps {
-				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, dash(e.PodName), dash(e.Namespace), dash(e.IPv4), dash(e.IPv6), e.Identity, e.State)
-			}
-			return w.Flush()
+			return printEndpoints(os.Stdout, eps)
 		},
 	})
 	return ep
+}
+
+// printEndpoints writes the endpoint table, then every endpoint's policy
+// warnings and errors (they name what a policy could not resolve).
+func printEndpoints(out io.Writer, eps []api.Endpoint) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tPOD\tNAMESPACE\tIPV4\tIPV6\tIDENTITY\tSTATE\tPOLICY")
+	var notes []string
+	for _, e := range eps {
+		pol := "-"
+		switch {
+		case e.Policy.Error != "":
+			pol = "error"
+		case len(e.Policy.Warnings) > 0:
+			pol = fmt.Sprintf("%d warning(s)", len(e.Policy.Warnings))
+		case e.Policy.IngressEnforced || e.Policy.EgressEnforced:
+			pol = "ok"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, dash(e.PodName), dash(e.Namespace), dash(e.IPv4), dash(e.IPv6), e.Identity, e.State, pol)
+		if e.Policy.Error != "" {
+			notes = append(notes, fmt.Sprintf("endpoint %d: policy error: %s", e.ID, e.Policy.Error))
+		}
+		for _, x := range e.Policy.Warnings {
+			notes = append(notes, fmt.Sprintf("endpoint %d: policy warning: %s", e.ID, x))
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(out)
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(out, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newMetricsCmd() *cobra.Command {

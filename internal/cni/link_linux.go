@@ -13,13 +13,13 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/api"
 )
 
-// HostIfName is the name of the host side of a container's veth: "lxc" and the
-// first 11 hex digits of sha256(containerID), 14 characters (IFNAMSIZ-1 is 15).
-func HostIfName(containerID string) string {
-	return "lxc" + idHash(containerID)
-}
+// HostIfName is the name of the host side of a container's veth (see
+// api.HostIfName: the agent accepts no other).
+func HostIfName(containerID string) string { return api.HostIfName(containerID) }
 
 // tmpIfName names the pod side while it is still in the node namespace, where
 // CNI_IFNAME (usually eth0) may well be taken.

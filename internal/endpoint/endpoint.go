@@ -139,6 +139,9 @@ func (m *Manager) Create(ctx context.Context, req *api.EndpointRequest) (api.End
 	if err != nil {
 		return api.Endpoint{}, fmt.Errorf("hostIfName %q: %w", req.HostIfName, err)
 	}
+	if link.Type() != "veth" {
+		return api.Endpoint{}, fmt.Errorf("hostIfName %q: %w: a %s device, not a pod's veth", req.HostIfName, ErrInvalid, link.Type())
+	}
 	ep := &api.Endpoint{
 		ID:          m.freeID(),
 		ContainerID: req.ContainerID,
@@ -598,8 +601,8 @@ func validate(req *api.EndpointRequest) ([]netip.Addr, error) {
 	if strings.ContainsAny(req.ContainerID, "/\\") || req.ContainerID == "." || req.ContainerID == ".." {
 		return nil, fmt.Errorf("containerID %q: must not contain path separators", req.ContainerID)
 	}
-	if req.HostIfName == "" {
-		return nil, errors.New("hostIfName: must not be empty")
+	if err := api.ValidateHostIfName(req.ContainerID, req.HostIfName); err != nil {
+		return nil, err
 	}
 	if _, err := net.ParseMAC(req.MAC); err != nil {
 		return nil, fmt.Errorf("mac %q: invalid", req.MAC)

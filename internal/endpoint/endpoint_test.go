@@ -14,8 +14,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/nstest"
 )
 
 // recorder is a fake datapath and hook set that logs every call in order.
@@ -294,5 +297,28 @@ func TestIdentityChangeOfDeletedEndpoint(t *testing.T) {
 	}
 	if ep, _ := m.Get("c2"); ep.Policy.Entries != 2000 {
 		t.Errorf("policy of the new endpoint: %+v", ep.Policy)
+	}
+}
+
+// TestCreateRefusesNonVeth: a device that carries the right name but is not
+// a veth (renamed uplink, dummy, bridge) is not a pod's.
+func TestCreateRefusesNonVeth(t *testing.T) {
+	ns := nstest.New(t, "epnv")
+	name := api.HostIfName("c9")
+	if err := ns.NL.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := newTestManager(t)
+	err := ns.Do(func() error {
+		_, err := m.Create(context.Background(), &api.EndpointRequest{ContainerID: "c9", HostIfName: name, MAC: "02:00:00:00:00:09", IPv4: "10.0.0.9"})
+		return err
+	})
+	if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "a bridge device, not a pod's veth") {
+		t.Fatalf("Create on a bridge: %v", err)
+	}
+	// The uplink by name is refused before any lookup.
+	_, err = m.Create(context.Background(), &api.EndpointRequest{ContainerID: "c9", HostIfName: "eth0", MAC: "02:00:00:00:00:09", IPv4: "10.0.0.9"})
+	if err == nil || !strings.Contains(err.Error(), `hostIfName "eth0": not the host side of container "c9"'s veth`) {
+		t.Fatalf("Create on eth0: %v", err)
 	}
 }

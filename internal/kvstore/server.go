@@ -17,6 +17,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/lumen-net/lumen/internal/unixsock"
 )
 
 // ServerConfig configures the embedded etcd.
@@ -47,10 +49,16 @@ func Serve(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return err
 	}
+	listen := *cu
+	var priv *unixsock.Private
 	if cu.Scheme == "unix" {
-		if err := os.MkdirAll(filepath.Dir(socketPath(cu)), 0o755); err != nil {
-			return fmt.Errorf("creating directory for %s: %w", cfg.ClientURL, err)
+		// etcd binds the socket itself: bind it in a private directory and
+		// move it into place with mode 0600 (see unixsock).
+		if priv, err = unixsock.NewPrivate(socketPath(cu)); err != nil {
+			return err
 		}
+		defer priv.Cleanup()
+		listen.Path, listen.Host, listen.Opaque = priv.Path, "", ""
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating etcd data dir: %w", err)
@@ -59,7 +67,7 @@ func Serve(ctx context.Context, cfg ServerConfig) error {
 	ec := embed.NewConfig()
 	ec.Name = "lumen"
 	ec.Dir = cfg.DataDir
-	ec.ListenClientUrls = []url.URL{*cu}
+	ec.ListenClientUrls = []url.URL{listen}
 	ec.AdvertiseClientUrls = []url.URL{*cu}
 	ec.ListenPeerUrls = nil
 	ec.AdvertisePeerUrls = []url.URL{{Scheme: "unix", Path: filepath.Join(cfg.DataDir, "peer.sock")}}
@@ -74,6 +82,12 @@ func Serve(ctx context.Context, cfg ServerConfig) error {
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return fmt.Errorf("starting etcd on %s: %w", cfg.ClientURL, err)
+	}
+	if priv != nil {
+		if err := priv.Publish(0o600); err != nil {
+			e.Close()
+			return err
+		}
 	}
 	defer func() {
 		// Shutting down logs errors about closed listeners: not news.

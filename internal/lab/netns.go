@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -57,8 +58,122 @@ func InNamedNS(name string, fn func() error) error {
 	return inNS(ns, fn)
 }
 
-// CreateNS creates a network namespace bound at /run/netns/<name>.
+// netnsShared records that NetnsDir was made a shared mount point.
+var netnsShared struct {
+	sync.Mutex
+	done bool
+}
+
+// errWouldHide: the directory is not a mount point and holds mounts that a
+// bind mount over it would hide.
+var errWouldHide = errors.New("not a mount point, and binding it over itself would hide the namespace mounts in it")
+
+// shareMountDir makes dir a shared mount point, as iproute2's `ip netns
+// add` does: make it shared, and if it is not a mount point yet, bind it
+// over itself first. Namespace mounts made in it afterwards stay visible
+// (and removable) whoever binds or shares it later: iproute2 finds a mount
+// point and only makes it shared. Were iproute2 the first to bind it, every
+// namespace mounted before would be hidden under its bind mount, and
+// removing its file would fail with EBUSY. The same would happen to other
+// users' namespaces if this bound dir while they are in it, so it does not
+// then (errWouldHide).
+func shareMountDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("making %s a shared mount: %w", dir, err)
+	}
+	under, err := mountsBelow(dir)
+	if err != nil {
+		return err
+	}
+	if len(under) > 0 {
+		return fmt.Errorf("%s: %w (%d of them)", dir, errWouldHide, len(under))
+	}
+	if err := unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind-mounting %s over itself: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("making %s a shared mount: %w", dir, err)
+	}
+	return nil
+}
+
+// mountInfo is one line of /proc/thread-self/mountinfo: the mount point
+// and whether the mount is shared.
+type mountInfo struct {
+	point  string
+	shared bool
+}
+
+// mounts lists the calling thread's mount namespace.
+func mounts() ([]mountInfo, error) {
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []mountInfo
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		m := mountInfo{point: unescapeMount(f[4])}
+		for _, opt := range f[6:] {
+			if opt == "-" {
+				break
+			}
+			m.shared = m.shared || strings.HasPrefix(opt, "shared:")
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// mountsBelow lists the mount points strictly below dir in the calling
+// thread's mount namespace.
+func mountsBelow(dir string) ([]string, error) {
+	ms, err := mounts()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		if strings.HasPrefix(m.point, filepath.Clean(dir)+"/") {
+			out = append(out, m.point)
+		}
+	}
+	return out, nil
+}
+
+// ensureNetnsShared makes NetnsDir a shared mount point before the first
+// namespace is bound in it (once; retried while other namespaces there
+// keep it from being done safely).
+func ensureNetnsShared() error {
+	netnsShared.Lock()
+	defer netnsShared.Unlock()
+	if netnsShared.done {
+		return nil
+	}
+	err := shareMountDir(NetnsDir)
+	if errors.Is(err, errWouldHide) {
+		return nil // as before: iproute2 may still hide ours later
+	}
+	netnsShared.done = err == nil
+	return err
+}
+
+// CreateNS creates a network namespace bound at /run/netns/<name>, after
+// making /run/netns a shared mount point (see shareMountDir).
 func CreateNS(name string) error {
+	if err := ensureNetnsShared(); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -96,6 +211,9 @@ func DeleteNS(name string) error {
 		return fmt.Errorf("unmounting namespace %s: %w", name, err)
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("removing namespace %s: %w: its file is still mounted below a mount over %s (made by `ip netns add` after the namespace was created)", name, err, NetnsDir)
+		}
 		return fmt.Errorf("removing namespace %s: %w", name, err)
 	}
 	return nil

@@ -14,8 +14,9 @@ package labtest
 //     prefix (Cilium: "CIDR rules do not apply to traffic where both sides
 //     are managed by Cilium or use a node IP"); Kubernetes leaves pod IPs in
 //     ipBlock to the implementation;
-//   - a named port in an egress rule resolves cluster-wide to a port number
-//     (Cilium), so the number is allowed to any peer the rule selects;
+//   - a named port in an egress rule is the destination pod's own port of
+//     that name (Kubernetes: "a named port on a pod"), so it allows nothing
+//     to peers without pods (world, nodes);
 //   - Cilium peer selectors of a namespaced policy are limited to its
 //     namespace unless they name the namespace; those of a clusterwide
 //     policy match pods of any namespace.
@@ -272,7 +273,7 @@ spec:
 				if !srcIs("x/xb")(c) {
 					return side{}
 				}
-				return decide(c, out, nil, []rule{{out + " spec.egress[0]", onPort(81, "udp")}})
+				return decide(c, out, nil, []rule{{out + " spec.egress[0]", allOf(dstPod, onPort(81, "udp"))}})
 			},
 		})
 	}

@@ -106,6 +106,7 @@ func ingress(c cell, policy string, denies, allows []rule) side {
 // Predicates over cells.
 func fromLocalHost(c cell) bool { return c.src.kind == hostPeer && c.src.node == c.dst.node }
 func srcPod(c cell) bool        { return c.src.kind == podPeer }
+func dstPod(c cell) bool        { return c.dst.kind == podPeer }
 func srcWorld(c cell) bool      { return c.src.kind == worldPeer }
 func dstWorld(c cell) bool      { return c.dst.kind == worldPeer }
 func srcIn(ns ...string) func(cell) bool {

@@ -99,6 +99,7 @@ type Manager struct {
 	extra                        map[netip.Prefix]uint32
 	overrides                    map[netip.Prefix]uint32
 	changed                      chan struct{}
+	subs                         []chan struct{}
 }
 
 // New returns a manager; store may be nil.
@@ -128,6 +129,16 @@ func (m *Manager) Nodes() []Node {
 
 // Changed is signalled (coalesced) when nodes or endpoints change.
 func (m *Manager) Changed() <-chan struct{} { return m.changed }
+
+// Subscribe returns another channel signalled like Changed, for one more
+// consumer (the policy syncer resolves egress named ports per endpoint).
+func (m *Manager) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.subs = append(m.subs, ch)
+	m.mu.Unlock()
+	return ch
+}
 
 // Endpoints returns every endpoint announced in the store, local ones too.
 func (m *Manager) Endpoints() []Endpoint {
@@ -200,6 +211,14 @@ func (m *Manager) Run(ctx context.Context) {
 		case m.changed <- struct{}{}:
 		default:
 		}
+		m.mu.Lock()
+		for _, ch := range m.subs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+		m.mu.Unlock()
 	}
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -129,11 +130,14 @@ type EndpointInfo struct {
 	NamedPorts map[string]PortProto
 	// IsHost marks the host endpoint: only nodeSelector rules select it.
 	IsHost bool
-	// PeerNamedPorts resolve named ports of egress rules (the port is the
-	// destination's). Like Cilium, the name resolves cluster-wide: give every
-	// named port of every pod; a name that maps to different ports for one
-	// protocol is ambiguous and allows nothing (a warning says so).
-	PeerNamedPorts map[string][]PortProto
+	// PeerNamedPorts resolve named ports of egress rules: the port is the
+	// destination's own, so a name resolves per peer identity (identity ->
+	// name -> the ports its pods give that name). `port: web` allows 81 to
+	// a peer whose pods name 81 "web" and 80 to one naming 80 "web". Peers
+	// without pods (world, CIDRs) have no named ports and match nothing.
+	// Pods of one identity disagreeing on a name make it ambiguous for that
+	// identity: it allows nothing there (fail closed; a warning says so).
+	PeerNamedPorts map[uint32]map[string][]PortProto
 }
 
 // Options are agent-level settings that add implicit rules.
@@ -269,12 +273,13 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 		r     *rule
 		s     *section
 		ports []resolvedPorts
+		named []portSpec // egress named ports, resolved per peer identity
 	}
 	var todo []work
 	size := 0
 	for _, r := range selected {
 		for _, s := range r.sections {
-			ports := e.resolvePorts(s, ep, r, out)
+			ports, named := e.resolvePorts(s, ep, r, out)
 			blocks := 0
 			for _, rp := range ports {
 				blocks += len(rp.blocks)
@@ -286,7 +291,7 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 					size += blocks * e.peerSets[pe].count()
 				}
 			}
-			todo = append(todo, work{r, s, ports})
+			todo = append(todo, work{r, s, ports, named})
 		}
 	}
 	b.adds = make([]addition, 0, size+len(e.hostIdx)+2)
@@ -305,6 +310,9 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 					continue
 				}
 				e.peerSets[pe].each(func(i int) { add(e.ix.ids[i]) })
+			}
+			for _, ps := range wk.named {
+				e.addEgressNamed(b, out, ep, wk.r, s, pe, ps)
 			}
 		}
 	}
@@ -340,59 +348,86 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 func sortedUnique(s []string) []string { return slices.Compact(slices.Sorted(slices.Values(s))) }
 
 // resolvePorts turns a section's port specs into protocol + port blocks,
-// resolving named ports.
-func (e *Engine) resolvePorts(s *section, ep EndpointInfo, r *rule, out *EndpointPolicy) []resolvedPorts {
+// resolving ingress named ports against the endpoint's own; egress named
+// ports come back as they are, to be resolved per peer (addEgressNamed).
+func (e *Engine) resolvePorts(s *section, ep EndpointInfo, r *rule, out *EndpointPolicy) ([]resolvedPorts, []portSpec) {
 	if s.allPorts {
-		return []resolvedPorts{{desc: "any", proto: ProtoAny, blocks: []PortBlock{{0, 0}}}}
+		return []resolvedPorts{{desc: "any", proto: ProtoAny, blocks: []PortBlock{{0, 0}}}}, nil
 	}
 	var res []resolvedPorts
+	var named []portSpec
 	for _, ps := range s.ports {
 		if ps.name == "" {
 			res = append(res, resolvedPorts{desc: ps.desc, proto: ps.proto, blocks: SplitPortRange(ps.lo, ps.hi)})
 			continue
 		}
-		where := fmt.Sprintf("%s %s.%s", r.policy, r.path, s.name)
-		if !s.egress {
-			pp, ok := ep.NamedPorts[ps.name]
-			switch {
-			case !ok:
-				out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q not found on the endpoint", where, ps.name))
-			case ps.proto != ProtoAny && pp.Proto != ps.proto:
-				out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q is %s, the rule wants %s", where, ps.name, pp, ProtoName(ps.proto)))
-			default:
-				res = append(res, resolvedPorts{desc: fmt.Sprintf("%s(%s)", ps.desc, pp), proto: pp.Proto, blocks: []PortBlock{{pp.Port, 16}}})
-			}
+		if s.egress {
+			named = append(named, ps)
 			continue
 		}
-		byProto := map[uint8][]uint16{}
-		for _, pp := range ep.PeerNamedPorts[ps.name] {
-			if ps.proto == ProtoAny || pp.Proto == ps.proto {
-				if !slices.Contains(byProto[pp.Proto], pp.Port) {
-					byProto[pp.Proto] = append(byProto[pp.Proto], pp.Port)
-				}
-			}
-		}
-		if len(byProto) == 0 {
-			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q not found on any peer", where, ps.name))
-		}
-		for _, proto := range slices.Sorted(func(yield func(uint8) bool) {
-			for p := range byProto {
-				if !yield(p) {
-					return
-				}
-			}
-		}) {
-			ports := byProto[proto]
-			if len(ports) > 1 {
-				slices.Sort(ports)
-				out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q is ambiguous for %s (ports %v): ignored", where, ps.name, ProtoName(proto), ports))
-				continue
-			}
-			pp := PortProto{Port: ports[0], Proto: proto}
-			res = append(res, resolvedPorts{desc: fmt.Sprintf("%s(%s)", ps.desc, pp), proto: proto, blocks: []PortBlock{{pp.Port, 16}}})
+		where := fmt.Sprintf("%s %s.%s", r.policy, r.path, s.name)
+		pp, ok := ep.NamedPorts[ps.name]
+		switch {
+		case !ok:
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q not found on the endpoint", where, ps.name))
+		case ps.proto != ProtoAny && pp.Proto != ps.proto:
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q is %s, the rule wants %s", where, ps.name, pp, ProtoName(ps.proto)))
+		default:
+			res = append(res, resolvedPorts{desc: fmt.Sprintf("%s(%s)", ps.desc, pp), proto: pp.Proto, blocks: []PortBlock{{pp.Port, 16}}})
 		}
 	}
-	return res
+	return res, named
+}
+
+// addEgressNamed adds the entries of one egress named port for one peer of
+// a section: for each identity the peer stands for, the port its own pods
+// give that name. Peers without the name get nothing (fail closed).
+func (e *Engine) addEgressNamed(b *builder, out *EndpointPolicy, ep EndpointInfo, r *rule, s *section, pe *peer, ps portSpec) {
+	where := fmt.Sprintf("%s %s.%s %s", r.policy, r.path, s.name, pe.desc)
+	resolved := false
+	addFor := func(id uint32) {
+		byProto := map[uint8][]uint16{}
+		for _, pp := range ep.PeerNamedPorts[id][ps.name] {
+			if (ps.proto == ProtoAny || pp.Proto == ps.proto) && !slices.Contains(byProto[pp.Proto], pp.Port) {
+				byProto[pp.Proto] = append(byProto[pp.Proto], pp.Port)
+			}
+		}
+		for _, proto := range []uint8{ProtoTCP, ProtoUDP, ProtoSCTP} {
+			ports := byProto[proto]
+			switch {
+			case len(ports) == 0:
+				continue
+			case len(ports) > 1:
+				slices.Sort(ports)
+				if !s.deny {
+					out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q is ambiguous for %s on peer identity %d (its pods give it ports %v): nothing allowed there",
+						where, ps.name, ProtoName(proto), id, ports))
+					continue
+				}
+				// A deny covers every port the name may mean.
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q is ambiguous for %s on peer identity %d (its pods give it ports %v): all denied",
+					where, ps.name, ProtoName(proto), id, ports))
+			}
+			for _, port := range ports {
+				pp := PortProto{Port: port, Proto: proto}
+				ref := b.ref(RuleRef{Policy: r.policy.String(), RuleIndex: r.index, Rule: r.path, Section: s.name, Selector: pe.desc, Ports: fmt.Sprintf("%s(%s)", ps.desc, pp)})
+				b.add(Key{Identity: id, Egress: true, Proto: proto, Port: port, PortBits: 16}, s.deny, ref)
+				resolved = true
+			}
+		}
+	}
+	if pe.kind == peerAll {
+		for _, id := range slices.Sorted(maps.Keys(ep.PeerNamedPorts)) {
+			if id != 0 {
+				addFor(id)
+			}
+		}
+	} else {
+		e.peerSets[pe].each(func(i int) { addFor(e.ix.ids[i]) })
+	}
+	if !resolved {
+		out.Warnings = append(out.Warnings, fmt.Sprintf("%s: named port %q not found on any peer the rule selects", where, ps.name))
+	}
 }
 
 // builder collects (key, verdict, rule) additions; finish sorts them, so

@@ -107,6 +107,7 @@ type Explanation struct {
 	Overridden []RuleRef
 	EnforcedBy []string // policies enforcing this direction on the endpoint
 	SelectedBy []string
+	Warnings   []string // the endpoint policy's (unresolved named ports, ...)
 }
 
 // Allowed is the verdict.
@@ -124,13 +125,16 @@ func (x Explanation) String() string {
 			b.WriteString("\n  " + r.String())
 		}
 	}
+	for _, w := range x.Warnings {
+		b.WriteString("\n  warning: " + w)
+	}
 	return b.String()
 }
 
 // Explain explains the verdict of Lookup for one packet.
 func (ep *EndpointPolicy) Explain(peer uint32, egress bool, proto uint8, port uint16) Explanation {
 	v := Lookup(ep, peer, egress, proto, port)
-	x := Explanation{Verdict: v, Peer: peer, Egress: egress, Proto: proto, Port: port, SelectedBy: ep.SelectedBy}
+	x := Explanation{Verdict: v, Peer: peer, Egress: egress, Proto: proto, Port: port, SelectedBy: ep.SelectedBy, Warnings: ep.Warnings}
 	dir := "ingress"
 	x.EnforcedBy = ep.IngressEnforcedBy
 	if egress {

@@ -102,3 +102,22 @@ func describePorts(proto string, port string, endPort int64) string {
 	}
 	return proto + "/" + port
 }
+
+// HasEgressNamedPorts reports whether an egress rule of the policy names a
+// port: its entries then depend on the cluster's pods, not only on
+// identities.
+func (p *Policy) HasEgressNamedPorts() bool {
+	for _, r := range p.rules {
+		for _, s := range r.sections {
+			if !s.egress {
+				continue
+			}
+			for _, ps := range s.ports {
+				if ps.name != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

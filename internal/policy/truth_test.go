@@ -279,8 +279,9 @@ spec:
 		explain: []explainCell{{"cidr:fd00:1::/64", ProtoTCP, 80, false, []string{"default deny"}}},
 	},
 	{
-		name: "np egress named ports resolve on peers", egress: true, rows: []string{"*: DADDDD"},
-		warning: `named port "admin" is ambiguous for TCP`,
+		name: "np egress named ports resolve on peers", egress: true,
+		rows:    []string{"shop/*: DADDDD", "dev/*: DADDDD", "ops/*: DADDDD", "*: DDDDDD"},
+		warning: `named port "admin" is ambiguous for TCP on peer identity`,
 		policies: []string{npHeader + `metadata: {name: egress-named, namespace: shop}
 spec:
   podSelector: {}
@@ -292,10 +293,62 @@ spec:
     - port: admin
 `},
 		explain: []explainCell{
-			{"world", ProtoUDP, 53, true, []string{"UDP/dns(53/UDP)"}},
-			{"world", ProtoTCP, 53, false, []string{"default deny"}},
-			{"world", ProtoTCP, 8080, false, []string{"default deny"}},
+			{"shop/api", ProtoUDP, 53, true, []string{"UDP/dns(53/UDP)"}},
+			{"shop/api", ProtoTCP, 53, false, []string{"default deny"}},
+			// Peers without pods have no named ports.
+			{"world", ProtoUDP, 53, false, []string{"default deny"}},
+			{"ops/db", ProtoTCP, 8080, false, []string{"default deny"}},
 		},
+	},
+	{
+		// Issue 11 item 7: the name resolves to each destination's own port.
+		name: "np egress named port resolves per destination", egress: true,
+		rows: []string{"*/web: DADDDD", "*/api: ADDDDD", "*: DDDDDD"},
+		policies: []string{npHeader + `metadata: {name: egress-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {}
+    ports:
+    - port: web
+`},
+		explain: []explainCell{
+			{"dev/api", ProtoTCP, 80, true, []string{"TCP/web(80/TCP)"}},
+			{"dev/api", ProtoTCP, 81, false, []string{"default deny"}},
+			{"ops/web", ProtoTCP, 81, true, []string{"TCP/web(81/TCP)"}},
+			{"ops/web", ProtoTCP, 80, false, []string{"default deny"}},
+		},
+	},
+	{
+		name: "np egress named port on no selected peer warns and allows nothing", egress: true, rows: []string{"*: DDDDDD"},
+		warning: `named port "web" not found on any peer the rule selects`,
+		policies: []string{npHeader + `metadata: {name: egress-db-web, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - podSelector: {matchLabels: {app: db}}
+    ports:
+    - port: web
+`},
+	},
+	{
+		name: "cnp egressDeny named port denies each destination's own port", egress: true,
+		rows: []string{"shop/api: DAAAAA", "*: AAAAAA"}, // toEndpoints: the policy namespace only
+		policies: []string{cnpHeader + `metadata: {name: deny-web, namespace: shop}
+spec:
+  endpointSelector: {}
+  egress:
+  - toEntities: [all]
+  egressDeny:
+  - toEndpoints: [{matchLabels: {app: api}}]
+    toPorts:
+    - ports: [{port: web, protocol: TCP}]
+`},
+		explain: []explainCell{{"shop/api", ProtoTCP, 80, false, []string{"TCP/web(80/TCP)"}}},
 	},
 	{
 		name: "allow-localhost option", policies: []string{npDenyAllShop}, opts: Options{AllowLocalhost: true},

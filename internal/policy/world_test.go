@@ -112,12 +112,33 @@ func (w *testWorld) endpoint(t testing.TB, name string) EndpointInfo {
 	ns, _, _ := strings.Cut(name, "/")
 	return EndpointInfo{
 		Identity: id, Labels: w.ids[id], Namespace: ns,
-		NamedPorts: map[string]PortProto{"http": {81, ProtoTCP}, "metrics": {9090, ProtoTCP}, "dns": {53, ProtoUDP}},
-		PeerNamedPorts: map[string][]PortProto{
-			"http": {{81, ProtoTCP}}, "dns": {{53, ProtoUDP}, {53, ProtoTCP}},
-			"admin": {{8080, ProtoTCP}, {8443, ProtoTCP}}, // ambiguous
-		},
+		NamedPorts:     map[string]PortProto{"http": {81, ProtoTCP}, "metrics": {9090, ProtoTCP}, "dns": {53, ProtoUDP}},
+		PeerNamedPorts: w.peerNamedPorts(),
 	}
+}
+
+// peerNamedPorts are the pods' named ports by identity: "http" and "dns"
+// are the same everywhere; "web" is 81/TCP on app=web pods and 80/TCP on
+// app=api pods (issue 11 item 7), absent on db; the ops/db pods disagree
+// on "admin" (ambiguous for their identity).
+func (w *testWorld) peerNamedPorts() map[uint32]map[string][]PortProto {
+	out := map[uint32]map[string][]PortProto{}
+	for _, ns := range sortedKeys(testNamespaces) {
+		for _, app := range sortedKeys(testPods) {
+			m := map[string][]PortProto{"http": {{81, ProtoTCP}}, "dns": {{53, ProtoUDP}, {53, ProtoTCP}}}
+			switch app {
+			case "web":
+				m["web"] = []PortProto{{81, ProtoTCP}}
+			case "api":
+				m["web"] = []PortProto{{80, ProtoTCP}}
+			}
+			if ns == "ops" && app == "db" {
+				m["admin"] = []PortProto{{8080, ProtoTCP}, {8443, ProtoTCP}}
+			}
+			out[w.byName[podName(ns, app)]] = m
+		}
+	}
+	return out
 }
 
 func decodeAll(t testing.TB, docs ...string) []*Policy {

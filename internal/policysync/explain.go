@@ -79,7 +79,7 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 		Peer: peer.String(), PeerIdentity: peerID, PeerLabels: peerLabels.Strings(),
 		Direction: req.Direction, Protocol: policy.ProtoName(proto), Port: req.Port,
 		Allowed: x.Allowed(), Reason: x.Reason, Rules: rules(x.Rules), Overridden: rules(x.Overridden),
-		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy,
+		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy, Warnings: x.Warnings,
 	}
 	if ep.Policy.Audit && !out.Allowed {
 		out.Reason += " (audit mode: reported, not dropped)"
@@ -107,7 +107,7 @@ func (s *Syncer) explainHost(ctx context.Context, node string, req *api.ExplainR
 		Peer: peer.String(), PeerIdentity: peerID, PeerLabels: peerLabels.Strings(),
 		Direction: req.Direction, Protocol: policy.ProtoName(proto), Port: req.Port,
 		Allowed: x.Allowed(), Reason: x.Reason, Rules: rules(x.Rules), Overridden: rules(x.Overridden),
-		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy,
+		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy, Warnings: x.Warnings,
 	}
 	if s.opts.Audit && !out.Allowed {
 		out.Reason += " (audit mode: reported, not dropped)"

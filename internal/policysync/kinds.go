@@ -11,8 +11,8 @@ import (
 // The policy kinds `lumen apply` accepts, validated by the policy decoder
 // itself, so that what the store holds is exactly what the engine takes.
 var policyKinds = []resource.Kind{
-	{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy", Namespaced: true, Plural: "networkpolicies", ShortNames: []string{"netpol"}, Validate: validate},
-	{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy", Namespaced: true, Fields: []string{"spec", "specs"}, Plural: "ciliumnetworkpolicies", ShortNames: []string{"cnp"}, Validate: validate},
+	{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy", Namespaced: true, NamespaceMustExist: true, Plural: "networkpolicies", ShortNames: []string{"netpol"}, Validate: validate},
+	{APIVersion: "cilium.io/v2", Kind: "CiliumNetworkPolicy", Namespaced: true, NamespaceMustExist: true, Fields: []string{"spec", "specs"}, Plural: "ciliumnetworkpolicies", ShortNames: []string{"cnp"}, Validate: validate},
 	{APIVersion: "cilium.io/v2", Kind: "CiliumClusterwideNetworkPolicy", Fields: []string{"spec", "specs"}, Plural: "ciliumclusterwidenetworkpolicies", ShortNames: []string{"ccnp"}, Validate: validate},
 }
 

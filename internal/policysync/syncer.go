@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/resource"
 )
@@ -47,12 +50,20 @@ type Options struct {
 	// SetHostFlags writes the host endpoint's enforcement flags (host
 	// firewall); nil disables the host firewall.
 	SetHostFlags func(uint16) error
+	// PolicyStatus, if set, publishes this node's warnings about one policy
+	// (by store key) when they change, nil when they are gone (Kubernetes
+	// mode: the policy's status).
+	PolicyStatus func(ctx context.Context, key string, warnings []string) error
 }
 
-// IPCache is where the syncer puts the CIDR and kube-apiserver identities.
+// IPCache is where the syncer puts the CIDR and kube-apiserver identities,
+// and where it reads the cluster's endpoints (egress named ports resolve on
+// each destination pod's identity).
 type IPCache interface {
 	SetExtraIPCache(map[netip.Prefix]uint32)
 	SetIPCacheOverrides(map[netip.Prefix]uint32)
+	Endpoints() []node.Endpoint
+	Subscribe() <-chan struct{} // endpoints (or nodes) changed
 }
 
 // Syncer converges policy maps.
@@ -79,6 +90,8 @@ type Syncer struct {
 	kick       chan struct{}
 	pending    map[uint16]time.Time // regenerated, maybe not listed by the endpoint manager yet
 	hostPolicy *policy.EndpointPolicy
+	warned     map[string][]string // container id -> policy warnings last logged
+	published  map[string][]string // policy store key -> warnings last published
 	readyOnce  sync.Once
 	ready      chan struct{}
 }
@@ -92,6 +105,7 @@ func New(store kvstore.Store, alloc *identity.Allocator, eps *endpoint.Manager, 
 		store: store, alloc: alloc, eps: eps, pm: pm, ipc: ipc, opts: opts, log: log,
 		policies: map[string]*policy.Policy{}, bad: map[string]string{}, synced: map[string]bool{},
 		kick: make(chan struct{}, 1), ready: make(chan struct{}), pending: map[uint16]time.Time{},
+		warned: map[string][]string{},
 	}
 }
 
@@ -108,6 +122,7 @@ func (s *Syncer) Run(ctx context.Context) {
 		u    kvstore.Update
 	}
 	ch := make(chan upd)
+	peers := s.ipc.Subscribe()
 	for _, kind := range KindNames {
 		go func() {
 			for u := range s.store.ListAndWatch(ctx, resource.KindPrefix(kind)) {
@@ -124,6 +139,11 @@ func (s *Syncer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.alloc.Changed():
+		case <-peers:
+			// A pod came or went: only egress named ports depend on that.
+			if !s.usesEgressNamedPorts() {
+				continue
+			}
 		case x := <-ch:
 			s.apply(x.kind, x.u)
 		}
@@ -177,6 +197,17 @@ func (s *Syncer) put(kv kvstore.KV) {
 	}
 	delete(s.bad, kv.Key)
 	s.policies[kv.Key] = p
+}
+
+func (s *Syncer) usesEgressNamedPorts() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.policies {
+		if p.HasEgressNamedPorts() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Syncer) trigger() {
@@ -348,11 +379,19 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 	}
 	peerPorts, podPorts := s.namedPorts(ctx)
 	var errs []error
+	warnings := map[string][]string{} // endpoint -> its policy warnings
 	for _, ep := range s.eps.List() {
 		st := s.enforce(eng, ep, podPorts[ep.Namespace+"/"+ep.PodName], peerPorts)
 		if err := s.eps.SetPolicy(ep.ContainerID, st); err != nil && !errors.Is(err, endpoint.ErrNotFound) {
 			errs = append(errs, err)
 		}
+		if len(st.Warnings) > 0 {
+			warnings[ep.Namespace+"/"+ep.PodName] = st.Warnings
+		}
+	}
+	if err := s.publishWarnings(ctx, warnings); err != nil {
+		// Status only: enforcement is done; retried on the next change.
+		s.log.Warn("publishing policy warnings", "err", err)
 	}
 	if err := s.enforceHost(eng); err != nil {
 		errs = append(errs, err)
@@ -360,10 +399,17 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 	// Entries of endpoints that no longer exist. An endpoint being created
 	// has entries before the manager lists it: spare those for a while.
 	live := map[uint16]bool{}
+	liveCIDs := map[string]bool{}
 	for _, ep := range s.eps.List() {
 		live[ep.ID] = true
+		liveCIDs[ep.ContainerID] = true
 	}
 	s.mu.Lock()
+	for cid := range s.warned {
+		if !liveCIDs[cid] {
+			delete(s.warned, cid)
+		}
+	}
 	live[datapath.HostEndpointID] = true
 	for id, at := range s.pending {
 		if live[id] || time.Since(at) > time.Minute {
@@ -408,7 +454,7 @@ func (s *Syncer) Regenerate(ctx context.Context, ep api.Endpoint) (api.EndpointP
 
 // enforce computes one endpoint's policy and writes its map entries.
 // Failures fail closed.
-func (s *Syncer) enforce(eng *policy.Engine, ep api.Endpoint, named map[string]policy.PortProto, peers map[string][]policy.PortProto) api.EndpointPolicy {
+func (s *Syncer) enforce(eng *policy.Engine, ep api.Endpoint, named map[string]policy.PortProto, peers map[uint32]map[string][]policy.PortProto) api.EndpointPolicy {
 	s.mu.Lock()
 	lbls := s.idents[ep.Identity]
 	s.mu.Unlock()
@@ -435,7 +481,9 @@ func (s *Syncer) enforce(eng *policy.Engine, ep api.Endpoint, named map[string]p
 	st := api.EndpointPolicy{
 		IngressEnforced: pol.IngressEnforced, EgressEnforced: pol.EgressEnforced,
 		Audit: s.opts.Audit && (pol.IngressEnforced || pol.EgressEnforced), Entries: len(entries), SelectedBy: pol.SelectedBy,
+		Warnings: pol.Warnings,
 	}
+	s.logWarnings(ep, pol.Warnings)
 	if err := s.pm.Sync(ep.ID, entries); err != nil {
 		closed.Error = err.Error()
 		s.log.Error("writing policy map: denying all traffic of the endpoint", "endpoint", ep.ID, "err", err)
@@ -495,10 +543,99 @@ func (s *Syncer) enforceHost(eng *policy.Engine) error {
 	return s.opts.SetHostFlags(flags)
 }
 
-// namedPorts reads the container ports of every stored pod: the endpoint's
-// own (ingress named ports) and cluster-wide (egress named ports).
-func (s *Syncer) namedPorts(ctx context.Context) (map[string][]policy.PortProto, map[string]map[string]policy.PortProto) {
-	peers := map[string][]policy.PortProto{}
+// publishWarnings hands each policy's warnings on this node to
+// Options.PolicyStatus when they changed since the last reconcile.
+func (s *Syncer) publishWarnings(ctx context.Context, byEndpoint map[string][]string) error {
+	if s.opts.PolicyStatus == nil {
+		return nil
+	}
+	s.mu.Lock()
+	names := map[string]string{} // "CiliumNetworkPolicy ns/name" -> store key
+	live := map[string]bool{}
+	for key, p := range s.policies {
+		names[p.String()] = key
+		live[key] = true
+	}
+	prev := s.published
+	s.mu.Unlock()
+	next := policyWarnings(names, byEndpoint)
+	var errs []error
+	done := map[string][]string{}
+	for _, key := range slices.Sorted(maps.Keys(next)) {
+		if slices.Equal(prev[key], next[key]) {
+			done[key] = next[key]
+			continue
+		}
+		if err := s.opts.PolicyStatus(ctx, key, next[key]); err != nil {
+			errs = append(errs, fmt.Errorf("policy status of %s: %w", key, err))
+			continue // retried on the next reconcile
+		}
+		done[key] = next[key]
+	}
+	for key := range prev {
+		if _, ok := next[key]; ok {
+			continue
+		}
+		if !live[key] {
+			continue // the policy is gone: no status to clear
+		}
+		if err := s.opts.PolicyStatus(ctx, key, nil); err != nil {
+			errs = append(errs, fmt.Errorf("policy status of %s: %w", key, err))
+			done[key] = prev[key]
+		}
+	}
+	s.mu.Lock()
+	s.published = done
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// policyWarnings groups endpoint warnings by policy (store key): each
+// warning without the policy's name, with the endpoints it concerns.
+func policyWarnings(names map[string]string, byEndpoint map[string][]string) map[string][]string {
+	type item struct{ key, text string }
+	eps := map[item][]string{}
+	for ep, ws := range byEndpoint {
+		for _, w := range ws {
+			for name, key := range names {
+				if rest, ok := strings.CutPrefix(w, name+" "); ok {
+					it := item{key, rest}
+					eps[it] = append(eps[it], ep)
+				}
+			}
+		}
+	}
+	out := map[string][]string{}
+	for it, list := range eps {
+		slices.Sort(list)
+		out[it.key] = append(out[it.key], fmt.Sprintf("%s (endpoints %s)", it.text, strings.Join(list, ", ")))
+	}
+	for k := range out {
+		slices.Sort(out[k])
+	}
+	return out
+}
+
+// logWarnings logs an endpoint's policy warnings when they change (every
+// reconcile recomputes them; the log says it once).
+func (s *Syncer) logWarnings(ep api.Endpoint, warnings []string) {
+	s.mu.Lock()
+	prev, seen := s.warned[ep.ContainerID]
+	s.warned[ep.ContainerID] = warnings
+	s.mu.Unlock()
+	if seen && slices.Equal(prev, warnings) {
+		return
+	}
+	for _, w := range warnings {
+		s.log.Warn("policy warning", "endpoint", ep.ID, "pod", ep.Namespace+"/"+ep.PodName, "warning", w)
+	}
+}
+
+// namedPorts reads the container ports of every stored pod: each pod's
+// own by namespace/name (ingress named ports) and, through the cluster's
+// endpoints, by identity (egress named ports resolve on the destination).
+func (s *Syncer) namedPorts(ctx context.Context) (map[uint32]map[string][]policy.PortProto, map[string]map[string]policy.PortProto) {
+	peers := map[uint32]map[string][]policy.PortProto{}
 	own := map[string]map[string]policy.PortProto{}
 	if s.store == nil {
 		return peers, own
@@ -521,13 +658,28 @@ func (s *Syncer) namedPorts(ctx context.Context) (map[string][]policy.PortProto,
 			if cp.Name == "" {
 				continue
 			}
-			pp := policy.PortProto{Port: uint16(cp.ContainerPort), Proto: protoNumber(cp.Protocol)}
 			key := pod.Namespace + "/" + pod.Name
 			if own[key] == nil {
 				own[key] = map[string]policy.PortProto{}
 			}
-			own[key][cp.Name] = pp
-			peers[cp.Name] = append(peers[cp.Name], pp)
+			own[key][cp.Name] = policy.PortProto{Port: uint16(cp.ContainerPort), Proto: protoNumber(cp.Protocol)}
+		}
+	}
+	// Every endpoint, local ones included, keyed by its pod.
+	for _, ep := range s.ipc.Endpoints() {
+		ports := own[ep.Namespace+"/"+ep.PodName]
+		if ep.Identity == 0 || ep.PodName == "" || len(ports) == 0 {
+			continue
+		}
+		m := peers[ep.Identity]
+		if m == nil {
+			m = map[string][]policy.PortProto{}
+			peers[ep.Identity] = m
+		}
+		for name, pp := range ports {
+			if !slices.Contains(m[name], pp) {
+				m[name] = append(m[name], pp)
+			}
 		}
 	}
 	return peers, own

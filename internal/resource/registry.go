@@ -12,6 +12,10 @@ type Kind struct {
 	APIVersion string // "v1", "cilium.io/v2"
 	Kind       string // "Pod"
 	Namespaced bool
+	// NamespaceMustExist: apply refuses an object whose namespace does not
+	// exist, as the API server does (policy kinds; Pods and Services of the
+	// lab are applied with their Namespace).
+	NamespaceMustExist bool
 	// NameIsLabel restricts names to RFC 1123 labels (63 characters), as for
 	// Namespace and Service; other names are RFC 1123 subdomains.
 	NameIsLabel bool

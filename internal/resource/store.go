@@ -55,13 +55,19 @@ func IsNotFound(err error) bool {
 // our read and our write.
 const maxConflicts = 10
 
-// Apply validates every object, then creates or updates each in order. A
-// validation failure writes nothing.
+// MaxObjectBytes bounds one stored object (its JSON): the store refuses
+// requests over 1.5 MiB (etcd's default, as for Kubernetes), so a bigger
+// object must be refused before anything of its batch is written.
+const MaxObjectBytes = 1_500_000
+
+// alwaysNamespaces exist without a Namespace object, as in Kubernetes.
+var alwaysNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+
+// Apply checks every object (Preflight), then creates or updates each in
+// order. An object that fails the checks writes nothing of the batch.
 func Apply(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
-	for i := range objs {
-		if err := Validate(&objs[i]); err != nil {
-			return nil, err
-		}
+	if err := Preflight(ctx, c, objs); err != nil {
+		return nil, err
 	}
 	var results []Result
 	for _, obj := range objs {
@@ -72,6 +78,50 @@ func Apply(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, err
 		results = append(results, Result{Object: obj, Action: action})
 	}
 	return results, nil
+}
+
+// Preflight checks a batch before anything of it is written: every object
+// valid, no object too large for the store, and every namespaced object in
+// a namespace that exists, in the store or created by the batch, for the
+// kinds that say so (the API server rejects objects in a missing namespace). Every failure is
+// reported, naming the object.
+func Preflight(ctx context.Context, c *kvstore.Client, objs []Object) error {
+	var errs []error
+	inBatch := map[string]bool{}
+	for i := range objs {
+		if err := Validate(&objs[i]); err != nil {
+			return err
+		}
+		if objs[i].Kind == "Namespace" {
+			inBatch[objs[i].Metadata.Name] = true
+		}
+	}
+	known := map[string]bool{}
+	for i := range objs {
+		obj := &objs[i]
+		if b, err := json.Marshal(obj); err != nil {
+			errs = append(errs, fmt.Errorf("encoding %s: %w", obj, err))
+		} else if len(b) > MaxObjectBytes {
+			errs = append(errs, fmt.Errorf("%s: object is %d bytes encoded, more than the store's limit of %d", obj, len(b), MaxObjectBytes))
+		}
+		ns := obj.Metadata.Namespace
+		if k, err := LookupKind(obj.APIVersion, obj.Kind); err != nil || !k.NamespaceMustExist ||
+			ns == "" || inBatch[ns] || slices.Contains(alwaysNamespaces, ns) {
+			continue
+		}
+		exists, seen := known[ns]
+		if !seen {
+			_, ok, err := c.Get(ctx, Key("Namespace", "", ns))
+			if err != nil {
+				return fmt.Errorf("looking up namespace %q of %s: %w", ns, obj, err)
+			}
+			known[ns], exists = ok, ok
+		}
+		if !exists {
+			errs = append(errs, fmt.Errorf("%s: namespaces %q not found (apply the Namespace first, or in the same batch)", obj, ns))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func applyOne(ctx context.Context, c *kvstore.Client, obj *Object) (Action, error) {

@@ -33,7 +33,11 @@ func (e *FieldError) Error() string {
 	if e.Value == "" {
 		return e.Field + ": " + e.Reason
 	}
-	return fmt.Sprintf("%s: invalid value %q: %s", e.Field, e.Value, e.Reason)
+	v := e.Value
+	if len(v) > 100 { // a client may send anything: echo the start
+		return fmt.Sprintf("%s: invalid value %q... (%d characters): %s", e.Field, v[:100], len(v), e.Reason)
+	}
+	return fmt.Sprintf("%s: invalid value %q: %s", e.Field, v, e.Reason)
 }
 
 // Filters is a compiled pair of allow (whitelist) and deny (blacklist) lists.

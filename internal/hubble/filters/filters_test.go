@@ -216,6 +216,11 @@ func FuzzSelector(f *testing.F) {
 		if err != nil {
 			return
 		}
+		for _, r := range sel.reqs {
+			if r.check() != nil || len(r.key) > maxKeyPrefix+1+maxKeyName {
+				t.Fatalf("%q: accepted a requirement out of bounds: %+v", s, r)
+			}
+		}
 		sel.Matches(labels)
 	})
 }
@@ -260,4 +265,48 @@ func FuzzCompile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSelectorBounds: label keys and values are bounded as Kubernetes
+// bounds them (63 name / 253 prefix / 63 value); a client sending more
+// (the real hubble CLI sends anything) gets an error naming the field, with
+// the value shortened.
+func TestSelectorBounds(t *testing.T) {
+	n := func(c string, k int) string { return strings.Repeat(c, k) }
+	ok := []string{
+		n("a", 63) + "=" + n("v", 63),
+		n("p", 253) + "/" + n("a", 63),
+		"k8s:" + n("a", 63) + " in (" + n("v", 63) + ", x)",
+		"cidr:10.0.0.0/8",
+		"app=web,\ttier=front",
+	}
+	for _, s := range ok {
+		if _, err := ParseSelector(s); err != nil {
+			t.Errorf("%.80q: %v", s, err)
+		}
+	}
+	bad := map[string]string{
+		n("a", 64):                       "name part of 64 characters",
+		n("a", 100000):                   "selector of 100000 characters",
+		n("a", 8000):                     "name part of 8000 characters",
+		n("p", 254) + "/a":               "prefix of 254 characters",
+		"app=" + n("v", 64):              "64 characters: at most 63",
+		"app in (x, " + n("v", 64) + ")": "64 characters: at most 63",
+		n("s", 64) + ":app":              "label source of 64 characters",
+		"app/=x":                         "name part of 0 characters",
+		"app=x\x00":                      "control character",
+		"app\n=x":                        "control character",
+	}
+	for s, want := range bad {
+		_, err := ParseSelector(s)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.80q: error %v, want %q", s, err, want)
+		}
+	}
+	_, err := New([]*flowpb.FlowFilter{{SourceLabel: []string{n("k", 100000)}}}, nil)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "whitelist[0].source_label[0]" || len(err.Error()) > 400 ||
+		!strings.Contains(err.Error(), "(100000 characters)") {
+		t.Fatalf("100k-character key: %v", err)
+	}
 }

@@ -30,8 +30,26 @@ type requirement struct {
 	values      []string
 }
 
+// Bounds of a selector, as Kubernetes bounds labels: a key is an optional
+// DNS-subdomain prefix (253) and a name (63), a value at most 63; Cilium's
+// source ("k8s:") is a name too. A whole selector stays small.
+const (
+	maxKeyName     = 63
+	maxKeyPrefix   = 253
+	maxValue       = 63
+	maxSelectorLen = 8192
+)
+
 // ParseSelector parses "app=frontend,tier in (web, api),!canary".
 func ParseSelector(s string) (Selector, error) {
+	if len(s) > maxSelectorLen {
+		return Selector{}, fmt.Errorf("selector of %d characters: at most %d", len(s), maxSelectorLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f {
+			return Selector{}, fmt.Errorf("control character %q at offset %d", s[i], i)
+		}
+	}
 	p := &selParser{in: s}
 	var sel Selector
 	p.space()
@@ -40,6 +58,9 @@ func ParseSelector(s string) (Selector, error) {
 	}
 	for {
 		r, err := p.requirement()
+		if err == nil {
+			err = r.check()
+		}
 		if err != nil {
 			return Selector{}, err
 		}
@@ -146,6 +167,37 @@ func (p *selParser) requirement() (requirement, error) {
 	p.space()
 	r.values = []string{p.word()}
 	return r, nil
+}
+
+// check bounds the requirement's source, key and values.
+func (r requirement) check() error {
+	if len(r.source) > maxKeyName {
+		return fmt.Errorf("label source of %d characters: at most %d", len(r.source), maxKeyName)
+	}
+	prefix, name := "", r.key
+	if i := strings.LastIndexByte(r.key, '/'); i >= 0 {
+		prefix, name = r.key[:i], r.key[i+1:]
+	}
+	switch {
+	case len(name) == 0 || len(name) > maxKeyName:
+		return fmt.Errorf("label key %s: name part of %d characters: want 1 to %d", abbrev(r.key), len(name), maxKeyName)
+	case len(prefix) > maxKeyPrefix:
+		return fmt.Errorf("label key %s: prefix of %d characters: at most %d", abbrev(r.key), len(prefix), maxKeyPrefix)
+	}
+	for _, v := range r.values {
+		if len(v) > maxValue {
+			return fmt.Errorf("label value %s of key %s: %d characters: at most %d", abbrev(v), abbrev(r.key), len(v), maxValue)
+		}
+	}
+	return nil
+}
+
+// abbrev quotes s, shortened when long (errors echo what a client sent).
+func abbrev(s string) string {
+	if len(s) <= 40 {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q...", s[:40])
 }
 
 // Matches reports whether every requirement holds for the labels.

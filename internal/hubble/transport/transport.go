@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/lumen-net/lumen/internal/hubble"
+	"github.com/lumen-net/lumen/internal/unixsock"
 )
 
 // ServerTLS names the files of a TLS listener. With ClientCAFiles, clients
@@ -191,21 +191,7 @@ func Serve(ctx context.Context, o ServerOptions, svc Services) error {
 }
 
 func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return ln, nil
+	return unixsock.Listen(path, 0o600)
 }
 
 // ClientTLS configures TLS towards a server; nil or !Enabled is plaintext.
