@@ -22,11 +22,11 @@ static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p)
 	__u32 dst_id = remote ? remote->identity : ID_WORLD;
 	struct config *cfg;
 
-	if (remote && remote->tunnel_ip4) {
+	if (tunnel_of(remote)) {
 		cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
 			return drop(skb, p, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, 0, ID_HOST, dst_id);
-		return encap(skb, p, remote->tunnel_ip4, cfg->vxlan_ifindex, 0, ID_HOST, dst_id);
+		return encap(skb, p, tunnel_of(remote), cfg->vxlan_ifindex, 0, ID_HOST, dst_id);
 	}
 	return fib_forward(skb, p, 0, ID_HOST, dst_id);
 }
@@ -105,7 +105,7 @@ int from_netdev(struct __sk_buff *skb)
 			 * Native routing only (the agent refuses DSR with a tunnel;
 			 * a tunnelled backend gets SNAT). */
 			remote = lookup_ipcache(&p.dst);
-			if (dsr_enabled() && !(remote && remote->tunnel_ip4)) {
+			if (dsr_enabled() && !tunnel_of(remote)) {
 				__u32 dst_id = remote ? remote->identity : ID_WORLD;
 
 				ret = dsr_add_opt(skb, &p, frontend, frontend_port);
@@ -185,8 +185,8 @@ int to_netdev(struct __sk_buff *skb)
 	 * are encapsulated instead. */
 	if (vxlan) {
 		remote = lookup_ipcache(&p.dst);
-		if (remote && remote->tunnel_ip4)
-			return encap(skb, &p, remote->tunnel_ip4, vxlan, 0, identity_of(&p.src), dst_id);
+		if (tunnel_of(remote))
+			return encap(skb, &p, tunnel_of(remote), vxlan, 0, identity_of(&p.src), dst_id);
 	}
 	return TC_ACT_OK;
 }
