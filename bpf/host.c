@@ -94,6 +94,11 @@ int from_netdev(struct __sk_buff *skb)
 		if (svc > 0) {
 			struct ipcache_value *remote;
 
+			/* A service whose backend is a node's VXLAN port would let
+			 * its clients speak the overlay from this node's address. */
+			if (p.proto == IPPROTO_UDP && p.dport == TUNNEL_PORT &&
+			    (is_node_addr(lookup_ipcache(&p.dst)) || identity_of(&p.dst) == ID_HOST))
+				return drop(skb, &p, DROP_ENCAP_PROHIBITED, DIR_INGRESS, 0, src_id, 0);
 			dst = lookup_endpoint(&p.dst);
 			if (dst) {
 				skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);

@@ -406,3 +406,39 @@ func TestHostFirewallLocalPods(t *testing.T) {
 		t.Errorf("audit verdict %+v, want denied+audit at the host endpoint", ev)
 	}
 }
+
+// TestNodePortToTunnelPortDropped: a service whose backend is another
+// node's VXLAN port would let outside clients speak the overlay with this
+// node's address as the sender (SNAT): from_netdev refuses it; a regular
+// UDP backend on a node address still works.
+func TestNodePortToTunnelPortDropped(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	f.overlayCluster()
+	node := netip.MustParseAddr(testNode)
+	peer := netip.MustParseAddr(testPeerNode)
+	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
+	rd, err := f.dp.OpenEvents()
+	must(t, err)
+	defer rd.Close()
+	must(t, f.dp.UpsertBackend(1, Backend{Addr: peer, Port: 8472, Proto: 17}))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30472, Proto: 17}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
+	must(t, f.dp.UpsertRevNat(1, node, 30472))
+	must(t, f.dp.UpsertBackend(2, Backend{Addr: peer, Port: 53, Proto: 17}))
+	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30053, Proto: 17}, RevNat: 2, Flags: ServiceNodePort, Backends: []uint32{2}}, 0))
+	must(t, f.dp.UpsertRevNat(2, node, 30053))
+	client := netip.MustParseAddr("10.99.0.200")
+	in := func(port uint16) []byte {
+		return Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: client, Dst: node, Proto: 17, SrcPort: 5555, DstPort: port, TTL: 64, Payload: []byte("x")}.Bytes()
+	}
+	if res := f.run(HookFromNetdev, "eth0", in(30472)); res.Verdict != tcActShot {
+		t.Errorf("NodePort to a node's VXLAN port: verdict %d, want drop", res.Verdict)
+	}
+	ev := waitEvent(t, rd, EventDrop, client, peer)
+	if ev.Subtype != reasonEncapProhibited {
+		t.Errorf("drop event %+v, want reason %d", ev, reasonEncapProhibited)
+	}
+	if res := f.run(HookFromNetdev, "eth0", in(30053)); res.Verdict == tcActShot {
+		t.Errorf("NodePort to a node's UDP 53: dropped")
+	}
+}
