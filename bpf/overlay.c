@@ -12,7 +12,8 @@
 /* overlay_source checks an encapsulated packet's sender and inner source
  * and sets *src_id to the inner source's identity; returns 0 or a drop
  * reason:
- * - the outer source must be a known node's address (DROP_UNKNOWN_SENDER);
+ * - the outer source must be a known node's address (DROP_UNKNOWN_SENDER;
+ *   an unflagged remote-node entry is one too: an older agent's ipcache);
  * - the inner source must not be this node's: one of its endpoints or
  *   addresses (DROP_INVALID_SIP);
  * - an inner source the ipcache places behind a node (a pod, a pod CIDR, a
@@ -31,7 +32,9 @@ static __always_inline int overlay_source(struct __sk_buff *skb, struct pkt *p, 
 
 	__builtin_memcpy(ok.addr, &outer_ip, 4);
 	outer = bpf_map_lookup_elem(&lumen_ipcache, &ok);
-	if (!is_node_addr(outer) || outer->tunnel_ip4 != outer_ip)
+	if (!outer)
+		return DROP_UNKNOWN_SENDER;
+	if (is_node_addr(outer) ? outer->tunnel_ip4 != outer_ip : outer->identity != ID_REMOTE_NODE)
 		return DROP_UNKNOWN_SENDER;
 
 	if (lookup_endpoint(&p->src))
@@ -43,6 +46,15 @@ static __always_inline int overlay_source(struct __sk_buff *skb, struct pkt *p, 
 		if (inner->tunnel_ip4 != outer_ip)
 			return DROP_INVALID_SIP;
 		*src_id = inner->identity;
+		return 0;
+	}
+	if (inner && inner->identity == ID_REMOTE_NODE) {
+		/* A node's address in an ipcache an older agent wrote (no
+		 * owner recorded, until the new agent's first pass): a node
+		 * sends from its own underlay address only. */
+		if (p->family != AF_INET || __builtin_memcmp(p->src.addr, &outer_ip, 4))
+			return DROP_INVALID_SIP;
+		*src_id = ID_REMOTE_NODE;
 		return 0;
 	}
 	if (inner && inner->tunnel_ip4) {

@@ -35,6 +35,7 @@ const (
 	testPeerNode           = "10.99.0.2" // another node
 	testThirdNode          = "10.99.0.3"
 	testStranger           = "10.99.0.9" // on the underlay, not a node
+	testOldNode            = "10.99.0.4" // a node as an older agent wrote it: remote-node, no flag
 	testExtraLocal         = "10.123.0.1"
 	testPeerPod            = "10.200.2.7" // a pod of testPeerNode
 	testPeerPodIdentity    = 2001
@@ -85,6 +86,7 @@ func (f *fixture) overlayCluster() {
 		node(testPeerNode),
 		{Prefix: netip.MustParsePrefix("fd00:10:99::2/128"), Identity: 6, Node: true, Tunnel: netip.MustParseAddr(testPeerNode)},
 		node(testThirdNode),
+		{Prefix: netip.MustParsePrefix(testOldNode + "/32"), Identity: 6},
 		{Prefix: netip.MustParsePrefix("10.200.2.0/24"), Identity: 2, Tunnel: netip.MustParseAddr(testPeerNode)},
 		{Prefix: netip.MustParsePrefix(testPeerPod + "/32"), Identity: testPeerPodIdentity, Tunnel: netip.MustParseAddr(testPeerNode)},
 		{Prefix: netip.MustParsePrefix("fd00:10:200:2::/64"), Identity: 2, Tunnel: netip.MustParseAddr(testPeerNode)},
@@ -154,7 +156,7 @@ func TestOverlayRejectsForgedSenders(t *testing.T) {
 	f := newFixture(t)
 	f.addPods()
 	f.overlayCluster()
-	f.enableForwarding(testNode, testPeerNode, testStranger, testExtraLocal)
+	f.enableForwarding(testNode, testPeerNode, testStranger, testExtraLocal, testOldNode)
 	var vxIndex int
 	must(t, testutil.InNetNS(f.ns, func() error {
 		h, err := netlink.NewHandle()
@@ -206,6 +208,8 @@ func TestOverlayRejectsForgedSenders(t *testing.T) {
 		{"a node's pod, IPv6 pod to IPv6 pod", testPeerNode, testPeerPodIdentity, a("fd00:10:200:2::7"), podA6, 0, testPeerPodIdentity},
 		{"a node itself (VNI host: old senders)", testPeerNode, 1, a(testPeerNode), podA4, 0, 6},
 		{"a node itself, its IPv6 address", testPeerNode, 6, a("fd00:10:99::2"), podA6, 0, 6},
+		{"a node in an older agent's ipcache", testOldNode, 1, a(testOldNode), podA4, 0, 6},
+		{"a node in an older agent's ipcache, another node inside", testOldNode, 6, a(testPeerNode), podA4, reasonInvalidSIP, 0},
 		{"not a node", testStranger, testPeerPodIdentity, a(testPeerPod), podA4, reasonUnknownSender, 0},
 		{"not a node, this node's address inside", testStranger, 1, a(testNode), podA4, reasonUnknownSender, 0},
 		{"this node's address inside", testPeerNode, 1, a(testNode), podA4, reasonInvalidSIP, 0},
