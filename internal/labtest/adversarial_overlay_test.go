@@ -262,6 +262,14 @@ func TestOverlayInjection(t *testing.T) {
 		expectBlocked(t, name, sink, inj)
 	}
 
+	// Hubble names the drops.
+	for node, reason := range map[string]string{"n1": "UNKNOWN_SENDER", "n2": "ENCAPSULATION_TRAFFIC_IS_PROHIBITED"} {
+		waitUntil(t, "Hubble on "+node+" showing "+reason, func() bool {
+			r := lumen(t, name, "--node", node, "observe", "--drop-reason", reason, "--all", "-o", "json")
+			return r.code == 0 && strings.Contains(r.stdout, reason)
+		})
+	}
+
 	// The tunnel still carries legitimate traffic after all that.
 	waitProbe(t, name, "x/d", "x/a:80/tcp", true)
 }
@@ -331,6 +339,12 @@ func TestHostFirewallSameNode(t *testing.T) {
 	if x["allowed"] != false {
 		t.Errorf("explain a -> host n1:9999: %s", mustJSON(x))
 	}
+	// The flows agree with explain: a policy verdict, dropped (they
+	// showed to-stack FORWARDED without a verdict).
+	waitUntil(t, "a dropped policy verdict for a -> n1:9999 in Hubble", func() bool {
+		r := lumen(t, name, "--node", "n1", "observe", "--type", "policy-verdict", "--from-pod", "x/a", "--port", "9999", "--verdict", "DROPPED", "--all", "-o", "json")
+		return r.code == 0 && strings.Contains(r.stdout, "DROPPED")
+	})
 
 	mustLumen(t, name, "delete", "ccnp", "control-host-fw")
 	waitProbe(t, name, "x/a", "10.99.0.1:9999/tcp", true)
