@@ -56,7 +56,9 @@ static __always_inline int is_node_addr(const struct ipcache_value *v)
 /* is_local_addr tells whether the node owns ip (a local route), whatever the
  * ipcache knows: every address of the node is the host, not only the ones
  * the agent announces. Broadcast and multicast destinations are not the
- * host's own. A subprogram: inlined, it tips from_container over the
+ * host's own. The FIB helper answers "not forwarded" for an address
+ * without any route too, which then counts as local: a packet to it goes
+ * nowhere but the stack, and nothing could answer a packet from it. A subprogram: inlined, it tips from_container over the
  * verifier's limits on the compiler's ctx pointer arithmetic. */
 static __attribute__((noinline, unused)) int is_local_addr(struct __sk_buff *skb, const struct ip_key *ip)
 {

@@ -218,6 +218,9 @@ func TestOverlayRejectsForgedSenders(t *testing.T) {
 		{"a local pod inside", testPeerNode, 1002, podB4, podA4, reasonInvalidSIP, 0},
 		{"a third node's pod inside", testPeerNode, 2002, a(testThirdPodCIDRMember), podA4, reasonInvalidSIP, 0},
 		{"a third node's address inside", testPeerNode, 6, a(testThirdNode), podA4, reasonInvalidSIP, 0},
+		// No route to it: taken as this node's (nothing could answer it).
+		{"this node's address IPv4-mapped inside", testPeerNode, 6, a("::ffff:" + testNode), podA6, reasonInvalidSIP, 0},
+		{"this node's address IPv4-mapped inside, not a node", testStranger, 6, a("::ffff:" + testNode), podA6, reasonUnknownSender, 0},
 		{"VNI 0", testPeerNode, 0, a("10.200.2.8"), podA4, reasonInvalidIdentity, 0},
 		{"VNI host for a pod", testPeerNode, 1, a("10.200.2.9"), podA4, reasonInvalidIdentity, 0},
 		{"VNI unmanaged", testPeerNode, 3, a("10.200.2.10"), podA4, reasonInvalidIdentity, 0},
