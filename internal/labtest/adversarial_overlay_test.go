@@ -348,4 +348,33 @@ func TestHostFirewallSameNode(t *testing.T) {
 
 	mustLumen(t, name, "delete", "ccnp", "control-host-fw")
 	waitProbe(t, name, "x/a", "10.99.0.1:9999/tcp", true)
+
+	// The other direction: n1's egress policy holds for its own pods too.
+	aAddr, bAddr := podAddr(t, name, "x/a", 4, 80), podAddr(t, name, "x/b", 4, 80)
+	waitUntil(t, "n1 to its pod a", func() bool { return probeFromNS(t, n1, aAddr) })
+	lumenStdin(t, name, hostFWEgressPolicy, "apply", "-f", "-")
+	waitUntil(t, "n1's egress policy for its own pod", func() bool { return !probeFromNS(t, n1, aAddr) })
+	if !probeFromNS(t, n1, bAddr) {
+		t.Error("n1 to pod b (allowed by its egress policy): not connected")
+	}
+	// Replies of what n1 accepts are not n1's new connections.
+	waitProbe(t, name, "x/a", "10.99.0.1:9999/tcp", true)
+	mustLumen(t, name, "delete", "ccnp", "control-host-egress")
+	waitUntil(t, "n1 to its pod a again", func() bool { return probeFromNS(t, n1, aAddr) })
 }
+
+// n1's host may open connections to the other nodes and to pod b only.
+const hostFWEgressPolicy = `
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata:
+  name: control-host-egress
+spec:
+  nodeSelector:
+    matchLabels:
+      role: control
+  egress:
+  - toEntities: [remote-node]
+  - toEndpoints:
+    - matchLabels: {app: b}
+`
