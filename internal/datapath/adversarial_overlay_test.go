@@ -139,7 +139,9 @@ func waitEvent(t *testing.T, rd *ringbuf.Reader, typ uint8, src, dst netip.Addr)
 	for {
 		rec, err := rd.Read()
 		if err != nil {
-			t.Fatalf("waiting for a %d event %s -> %s: %v", typ, src, dst, err)
+			// Not fatal: the other cases still tell what works.
+			t.Errorf("waiting for a %d event %s -> %s: %v", typ, src, dst, err)
+			return Event{}
 		}
 		var ev Event
 		must(t, ParseEvent(rec.RawSample, &ev))
@@ -405,7 +407,7 @@ func TestHostFirewallLocalPods(t *testing.T) {
 	}
 	for {
 		ev = waitEvent(t, rd, EventPolicy, podA4, node)
-		if ev.SrcPort == 50008 {
+		if ev.SrcPort == 50008 || ev.Type == 0 {
 			break
 		}
 	}
