@@ -230,6 +230,19 @@ func TestOverlayInjection(t *testing.T) {
 	waitProbe(t, name, "x/b", "x/a:80/tcp", false)
 	waitUntil(t, "n2's host to a through the tunnel", func() bool { return probeFromNS(t, lab.NodeNS(name, "n2"), a.IPv4+":80") })
 
+	// n1 knows the other nodes' addresses as theirs (both families).
+	var rows []api.BPFIPCache
+	decode(t, mustLumen(t, name, "--node", "n1", "bpf", "ipcache", "list", "-o", "json"), &rows)
+	owners := map[string]string{}
+	for _, r := range rows {
+		owners[r.Prefix] = r.NodeOf
+	}
+	for p, want := range map[string]string{"10.99.0.2/32": "10.99.0.2", "fd00:10:99::2/128": "10.99.0.2", "10.99.0.3/32": "10.99.0.3", "10.99.0.1/32": ""} {
+		if owners[p] != want {
+			t.Errorf("n1's ipcache: %s is node %q's, want %q", p, owners[p], want)
+		}
+	}
+
 	sink := listenUDPInNS(t, a.NetNS, 9999)
 	cID, dID := endpointIdentity(t, name, "n1", "c"), endpointIdentity(t, name, "n3", "d")
 	// A legitimate datagram d -> a:9999 arrives (the sink works).
