@@ -147,7 +147,7 @@ int from_netdev(struct __sk_buff *skb)
 
 	/* For the node itself: the host firewall. */
 	hflags = host_flags();
-	if (hflags && identity_of(&p.dst) == ID_HOST) {
+	if (hflags && (identity_of(&p.dst) == ID_HOST || is_local_addr(skb, &p.dst))) {
 		if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
 			if (!enforce(skb, &p, HOST_EP_ID, hflags, 0, src_id, ID_HOST, &reason))
 				return drop(skb, &p, reason, DIR_INGRESS, HOST_EP_ID, src_id, ID_HOST);

@@ -367,6 +367,10 @@ func TestHostFirewallLocalPods(t *testing.T) {
 			t.Errorf("pod to %s:9999 (the node): verdict %d, want drop", dst, res.Verdict)
 		}
 	}
+	// From the network too, an address the ipcache does not know is the node's.
+	if res := f.run(HookFromNetdev, "eth0", pkt(netip.MustParseAddr(testPeerNode), netip.MustParseAddr(testExtraLocal), 50009, 9999, 0x02)); res.Verdict != tcActShot {
+		t.Errorf("remote node to %s:9999 (the node): verdict %d, want drop", testExtraLocal, res.Verdict)
+	}
 	// Allowed, and the node's replies come back through to_container
 	// (sent by the node: no input device).
 	if res := f.run(HookFromContainer, "lxca", pkt(podA4, node, 50003, 9998, 0x02)); res.Verdict == tcActShot {
