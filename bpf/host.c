@@ -65,6 +65,13 @@ int from_netdev(struct __sk_buff *skb)
 	ret = parse(skb, &p);
 	if (ret == PARSE_PASS)
 		return TC_ACT_OK;
+	/* A later fragment whose head went by unseen, for the node itself
+	 * while no host policy applies: the stack reassembles (or not) as
+	 * without Lumen (the first fragment of a NodePort datagram was
+	 * translated: the rest never completes). For a pod or the host
+	 * firewall, dropped. */
+	if (ret == DROP_FRAG_NOT_FOUND && !host_flags() && !lookup_endpoint(&p.dst))
+		return TC_ACT_OK;
 	if (ret != PARSE_OK)
 		return drop(skb, &p, ret, DIR_INGRESS, 0, 0, 0);
 	if (ipv6_link_scoped(&p))
@@ -171,6 +178,12 @@ int to_netdev(struct __sk_buff *skb)
 	if (!hflags && !vxlan)
 		return TC_ACT_OK;
 	ret = parse(skb, &p);
+	/* The node's own packets the host firewall cannot classify (an
+	 * extension header chain it cannot walk, a fragment without its
+	 * head) are not let out unchecked. */
+	if (ret != PARSE_OK && ret != PARSE_PASS && hflags && !lookup_endpoint(&p.src) &&
+	    identity_of(&p.src) == ID_HOST)
+		return drop(skb, &p, ret, DIR_EGRESS, HOST_EP_ID, ID_HOST, identity_of(&p.dst));
 	if (ret != PARSE_OK || ipv6_link_scoped(&p))
 		return TC_ACT_OK;
 	dst_id = identity_of(&p.dst);

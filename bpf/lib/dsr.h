@@ -130,7 +130,7 @@ static __always_inline int dsr_add_opt(struct __sk_buff *skb, struct pkt *p, con
 			return DROP_CSUM_L3;
 	} else {
 		struct dsr_ext6 ext = {
-			.nexthdr = p->proto,
+			.nexthdr = p->ip_nexthdr, /* the chain goes on after it */
 			.hdrlen = DSR_EXT6_LEN / 8 - 1,
 			.opt_type = DSR_OPT6_TYPE,
 			.opt_len = DSR_OPT6_LEN,
@@ -154,6 +154,8 @@ static __always_inline int dsr_add_opt(struct __sk_buff *skb, struct pkt *p, con
 	}
 	p->l4_off += grow;
 	p->len += grow;
+	if (p->family == AF_INET6)
+		p->ip_nexthdr = NEXTHDR_DEST_;
 	return 0;
 }
 
@@ -183,7 +185,7 @@ static __always_inline int dsr_record(struct __sk_buff *skb, struct pkt *p)
 		__be16 plen;
 		int ret;
 
-		if (p->proto != NEXTHDR_DEST_)
+		if (p->ip_nexthdr != NEXTHDR_DEST_)
 			return 0;
 		if (bpf_skb_load_bytes(skb, p->l3_off + sizeof(struct ipv6hdr), &ext, sizeof(ext)) < 0)
 			return 0;

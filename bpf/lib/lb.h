@@ -115,7 +115,10 @@ static __always_inline int csum_off(__u8 proto)
 }
 
 /* rewrite_addr replaces the source (is_src) or destination address and
- * port of the packet, fixing the IPv4 header and L4 checksums. */
+ * port of the packet, fixing the IPv4 header and L4 checksums. A later
+ * fragment has no L4 header: only its address changes (the first
+ * fragment's L4 checksum, updated incrementally, covers the whole
+ * datagram). */
 static __always_inline int rewrite_addr(struct __sk_buff *skb, struct pkt *p, int is_src, const __u8 *addr,
 					__be16 port)
 {
@@ -124,9 +127,12 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct pkt *p, in
 	int coff = csum_off(p->proto);
 	__u32 l4 = p->l4_off;
 	__u32 csum_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	int has_l4 = !(p->frag & PKT_FRAG_LATER);
 
 	if (coff < 0 && old_port != port)
 		return -1; /* SCTP's CRC covers the ports: not rewritable here */
+	if (!has_l4)
+		coff = -1;
 	if (p->family == AF_INET) {
 		__be32 o, n;
 		__u32 off = p->l3_off + (is_src ? offsetof(struct iphdr, saddr) : offsetof(struct iphdr, daddr));
@@ -148,7 +154,7 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, struct pkt *p, in
 		if (bpf_skb_store_bytes(skb, off, addr, 16, 0) < 0)
 			return -1;
 	}
-	if (old_port != port) {
+	if (old_port != port && has_l4) {
 		__u32 poff = l4 + (is_src ? 0 : 2);
 
 		if (bpf_l4_csum_replace(skb, l4 + coff, old_port, port, csum_flags | 2) < 0)
@@ -200,6 +206,10 @@ static __always_inline int lb_dnat(struct __sk_buff *skb, struct pkt *p, int int
 				ce->flags |= CT_F_CLOSING;
 		}
 	}
+	/* A later fragment goes where its first fragment went, or nowhere:
+	 * a new backend would get a datagram without its head. */
+	if (!b && (p->frag & PKT_FRAG_LATER))
+		return -DROP_FRAG_NOT_FOUND;
 	if (!b) {
 		id = lb_select(&key, svc, p);
 		if (!id)

@@ -82,9 +82,12 @@ func DatapathCost(repeats uint32, endpoints int) ([]ProgramCost, error) {
 	}
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	a, b := netip.MustParseAddr("10.200.0.2"), netip.MustParseAddr("10.200.0.3")
+	a6, b6 := netip.MustParseAddr("fd00:200::2"), netip.MustParseAddr("fd00:200::3")
 	must := []error{
 		dp.UpsertEndpoint(a, datapath.EndpointInfo{IfIndex: uint32(idx[0]), ID: 1, Identity: 300, MAC: mac, HostMAC: mac}),
 		dp.UpsertEndpoint(b, datapath.EndpointInfo{IfIndex: uint32(idx[1]), ID: 2, Identity: 301, MAC: mac, HostMAC: mac}),
+		dp.UpsertEndpoint(a6, datapath.EndpointInfo{IfIndex: uint32(idx[0]), ID: 1, Identity: 300, MAC: mac, HostMAC: mac}),
+		dp.UpsertEndpoint(b6, datapath.EndpointInfo{IfIndex: uint32(idx[1]), ID: 2, Identity: 301, MAC: mac, HostMAC: mac}),
 	}
 	for _, err := range must {
 		if err != nil {
@@ -114,6 +117,10 @@ func DatapathCost(repeats uint32, endpoints int) ([]ProgramCost, error) {
 
 	pkt := datapath.Packet{SrcMAC: mac, DstMAC: mac, Src: a, Dst: b, Proto: 6, SrcPort: 40000, DstPort: 80, TCPFlags: 0x10}.Bytes()
 	world := datapath.Packet{SrcMAC: mac, DstMAC: mac, Src: a, Dst: netip.MustParseAddr("192.0.2.1"), Proto: 6, SrcPort: 40000, DstPort: 80, TCPFlags: 0x10}.Bytes()
+	pkt6 := datapath.Packet{SrcMAC: mac, DstMAC: mac, Src: a6, Dst: b6, Proto: 6, SrcPort: 40000, DstPort: 80, TCPFlags: 0x10}.Bytes()
+	// The parser's extension header walk and fragment lookup.
+	ext6 := withExtHeaders(pkt6)
+	first, later := fragmentPair(datapath.Packet{SrcMAC: mac, DstMAC: mac, Src: a, Dst: b, Proto: 17, SrcPort: 40000, DstPort: 53, Payload: make([]byte, 64)}.Bytes())
 	cases := []struct {
 		name    string
 		prog    *ebpf.Program
@@ -124,6 +131,13 @@ func DatapathCost(repeats uint32, endpoints int) ([]ProgramCost, error) {
 		{"from_container: pod to outside (FIB, to stack)", dp.Program(datapath.HookFromContainer), idx[0], world},
 		{"to_container: into pod", dp.Program(datapath.HookToContainer), idx[1], pkt},
 		{"from_netdev: network to local pod", dp.Program(datapath.HookFromNetdev), idx[1], pkt},
+		{"from_container: IPv6 pod to local pod", dp.Program(datapath.HookFromContainer), idx[0], pkt6},
+		{"from_container: IPv6, hop-by-hop + destination options", dp.Program(datapath.HookFromContainer), idx[0], ext6},
+		{"from_container: IPv4 later fragment (lumen_frag)", dp.Program(datapath.HookFromContainer), idx[0], later},
+	}
+	// The later fragment needs its first fragment's entry.
+	if _, _, err := timeProgram(dp.Program(datapath.HookFromContainer), idx[0], first, 1); err != nil {
+		return nil, err
 	}
 	baseline, _, err := timeProgram(empty, idx[0], pkt, repeats)
 	if err != nil {
@@ -158,10 +172,14 @@ const batch = 250
 // kernel's own figure but cannot pass the skb context the programs need.)
 func timeProgram(prog *ebpf.Program, ifindex int, pkt []byte, repeats uint32) (float64, uint32, error) {
 	in := append([]byte(nil), pkt...)
-	in[14+8] = 255 // IPv4 TTL: see batch
-	in[14+10], in[14+11] = 0, 0
-	sum := datapath.IPv4Checksum(in[14:34])
-	in[14+10], in[14+11] = byte(sum>>8), byte(sum)
+	if in[12] == 0x86 && in[13] == 0xdd {
+		in[14+7] = 255 // IPv6 hop limit: see batch
+	} else {
+		in[14+8] = 255 // IPv4 TTL: see batch
+		in[14+10], in[14+11] = 0, 0
+		sum := datapath.IPv4Checksum(in[14:34])
+		in[14+10], in[14+11] = byte(sum>>8), byte(sum)
+	}
 	out := make([]byte, len(in)+256)
 	ctx := skbContext{IngressIfindex: uint32(ifindex), Ifindex: uint32(ifindex)}
 	var ret uint32
@@ -178,4 +196,40 @@ func timeProgram(prog *ebpf.Program, ifindex int, pkt []byte, repeats uint32) (f
 		done += n
 	}
 	return float64(time.Since(start).Nanoseconds()) / float64(repeats), ret, nil
+}
+
+// withExtHeaders inserts an 8-byte hop-by-hop and an 8-byte destination
+// options header (Pad1 options) after the fixed header of an IPv6 frame.
+func withExtHeaders(frame []byte) []byte {
+	out := append([]byte(nil), frame[:54]...)
+	nh := out[20]
+	out[20] = 0 // hop-by-hop
+	out[18], out[19] = byte((int(out[18])<<8|int(out[19])+16)>>8), byte(int(out[18])<<8|int(out[19])+16)
+	out = append(out, 60, 0, 0, 0, 0, 0, 0, 0) // next: destination options
+	out = append(out, nh, 0, 0, 0, 0, 0, 0, 0)
+	return append(out, frame[54:]...)
+}
+
+// fragmentPair splits an IPv4 frame in two fragments at 16 bytes of
+// payload.
+func fragmentPair(frame []byte) (first, later []byte) {
+	ihl := int(frame[14]&0xf) * 4
+	hdr, payload := frame[:14+ihl], frame[14+ihl:]
+	mk := func(off int, data []byte, more bool) []byte {
+		f := append(append([]byte(nil), hdr...), data...)
+		ip := f[14:]
+		tot := ihl + len(data)
+		ip[2], ip[3] = byte(tot>>8), byte(tot)
+		ip[4], ip[5] = 0x12, 0x34
+		fo := off / 8
+		if more {
+			fo |= 0x2000
+		}
+		ip[6], ip[7] = byte(fo>>8), byte(fo)
+		ip[10], ip[11] = 0, 0
+		sum := datapath.IPv4Checksum(ip[:ihl])
+		ip[10], ip[11] = byte(sum>>8), byte(sum)
+		return f
+	}
+	return mk(0, payload[:16], true), mk(16, payload[16:], false)
 }

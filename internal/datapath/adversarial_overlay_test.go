@@ -21,10 +21,9 @@ import (
 // the overlay, pods and the node reaching each other around the host
 // firewall.
 
-// Drop reasons of these checks (bpf/lib/fwd.h).
+// Drop reasons of these checks (bpf/lib/fwd.h; 132 and 133 in
+// adversarial_test.go).
 const (
-	reasonInvalidSIP       = 132
-	reasonPolicy           = 133
 	reasonEncapProhibited  = 170
 	reasonInvalidIdentity  = 171
 	reasonUnknownSender    = 172

@@ -83,6 +83,27 @@ type hostEndpointInfo struct {
 	NodeMac  [6]uint8
 }
 
+type hostFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type hostFragValue struct {
+	_        structs.HostLayout
+	Sport    uint16
+	Dport    uint16
+	L4End    uint16
+	Proto    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      [3]uint8
+}
+
 type hostIpKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -231,6 +252,7 @@ const (
 	hostMapLumenDsr          = "lumen_dsr"
 	hostMapLumenEndpoints    = "lumen_endpoints"
 	hostMapLumenEvents       = "lumen_events"
+	hostMapLumenFrag         = "lumen_frag"
 	hostMapLumenIpcache      = "lumen_ipcache"
 	hostMapLumenLbAffinity   = "lumen_lb_affinity"
 	hostMapLumenLbBackends   = "lumen_lb_backends"
@@ -302,6 +324,7 @@ type hostMapSpecs struct {
 	LumenDsr          *ebpf.MapSpec `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.MapSpec `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
@@ -347,6 +370,7 @@ type hostMaps struct {
 	LumenDsr          *ebpf.Map `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.Map `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
@@ -367,6 +391,7 @@ func (m *hostMaps) Close() error {
 		m.LumenDsr,
 		m.LumenEndpoints,
 		m.LumenEvents,
+		m.LumenFrag,
 		m.LumenIpcache,
 		m.LumenLbAffinity,
 		m.LumenLbBackends,

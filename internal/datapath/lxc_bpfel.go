@@ -106,6 +106,27 @@ type lxcEvent struct {
 	IcmpCode    uint8
 }
 
+type lxcFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type lxcFragValue struct {
+	_        structs.HostLayout
+	Sport    uint16
+	Dport    uint16
+	L4End    uint16
+	Proto    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      [3]uint8
+}
+
 type lxcIpKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -254,6 +275,7 @@ const (
 	lxcMapLumenDsr          = "lumen_dsr"
 	lxcMapLumenEndpoints    = "lumen_endpoints"
 	lxcMapLumenEvents       = "lumen_events"
+	lxcMapLumenFrag         = "lumen_frag"
 	lxcMapLumenIpcache      = "lumen_ipcache"
 	lxcMapLumenLbAffinity   = "lumen_lb_affinity"
 	lxcMapLumenLbBackends   = "lumen_lb_backends"
@@ -325,6 +347,7 @@ type lxcMapSpecs struct {
 	LumenDsr          *ebpf.MapSpec `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.MapSpec `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
@@ -370,6 +393,7 @@ type lxcMaps struct {
 	LumenDsr          *ebpf.Map `ebpf:"lumen_dsr"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.Map `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
@@ -390,6 +414,7 @@ func (m *lxcMaps) Close() error {
 		m.LumenDsr,
 		m.LumenEndpoints,
 		m.LumenEvents,
+		m.LumenFrag,
 		m.LumenIpcache,
 		m.LumenLbAffinity,
 		m.LumenLbBackends,

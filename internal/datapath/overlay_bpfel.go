@@ -62,6 +62,27 @@ type overlayEndpointInfo struct {
 	NodeMac  [6]uint8
 }
 
+type overlayFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type overlayFragValue struct {
+	_        structs.HostLayout
+	Sport    uint16
+	Dport    uint16
+	L4End    uint16
+	Proto    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      [3]uint8
+}
+
 type overlayIpKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -209,6 +230,7 @@ const (
 	overlayMapLumenCt           = "lumen_ct"
 	overlayMapLumenEndpoints    = "lumen_endpoints"
 	overlayMapLumenEvents       = "lumen_events"
+	overlayMapLumenFrag         = "lumen_frag"
 	overlayMapLumenIpcache      = "lumen_ipcache"
 	overlayMapLumenLbAffinity   = "lumen_lb_affinity"
 	overlayMapLumenLbBackends   = "lumen_lb_backends"
@@ -277,6 +299,7 @@ type overlayMapSpecs struct {
 	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.MapSpec `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
@@ -321,6 +344,7 @@ type overlayMaps struct {
 	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.Map `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
@@ -340,6 +364,7 @@ func (m *overlayMaps) Close() error {
 		m.LumenCt,
 		m.LumenEndpoints,
 		m.LumenEvents,
+		m.LumenFrag,
 		m.LumenIpcache,
 		m.LumenLbAffinity,
 		m.LumenLbBackends,

@@ -13,6 +13,7 @@ var reasonNames = map[uint8]string{
 	141: "Error writing to packet",
 	147: "Error retrieving tunnel key",
 	153: "Error while correcting L3 checksum",
+	156: "Invalid IPv6 extension header",
 	157: "Fragmentation not supported",
 	160: "No tunnel/encapsulation endpoint",
 	158: "Service backend not found",
@@ -21,6 +22,7 @@ var reasonNames = map[uint8]string{
 	170: "Encapsulation traffic is prohibited",
 	171: "Invalid identity",
 	172: "Unknown sender",
+	175: "First logical datagram fragment not found",
 	181: "Policy denied by denylist",
 }
 

@@ -62,6 +62,27 @@ type sockEndpointInfo struct {
 	NodeMac  [6]uint8
 }
 
+type sockFragKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Id     uint32
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+}
+
+type sockFragValue struct {
+	_        structs.HostLayout
+	Sport    uint16
+	Dport    uint16
+	L4End    uint16
+	Proto    uint8
+	IcmpType uint8
+	IcmpCode uint8
+	Pad      [3]uint8
+}
+
 type sockIpKey struct {
 	_      structs.HostLayout
 	Family uint8
@@ -209,6 +230,7 @@ const (
 	sockMapLumenCt           = "lumen_ct"
 	sockMapLumenEndpoints    = "lumen_endpoints"
 	sockMapLumenEvents       = "lumen_events"
+	sockMapLumenFrag         = "lumen_frag"
 	sockMapLumenIpcache      = "lumen_ipcache"
 	sockMapLumenLbAffinity   = "lumen_lb_affinity"
 	sockMapLumenLbBackends   = "lumen_lb_backends"
@@ -291,6 +313,7 @@ type sockMapSpecs struct {
 	LumenCt           *ebpf.MapSpec `ebpf:"lumen_ct"`
 	LumenEndpoints    *ebpf.MapSpec `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.MapSpec `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.MapSpec `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.MapSpec `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.MapSpec `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.MapSpec `ebpf:"lumen_lb_backends"`
@@ -335,6 +358,7 @@ type sockMaps struct {
 	LumenCt           *ebpf.Map `ebpf:"lumen_ct"`
 	LumenEndpoints    *ebpf.Map `ebpf:"lumen_endpoints"`
 	LumenEvents       *ebpf.Map `ebpf:"lumen_events"`
+	LumenFrag         *ebpf.Map `ebpf:"lumen_frag"`
 	LumenIpcache      *ebpf.Map `ebpf:"lumen_ipcache"`
 	LumenLbAffinity   *ebpf.Map `ebpf:"lumen_lb_affinity"`
 	LumenLbBackends   *ebpf.Map `ebpf:"lumen_lb_backends"`
@@ -354,6 +378,7 @@ func (m *sockMaps) Close() error {
 		m.LumenCt,
 		m.LumenEndpoints,
 		m.LumenEvents,
+		m.LumenFrag,
 		m.LumenIpcache,
 		m.LumenLbAffinity,
 		m.LumenLbBackends,
