@@ -22,11 +22,11 @@ static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p)
 	__u32 dst_id = remote ? remote->identity : ID_WORLD;
 	struct config *cfg;
 
-	if (remote && remote->tunnel_ip4) {
+	if (tunnel_of(remote)) {
 		cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
 			return drop(skb, p, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, 0, ID_HOST, dst_id);
-		return encap(skb, p, remote->tunnel_ip4, cfg->vxlan_ifindex, 0, ID_HOST, dst_id);
+		return encap(skb, p, tunnel_of(remote), cfg->vxlan_ifindex, 0, ID_HOST, dst_id);
 	}
 	return fib_forward(skb, p, 0, ID_HOST, dst_id);
 }
@@ -101,6 +101,11 @@ int from_netdev(struct __sk_buff *skb)
 		if (svc > 0) {
 			struct ipcache_value *remote;
 
+			/* A service whose backend is a node's VXLAN port would let
+			 * its clients speak the overlay from this node's address. */
+			if (p.proto == IPPROTO_UDP && p.dport == TUNNEL_PORT &&
+			    (is_node_addr(lookup_ipcache(&p.dst)) || identity_of(&p.dst) == ID_HOST))
+				return drop(skb, &p, DROP_ENCAP_PROHIBITED, DIR_INGRESS, 0, src_id, 0);
 			dst = lookup_endpoint(&p.dst);
 			if (dst) {
 				skb->mark = MARK_REVNAT | (svc & ~MARK_REVNAT_MASK);
@@ -112,7 +117,7 @@ int from_netdev(struct __sk_buff *skb)
 			 * Native routing only (the agent refuses DSR with a tunnel;
 			 * a tunnelled backend gets SNAT). */
 			remote = lookup_ipcache(&p.dst);
-			if (dsr_enabled() && !(remote && remote->tunnel_ip4)) {
+			if (dsr_enabled() && !tunnel_of(remote)) {
 				__u32 dst_id = remote ? remote->identity : ID_WORLD;
 
 				ret = dsr_add_opt(skb, &p, frontend, frontend_port);
@@ -149,7 +154,7 @@ int from_netdev(struct __sk_buff *skb)
 
 	/* For the node itself: the host firewall. */
 	hflags = host_flags();
-	if (hflags && identity_of(&p.dst) == ID_HOST) {
+	if (hflags && (identity_of(&p.dst) == ID_HOST || is_local_addr(skb, &p.dst))) {
 		if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
 			if (!enforce(skb, &p, HOST_EP_ID, hflags, 0, src_id, ID_HOST, &reason))
 				return drop(skb, &p, reason, DIR_INGRESS, HOST_EP_ID, src_id, ID_HOST);
@@ -198,8 +203,8 @@ int to_netdev(struct __sk_buff *skb)
 	 * are encapsulated instead. */
 	if (vxlan) {
 		remote = lookup_ipcache(&p.dst);
-		if (remote && remote->tunnel_ip4)
-			return encap(skb, &p, remote->tunnel_ip4, vxlan, 0, identity_of(&p.src), dst_id);
+		if (tunnel_of(remote))
+			return encap(skb, &p, tunnel_of(remote), vxlan, 0, identity_of(&p.src), dst_id);
 	}
 	return TC_ACT_OK;
 }

@@ -8,6 +8,7 @@
 #include "lib/enforce.h"
 #include "lib/lb.h"
 #include "lib/dsr.h"
+#include "lib/hostfw.h"
 
 static __always_inline int is_hairpin(const struct ip_key *ip)
 {
@@ -30,6 +31,7 @@ int from_container(struct __sk_buff *skb)
 	__u32 src_id, dst_id;
 	__u32 rev_nat, backend = 0;
 	__u16 ep_id;
+	__u8 drop_dir = DIR_EGRESS;
 	int ret, reason = 0;
 
 	ret = parse(skb, &p);
@@ -90,11 +92,20 @@ int from_container(struct __sk_buff *skb)
 	} else {
 		remote = lookup_ipcache(&p.dst);
 		dst_id = remote ? remote->identity : ID_WORLD;
+		/* Every address of the node is the host, announced or not. */
+		if (dst_id == ID_WORLD && !tunnel_of(remote) && is_local_addr(skb, &p.dst))
+			dst_id = ID_HOST;
+		/* A pod never speaks the overlay: encapsulated packets from it
+		 * would carry whatever identity it wrote in the header. */
+		if (p.proto == IPPROTO_UDP && p.dport == TUNNEL_PORT && (dst_id == ID_HOST || is_node_addr(remote))) {
+			reason = DROP_ENCAP_PROHIBITED;
+			goto drop_egress;
+		}
 	}
 
 	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
 		if (!enforce(skb, &p, ep_id, src->flags, 1, src_id, dst_id, &reason))
-			return drop(skb, &p, reason, DIR_EGRESS, ep_id, src_id, dst_id);
+			goto drop_egress;
 		ct_create_nat(&p, CT_EGRESS, src_id, rev_nat, backend);
 	} else if (p.ct_status == CT_REPLY && p.rev_nat == REV_NAT_DSR) {
 		/* A backend answering a client that reached it through another
@@ -112,19 +123,32 @@ int from_container(struct __sk_buff *skb)
 		trace(skb, &p, OBS_FROM_ENDPOINT, DIR_EGRESS, ep_id, src_id, dst_id);
 		return deliver_local(skb, &p, dst, DIR_EGRESS, ep_id, src_id);
 	}
-	if (remote && remote->tunnel_ip4) {
+	/* To the node itself: the host firewall's ingress policy, as for
+	 * packets from the network (from_netdev). */
+	if (dst_id == ID_HOST && !host_ingress(opaque_ctx(skb), &p, src_id, &reason)) {
+		drop_dir = DIR_INGRESS;
+		ep_id = HOST_EP_ID;
+		goto drop_egress;
+	}
+	if (tunnel_of(remote)) {
 		cfg = get_config();
 		if (!cfg || !cfg->vxlan_ifindex)
 			return drop(skb, &p, DROP_NO_TUNNEL_ENDPOINT, DIR_EGRESS, ep_id, src_id, dst_id);
-		return encap(skb, &p, remote->tunnel_ip4, cfg->vxlan_ifindex, ep_id, src_id, dst_id);
+		return encap(skb, &p, tunnel_of(remote), cfg->vxlan_ifindex, ep_id, src_id, dst_id);
 	}
 	return fib_forward(skb, &p, ep_id, src_id, dst_id);
+drop_egress:
+	/* One call site for the late drops: with one more inlined drop() the
+	 * compiler keeps a ctx field's address in a register, which the
+	 * verifier refuses. */
+	return drop(skb, &p, reason, drop_dir, ep_id, src_id, dst_id);
 }
 
 SEC("tcx/egress")
 int to_container(struct __sk_buff *skb)
 {
 	struct endpoint_info *ep;
+	struct config *cfg;
 	struct pkt p;
 	__u32 src_id, rev_nat = 0;
 	int ret, reason = 0;
@@ -145,7 +169,22 @@ int to_container(struct __sk_buff *skb)
 		trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, ep->identity, ep->identity);
 		return TC_ACT_OK;
 	}
-	src_id = identity_of(&p.src);
+	cfg = get_config();
+	if ((skb->mark & MARK_IDENTITY_MASK) == MARK_IDENTITY && cfg && cfg->vxlan_ifindex &&
+	    skb->ingress_ifindex == cfg->vxlan_ifindex) {
+		/* From another node: the identity from_overlay took from the
+		 * tunnel header of a known node. */
+		src_id = skb->mark & ~MARK_IDENTITY_MASK;
+		skb->mark = 0;
+	} else if (!skb->ingress_ifindex) {
+		/* Sent by the node itself (no input device), from whichever of
+		 * its addresses: the host, through its egress policy. */
+		src_id = ID_HOST;
+		if (!host_egress(skb, &p, ep->identity, &reason))
+			return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, ep->identity);
+	} else {
+		src_id = identity_of(&p.src);
+	}
 	/* A service id handed over by from_netdev (NodePort to a local pod). */
 	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {
 		rev_nat = skb->mark & ~MARK_REVNAT_MASK;

@@ -2,6 +2,25 @@
 #pragma once
 #include "events.h"
 
+/* The VXLAN port (internal/tunnel.DefaultVXLANPort). */
+#define TUNNEL_PORT 8472
+
+/* ipcache_value.flags */
+#define IPCACHE_F_NODE (1 << 0) /* a cluster node's address: tunnel_ip4 names that node
+				 * (who may send from it through the overlay), it is not
+				 * a tunnel to encapsulate to */
+
+/* Drop reasons of the overlay's and the pods' tunnel checks (Cilium's
+ * numbers; Go names in internal/datapath/reasons.go). */
+#define DROP_ENCAP_PROHIBITED 170 /* a pod sending to a node's VXLAN port */
+#define DROP_INVALID_IDENTITY 171 /* a VNI that is no sender's identity */
+#define DROP_UNKNOWN_SENDER 172   /* encapsulated traffic from an address that is no node */
+
+/* skb->mark carrying the source identity that from_overlay took from the
+ * tunnel header to to_container (25 bits: local identities are 1 << 24 | n). */
+#define MARK_IDENTITY 0xa4000000
+#define MARK_IDENTITY_MASK 0xfe000000
+
 static __always_inline struct endpoint_info *lookup_endpoint(struct ip_key *ip)
 {
 	return bpf_map_lookup_elem(&lumen_endpoints, ip);
@@ -16,6 +35,48 @@ static __always_inline struct ipcache_value *lookup_ipcache(struct ip_key *ip)
 
 	__builtin_memcpy(key.addr, ip->addr, 16);
 	return bpf_map_lookup_elem(&lumen_ipcache, &key);
+}
+
+/* tunnel_of returns the node to encapsulate to for an ipcache entry (network
+ * order), 0 for none. A node's own addresses are reached by routing: their
+ * tunnel_ip4 only says who owns them. */
+static __always_inline __u32 tunnel_of(const struct ipcache_value *v)
+{
+	if (!v || (v->flags & IPCACHE_F_NODE))
+		return 0;
+	return v->tunnel_ip4;
+}
+
+/* is_node_addr tells whether the ipcache knows v as a cluster node's address. */
+static __always_inline int is_node_addr(const struct ipcache_value *v)
+{
+	return v && (v->flags & IPCACHE_F_NODE);
+}
+
+/* is_local_addr tells whether the node owns ip (a local route), whatever the
+ * ipcache knows: every address of the node is the host, not only the ones
+ * the agent announces. Broadcast and multicast destinations are not the
+ * host's own. The FIB helper answers "not forwarded" for an address
+ * without any route too, which then counts as local: a packet to it goes
+ * nowhere but the stack, and nothing could answer a packet from it. A subprogram: inlined, it tips from_container over the
+ * verifier's limits on the compiler's ctx pointer arithmetic. */
+static __attribute__((noinline, unused)) int is_local_addr(struct __sk_buff *skb, const struct ip_key *ip)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.ifindex = skb->ingress_ifindex; /* tc ingress hooks only */
+	if (ip->family == AF_INET) {
+		if (ip->addr[0] >= 224)
+			return 0;
+		fib.family = AF_INET;
+		__builtin_memcpy(&fib.ipv4_dst, ip->addr, 4);
+	} else {
+		if (ip->addr[0] == 0xff)
+			return 0;
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_dst, ip->addr, 16);
+	}
+	return bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_NOT_FWDED;
 }
 
 /* identity_of returns the security identity of a remote address. */
@@ -102,13 +163,16 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt *p,
 }
 
 /* encap sends the packet to another node through the collect-metadata
- * VXLAN device; the VNI carries the source identity, as in Cilium. */
+ * VXLAN device; the VNI carries the source identity, as in Cilium
+ * (from_overlay trusts it only from a known node). */
 static __always_inline int encap(struct __sk_buff *skb, struct pkt *p, __u32 tunnel_ip4,
 				 __u32 ifindex, __u16 ep_id, __u32 src_id, __u32 dst_id)
 {
 	struct bpf_tunnel_key key = {
 		.remote_ipv4 = bpf_ntohl(tunnel_ip4),
-		.tunnel_id = src_id,
+		/* The sender's host is a remote node for the receiver, which
+		 * accepts the host identity only from a node's own address. */
+		.tunnel_id = src_id == ID_HOST ? ID_REMOTE_NODE : src_id,
 		.tunnel_ttl = 64,
 	};
 

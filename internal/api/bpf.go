@@ -22,6 +22,9 @@ type BPFIPCache struct {
 	Prefix   string `json:"prefix"`
 	Identity uint32 `json:"identity"`
 	Tunnel   string `json:"tunnel,omitempty"`
+	// NodeOf is set for a cluster node's own address: that node's IPv4
+	// (the overlay accepts the address as inner source from it only).
+	NodeOf string `json:"nodeOf,omitempty"`
 }
 
 // BPFCT is one connection tracking entry.

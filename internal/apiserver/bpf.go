@@ -35,7 +35,13 @@ func bpfHandlers(mux *http.ServeMux, dp *datapath.Datapath, pm *datapath.PolicyM
 		out := []api.BPFIPCache{}
 		for _, e := range entries {
 			row := api.BPFIPCache{Prefix: e.Prefix.String(), Identity: e.Identity}
-			if e.Tunnel.IsValid() {
+			switch {
+			case e.Node:
+				row.NodeOf = "-"
+				if e.Tunnel.IsValid() {
+					row.NodeOf = e.Tunnel.String()
+				}
+			case e.Tunnel.IsValid():
 				row.Tunnel = e.Tunnel.String()
 			}
 			out = append(out, row)

@@ -48,12 +48,12 @@ func newBPFCmd() *cobra.Command {
 			}
 			return eps, t, err
 		})))
-	b.AddCommand(group("ipcache", "IP to identity map", list("list", "List the ipcache", "PREFIX\tIDENTITY\tTUNNEL ENDPOINT",
+	b.AddCommand(group("ipcache", "IP to identity map", list("list", "List the ipcache", "PREFIX\tIDENTITY\tTUNNEL ENDPOINT\tNODE OF",
 		func(ctx context.Context) (any, [][]string, error) {
 			es, err := client().BPFIPCache(ctx)
 			var t [][]string
 			for _, e := range es {
-				t = append(t, []string{e.Prefix, u(e.Identity), dash(e.Tunnel)})
+				t = append(t, []string{e.Prefix, u(e.Identity), dash(e.Tunnel), dash(e.NodeOf)})
 			}
 			return es, t, err
 		})))

@@ -41,7 +41,14 @@ type IPCacheEntry struct {
 	Prefix   netip.Prefix
 	Identity uint32
 	Tunnel   netip.Addr // IPv4 of the owning node; invalid when not tunnelled
+	// Node marks a cluster node's own address. Its Tunnel then names the
+	// node that may send from it through the overlay; the datapath routes
+	// to it, it does not encapsulate.
+	Node bool
 }
+
+// ipcacheFlagNode is IPCACHE_F_NODE (bpf/lib/fwd.h).
+const ipcacheFlagNode = 1 << 0
 
 // RuntimeConfig is the node-wide configuration shared by all programs.
 type RuntimeConfig struct {
@@ -148,6 +155,9 @@ func (d *Datapath) UpsertIPCache(e IPCacheEntry) error {
 		return fmt.Errorf("invalid ipcache prefix %v", e.Prefix)
 	}
 	v := lxcIpcacheValue{Identity: e.Identity}
+	if e.Node {
+		v.Flags |= ipcacheFlagNode
+	}
 	if e.Tunnel.IsValid() {
 		if !e.Tunnel.Unmap().Is4() {
 			return fmt.Errorf("ipcache %s: tunnel endpoint %s: only IPv4 underlays are supported", e.Prefix, e.Tunnel)
@@ -182,6 +192,7 @@ func (d *Datapath) ListIPCache() ([]IPCacheEntry, error) {
 		e := IPCacheEntry{
 			Prefix:   netip.PrefixFrom(addrOf(k.Family, k.Addr), int(k.Prefixlen)-32),
 			Identity: v.Identity,
+			Node:     v.Flags&ipcacheFlagNode != 0,
 		}
 		if v.TunnelIp4 != 0 {
 			e.Tunnel = netip.AddrFrom4(nativeEndianBytes(v.TunnelIp4))

@@ -19,6 +19,9 @@ var reasonNames = map[uint8]string{
 	158: "Service backend not found",
 	168: "Unsupported protocol for NAT masquerade",
 	169: "FIB lookup failed",
+	170: "Encapsulation traffic is prohibited",
+	171: "Invalid identity",
+	172: "Unknown sender",
 	175: "First logical datagram fragment not found",
 	181: "Policy denied by denylist",
 }

@@ -439,6 +439,7 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 
 	var routes []Route
 	var hops []netip.Addr
+	var nodeAddrs [][2]netip.Addr // address, its node's IPv4
 	tunnels := map[string]netip.Addr{}
 	for name, n := range m.nodes {
 		if name == m.local.Name {
@@ -459,6 +460,11 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 		}
 		add(n.IPv4, 32, 128, idRemoteNode, netip.Addr{})
 		add(n.IPv6, 32, 128, idRemoteNode, netip.Addr{})
+		for _, a := range []netip.Addr{v4, v6} {
+			if a.IsValid() {
+				nodeAddrs = append(nodeAddrs, [2]netip.Addr{a, v4})
+			}
+		}
 		add(n.PodCIDRv4, 32, 128, idWorld, tun)
 		add(n.PodCIDRv6, 32, 128, idWorld, tun)
 		for _, a := range []netip.Addr{v4, v6} {
@@ -492,6 +498,15 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 		}
 		add(ep.IPv4, 32, 128, ep.Identity, tun)
 		add(ep.IPv6, 32, 128, ep.Identity, tun)
+	}
+	// A node's addresses are marked as such, with the node that owns them
+	// (in any routing mode): the overlay accepts encapsulated packets only
+	// from nodes, and a node's address as inner source only from that node.
+	for _, na := range nodeAddrs {
+		p := netip.PrefixFrom(na[0], na[0].BitLen())
+		e := ipc[p]
+		e.Node, e.Tunnel = true, na[1]
+		ipc[p] = e
 	}
 	for p, id := range m.overrides {
 		e := ipc[p.Masked()]
