@@ -108,14 +108,14 @@ const (
 )
 
 type peer struct {
-	desc   string // "fromEndpoints[0] {k8s:app=web, ...}", used as RuleRef.Selector
-	kind   peerKind
+	desc string // "fromEndpoints[0] {k8s:app=web, ...}", used as RuleRef.Selector
+	kind peerKind
 	// endpoints marks fromEndpoints/toEndpoints peers: the ones
 	// fromRequires/toRequires restrict.
 	endpoints bool
-	sel    *selector
-	prefix netip.Prefix
-	except []netip.Prefix
+	sel       *selector
+	prefix    netip.Prefix
+	except    []netip.Prefix
 }
 
 // FieldError is one problem with one field, worded like the Kubernetes API
