@@ -122,7 +122,9 @@ func (w *walker) ciliumRule(p *Policy, path string, v any) {
 			s := w.ciliumSection(p, index(child(path, k.field), i), x, k.egress, k.deny)
 			if w.n > before {
 				scoped += w.n - before
-				s.failClosed()
+				if !s.selfContained {
+					s.failClosed()
+				}
 			}
 			r.sections = append(r.sections, s)
 		}
@@ -191,6 +193,7 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 		known = append(known, "authentication")
 		unsupported = append(unsupported, "authentication")
 	}
+	sectionStart := w.n
 	m := w.object(path, v, known...)
 	w.notSupported(path, m, unsupported...)
 	s := &section{name: path[strings.LastIndexByte(path, '.')+1:], egress: egress, deny: deny}
@@ -270,7 +273,9 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 	for i, x := range icmps {
 		s.ports = append(s.ports, w.icmpRule(index(child(path, "icmps"), i), x)...)
 	}
+	portErrs := 0
 	for i, x := range toPorts {
+		before := w.n
 		pp := index(child(path, "toPorts"), i)
 		known := []string{"ports"}
 		if !deny {
@@ -281,10 +286,21 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 			w.errf(child(pp, "rules"), msgL7)
 		}
 		w.notSupported(pp, pm, "terminatingTLS", "originatingTLS", "serverNames", "listener")
+		var ports []portSpec
 		for j, y := range w.list(child(pp, "ports"), pm["ports"]) {
-			s.ports = append(s.ports, w.ciliumPort(index(child(pp, "ports"), j), y)...)
+			ports = append(ports, w.ciliumPort(index(child(pp, "ports"), j), y)...)
 		}
+		if w.n > before {
+			// A port rule Lumen cannot enforce (L7, SNI, bad port) allows
+			// nothing (lenient decoding); the section's other port rules stay.
+			portErrs += w.n - before
+			continue
+		}
+		s.ports = append(s.ports, ports...)
 	}
+	// An allow section whose only problems are in whole port rules keeps
+	// its other port rules; any other problem fails the section closed.
+	s.selfContained = !deny && portErrs > 0 && w.n-sectionStart == portErrs
 	// No L3 selector at all: the rule is L4-only and applies to every peer
 	// when it has ports; without ports it allows (or denies) nothing.
 	if len(s.peers) == 0 && !s.allPorts {

@@ -97,6 +97,9 @@ type section struct {
 	// of every rule selecting the endpoint (Cilium semantics).
 	requires       []*selector
 	brokenRequires bool // a requirement could not be read (lenient decoding)
+	// selfContained: its problems were in whole port rules, dropped
+	// (allowing nothing); the rest of the section stands.
+	selfContained bool
 }
 
 type peerKind int

@@ -145,6 +145,32 @@ spec:
 		explain: []explainCell{{"world", ProtoTCP, 80, false, []string{"default deny"}}},
 	},
 	{
+		name: "L7 port rule denies its port, the section's other port rule stands", lenient: true,
+		rows: []string{"shop/api: DADADA", "shop/db: DADADA", "*: DDDDDD"},
+		policies: []string{cnpHeader + `metadata: {name: l7-and-l4, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {tier: back}}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules: {http: [{method: GET}]}
+    - ports: [{port: "81"}]
+`},
+	},
+	{
+		name: "malformed port in a deny section denies everything", lenient: true, rows: []string{"*: DDDDDD"},
+		policies: []string{cnpHeader + `metadata: {name: bad-deny-port, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEntities: [all]
+  ingressDeny:
+  - fromEntities: [world]
+    toPorts: [{ports: [{port: "90", endPort: 80}]}]
+`},
+	},
+	{
 		name: "toFQDNs allows nothing, the rest applies", lenient: true, egress: true,
 		rows: []string{"shop/api: AAAAAA", "shop/db: AAAAAA", "*: DDDDDD"},
 		policies: []string{cnpHeader + `metadata: {name: to-fqdn, namespace: shop}
