@@ -13,6 +13,16 @@
 
 #define POLICY_FULL_PREFIX (64 + 16 + 16)
 
+/* policy_port is the key's port: the destination port, or for ICMP and
+ * ICMPv6 the message type (Cilium's ICMP rules; p->dport holds the echo
+ * identifier there, which conntrack uses and a pod chooses freely). */
+static __always_inline __u16 policy_port(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP || p->proto == 58)
+		return p->icmp_type;
+	return p->dport;
+}
+
 static __always_inline struct policy_value *policy_find(__u16 ep_id, __u8 egress, __u32 identity,
 							 struct pkt *p, __u32 *plen)
 {
@@ -22,7 +32,7 @@ static __always_inline struct policy_value *policy_find(__u16 ep_id, __u8 egress
 		.egress = egress,
 		.identity = identity,
 		.proto = p->proto,
-		.dport = bpf_htons(p->dport),
+		.dport = bpf_htons(policy_port(p)),
 	};
 	struct policy_value *v = bpf_map_lookup_elem(&lumen_policy, &key);
 

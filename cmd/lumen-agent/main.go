@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +36,7 @@ import (
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policysync"
+	"github.com/lumen-net/lumen/internal/resource"
 )
 
 const version = "0.1.0-dev"
@@ -290,6 +293,19 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}, func() float64 { return float64(policies.Overflows.Load()) })); err != nil {
 		return err
 	}
+	// Cilium: policy_import_errors_total; plus the current count.
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "lumen_policy_import_errors_total",
+		Help: "Policy object versions that could not be enforced as written (unsupported or malformed parts fail closed).",
+	}, func() float64 { return float64(policies.ImportErrors.Load()) })); err != nil {
+		return err
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lumen_policy_not_enforced",
+		Help: "Policies in force that Lumen does not enforce as written (their unsupported or malformed parts deny).",
+	}, func() float64 { return float64(len(policies.NotEnforced())) })); err != nil {
+		return err
+	}
 	if err := startHubble(ctx, cfg, dp, reg, eps, nodes, ids.alloc, store, log); err != nil {
 		return err
 	}
@@ -311,6 +327,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		list := eps.List()
 		st.Endpoints = len(list)
+		st.PoliciesNotEnforced = []string{}
+		for k, why := range policies.NotEnforced() {
+			st.PoliciesNotEnforced = append(st.PoliciesNotEnforced, strings.TrimPrefix(k, resource.Prefix)+": "+why)
+		}
+		sort.Strings(st.PoliciesNotEnforced)
 		st.Subsystems = []api.SubsystemStatus{
 			{Name: "datapath", State: api.StateOK, Message: "programs loaded, maps pinned"},
 			devState.health(),

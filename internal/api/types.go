@@ -35,15 +35,18 @@ type SubsystemStatus struct {
 
 // Status is returned by GET /v1/status.
 type Status struct {
-	Node       string            `json:"node"`
-	Version    string            `json:"version"`
-	Routing    string            `json:"routing"` // "native" or "vxlan"
-	Devices    []string          `json:"devices"`
-	PodCIDRs   []string          `json:"podCIDRs"`
-	NodeIPs    []string          `json:"nodeIPs"`
-	Endpoints  int               `json:"endpoints"`
-	Subsystems []SubsystemStatus `json:"subsystems"`
-	StartedAt  time.Time         `json:"startedAt"`
+	Node      string   `json:"node"`
+	Version   string   `json:"version"`
+	Routing   string   `json:"routing"` // "native" or "vxlan"
+	Devices   []string `json:"devices"`
+	PodCIDRs  []string `json:"podCIDRs"`
+	NodeIPs   []string `json:"nodeIPs"`
+	Endpoints int      `json:"endpoints"`
+	// PoliciesNotEnforced lists the policies not enforced as written
+	// ("<Kind>/<namespace>/<name>: <why>"); their unenforceable parts deny.
+	PoliciesNotEnforced []string          `json:"policiesNotEnforced"`
+	Subsystems          []SubsystemStatus `json:"subsystems"`
+	StartedAt           time.Time         `json:"startedAt"`
 }
 
 // Healthy reports whether every subsystem is ok or disabled.

@@ -37,6 +37,10 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(w, "Pod CIDRs:\t%s\n", strings.Join(st.PodCIDRs, ", "))
 			fmt.Fprintf(w, "Devices:\t%s\n", strings.Join(st.Devices, ", "))
 			fmt.Fprintf(w, "Endpoints:\t%d\n", st.Endpoints)
+			fmt.Fprintf(w, "Policies not enforced:\t%d\n", len(st.PoliciesNotEnforced))
+			for _, p := range st.PoliciesNotEnforced {
+				fmt.Fprintf(w, "\t  %s\n", strings.ReplaceAll(p, "\n", "\n\t  "))
+			}
 			for _, s := range st.Subsystems {
 				msg := s.State
 				if s.Message != "" {

@@ -215,3 +215,49 @@ func TestHostFirewall(t *testing.T) {
 		t.Errorf("to a pod with host firewall on: verdict %d, want redirect", res.Verdict)
 	}
 }
+
+// ICMP rules key on the message type (Cilium's icmps), not on the echo
+// identifier the parser keeps in the ports for conntrack: a pod picks the
+// identifier, so keying on it would let any ICMP type through an entry.
+func TestICMPTypePolicyKey(t *testing.T) {
+	f := newFixture(t)
+	f.addPolicyPods(EndpointEgressEnforced, 0)
+	pm, err := f.dp.Policy()
+	must(t, err)
+	must(t, pm.Sync(11, []PolicyEntry{
+		{Identity: 1002, Egress: true, Proto: 1, Port: 8, PortBits: 16},    // ICMP echo request to B
+		{Identity: 1002, Egress: true, Proto: 58, Port: 128, PortBits: 16}, // ICMPv6 echo request to B
+	}))
+	icmp := func(src, dst netip.Addr, proto, typ uint8, id uint16) []byte {
+		return Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: src, Dst: dst, Proto: proto, ICMPType: typ, SrcPort: id, TTL: 64}.Bytes()
+	}
+	cases := []struct {
+		name    string
+		pkt     []byte
+		verdict uint32
+	}{
+		{"echo request, identifier 4660", icmp(podA4, podB4, 1, 8, 4660), tcActRedirect},
+		{"echo reply with identifier 8 (unsolicited)", icmp(podA4, podB4, 1, 0, 8), tcActShot},
+		{"timestamp request, identifier 8", icmp(podA4, podB4, 1, 13, 8), tcActShot},
+		{"destination unreachable", icmp(podA4, podB4, 1, 3, 0), tcActShot},
+		{"ICMPv6 echo request, identifier 999", icmp(podA6, podB6, 58, 128, 999), tcActRedirect},
+		{"ICMPv6 echo reply with identifier 128", icmp(podA6, podB6, 58, 129, 128), tcActShot},
+		{"ICMPv4 type 128 (the IPv6 entry's type)", icmp(podA4, podB4, 1, 128, 5), tcActShot},
+	}
+	for _, c := range cases {
+		if res := f.run(HookFromContainer, "lxca", c.pkt); res.Verdict != c.verdict {
+			t.Errorf("%s: verdict %d, want %d", c.name, res.Verdict, c.verdict)
+		}
+	}
+	// The reply to the allowed echo request comes back through conntrack
+	// (keyed by the identifier), although A's ingress is not what allows it.
+	f.addPolicyPods(EndpointEgressEnforced|EndpointIngressEnforced, 0)
+	reply := Packet{SrcMAC: hostAMAC, DstMAC: podAMAC, Src: podB4, Dst: podA4, Proto: 1, ICMPType: 0, SrcPort: 4660, TTL: 64}.Bytes()
+	if res := f.run(HookToContainer, "lxca", reply); res.Verdict != tcActOK {
+		t.Errorf("echo reply into A: verdict %d, want pass", res.Verdict)
+	}
+	stray := Packet{SrcMAC: hostAMAC, DstMAC: podAMAC, Src: podB4, Dst: podA4, Proto: 1, ICMPType: 0, SrcPort: 4661, TTL: 64}.Bytes()
+	if res := f.run(HookToContainer, "lxca", stray); res.Verdict != tcActShot {
+		t.Errorf("echo reply into A with an unknown identifier: verdict %d, want drop", res.Verdict)
+	}
+}

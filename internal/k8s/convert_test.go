@@ -99,8 +99,6 @@ func TestResourceObjectsFromTheAPI(t *testing.T) {
 
 func TestMalformedResourcesAreRejected(t *testing.T) {
 	for name, js := range map[string]string{
-		"port range inverted": `{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"bad","namespace":"shop"},
- "spec":{"endpointSelector":{},"ingress":[{"toPorts":[{"ports":[{"port":"90","endPort":80,"protocol":"TCP"}]}]}]}}`,
 		"pod port out of range": strings.Replace(apiPod, `"containerPort":80`, `"containerPort":70000`, 1),
 		"service port type":     strings.Replace(apiService, `"port":80,`, `"port":"eighty",`, 1),
 		"unknown kind":          `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"x"}}`,
@@ -200,4 +198,50 @@ func FuzzResourceObject(f *testing.F) {
 		_, _ = identityKV(u)
 		_, _ = cesKVs(func(string) string { return "" })(u)
 	})
+}
+
+// Policies are never rejected by the conversion (what they select would run
+// unprotected, an update would leave the old version in force): their
+// problems are reported, and the syncer fails closed on them.
+func TestPolicyProblems(t *testing.T) {
+	cases := []struct {
+		name, js, reason string
+		fields           []string
+	}{
+		{"valid", apiCNP, "", nil},
+		{"valid netpol", apiNetpol, "", nil},
+		{"port range inverted", `{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"bad","namespace":"shop"},
+ "spec":{"endpointSelector":{},"ingress":[{"toPorts":[{"ports":[{"port":"90","endPort":80,"protocol":"TCP"}]}]}]}}`,
+			ReasonInvalidField, []string{"spec.ingress[0].toPorts[0].ports[0].endPort"}},
+		{"L7 and FQDN", `{"apiVersion":"cilium.io/v2","kind":"CiliumClusterwideNetworkPolicy","metadata":{"name":"l7"},
+ "spec":{"endpointSelector":{},"ingress":[{"toPorts":[{"ports":[{"port":"80","protocol":"TCP"}],"rules":{"http":[{"method":"GET"}]}}]}],
+  "egress":[{"toFQDNs":[{"matchName":"a.example"}]}]}}`,
+			ReasonUnsupportedField, []string{"spec.ingress[0].toPorts[0].rules", "spec.egress[0].toFQDNs"}},
+		{"netpol protocol", strings.Replace(apiNetpol, `"protocol":"TCP"`, `"protocol":"ICMP"`, 1),
+			ReasonInvalidField, []string{"spec.ingress[0].ports[0].protocol"}},
+	}
+	for _, c := range cases {
+		kvs, err := resourceKV(obj(t, c.js))
+		if err != nil {
+			t.Errorf("%s: rejected: %v", c.name, err)
+			continue
+		}
+		pr := policyProblem(kvs[0].Value)
+		switch {
+		case c.reason == "" && pr != nil:
+			t.Errorf("%s: problem %+v", c.name, pr)
+		case c.reason == "":
+		case pr == nil:
+			t.Errorf("%s: no problem reported", c.name)
+		default:
+			if pr.Reason != c.reason || strings.Join(pr.Fields, ",") != strings.Join(c.fields, ",") {
+				t.Errorf("%s: %+v, want reason %s fields %v", c.name, pr, c.reason, c.fields)
+			}
+			for _, f := range c.fields {
+				if !strings.Contains(pr.Message, f) {
+					t.Errorf("%s: message %q does not name %s", c.name, pr.Message, f)
+				}
+			}
+		}
+	}
 }

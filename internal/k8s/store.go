@@ -59,6 +59,8 @@ type Store struct {
 	idInf   cache.SharedIndexInformer
 	nodeInf cache.SharedIndexInformer
 	bgCtx   context.Context
+
+	reporter *policyReporter // conditions and events on policies Lumen cannot fully enforce
 }
 
 var _ kvstore.Store = (*Store)(nil)
@@ -68,7 +70,11 @@ func NewStore(ctx context.Context, c *Clients, opts StoreOptions) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx, localIP: opts.NodeIP}
+	s := &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx, localIP: opts.NodeIP}
+	if c != nil && c.Core != nil && c.Dynamic != nil {
+		s.reporter = newPolicyReporter(ctx, c, s.log)
+	}
+	return s
 }
 
 // ListAndWatch implements kvstore.Store.
@@ -91,6 +97,9 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 			return watchSpec{}, err
 		}
 		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV}
+		if policyKindNames[kind.Kind] {
+			spec.convert = s.policyKV(spec.gvr)
+		}
 		if kind.Kind == "Pod" && s.opts.NodeName != "" {
 			// Like Cilium, an agent follows only its own node's pods: other
 			// nodes' endpoints come as CiliumEndpoints (or slices).

@@ -221,10 +221,11 @@ spec:
 		}
 	})
 
-	t.Run("malformed-object-skipped", func(t *testing.T) {
-		// The CRD schema accepts it, Lumen's decoder does not (port 0 with
-		// an endPort below it): the agent logs and skips it, the policy in
-		// force stays, and later objects still apply.
+	t.Run("malformed-object-fails-closed", func(t *testing.T) {
+		// The CRD schema accepts it, Lumen's decoder does not (port 90 with
+		// an endPort below it): the agents still apply it, failing closed
+		// (checkout is isolated at ingress, the broken rule allows
+		// nothing), the object says why, and the policy in force stays.
 		kubectl(t, name, `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: bad, namespace: shop}
@@ -233,17 +234,21 @@ spec:
   ingress:
   - toPorts: [{ports: [{port: "90", endPort: 80, protocol: TCP}]}]
 `, "apply", "-f", "-")
-		eventually(t, 30*time.Second, "agent log", func() string {
+		eventually(t, 30*time.Second, "agent log and condition", func() string {
 			b, _ := os.ReadFile(lab.LogDir(name) + "/agent-n2.log")
-			if !strings.Contains(string(b), "skipping malformed object") || !strings.Contains(string(b), "shop/bad") {
+			if !strings.Contains(string(b), "policy not fully enforced") || !strings.Contains(string(b), "shop/bad") {
 				return "no log line about the malformed policy shop/bad"
+			}
+			cond := kubectl(t, name, "", "get", "cnp", "-n", "shop", "bad", "-o", `jsonpath={.status.conditions[?(@.type=="Enforced")].reason}`)
+			if cond != "InvalidField" {
+				return "condition reason " + cond
 			}
 			return ""
 		})
 		checkPolicy(t, name, true)
-		if !probe(t, name, "tools/toolbox", "checkout:80/tcp") {
-			t.Errorf("the malformed policy selecting checkout was enforced")
-		}
+		waitReach(t, name, "tools/toolbox", "shop/checkout:80/tcp", false)
+		kubectl(t, name, "", "delete", "cnp", "-n", "shop", "bad")
+		waitReach(t, name, "tools/toolbox", "shop/checkout:80/tcp", true)
 	})
 
 	t.Run("apiserver-down", func(t *testing.T) {

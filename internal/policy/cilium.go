@@ -45,6 +45,7 @@ func (w *walker) ciliumPolicy(p *Policy, spec, specs any) {
 }
 
 func (w *walker) ciliumRule(p *Policy, path string, v any) {
+	start, scoped := w.n, 0 // errors of the rule itself: w.n - start - scoped
 	m := w.object(path, v, "endpointSelector", "nodeSelector", "ingress", "ingressDeny", "egress", "egressDeny",
 		"description", "labels", "enableDefaultDeny")
 	if m == nil {
@@ -70,6 +71,7 @@ func (w *walker) ciliumRule(p *Policy, path string, v any) {
 	}
 
 	es, ns := m["endpointSelector"], m["nodeSelector"]
+	subjectStart := w.n
 	switch {
 	case es != nil && ns != nil:
 		w.errf(path, "endpointSelector and nodeSelector are mutually exclusive")
@@ -97,6 +99,10 @@ func (w *walker) ciliumRule(p *Policy, path string, v any) {
 			r.subject.reqs = kept
 		}
 	}
+	if w.n > subjectStart {
+		r.noSubject = true
+		scoped += w.n - subjectStart
+	}
 
 	type sectionKind struct {
 		field        string
@@ -112,9 +118,15 @@ func (w *walker) ciliumRule(p *Policy, path string, v any) {
 			}
 		}
 		for i, x := range list {
-			if s := w.ciliumSection(p, index(child(path, k.field), i), x, k.egress, k.deny); s != nil {
-				r.sections = append(r.sections, s)
+			before := w.n
+			s := w.ciliumSection(p, index(child(path, k.field), i), x, k.egress, k.deny)
+			if w.n > before {
+				scoped += w.n - before
+				if !s.selfContained {
+					s.failClosed()
+				}
 			}
+			r.sections = append(r.sections, s)
 		}
 	}
 	r.ingressDefaultDeny, r.egressDefaultDeny = r.ingress, r.egress
@@ -130,6 +142,38 @@ func (w *walker) ciliumRule(p *Policy, path string, v any) {
 			}
 		}
 	}
+	if w.n > start+scoped {
+		r.failClosed()
+	}
+}
+
+// failClosed makes a rule Lumen cannot read entirely (lenient decoding)
+// enforce both directions with default deny and allow nothing; its deny
+// sections still deny.
+func (r *rule) failClosed() {
+	r.ingress, r.egress, r.ingressDefaultDeny, r.egressDefaultDeny = true, true, true, true
+	kept := r.sections[:0]
+	for _, s := range r.sections {
+		if s.deny {
+			kept = append(kept, s)
+		}
+	}
+	r.sections = kept
+}
+
+// failClosed makes a section Lumen cannot enforce as written (lenient
+// decoding) allow nothing, or, for a deny section, deny every peer on every
+// port. An unreadable requirement requires what no identity has.
+func (s *section) failClosed() {
+	if s.brokenRequires {
+		s.requires = []*selector{newSelector(requirement{source: SourceAny, key: "unreadable-requirement", op: opIn})}
+	}
+	if s.deny {
+		s.peers = []*peer{{desc: "any peer (unenforceable deny section: fail closed)", kind: peerAll}}
+		s.allPorts, s.ports = true, nil
+		return
+	}
+	s.peers, s.ports, s.allPorts = nil, nil, false
 }
 
 func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool) *section {
@@ -138,8 +182,9 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 		dir = "to"
 	}
 	fEndpoints, fEntities, fCIDR, fCIDRSet := dir+"Endpoints", dir+"Entities", dir+"CIDR", dir+"CIDRSet"
-	known := []string{fEndpoints, fEntities, fCIDR, fCIDRSet, "toPorts", dir + "Requires", dir + "Groups", dir + "Nodes", "icmps"}
-	unsupported := []string{dir + "Requires", dir + "Groups", dir + "Nodes", "icmps"}
+	fRequires := dir + "Requires"
+	known := []string{fEndpoints, fEntities, fCIDR, fCIDRSet, "toPorts", fRequires, dir + "Groups", dir + "Nodes", "icmps"}
+	unsupported := []string{dir + "Groups", dir + "Nodes"}
 	if egress {
 		known = append(known, "toServices", "toFQDNs")
 		unsupported = append(unsupported, "toServices", "toFQDNs")
@@ -148,6 +193,7 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 		known = append(known, "authentication")
 		unsupported = append(unsupported, "authentication")
 	}
+	sectionStart := w.n
 	m := w.object(path, v, known...)
 	w.notSupported(path, m, unsupported...)
 	s := &section{name: path[strings.LastIndexByte(path, '.')+1:], egress: egress, deny: deny}
@@ -156,8 +202,15 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 		ep := index(child(path, fEndpoints), i)
 		sel := w.labelSelector(ep, x, keysCilium)
 		w.scopePeerSelector(p, sel)
-		s.peers = append(s.peers, &peer{desc: fmt.Sprintf("%s[%d] %s", fEndpoints, i, sel), kind: peerSelector, sel: sel})
+		s.peers = append(s.peers, &peer{desc: fmt.Sprintf("%s[%d] %s", fEndpoints, i, sel), kind: peerSelector, sel: sel, endpoints: true})
 	}
+	// Requirements are not namespace-scoped (Cilium adds no namespace to
+	// them): they restrict, never grant.
+	reqStart := w.n
+	for i, x := range w.list(child(path, fRequires), m[fRequires]) {
+		s.requires = append(s.requires, w.labelSelector(index(child(path, fRequires), i), x, keysCilium))
+	}
+	s.brokenRequires = w.n > reqStart
 	for i, x := range w.list(child(path, fEntities), m[fEntities]) {
 		ep := index(child(path, fEntities), i)
 		name, ok := w.str(ep, x)
@@ -212,8 +265,17 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 	}
 
 	toPorts := w.list(child(path, "toPorts"), m["toPorts"])
-	s.allPorts = len(toPorts) == 0
+	icmps := w.list(child(path, "icmps"), m["icmps"])
+	if len(toPorts) > 0 && len(icmps) > 0 {
+		w.errf(path, "toPorts and icmps are mutually exclusive")
+	}
+	s.allPorts = len(toPorts) == 0 && len(icmps) == 0
+	for i, x := range icmps {
+		s.ports = append(s.ports, w.icmpRule(index(child(path, "icmps"), i), x)...)
+	}
+	portErrs := 0
 	for i, x := range toPorts {
+		before := w.n
 		pp := index(child(path, "toPorts"), i)
 		known := []string{"ports"}
 		if !deny {
@@ -221,13 +283,24 @@ func (w *walker) ciliumSection(p *Policy, path string, v any, egress, deny bool)
 		}
 		pm := w.object(pp, x, known...)
 		if r, ok := pm["rules"]; ok && r != nil {
-			w.errf(child(pp, "rules"), "L7 rules are not supported yet")
+			w.errf(child(pp, "rules"), msgL7)
 		}
 		w.notSupported(pp, pm, "terminatingTLS", "originatingTLS", "serverNames", "listener")
+		var ports []portSpec
 		for j, y := range w.list(child(pp, "ports"), pm["ports"]) {
-			s.ports = append(s.ports, w.ciliumPort(index(child(pp, "ports"), j), y)...)
+			ports = append(ports, w.ciliumPort(index(child(pp, "ports"), j), y)...)
 		}
+		if w.n > before {
+			// A port rule Lumen cannot enforce (L7, SNI, bad port) allows
+			// nothing (lenient decoding); the section's other port rules stay.
+			portErrs += w.n - before
+			continue
+		}
+		s.ports = append(s.ports, ports...)
 	}
+	// An allow section whose only problems are in whole port rules keeps
+	// its other port rules; any other problem fails the section closed.
+	s.selfContained = !deny && portErrs > 0 && w.n-sectionStart == portErrs
 	// No L3 selector at all: the rule is L4-only and applies to every peer
 	// when it has ports; without ports it allows (or denies) nothing.
 	if len(s.peers) == 0 && !s.allPorts {
@@ -358,6 +431,96 @@ func (w *walker) ciliumPort(path string, v any) []portSpec {
 	out := make([]portSpec, 0, len(portProtos))
 	for _, pr := range portProtos {
 		out = append(out, portSpec{desc: desc, proto: pr, lo: port, hi: hi})
+	}
+	return out
+}
+
+// ICMP type names Cilium accepts besides numbers (CamelCase, per family).
+var (
+	icmpv4Types = map[string]uint8{
+		"EchoReply": 0, "DestinationUnreachable": 3, "Redirect": 5, "EchoRequest": 8,
+		"RouterAdvertisement": 9, "RouterSelection": 10, "TimeExceeded": 11, "ParameterProblem": 12,
+		"Timestamp": 13, "TimestampReply": 14, "Photuris": 40, "ExtendedEchoRequest": 42, "ExtendedEchoReply": 43,
+	}
+	icmpv6Types = map[string]uint8{
+		"DestinationUnreachable": 1, "PacketTooBig": 2, "TimeExceeded": 3, "ParameterProblem": 4,
+		"EchoRequest": 128, "EchoReply": 129, "MulticastListenerQuery": 130, "MulticastListenerReport": 131,
+		"MulticastListenerDone": 132, "RouterSolicitation": 133, "RouterAdvertisement": 134,
+		"NeighborSolicitation": 135, "NeighborAdvertisement": 136, "RedirectMessage": 137,
+		"RouterRenumbering": 138, "ICMPNodeInformationQuery": 139, "ICMPNodeInformationResponse": 140,
+		"InverseNeighborDiscoverySolicitation": 141, "InverseNeighborDiscoveryAdvertisement": 142,
+		"HomeAgentAddressDiscoveryRequest": 144, "HomeAgentAddressDiscoveryReply": 145,
+		"MobilePrefixSolicitation": 146, "MobilePrefixAdvertisement": 147,
+		"DuplicateAddressRequestCodeSuffix": 157, "DuplicateAddressConfirmationCodeSuffix": 158,
+		"ExtendedEchoRequest": 160, "ExtendedEchoReply": 161,
+	}
+)
+
+// icmpRule decodes one ICMPRule ({fields: [{family, type}]}) into port
+// specs of protocol ICMP/ICMPv6 whose "port" is the ICMP type, as the
+// datapath keys them.
+func (w *walker) icmpRule(path string, v any) []portSpec {
+	m := w.object(path, v, "fields")
+	if m == nil {
+		if v == nil {
+			w.required(path)
+		}
+		return nil
+	}
+	var out []portSpec
+	for i, x := range w.list(child(path, "fields"), m["fields"]) {
+		fp := index(child(path, "fields"), i)
+		fm := w.object(fp, x, "family", "type")
+		if fm == nil {
+			if x == nil {
+				w.required(fp)
+			}
+			continue
+		}
+		proto, fam, names := ProtoICMP, "IPv4", icmpv4Types
+		if f := fm["family"]; f != nil {
+			s, ok := w.str(child(fp, "family"), f)
+			switch {
+			case !ok:
+				continue
+			case s == "IPv4" || s == "":
+			case s == "IPv6":
+				proto, fam, names = ProtoICMPv6, s, icmpv6Types
+			default:
+				w.unsupported(child(fp, "family"), s, "IPv4", "IPv6")
+				continue
+			}
+		}
+		tp := child(fp, "type")
+		var typ uint8
+		switch t := fm["type"].(type) {
+		case nil:
+			w.required(tp)
+			continue
+		case json.Number:
+			n, ok := w.integer(tp, t)
+			if !ok {
+				continue
+			}
+			if n < 0 || n > 255 {
+				w.invalid(tp, t, "must be between 0 and 255, inclusive")
+				continue
+			}
+			typ = uint8(n)
+		case string:
+			if n, err := strconv.ParseUint(t, 10, 8); err == nil {
+				typ = uint8(n)
+			} else if n, ok := names[t]; ok {
+				typ = n
+			} else {
+				w.invalid(tp, t, "must be an ICMP type number (0-255) or an "+fam+" type name such as EchoRequest")
+				continue
+			}
+		default:
+			w.errf(tp, "must be an ICMP type number or name, not %s", typeName(t))
+			continue
+		}
+		out = append(out, portSpec{desc: fmt.Sprintf("%s/%d", ProtoName(proto), typ), proto: proto, lo: uint16(typ), hi: uint16(typ)})
 	}
 	return out
 }

@@ -155,6 +155,7 @@ type Engine struct {
 	policies []*Policy
 	ix       *identityIndex
 	peerSets map[*peer]bitset
+	reqSets  map[*selector]bitset // fromRequires/toRequires
 	opts     Options
 	hostIdx  []int // identities labelled reserved:host
 }
@@ -181,6 +182,12 @@ func NewEngine(policies []*Policy, identities map[uint32]Labels, opts Options) (
 						e.peerSets[pe] = e.ix.selectCIDR(pe.prefix, pe.except)
 					}
 				}
+				for _, q := range s.requires {
+					if e.reqSets == nil {
+						e.reqSets = map[*selector]bitset{}
+					}
+					e.reqSets[q] = e.ix.selectLabels(q)
+				}
 			}
 		}
 	}
@@ -200,6 +207,9 @@ func Compute(policies []*Policy, identities map[uint32]Labels, ep EndpointInfo) 
 }
 
 func (r *rule) selects(ep EndpointInfo, ns string) bool {
+	if r.noSubject {
+		return false
+	}
 	switch r.subjectKind {
 	case subjectNode:
 		return ep.IsHost && r.subject.matches(ep.Labels)
@@ -277,6 +287,16 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 	}
 	var todo []work
 	size := 0
+	required := e.requirements(selected)
+	peerSet := func(s *section, pe *peer) bitset {
+		req := required[reqGroup{s.egress, s.deny}]
+		if !pe.endpoints || req == nil {
+			return e.peerSets[pe]
+		}
+		b := e.peerSets[pe].clone()
+		b.and(req)
+		return b
+	}
 	for _, r := range selected {
 		for _, s := range r.sections {
 			ports, named := e.resolvePorts(s, ep, r, out)
@@ -288,7 +308,7 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 				if pe.kind == peerAll {
 					size += blocks
 				} else {
-					size += blocks * e.peerSets[pe].count()
+					size += blocks * peerSet(s, pe).count()
 				}
 			}
 			todo = append(todo, work{r, s, ports, named})
@@ -309,7 +329,7 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 					add(0)
 					continue
 				}
-				e.peerSets[pe].each(func(i int) { add(e.ix.ids[i]) })
+				peerSet(s, pe).each(func(i int) { add(e.ix.ids[i]) })
 			}
 			for _, ps := range wk.named {
 				e.addEgressNamed(b, out, ep, wk.r, s, pe, ps)
@@ -343,6 +363,32 @@ func (e *Engine) Compute(ep EndpointInfo) (*EndpointPolicy, error) {
 	out.EgressEnforcedBy = sortedUnique(out.EgressEnforcedBy)
 	out.Warnings = sortedUnique(out.Warnings)
 	return out, nil
+}
+
+type reqGroup struct{ egress, deny bool }
+
+// requirements intersects the fromRequires/toRequires of every rule
+// selecting the endpoint, per direction and verdict (Cilium: an allow
+// section's requirements restrict the endpoint peers of every allow
+// section of that direction, a deny section's those of every deny section).
+func (e *Engine) requirements(selected []*rule) map[reqGroup]bitset {
+	var out map[reqGroup]bitset
+	for _, r := range selected {
+		for _, s := range r.sections {
+			for _, q := range s.requires {
+				if out == nil {
+					out = map[reqGroup]bitset{}
+				}
+				g := reqGroup{s.egress, s.deny}
+				if out[g] == nil {
+					out[g] = e.reqSets[q].clone()
+				} else {
+					out[g].and(e.reqSets[q])
+				}
+			}
+		}
+	}
+	return out
 }
 
 func sortedUnique(s []string) []string { return slices.Compact(slices.Sorted(slices.Values(s))) }

@@ -26,6 +26,9 @@ type Policy struct {
 	Name      string
 
 	rules []*rule
+	// Unenforced lists what DecodeLenient could not enforce as written
+	// (empty from Decode): see DecodeLenient for what stands in for it.
+	Unenforced []FieldError
 }
 
 // String names the policy like error messages and RuleRefs do:
@@ -77,6 +80,9 @@ type rule struct {
 	ingressDefaultDeny, egressDefaultDeny bool
 
 	sections []*section
+	// noSubject: the subject selector could not be read (lenient decoding):
+	// the rule selects nothing, there is nobody to fail closed for.
+	noSubject bool
 }
 
 // section is one ingress/egress/ingressDeny/egressDeny element.
@@ -86,6 +92,14 @@ type section struct {
 	peers        []*peer
 	allPorts     bool       // no port restriction (L3-only)
 	ports        []portSpec // when !allPorts; empty: the section matches nothing
+	// requires are fromRequires/toRequires: ANDed with the fromEndpoints /
+	// toEndpoints peers of every section of the same direction and verdict
+	// of every rule selecting the endpoint (Cilium semantics).
+	requires       []*selector
+	brokenRequires bool // a requirement could not be read (lenient decoding)
+	// selfContained: its problems were in whole port rules, dropped
+	// (allowing nothing); the rest of the section stands.
+	selfContained bool
 }
 
 type peerKind int
@@ -97,11 +111,14 @@ const (
 )
 
 type peer struct {
-	desc   string // "fromEndpoints[0] {k8s:app=web, ...}", used as RuleRef.Selector
-	kind   peerKind
-	sel    *selector
-	prefix netip.Prefix
-	except []netip.Prefix
+	desc string // "fromEndpoints[0] {k8s:app=web, ...}", used as RuleRef.Selector
+	kind peerKind
+	// endpoints marks fromEndpoints/toEndpoints peers: the ones
+	// fromRequires/toRequires restrict.
+	endpoints bool
+	sel       *selector
+	prefix    netip.Prefix
+	except    []netip.Prefix
 }
 
 // FieldError is one problem with one field, worded like the Kubernetes API
@@ -110,6 +127,17 @@ type FieldError struct {
 	Path string
 	Msg  string
 }
+
+// Unsupported reports whether the error is about a field Lumen does not
+// implement (or know), rather than a malformed value.
+func (e FieldError) Unsupported() bool {
+	return e.Msg == msgNotSupported || strings.HasPrefix(e.Msg, "unknown field ") || strings.HasPrefix(e.Msg, msgL7)
+}
+
+const (
+	msgNotSupported = "not supported yet"
+	msgL7           = "L7 rules are not supported yet"
+)
 
 func (e FieldError) Error() string {
 	if e.Path == "" {
@@ -164,6 +192,47 @@ func Decode(data []byte) (p *Policy, err error) {
 	return p, nil
 }
 
+// DecodeLenient decodes like Decode, but a policy whose subjects can be
+// read is returned even when parts of it are unsupported or malformed, with
+// those parts failing closed (Kubernetes mode: the API server accepted the
+// object, and what it selects must not run unprotected):
+//   - an allow section (ingress[i], egress[i], a NetworkPolicy rule) with a
+//     problem anywhere in it allows nothing; its rule still enforces the
+//     direction (default deny), so e.g. an L7 rule on port 80 leaves port
+//     80 closed rather than open;
+//   - a deny section with a problem denies every peer on every port;
+//   - a problem in a rule outside its sections and subject (an unknown
+//     rule field, a malformed enableDefaultDeny) makes the rule enforce both
+//     directions with default deny and allow nothing;
+//   - a rule whose endpointSelector/nodeSelector/podSelector cannot be read
+//     selects nothing.
+//
+// The problems are in p.Unenforced and in the returned *DecodeError; p is
+// nil only when the object is not a policy at all (kind, apiVersion).
+func DecodeLenient(data []byte) (*Policy, error) {
+	p, err := Decode(data)
+	if err == nil {
+		return p, nil
+	}
+	j, jerr := yamlToJSON(data)
+	if jerr != nil {
+		return nil, err
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil || v == nil {
+		return nil, err
+	}
+	w := &walker{lenient: true}
+	p = w.policy(v)
+	if w.fatal {
+		return nil, err
+	}
+	p.Unenforced = w.errs
+	return p, &DecodeError{Object: p.String(), Errs: w.errs}
+}
+
 // yamlToJSON converts, turning a panic of the YAML library on hostile
 // input into an error: Decode must never panic.
 func yamlToJSON(data []byte) (j []byte, err error) {
@@ -181,9 +250,14 @@ func yamlToJSON(data []byte) (j []byte, err error) {
 
 type walker struct {
 	errs []FieldError
+	n    int // errors found (errs is bounded): scopes compare it before and after
+	// lenient: keep what can be kept (DecodeLenient); fatal: the object
+	// cannot be used at all.
+	lenient, fatal bool
 }
 
 func (w *walker) errf(path, format string, a ...any) {
+	w.n++
 	if len(w.errs) < maxErrors {
 		w.errs = append(w.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
 	}
@@ -268,7 +342,7 @@ func (w *walker) object(path string, v any, known ...string) map[string]any {
 func (w *walker) notSupported(path string, m map[string]any, fields ...string) {
 	for _, f := range fields {
 		if v, ok := m[f]; ok && v != nil {
-			w.errf(child(path, f), "not supported yet")
+			w.errf(child(path, f), msgNotSupported)
 		}
 	}
 }
@@ -332,7 +406,9 @@ func (w *walker) policy(v any) *Policy {
 	switch {
 	case m["kind"] == nil:
 		w.required("kind")
+		w.fatal = true
 	case want[kind] == "":
+		w.fatal = true
 		w.unsupported("kind", m["kind"], KindNetworkPolicy, KindCiliumNetworkPolicy, KindCiliumClusterwideNetworkPolicy)
 		if kind != "" {
 			p.Kind = kind // to name the object in errors
@@ -341,8 +417,10 @@ func (w *walker) policy(v any) *Policy {
 		p.Kind = kind
 		if m["apiVersion"] == nil {
 			w.required("apiVersion")
+			w.fatal = true
 		} else if apiVersion != want[kind] {
 			w.unsupported("apiVersion", m["apiVersion"], want[kind])
+			w.fatal = true
 		}
 	}
 	w.metadata(p, m["metadata"])

@@ -88,3 +88,44 @@ func FuzzParseLabel(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeLenient: lenient decoding never panics, agrees with Decode on
+// valid policies, names what it could not enforce, and what it returns can
+// be computed with the datapath contract kept.
+func FuzzDecodeLenient(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add([]byte(s))
+	}
+	for _, tt := range failClosedTables {
+		for _, s := range tt.policies {
+			f.Add([]byte(s))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		strict, serr := Decode(data)
+		p, err := DecodeLenient(data)
+		switch {
+		case serr == nil && (err != nil || p == nil || len(p.Unenforced) > 0 || p.String() != strict.String()):
+			t.Fatalf("valid policy %s decoded leniently as %v, %v", strict, p, err)
+		case serr != nil && err == nil:
+			t.Fatalf("DecodeLenient accepted what Decode rejects (%v)", serr)
+		case p == nil:
+			return
+		case len(p.Unenforced) == 0 && err != nil:
+			t.Fatalf("error %v without unenforced fields", err)
+		}
+		policies := []*Policy{p}
+		w := newWorld(t, policies)
+		eng, err := NewEngine(policies, w.ids, Options{AllowLocalhost: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, subject := range []string{"shop/web", "host"} {
+			pol, err := eng.Compute(w.endpoint(t, subject))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkInvariants(t, pol)
+		}
+	})
+}

@@ -24,11 +24,17 @@ func (w *walker) networkPolicy(p *Policy, v any) {
 	const path = "spec"
 	r := &rule{policy: p, index: 0, path: "spec", subjectKind: subjectPods, namespace: p.Namespace}
 	p.rules = []*rule{r}
+	start, scoped := w.n, 0
 	m := w.object(path, v, "podSelector", "policyTypes", "ingress", "egress")
 	if v == nil {
 		w.required(path)
 	}
+	subjectStart := w.n
 	r.subject = w.labelSelector(child(path, "podSelector"), m["podSelector"], keysPod)
+	if w.n > subjectStart {
+		r.noSubject = true
+		scoped += w.n - subjectStart
+	}
 
 	ingress := w.list(child(path, "ingress"), m["ingress"])
 	egress := w.list(child(path, "egress"), m["egress"])
@@ -58,16 +64,29 @@ func (w *walker) networkPolicy(p *Policy, v any) {
 	r.egress, r.egressDefaultDeny = hasEgress, hasEgress
 
 	for i, x := range ingress {
+		before := w.n
 		s := w.k8sSection(p, index(child(path, "ingress"), i), x, "from", false)
-		if hasIngress && s != nil {
+		if w.n > before {
+			scoped += w.n - before
+			s.failClosed()
+		}
+		if hasIngress {
 			r.sections = append(r.sections, s)
 		}
 	}
 	for i, x := range egress {
+		before := w.n
 		s := w.k8sSection(p, index(child(path, "egress"), i), x, "to", true)
-		if hasEgress && s != nil {
+		if w.n > before {
+			scoped += w.n - before
+			s.failClosed()
+		}
+		if hasEgress {
 			r.sections = append(r.sections, s)
 		}
+	}
+	if w.n > start+scoped {
+		r.failClosed()
 	}
 }
 

@@ -12,6 +12,9 @@ const (
 	ProtoTCP  uint8 = 6
 	ProtoUDP  uint8 = 17
 	ProtoSCTP uint8 = 132
+	// ICMP keys carry the ICMP type in the port field (16 bits: exact).
+	ProtoICMP   uint8 = 1
+	ProtoICMPv6 uint8 = 58
 )
 
 // portProtos are the protocols Cilium's "ANY" expands to when a port is given.
@@ -28,6 +31,10 @@ func ProtoName(p uint8) string {
 		return "UDP"
 	case ProtoSCTP:
 		return "SCTP"
+	case ProtoICMP:
+		return "ICMP"
+	case ProtoICMPv6:
+		return "ICMPv6"
 	}
 	return strconv.Itoa(int(p))
 }

@@ -29,9 +29,10 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 	default:
 		return nil, ErrBadRequest{fmt.Errorf("direction %q: want ingress or egress", req.Direction)}
 	}
-	proto, ok := map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "any": 0, "": 6}[strings.ToLower(req.Protocol)]
+	// ICMP: the port is the message type, as in the policy map.
+	proto, ok := map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58, "any": 0, "": 6}[strings.ToLower(req.Protocol)]
 	if !ok {
-		return nil, ErrBadRequest{fmt.Errorf("protocol %q: want tcp, udp, sctp or any", req.Protocol)}
+		return nil, ErrBadRequest{fmt.Errorf("protocol %q: want tcp, udp, sctp, icmp, icmpv6 or any", req.Protocol)}
 	}
 	peer, err := netip.ParseAddr(req.Peer)
 	if err != nil {

@@ -6,6 +6,7 @@ package policysync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,10 +79,13 @@ type Syncer struct {
 
 	// Overflows counts endpoints whose policy exceeded MaxEntries.
 	Overflows atomic.Uint64
+	// ImportErrors counts policy objects (versions) that could not be
+	// enforced as written.
+	ImportErrors atomic.Uint64
 
 	mu         sync.Mutex
 	policies   map[string]*policy.Policy // by store key
-	bad        map[string]string         // store key -> why it was skipped
+	bad        map[string]string         // store key -> why it is not (fully) enforced
 	podPorts   map[string]map[string]policy.PortProto
 	synced     map[string]bool // kinds listed once
 	engine     *policy.Engine
@@ -181,18 +185,29 @@ func (s *Syncer) apply(kind string, u kvstore.Update) {
 	}
 }
 
-// put decodes one stored policy. A malformed object (written around the
-// CLI's validation) is logged and skipped; the others still apply.
+// put decodes one stored policy leniently: a policy with parts Lumen cannot
+// enforce (Kubernetes objects pass only the CRD schema; store objects
+// written around the CLI's validation) still applies, those parts failing
+// closed (policy.DecodeLenient), and is counted as not fully enforced.
 func (s *Syncer) put(kv kvstore.KV) {
 	obj, err := resource.Unmarshal(kv.Value)
 	var p *policy.Policy
 	if err == nil {
-		p, err = decodeObject(obj)
+		var b []byte
+		if b, err = json.Marshal(obj); err == nil {
+			p, err = policy.DecodeLenient(b)
+		}
 	}
 	if err != nil {
-		s.log.Error("skipping invalid policy in the store", "key", kv.Key, "err", err)
+		s.ImportErrors.Add(1)
+		if p == nil {
+			s.log.Error("policy cannot be enforced at all", "key", kv.Key, "err", err)
+			delete(s.policies, kv.Key)
+		} else {
+			s.log.Error("policy not fully enforced: the parts named fail closed", "key", kv.Key, "err", err)
+			s.policies[kv.Key] = p
+		}
 		s.bad[kv.Key] = err.Error()
-		delete(s.policies, kv.Key)
 		return
 	}
 	delete(s.bad, kv.Key)
@@ -208,6 +223,18 @@ func (s *Syncer) usesEgressNamedPorts() bool {
 		}
 	}
 	return false
+}
+
+// NotEnforced returns the policies that are not (fully) enforced as
+// written, by store key, with why.
+func (s *Syncer) NotEnforced() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]string, len(s.bad))
+	for k, v := range s.bad {
+		out[k] = v
+	}
+	return out
 }
 
 func (s *Syncer) trigger() {
@@ -709,7 +736,14 @@ func (s *Syncer) Health() api.SubsystemStatus {
 	default:
 		st.Message = fmt.Sprintf("%d policies, %d identities", len(s.policies), len(s.idents))
 		if len(s.bad) > 0 {
-			st.Message += fmt.Sprintf(", %d invalid skipped", len(s.bad))
+			// Fail closed is not "ok": the operator must fix the policy.
+			keys := make([]string, 0, len(s.bad))
+			for k := range s.bad {
+				keys = append(keys, strings.TrimPrefix(k, resource.Prefix))
+			}
+			sort.Strings(keys)
+			st.State = api.StateDegraded
+			st.Message += fmt.Sprintf(", %d not fully enforced (failing closed): %s", len(s.bad), strings.Join(keys, ", "))
 		}
 	}
 	return st
