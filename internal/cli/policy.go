@@ -166,14 +166,15 @@ the agent (--socket or --node) that hosts the endpoint.`,
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "source pod or IP")
-	cmd.Flags().StringVar(&to, "to", "", "destination pod or IP, with :PORT/PROTO (tcp, udp, sctp)")
+	cmd.Flags().StringVar(&to, "to", "", "destination pod or IP, with :PORT/PROTO (tcp, udp, sctp; :TYPE/icmp or icmpv6)")
 	cmd.Flags().StringVar(&family, "family", "4", "address family of lab pods: 4 or 6")
 	_ = cmd.MarkFlagRequired("from")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
 
-// splitTarget parses POD|IP:PORT/PROTO ([v6]:port/proto for IPv6).
+// splitTarget parses POD|IP:PORT/PROTO ([v6]:port/proto for IPv6); for
+// icmp and icmpv6 the "port" is the ICMP type, as in the policy map.
 func splitTarget(s string) (string, uint16, string, error) {
 	slash := strings.LastIndex(s, "/")
 	colon := strings.LastIndex(s, ":")
@@ -181,13 +182,17 @@ func splitTarget(s string) (string, uint16, string, error) {
 		return "", 0, "", fmt.Errorf("--to %q: want POD|IP:PORT/PROTO", s)
 	}
 	proto := strings.ToLower(s[slash+1:])
-	switch proto {
-	case "tcp", "udp", "sctp":
+	icmp := proto == "icmp" || proto == "icmpv6"
+	switch {
+	case proto == "tcp", proto == "udp", proto == "sctp", icmp:
 	default:
-		return "", 0, "", fmt.Errorf("--to %q: invalid protocol %q: want tcp, udp or sctp", s, proto)
+		return "", 0, "", fmt.Errorf("--to %q: invalid protocol %q: want tcp, udp, sctp, icmp or icmpv6", s, proto)
 	}
 	port, err := strconv.ParseUint(s[colon+1:slash], 10, 16)
-	if err != nil || port == 0 {
+	switch {
+	case icmp && (err != nil || port > 255):
+		return "", 0, "", fmt.Errorf("--to %q: invalid ICMP type %q: want 0-255", s, s[colon+1:slash])
+	case !icmp && (err != nil || port == 0):
 		return "", 0, "", fmt.Errorf("--to %q: invalid port %q: want 1-65535", s, s[colon+1:slash])
 	}
 	host := strings.TrimSuffix(strings.TrimPrefix(s[:colon], "["), "]")
