@@ -213,8 +213,10 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 // Restore adopts the endpoints an earlier agent persisted. Programs are
 // replaced in place on their veths and map entries rewritten, so traffic
 // never stops. Endpoints whose veth is gone are dropped and returned, so
-// the caller can release their addresses.
-func (m *Manager) Restore(ctx context.Context) (gone []api.Endpoint, err error) {
+// the caller can release their addresses. Nothing here talks to the store:
+// the datapath comes back at once even when the store is unreachable, and
+// the node manager announces the endpoints when it lists the store.
+func (m *Manager) Restore() (gone []api.Endpoint, err error) {
 	files, err := filepath.Glob(filepath.Join(m.dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -245,7 +247,6 @@ func (m *Manager) Restore(ctx context.Context) (gone []api.Endpoint, err error) 
 		}
 		ep.State = api.EndpointReady
 		m.eps[ep.ContainerID] = ep
-		m.publish(ctx, *ep)
 		m.log.Info("endpoint restored", "id", ep.ID, "container", ep.ContainerID, "pod", ep.Namespace+"/"+ep.PodName)
 	}
 	return gone, nil
@@ -273,13 +274,6 @@ func (m *Manager) IPs() map[netip.Addr]bool {
 		}
 	}
 	return out
-}
-
-// Republish announces every endpoint again (after the store came back).
-func (m *Manager) Republish(ctx context.Context) {
-	for _, ep := range m.List() {
-		m.publish(ctx, ep)
-	}
 }
 
 func (m *Manager) publish(ctx context.Context, ep api.Endpoint) {
