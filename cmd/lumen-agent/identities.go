@@ -63,10 +63,11 @@ func (i *identities) resolve(ctx context.Context, req *api.EndpointRequest) (uin
 // allocated the number first).
 func (i *identities) track(ctx context.Context, eps *endpoint.Manager, nodes *node.Manager) {
 	i.alloc.SetInUse(identity.InUse{
+		// Lock-free: Allocate runs inside endpoint creation.
 		Local: func() []identity.ID {
 			var out []identity.ID
-			for _, ep := range eps.List() {
-				out = append(out, identity.ID(ep.Identity))
+			for _, id := range eps.Identities() {
+				out = append(out, identity.ID(id))
 			}
 			return out
 		},
