@@ -194,3 +194,62 @@ func TestStoreWipeIdentityReuse(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreWipeConflictFailsClosed is the race the allocator cannot see:
+// the store restarts empty while cart's agent is down, and another agent,
+// restarted meanwhile (its cache empty), gives a new label set cart's
+// number before cart's agent re-publishes it. The store's binding wins:
+// cart's agent reports the conflict and moves cart to a fresh identity;
+// the intruder never reaches what cart may reach, and cart does again once
+// moved.
+func TestStoreWipeConflictFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	name := newLab(t)
+	up(t, name, writeTopology(t, storeWipeTopology))
+	applyYAML(t, name, catalogFromCart)
+	probeStable(t, name, "cart", "catalog:80/tcp", true)
+	cart := endpointOf(t, name, "n1", "shop/cart")
+
+	killAgent(t, name, "n1")
+	if err := lab.StartStore(ctx, name, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WriteResources(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	applyYAML(t, name, catalogFromCart)
+	if _, err := lab.RestartAgent(ctx, name, "n2", 2*time.Minute, nil); err != nil {
+		t.Fatalf("restarting n2: %v%s", err, labLogs(name))
+	}
+	if _, err := lab.AddPod(ctx, name, lab.Pod{Name: "intruder2", Namespace: "shop", Labels: map[string]string{"app": "intruder2"}, Node: "n2"}, nil); err != nil {
+		t.Fatalf("adding intruder2: %v%s", err, labLogs(name))
+	}
+	intruder := endpointOf(t, name, "n2", "shop/intruder2")
+	if intruder.Identity != cart.Identity {
+		t.Fatalf("precondition: intruder2 got %d, the test needs cart's %d (nothing told n2 about it)", intruder.Identity, cart.Identity)
+	}
+	// Until cart's agent is back, the number means intruder2 everywhere.
+	probeStable(t, name, "intruder2", "catalog:80/tcp", false)
+
+	if _, err := lab.RestartAgent(ctx, name, "n1", 2*time.Minute, nil); err != nil {
+		t.Fatalf("restarting n1 (healthy only once cart moved off the conflicting number): %v%s", err, labLogs(name))
+	}
+	moved := endpointOf(t, name, "n1", "shop/cart")
+	if moved.Identity == cart.Identity || moved.Identity == intruder.Identity {
+		t.Fatalf("cart kept identity %d, which the store binds to intruder2", moved.Identity)
+	}
+	c, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ls, _ := storeIdentity(ctx, c, moved.Identity); !strings.Contains(ls, "k8s:app=cart") {
+		t.Errorf("store binds cart's new identity %d to %q", moved.Identity, ls)
+	}
+	if ls, _ := storeIdentity(ctx, c, cart.Identity); !strings.Contains(ls, "k8s:app=intruder2") {
+		t.Errorf("store binds %d to %q, want intruder2's labels", cart.Identity, ls)
+	}
+	probeStable(t, name, "cart", "catalog:80/tcp", true)
+	probeStable(t, name, "intruder2", "catalog:80/tcp", false)
+	probeStable(t, name, "other", "catalog:80/tcp", false)
+}
