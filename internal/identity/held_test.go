@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -331,3 +332,53 @@ func TestHeldStateFileValidation(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// FuzzHeldStateFile: whatever the state file holds, loading it never
+// panics, and what it accepts is cluster identities with valid labels that
+// survive a save and a reload unchanged.
+func FuzzHeldStateFile(f *testing.F) {
+	f.Add(`{"identities":{"256":["k8s:app=cart","k8s:io.kubernetes.pod.namespace=shop"]}}`)
+	f.Add(`{"identities":{"65535":["k8s:a=b"],"300":["reserved:host"]}}`)
+	f.Add(`{"identities":{"1":["k8s:a=b"]}}`)
+	f.Add(`{"identities":{"256":["k8s:a=b\u0000"]}}`)
+	f.Add(`{}`)
+	f.Fuzz(func(t *testing.T, content string) {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "identities.json")
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := newFakeKV()
+		a := NewAllocator(c)
+		if err := a.SetStateFile(p); err != nil {
+			return
+		}
+		a.mu.Lock()
+		held := maps.Clone(a.held)
+		a.mu.Unlock()
+		for id, ls := range held {
+			if !id.IsCluster() || ls.check() != nil {
+				t.Fatalf("accepted identity %d with labels %q", id, ls)
+			}
+		}
+		a.save()
+		b := NewAllocator(c)
+		if err := b.SetStateFile(p); err != nil {
+			t.Fatalf("reloading a saved state file: %v", err)
+		}
+		if len(b.held) != len(held) {
+			t.Fatalf("reloaded %d identities, saved %d", len(b.held), len(held))
+		}
+		for id, ls := range held {
+			if b.held[id].String() != ls.String() {
+				t.Fatalf("identity %d: reloaded %s, saved %s", id, b.held[id], ls)
+			}
+		}
+	})
+}
+
+// fakeKV is a store that is never reached: save and SetStateFile only need
+// an allocator in store mode.
+type fakeKV struct{ kvstore.Store }
+
+func newFakeKV() *fakeKV { return &fakeKV{} }
