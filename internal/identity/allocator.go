@@ -117,6 +117,9 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (ID, error) {
 		id = a.nextLocal
 		a.nextLocal++
 	} else {
+		for _, taken := a.byID[a.nextCluster]; taken && a.nextCluster <= MaxCluster; _, taken = a.byID[a.nextCluster] {
+			a.nextCluster++
+		}
 		if a.nextCluster > MaxCluster {
 			return Unknown, fmt.Errorf("allocating identity for %s: all cluster identities %d-%d are in use", canon, MinCluster, MaxCluster)
 		}

@@ -66,7 +66,12 @@ type heldFile struct {
 
 // SetStateFile loads the identities this node held before a restart from
 // path and keeps the file up to date. A missing file is an empty one.
+// Without a store (in-memory mode) nothing is loaded: those numbers are
+// cluster-wide ones this node no longer shares.
 func (a *Allocator) SetStateFile(path string) error {
+	if a.kv == nil {
+		return nil
+	}
 	b, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("reading held identities: %w", err)

@@ -321,13 +321,13 @@ func TestHeldStateFileValidation(t *testing.T) {
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		a := NewAllocator(nil)
+		a := NewAllocator(newFakeKV())
 		err := a.SetStateFile(p)
 		if err == nil || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: SetStateFile = %v, want an error naming the file", name, err)
 		}
 	}
-	a := NewAllocator(nil)
+	a := NewAllocator(newFakeKV())
 	if err := a.SetStateFile(filepath.Join(dir, "missing.json")); err != nil {
 		t.Errorf("missing file: %v", err)
 	}
