@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -54,9 +57,74 @@ func (i *identities) resolve(ctx context.Context, req *api.EndpointRequest) (uin
 	return uint32(id), podLabels, nil
 }
 
+// track tells the allocator which identities this node's endpoints hold and
+// which every node announced, and moves local endpoints off a held number
+// the store binds to other labels (after it lost its data and another node
+// allocated the number first).
+func (i *identities) track(ctx context.Context, eps *endpoint.Manager, nodes *node.Manager) {
+	i.alloc.SetInUse(identity.InUse{
+		// Lock-free: Allocate runs inside endpoint creation.
+		Local: func() []identity.ID {
+			var out []identity.ID
+			for _, id := range eps.Identities() {
+				out = append(out, identity.ID(id))
+			}
+			return out
+		},
+		Announced: func() []identity.ID {
+			var out []identity.ID
+			for _, ep := range nodes.Endpoints() {
+				out = append(out, identity.ID(ep.Identity))
+			}
+			return out
+		},
+	})
+	i.alloc.OnConflict(func(id identity.ID, lbls identity.Labels) {
+		go i.moveOff(ctx, eps, id, lbls)
+	})
+}
+
+// moveOff gives every local endpoint holding id the identity its labels
+// have now (a fresh number), policy first (UpdateIdentity). It retries
+// until no endpoint holds id or ctx ends.
+func (i *identities) moveOff(ctx context.Context, eps *endpoint.Manager, id identity.ID, lbls identity.Labels) {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		left := 0
+		for _, ep := range eps.List() {
+			if identity.ID(ep.Identity) != id {
+				continue
+			}
+			left++
+			nid, err := i.alloc.Allocate(ctx, lbls)
+			if err == nil && nid == id {
+				err = fmt.Errorf("allocator still maps %s to %d", lbls, id)
+			}
+			if err == nil {
+				_, err = eps.UpdateIdentity(ctx, ep.ContainerID, uint32(nid), ep.Labels)
+			}
+			if err != nil {
+				i.log.Warn("moving endpoint off a conflicting identity", "container", ep.ContainerID, "identity", id, "err", err)
+				continue
+			}
+			i.log.Info("endpoint moved off an identity the store binds to other labels", "container", ep.ContainerID, "from", id, "to", nid)
+			left--
+		}
+		if left == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
 func (i *identities) health() api.SubsystemStatus {
 	if i.store == nil {
 		return api.SubsystemStatus{Name: "identity", State: api.StateOK, Message: "local allocation (no kvstore)"}
+	}
+	if p := i.alloc.Problems(); p != "" {
+		return api.SubsystemStatus{Name: "identity", State: api.StateDegraded, Message: p}
 	}
 	return api.SubsystemStatus{Name: "identity", State: api.StateOK, Message: "cluster identities in the kvstore"}
 }

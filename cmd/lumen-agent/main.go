@@ -115,6 +115,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// The store: etcd (standalone or kvstore mode), the Kubernetes API, or
 	// none (a node alone). A nil Store, not a nil *Client in an interface.
 	var store kvstore.Store
+	var storeMon *kvstore.Monitor // etcd answering (nil: no etcd)
 	if cfg.KVStore != "" {
 		etcd, err := kvstore.New(cfg.KVStore)
 		if err != nil {
@@ -122,6 +123,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		defer etcd.Close()
 		store = etcd
+		storeMon = kvstore.NewMonitor(etcd)
+		go storeMon.Run(ctx)
 	}
 	var kube *k8s.Store
 	if cfg.K8sKubeconfig != "" {
@@ -147,7 +150,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	ids := newIdentities(store, log)
-	go ids.run(ctx)
+	if err := ids.alloc.SetStateFile(filepath.Join(cfg.StateDir, "identities.json")); err != nil {
+		return err
+	}
 
 	// Cluster: this node, the others, their endpoints.
 	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6),
@@ -188,10 +193,16 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	gone, err := eps.Restore(ctx)
+	// The datapath first, from local state only: the store may be down.
+	gone, err := eps.Restore()
 	if err != nil {
 		return err
 	}
+	// What this node holds goes back to the store on every listing of it;
+	// the allocator never hands out a number held here or announced.
+	nodes.SetLocalEndpoints(eps.List)
+	ids.track(ctx, eps, nodes)
+	go ids.run(ctx)
 	for _, ep := range gone {
 		_, _ = pods.Release(ep.ContainerID)
 	}
@@ -336,6 +347,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 			{Name: "datapath", State: api.StateOK, Message: "programs loaded, maps pinned"},
 			devState.health(),
 			{Name: "ipam", State: api.StateOK, Message: fmt.Sprintf("%d allocated", len(pods.Owners()))},
+			storeHealth(cfg.KVStore, storeMon),
 			nodes.Health(),
 			ids.health(),
 			policies.Health(),
@@ -356,10 +368,33 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return st
 	}
 
-	if cfg.PrometheusServeAddr != "" {
-		go servePrometheus(ctx, cfg.PrometheusServeAddr, reg.Handler(), log)
+	// The subsystem gauges are set by status: fresh at every scrape.
+	metricsHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status()
+		reg.Handler().ServeHTTP(w, r)
+	})
+	if storeMon != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-storeMon.Changed():
+					s := storeHealth(cfg.KVStore, storeMon)
+					if s.State == api.StateOK {
+						log.Info("kvstore reachable again", "kvstore", cfg.KVStore)
+					} else {
+						log.Warn("kvstore unreachable: agent degraded", "kvstore", cfg.KVStore, "reason", s.Message)
+					}
+					status()
+				}
+			}
+		}()
 	}
-	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: reg.Handler(), Log: log, Datapath: dp, Policy: policyMap,
+	if cfg.PrometheusServeAddr != "" {
+		go servePrometheus(ctx, cfg.PrometheusServeAddr, metricsHandler, log)
+	}
+	h := apiserver.Handler(&apiserver.Backend{Status: status, Endpoints: eps, IPAM: pods, MTU: mtu, Metrics: metricsHandler, Log: log, Datapath: dp, Policy: policyMap,
 		Services: services.Services, BGPPeers: bgpCP.peers, BGPRoutes: bgpCP.routes,
 		Explain: func(ctx context.Context, req *api.ExplainRequest) (*api.Explanation, error) {
 			return policies.Explain(ctx, cfg.NodeName, req, dp.IdentityOf)
@@ -368,6 +403,28 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	sock := filepath.Join(cfg.StateDir, "agent.sock")
 	log.Info("agent ready", "node", cfg.NodeName, "socket", sock, "routing", cfg.Routing, "devices", devState.names(), "endpoints", len(eps.List()))
 	return apiserver.Serve(ctx, sock, h)
+}
+
+// storeHealth is the "kvstore" subsystem: whether the etcd answers, naming
+// it and the error when not.
+func storeHealth(endpoint string, mon *kvstore.Monitor) api.SubsystemStatus {
+	st := api.SubsystemStatus{Name: "kvstore", State: api.StateOK}
+	if mon == nil {
+		st.State, st.Message = api.StateDisabled, "no etcd (--kvstore not set)"
+		return st
+	}
+	checked, err, since := mon.State()
+	switch {
+	case !checked:
+		st.State, st.Message = api.StateDegraded, "etcd "+endpoint+": not checked yet"
+	case err != nil:
+		st.State = api.StateDegraded
+		st.Message = fmt.Sprintf("etcd %s unreachable since %s (%s): %v; local endpoints keep their datapath and policy, changes wait for the store",
+			endpoint, since.UTC().Format(time.RFC3339), time.Since(since).Round(time.Second), err)
+	default:
+		st.Message = "etcd " + endpoint + " reachable"
+	}
+	return st
 }
 
 // hostLabels are the labels of the host endpoint, which nodeSelector

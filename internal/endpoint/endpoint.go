@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -74,6 +75,9 @@ type Manager struct {
 	// policyGen counts the policy results applied to each endpoint, so that
 	// UpdateIdentity notices one applied while it computed its own.
 	policyGen map[string]uint64
+	// identities is a copy of the endpoints' identities readable without mu:
+	// the identity allocator asks for it while Create holds mu.
+	identities atomic.Pointer[[]uint32]
 	// recheck marks endpoints whose identity changed: the next SetPolicy may
 	// carry a policy computed for the old identity (the policy syncer
 	// listed the endpoint before the change) and is recomputed instead.
@@ -184,6 +188,7 @@ func (m *Manager) Create(ctx context.Context, req *api.EndpointRequest) (api.End
 		return api.Endpoint{}, err
 	}
 	m.eps[ep.ContainerID] = ep
+	m.snapIdentities()
 	m.publish(ctx, *ep)
 	m.log.Info("endpoint created", "id", ep.ID, "container", ep.ContainerID, "pod", ep.Namespace+"/"+ep.PodName, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "identity", ep.Identity)
 	return *ep, nil
@@ -199,6 +204,7 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 	}
 	m.unwire(ep)
 	delete(m.eps, containerID)
+	m.snapIdentities()
 	delete(m.policyGen, containerID)
 	delete(m.recheck, containerID)
 	if err := os.Remove(m.file(containerID)); err != nil && !os.IsNotExist(err) {
@@ -216,8 +222,10 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 // Restore adopts the endpoints an earlier agent persisted. Programs are
 // replaced in place on their veths and map entries rewritten, so traffic
 // never stops. Endpoints whose veth is gone are dropped and returned, so
-// the caller can release their addresses.
-func (m *Manager) Restore(ctx context.Context) (gone []api.Endpoint, err error) {
+// the caller can release their addresses. Nothing here talks to the store:
+// the datapath comes back at once even when the store is unreachable, and
+// the node manager announces the endpoints when it lists the store.
+func (m *Manager) Restore() (gone []api.Endpoint, err error) {
 	files, err := filepath.Glob(filepath.Join(m.dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -248,10 +256,28 @@ func (m *Manager) Restore(ctx context.Context) (gone []api.Endpoint, err error) 
 		}
 		ep.State = api.EndpointReady
 		m.eps[ep.ContainerID] = ep
-		m.publish(ctx, *ep)
+		m.snapIdentities()
 		m.log.Info("endpoint restored", "id", ep.ID, "container", ep.ContainerID, "pod", ep.Namespace+"/"+ep.PodName)
 	}
 	return gone, nil
+}
+
+// Identities returns the identity of every endpoint (in no order). It does
+// not take the manager's lock: hooks called during Create may use it.
+func (m *Manager) Identities() []uint32 {
+	if p := m.identities.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// snapIdentities refreshes the lock-free copy. Called with mu held.
+func (m *Manager) snapIdentities() {
+	ids := make([]uint32, 0, len(m.eps))
+	for _, ep := range m.eps {
+		ids = append(ids, ep.Identity)
+	}
+	m.identities.Store(&ids)
 }
 
 // IfIndexes returns the host-side ifindexes of all endpoints.
@@ -276,13 +302,6 @@ func (m *Manager) IPs() map[netip.Addr]bool {
 		}
 	}
 	return out
-}
-
-// Republish announces every endpoint again (after the store came back).
-func (m *Manager) Republish(ctx context.Context) {
-	for _, ep := range m.List() {
-		m.publish(ctx, ep)
-	}
 }
 
 func (m *Manager) publish(ctx context.Context, ep api.Endpoint) {
@@ -474,9 +493,11 @@ func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uin
 	raced := m.policyGen[containerID] != gen
 	prev := *ep
 	ep.Identity, ep.Labels, ep.Policy = next.Identity, next.Labels, next.Policy
+	m.snapIdentities()
 	if err := m.writeMap(ep); err != nil {
 		// Back to the old identity; its policy is computed again below.
 		ep.Identity, ep.Labels, ep.Policy = prev.Identity, prev.Labels, prev.Policy
+		m.snapIdentities()
 		if werr := m.writeMap(ep); werr != nil {
 			m.log.Error("restoring endpoint map entry", "container", containerID, "err", werr)
 		}

@@ -44,6 +44,16 @@ type Allocator struct {
 	nextCluster ID // in-memory mode only
 	synced      bool
 	changed     chan struct{}
+
+	// What this node holds, so that a store that lost it gets it back and
+	// no number a live endpoint holds is handed out again (held.go).
+	inUse      InUse
+	held       map[ID]Labels // cluster identities Allocate returned here
+	stateFile  string        // held is persisted there ("" = not persisted)
+	saveMu     sync.Mutex
+	conflicts  map[ID]string // held ids the store gives other labels: why
+	pubErr     error         // last failure to re-publish
+	onConflict func(id ID, lbls Labels)
 }
 
 // NewAllocator returns an allocator using kv, or in-memory when kv is nil.
@@ -55,6 +65,8 @@ func NewAllocator(kv kvstore.Store) *Allocator {
 		nextLocal:   MinLocal,
 		nextCluster: MinCluster,
 		changed:     make(chan struct{}, 1),
+		held:        map[ID]Labels{},
+		conflicts:   map[ID]string{},
 	}
 	for id := range reservedNames {
 		ls, _ := ReservedLabels(id)
@@ -75,6 +87,7 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (ID, error) {
 	id, ok := a.byLabels[canon]
 	a.mu.Unlock()
 	if ok {
+		a.hold(id, lbls)
 		return id, nil
 	}
 	if id, ok, err := reservedFor(lbls); ok || err != nil {
@@ -91,6 +104,7 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (ID, error) {
 		a.mu.Lock()
 		a.remember(id, lbls)
 		a.mu.Unlock()
+		a.hold(id, lbls)
 		return id, nil
 	}
 
@@ -103,6 +117,9 @@ func (a *Allocator) Allocate(ctx context.Context, lbls Labels) (ID, error) {
 		id = a.nextLocal
 		a.nextLocal++
 	} else {
+		for _, taken := a.byID[a.nextCluster]; taken && a.nextCluster <= MaxCluster; _, taken = a.byID[a.nextCluster] {
+			a.nextCluster++
+		}
 		if a.nextCluster > MaxCluster {
 			return Unknown, fmt.Errorf("allocating identity for %s: all cluster identities %d-%d are in use", canon, MinCluster, MaxCluster)
 		}
@@ -134,6 +151,9 @@ func (a *Allocator) Run(ctx context.Context) {
 			a.learn(kv)
 		}
 		if u.Resync {
+			// The store may have lost what this node holds (restarted
+			// empty): create it again before anyone allocates over it.
+			a.republish(ctx, u.KVs)
 			a.mu.Lock()
 			a.synced = true
 			a.mu.Unlock()
@@ -151,10 +171,17 @@ func (a *Allocator) Run(ctx context.Context) {
 			// that the label set, should it come back, gets an identity that
 			// exists. A listing that lacks known ids (a wiped store) forgets
 			// nothing: endpoints may still use them.
+			// An identity a local endpoint still holds is created again
+			// with the same number and labels instead.
 			n, err := strconv.ParseUint(strings.TrimPrefix(e.KV.Key, IDsPrefix), 10, 32)
-			if err == nil && ID(n).IsCluster() {
-				a.forget(ID(n))
+			if err != nil || !ID(n).IsCluster() {
+				continue
 			}
+			if a.localHolds(ID(n)) {
+				a.recreate(ctx, ID(n))
+				continue
+			}
+			a.forget(ID(n))
 		}
 	}
 }
@@ -252,13 +279,15 @@ func (a *Allocator) allocateCluster(ctx context.Context, lbls Labels) (ID, error
 	return Unknown, fmt.Errorf("allocating identity for %s: gave up after %d conflicting attempts", canon, maxAttempts)
 }
 
-// lowestFree returns the lowest cluster identity not in the store.
+// lowestFree returns the lowest cluster identity that is neither in the
+// store nor known to be in use (see notInStore): a store that lost its data
+// must not make this node hand out a number live endpoints hold.
 func (a *Allocator) lowestFree(ctx context.Context) (ID, error) {
 	kvs, _, err := a.kv.List(ctx, IDsPrefix)
 	if err != nil {
 		return Unknown, err
 	}
-	used := make(map[ID]bool, len(kvs))
+	used := a.inUseIDs()
 	for _, kv := range kvs {
 		if n, err := strconv.ParseUint(strings.TrimPrefix(kv.Key, IDsPrefix), 10, 32); err == nil {
 			used[ID(n)] = true

@@ -52,7 +52,7 @@ func TestParseLabel(t *testing.T) {
 			t.Errorf("ParseLabel(%q) = %v, %v", tc.in, l, err)
 		}
 	}
-	for _, bad := range []string{"app=web", ":app", "k8s:", "k8s:a;b=c", "k8s:a=b;c", "k 8s:a"} {
+	for _, bad := range []string{"app=web", ":app", "k8s:", "k8s:a;b=c", "k8s:a=b;c", "k 8s:a", "k8s:a=b\x00c", "k8s:a\x00=b", "k8s:a=\x7f"} {
 		if _, err := ParseLabel(bad); err == nil || !strings.Contains(err.Error(), "invalid label") {
 			t.Errorf("ParseLabel(%q) = %v, want an invalid label error", bad, err)
 		}

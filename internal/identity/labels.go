@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // Label sources.
@@ -44,15 +45,19 @@ func ParseLabel(s string) (Label, error) {
 
 func (l Label) check() error {
 	switch {
-	case l.Source == "" || strings.ContainsAny(l.Source, ":=; \t\n"):
+	case l.Source == "" || strings.ContainsAny(l.Source, ":=; \t\n") || hasControl(l.Source):
 		return fmt.Errorf("invalid label %q: bad source %q", l, l.Source)
-	case l.Key == "" || strings.ContainsAny(l.Key, "=; \t\n"):
+	case l.Key == "" || strings.ContainsAny(l.Key, "=; \t\n") || hasControl(l.Key):
 		return fmt.Errorf("invalid label %q: bad key %q", l, l.Key)
-	case strings.ContainsAny(l.Value, "; \t\n"):
+	case strings.ContainsAny(l.Value, "; \t\n") || hasControl(l.Value):
 		return fmt.Errorf("invalid label %q: bad value %q", l, l.Value)
 	}
 	return nil
 }
+
+// hasControl reports control characters (NUL included): no Kubernetes
+// label has them, and they would make two label sets print alike.
+func hasControl(s string) bool { return strings.ContainsFunc(s, unicode.IsControl) }
 
 // Labels is a sorted set of labels, at most one per source and key. Build it
 // with NewLabels or ParseLabels; its String is the canonical form used as

@@ -7,9 +7,12 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -100,6 +103,18 @@ type Manager struct {
 	overrides                    map[netip.Prefix]uint32
 	changed                      chan struct{}
 	subs                         []chan struct{}
+	// localEndpoints returns this node's endpoints, which every listing
+	// of the store re-publishes where the store lacks them.
+	localEndpoints func() []api.Endpoint
+	// pending: local endpoints whose last announcement failed, and why.
+	pending map[string]error
+}
+
+// SetLocalEndpoints tells the manager this node's endpoints; call before Run.
+func (m *Manager) SetLocalEndpoints(f func() []api.Endpoint) {
+	m.mu.Lock()
+	m.localEndpoints = f
+	m.mu.Unlock()
 }
 
 // New returns a manager; store may be nil.
@@ -107,7 +122,7 @@ func New(local Node, store kvstore.Store, ipc IPCache, nw Network, tunnel bool, 
 	return &Manager{
 		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
 		nodes: map[string]Node{}, endpoints: map[string]Endpoint{}, kick: make(chan struct{}, 1),
-		changed: make(chan struct{}, 1),
+		changed: make(chan struct{}, 1), pending: map[string]error{},
 	}
 }
 
@@ -153,12 +168,17 @@ func (m *Manager) Endpoints() []Endpoint {
 
 // Health reports the manager's state for /v1/status.
 func (m *Manager) Health() api.SubsystemStatus {
+	local := 0
+	if f := m.localFunc(); f != nil {
+		local = len(f())
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := api.SubsystemStatus{Name: "cluster", State: api.StateOK}
 	switch {
 	case m.store == nil:
 		st.State, st.Message = api.StateDisabled, "no kvstore: single node"
+		return st
 	case m.lastErr != nil:
 		st.State, st.Message = api.StateDegraded, m.lastErr.Error()
 	case !m.synced:
@@ -166,7 +186,83 @@ func (m *Manager) Health() api.SubsystemStatus {
 	default:
 		st.Message = fmt.Sprintf("%d nodes, %d remote endpoints", len(m.nodes), m.remoteEndpointCount())
 	}
+	var why string
+	switch {
+	case !m.listedEndpoints && local > 0:
+		why = fmt.Sprintf("%d local endpoints not announced yet (endpoints not listed from the kvstore)", local)
+	case len(m.pending) > 0:
+		ids := slices.Sorted(maps.Keys(m.pending))
+		why = fmt.Sprintf("%d local endpoints not announced: %s: %v", len(ids), ids[0], m.pending[ids[0]])
+	}
+	if why != "" {
+		st.State, st.Message = api.StateDegraded, why+"; "+st.Message
+	}
 	return st
+}
+
+func (m *Manager) localFunc() func() []api.Endpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.localEndpoints
+}
+
+// unannounced returns the local endpoints the store (as last listed and
+// watched) does not hold as this node has them.
+func (m *Manager) unannounced() []api.Endpoint {
+	f := m.localFunc()
+	if f == nil || m.store == nil {
+		return nil
+	}
+	local := f()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []api.Endpoint
+	for _, ep := range local {
+		if !m.storeHas(m.announcement(ep)) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// storeHas reports whether the store announces want: under its key, or (a
+// CiliumEndpointSlice, keyed by pod) as the same pod of this node. Called
+// with mu held.
+func (m *Manager) storeHas(want Endpoint) bool {
+	same := func(have Endpoint) bool {
+		return have.IPv4 == want.IPv4 && have.IPv6 == want.IPv6 && have.Identity == want.Identity
+	}
+	if have, ok := m.endpoints[m.endpointKey(want.ContainerID)]; ok {
+		return same(have) && have.Node == want.Node
+	}
+	for _, have := range m.endpoints {
+		if have.ContainerID == "" && have.Namespace == want.Namespace && have.PodName == want.PodName &&
+			(have.Node == m.local.Name || (have.NodeIP != "" && (have.NodeIP == m.local.IPv4 || have.NodeIP == m.local.IPv6))) {
+			return same(have)
+		}
+	}
+	return false
+}
+
+// republish announces again every local endpoint the store does not hold as
+// this node has it (after the store lost its data, or an agent restarted
+// while it was unreachable).
+func (m *Manager) republish(ctx context.Context) {
+	var errs []error
+	n := 0
+	for _, ep := range m.unannounced() {
+		if err := m.Publish(ctx, ep); err != nil {
+			errs = append(errs, fmt.Errorf("announcing endpoint %s: %w", ep.ContainerID, err))
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		m.log.Info("re-announced local endpoints the store lacked", "endpoints", n)
+	}
+	if len(errs) > 0 {
+		m.log.Warn("re-announcing local endpoints", "err", errors.Join(errs...))
+	}
 }
 
 func (m *Manager) remoteEndpointCount() int {
@@ -204,7 +300,9 @@ func (m *Manager) Run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			m.applyEndpoints(u)
+			if m.applyEndpoints(u) {
+				m.republish(ctx)
+			}
 		}
 		m.trigger()
 		select {
@@ -263,9 +361,12 @@ func (m *Manager) putNode(kv kvstore.KV) {
 	m.nodes[n.Name] = n
 }
 
-func (m *Manager) applyEndpoints(u kvstore.Update) {
+// applyEndpoints applies one update and reports whether it may have left
+// local endpoints unannounced (a listing, a deletion of one of ours).
+func (m *Manager) applyEndpoints(u kvstore.Update) (check bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	check = u.Resync
 	if u.Resync {
 		m.listedEndpoints = true
 		m.endpoints = map[string]Endpoint{}
@@ -276,10 +377,12 @@ func (m *Manager) applyEndpoints(u kvstore.Update) {
 	for _, ev := range u.Events {
 		if ev.Type == kvstore.EventDelete {
 			delete(m.endpoints, ev.KV.Key)
+			check = check || strings.HasPrefix(ev.KV.Key, EndpointsPrefix+m.local.Name+"/")
 			continue
 		}
 		m.putEndpoint(ev.KV)
 	}
+	return check
 }
 
 func (m *Manager) putEndpoint(kv kvstore.KV) {
@@ -328,12 +431,23 @@ func (m *Manager) Publish(ctx context.Context, ep api.Endpoint) error {
 	if m.store == nil {
 		return nil
 	}
-	b, _ := json.Marshal(Endpoint{
+	b, _ := json.Marshal(m.announcement(ep))
+	_, err := m.store.Put(ctx, m.endpointKey(ep.ContainerID), b)
+	m.mu.Lock()
+	if err != nil {
+		m.pending[ep.ContainerID] = err
+	} else {
+		delete(m.pending, ep.ContainerID)
+	}
+	m.mu.Unlock()
+	return err
+}
+
+func (m *Manager) announcement(ep api.Endpoint) Endpoint {
+	return Endpoint{
 		Node: m.local.Name, ContainerID: ep.ContainerID, PodName: ep.PodName, Namespace: ep.Namespace,
 		IPv4: ep.IPv4, IPv6: ep.IPv6, Identity: ep.Identity, Labels: ep.Labels,
-	})
-	_, err := m.store.Put(ctx, m.endpointKey(ep.ContainerID), b)
-	return err
+	}
 }
 
 // Unpublish withdraws a local endpoint.
@@ -341,6 +455,9 @@ func (m *Manager) Unpublish(ctx context.Context, ep api.Endpoint) error {
 	if m.store == nil {
 		return nil
 	}
+	m.mu.Lock()
+	delete(m.pending, ep.ContainerID)
+	m.mu.Unlock()
 	_, err := m.store.Delete(ctx, m.endpointKey(ep.ContainerID))
 	return err
 }
