@@ -23,6 +23,17 @@ func TestNeverWiderThanMode(t *testing.T) {
 	}
 	path := filepath.Join(dir, "agent.sock")
 
+	// A stale socket from a previous run is replaced (made 0600 before the
+	// watcher starts: bound with umask 000 it is world-writable until then).
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var stop atomic.Bool
 	var seen, bad atomic.Int64
 	var badMode atomic.Uint32
@@ -42,16 +53,6 @@ func TestNeverWiderThanMode(t *testing.T) {
 			}
 		}
 	}()
-	// A stale socket from a previous run is replaced.
-	stale, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale.(*net.UnixListener).SetUnlinkOnClose(false)
-	stale.Close()
-	if err := os.Chmod(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 300; i++ {
 		ln, err := Listen(path, 0o600)
 		if err != nil {
