@@ -151,7 +151,9 @@ func TestStoreRestartedEmptyGetsHeldIdentitiesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	eps.set(cart) // db's endpoint went away: not re-published
-	waitFor(t, func() bool { _, ok := other.Lookup(cart); return ok })
+	// The other node learns both before the wipe (db after cart: waiting
+	// for cart alone let it allocate db's number, which it never knew).
+	waitFor(t, func() bool { _, c := other.Lookup(cart); _, d := other.Lookup(db); return c && d })
 
 	s.restartEmpty()
 	check := newClient(t, s.ep)
