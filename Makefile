@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOPOLOGY ?= examples/lab/topology.yaml
 
-.PHONY: all build deps tools lab lab-down test generate check-generated lint bench image static
+.PHONY: all build deps tools lab lab-down test generate check-generated lint bench image static manifests tools tool-hubble tool-k8s tool-helm
 
 all: build
 
@@ -36,9 +36,18 @@ lab-down:
 
 # The real components the tests drive: the hubble CLI and a Kubernetes control plane,
 # built once from the Go module proxy into ~/.cache/lumen.
-tools:
+# Also the helm CLI (chart tests, real-node lab). In parallel: make -j3 tools.
+tools: tool-hubble tool-k8s tool-helm
+tool-hubble:
 	./hack/build-hubble.sh >/dev/null
+tool-k8s:
 	./hack/build-k8s.sh >/dev/null
+tool-helm:
+	./hack/build-helm.sh >/dev/null
+
+# The chart rendered to plain manifests (deploy/manifests/lumen.yaml).
+manifests:
+	./hack/render-manifests.sh
 
 # Installs what is missing, then runs every test (privileged ones need root).
 test: deps tools

@@ -23,7 +23,7 @@ func main() {
 	out := flag.String("out", "bin/images", "directory for the image tarballs")
 	version := flag.String("version", "dev", "tag of the Lumen image")
 	agnhost := flag.String("agnhost", "", "agnhost binary (Kubernetes' e2e test image); empty: no agnhost.tar")
-	agnhostVersion := flag.String("agnhost-version", "2.59", "tag of the agnhost image (what e2e.test expects)")
+	agnhostVersion := flag.String("agnhost-version", "2.66.1", "tag of the agnhost image (what e2e.test expects)")
 	flag.Parse()
 	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion); err != nil {
 		fmt.Fprintf(os.Stderr, "lumen-image: %v\n", err)
