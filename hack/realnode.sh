@@ -302,6 +302,13 @@ down() {
 	for ns in $(ip netns list | awk '{print $1}' | grep "^$P-" || true); do
 		for p in $(ip netns pids $ns 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
 	done
+	# containers left by the killed shims: whatever runs in the nodes' cgroups is ours
+	for _ in 1 2 3; do
+		for f in $(find /sys/fs/cgroup/*/lumen-rn-$lab-* -name cgroup.procs 2>/dev/null); do
+			for p in $(cat $f 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
+		done
+		sleep 0.5
+	done
 	# mounts under $D (kubelet dirs, volumes, bpffs, shared state), deepest first
 	for _ in 1 2 3 4 5; do
 		ms=$(awk -v d="$D" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
