@@ -267,6 +267,7 @@ up() {
 	# containerd 1.6 puts pod namespaces in /run/netns/cni-*: those that
 	# appear while this lab holds the lock are its own (removed by down)
 	ls /run/netns 2>/dev/null | grep '^cni-' >$D/netns-before || true
+	ls /run/containerd/s 2>/dev/null >$D/shim-sockets-before || true
 	trap 'log "up failed: logs in $D/logs; hack/realnode.sh down removes it"' ERR
 	log "network namespaces"; netns_up
 	log "control plane on https://$api:6443"; pki; controlplane_up
@@ -323,6 +324,10 @@ down() {
 	for ns in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do
 		grep -qx "$ns" $D/netns-before 2>/dev/null && continue
 		umount /run/netns/$ns 2>/dev/null; rm -f /run/netns/$ns
+	done
+	# and the sockets of our killed shims
+	for f in $(ls /run/containerd/s 2>/dev/null); do
+		grep -qx "$f" $D/shim-sockets-before 2>/dev/null || rm -f /run/containerd/s/$f
 	done
 	rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/s /run/containerd/fifo /run/containerd /var/lib/cni/results /var/lib/cni 2>/dev/null || true
 	stop $D/lock.pid 1
