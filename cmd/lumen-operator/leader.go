@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,7 +61,9 @@ func (l *leaderFlags) whileLeader(ctx context.Context, c *k8s.Clients, log *slog
 	if err != nil {
 		return err
 	}
-	id += "_" + fmt.Sprint(os.Getpid())
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	id += "_" + hex.EncodeToString(r[:])
 	lock := &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: l.namespace, Name: l.name},
 		Client:     c.Core.CoordinationV1(),
