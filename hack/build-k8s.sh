@@ -44,6 +44,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 export GOFLAGS=-mod=mod
+# static everywhere (as Kubernetes' release builds): agnhost must be, as it
+# runs alone in an image; one setting for all compiles the graph once.
+export CGO_ENABLED=0
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules
 # with local paths), so a wrapper module requires it and replaces each staging module
 # by its published version (v0.X.Y for v1.X.Y), read from kubernetes' own go.mod.
@@ -91,9 +94,8 @@ if ((${#missing[@]})); then
 	for b in "${missing[@]}"; do mv "$work/bin/$b" "$out/$b"; done
 fi
 if [[ $need_agnhost == 1 ]]; then
-	# static: it runs alone in an image without libc
 	echo "build-k8s: building agnhost" >&2
-	CGO_ENABLED=0 go build -o "$work/agnhost" k8s.io/kubernetes/test/images/agnhost >&2
+	go build -o "$work/agnhost" k8s.io/kubernetes/test/images/agnhost >&2
 	mv "$work/agnhost" "$out/agnhost"
 fi
 if [[ $need_e2e == 1 ]]; then
