@@ -246,8 +246,8 @@ func TestRealNodes(t *testing.T) {
 
 // rollingUpdate keeps one HTTP keep-alive connection from node n1's
 // network namespace to the web pod on n2 open while every agent is
-// replaced (kubectl rollout restart ds/lumen), sending a request every
-// 200ms: every request must succeed on that same connection.
+// replaced (helm upgrade changing their configuration), sending a request
+// every 200ms: every request must succeed on that same connection.
 func rollingUpdate(t *testing.T, l *lab, target string) {
 	ns, err := netns.GetFromName("lrn-" + l.name + "-n1")
 	if err != nil {
@@ -325,7 +325,14 @@ func rollingUpdate(t *testing.T, l *lab, target string) {
 		}
 	}()
 	start := time.Now()
-	l.must("-n", "kube-system", "rollout", "restart", "ds/lumen")
+	// a chart upgrade changing the agents' configuration rolls them (the
+	// ConfigMap's checksum is in the pod template)
+	if out, err := script(l.name, "helm", "upgrade", "lumen", "deploy/helm/lumen", "-n", "kube-system", "--reuse-values",
+		"--set", "hubble.eventBufferCapacity=8191", "--wait", "--timeout", "10m").CombinedOutput(); err != nil {
+		close(stop)
+		<-done
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
 	if _, err := l.kubectl("-n", "kube-system", "rollout", "status", "ds/lumen", "--timeout=600s"); err != nil {
 		close(stop)
 		<-done
@@ -341,9 +348,15 @@ func rollingUpdate(t *testing.T, l *lab, target string) {
 			t.Errorf("agent pod %s was not replaced", uid)
 		}
 	}
+	if v := l.must("-n", "kube-system", "get", "cm", "lumen-config", "-o", "jsonpath={.data.hubble-event-buffer-capacity}"); v != "8191" {
+		t.Errorf("lumen-config after helm upgrade: hubble-event-buffer-capacity %q, want 8191", v)
+	}
+	if rev := l.must("-n", "kube-system", "get", "secrets", "-l", "owner=helm,name=lumen", "-o", "name"); strings.Count(rev, "\n") < 2 {
+		t.Errorf("helm release revisions: %q, want 2", rev)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("rollout of 2 agents in %v: %d requests on %s, %d failed, %d on a new connection", took.Round(time.Second), sent, local, failed, newConns)
+	t.Logf("helm upgrade rolling 2 agents in %v: %d requests on %s, %d failed, %d on a new connection", took.Round(time.Second), sent, local, failed, newConns)
 	if failed > 0 || newConns > 0 {
 		t.Fatalf("the established connection broke during the agents' rolling update: %d/%d failed (first: %v), %d new connections", failed, sent, firstErr, newConns)
 	}
