@@ -3,7 +3,7 @@
 # against a real-node lab (hack/realnode.sh up) from the control plane's
 # namespace, and prints pass/fail per test and per suite.
 #   LAB=name hack/realnode-e2e.sh 'FOCUS REGEXP' ['SKIP REGEXP'] [-- extra e2e.test flags]
-# e.g. hack/realnode-e2e.sh '\[sig-network\] NetworkPolicy' '\[Slow\]|\[Serial\]|\[Disruptive\]|DNS|IPv6|SCTP'
+# e.g. hack/realnode-e2e.sh '\[sig-network\] Netpol.*default-deny'   (NetworkPolicy tests: "Netpol")
 # The agnhost image e2e.test asks for (registry.k8s.io/e2e-test-images/agnhost)
 # is loaded on the nodes by the lab; tests needing other images or CoreDNS fail.
 set -euo pipefail
@@ -12,7 +12,7 @@ lab=${LAB:-rn}
 D=/tmp/lumen-rn-$lab
 KBIN=${KBIN:-$(./hack/build-k8s.sh --bin-dir)}
 focus=${1:?focus regexp}
-skip=${2:-'\[Slow\]|\[Serial\]|\[Disruptive\]|\[Flaky\]|\[Feature:|IPv6|SCTP|DNS'}
+skip=${2:-'\[Slow\]|\[Serial\]|\[Disruptive\]|\[Flaky\]|IPv6|SCTP|UDP|DNS|\[Feature:(SCTP|IPv6|Dual|Windows|ServiceCIDRs|ProxyTerminatingEndpoints)'}
 shift $(($# >= 2 ? 2 : 1))
 [[ ${1:-} == -- ]] && shift
 [[ -x $KBIN/e2e.test ]] || { echo "realnode-e2e: $KBIN/e2e.test missing: hack/build-k8s.sh --e2e" >&2; exit 1; }
