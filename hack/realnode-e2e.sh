@@ -35,10 +35,14 @@ except Exception as e:
     print("no junit report:", e); sys.exit(0)
 n = {"passed": 0, "failed": 0, "skipped": 0}
 for tc in root.iter("testcase"):
+    if not (tc.get("name") or "").startswith("[It]"):
+        continue  # suite setup and reports
     st = "skipped" if tc.find("skipped") is not None else "failed" if tc.find("failure") is not None or tc.find("error") is not None else "passed"
     n[st] += 1
     if st != "skipped":
-        print(f"{st.upper():7} {tc.get('name')}")
+        f = tc.find("failure")
+        why = "" if f is None else "  (" + (f.get("message") or "").splitlines()[0][:160] + ")"
+        print(f"{st.upper():7} {tc.get('name')[5:]}{why}")
 print(f"total: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped")
 PY
 echo "log: $out/e2e.log"

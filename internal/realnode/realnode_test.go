@@ -225,6 +225,7 @@ func TestRealNodes(t *testing.T) {
 	}
 
 	t.Run("AgentRollingUpdateKeepsConnection", func(t *testing.T) { rollingUpdate(t, l, webOnN2) })
+	t.Run("KubernetesE2ENetpol", func(t *testing.T) { e2eNetpol(t, l) })
 
 	// NetworkPolicy: only app=client reaches app=web
 	l.apply(policy)
@@ -359,5 +360,33 @@ func rollingUpdate(t *testing.T, l *lab, target string) {
 	t.Logf("helm upgrade rolling 2 agents in %v: %d requests on %s, %d failed, %d on a new connection", took.Round(time.Second), sent, local, failed, newConns)
 	if failed > 0 || newConns > 0 {
 		t.Fatalf("the established connection broke during the agents' rolling update: %d/%d failed (first: %v), %d new connections", failed, sent, firstErr, newConns)
+	}
+}
+
+// e2eNetpolFocus is the subset of Kubernetes' NetworkPolicy e2e tests CI
+// runs (all pass on Lumen; the whole Netpol suite takes too long for CI).
+const e2eNetpolFocus = `\[sig-network\] Netpol NetworkPolicy between server and client should (support a 'default-deny-ingress'|` +
+	`support a 'default-deny-all'|enforce policy to allow traffic from pods within server namespace based on PodSelector|` +
+	`enforce policy to allow traffic only from a different namespace, based on NamespaceSelector|` +
+	`enforce policy based on PodSelector with MatchExpressions|deny egress from all pods in a namespace|enforce policy based on Ports|` +
+	`enforce ingress policy allowing any port traffic to a server on a specific protocol)`
+
+// e2eNetpol runs Kubernetes' own e2e.test (hack/build-k8s.sh --e2e)
+// against the lab.
+func e2eNetpol(t *testing.T, l *lab) {
+	out, _ := exec.Command(filepath.Join(root, "hack/build-k8s.sh"), "--bin-dir").Output()
+	if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "e2e.test")); err != nil {
+		testutil.Skip(t, "e2e.test missing: hack/build-k8s.sh --e2e")
+	}
+	cmd := exec.Command(filepath.Join(root, "hack/realnode-e2e.sh"), e2eNetpolFocus)
+	cmd.Env = append(os.Environ(), "LAB="+l.name, "E2E_TIMEOUT=15m")
+	cmd.Dir = root
+	b, err := cmd.CombinedOutput()
+	t.Logf("%s", b)
+	if err != nil {
+		t.Fatalf("e2e.test: %v", err)
+	}
+	if !strings.Contains(string(b), "total: 8 passed, 0 failed") {
+		t.Fatal("want the 8 NetworkPolicy e2e tests passed")
 	}
 }
