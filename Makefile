@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOPOLOGY ?= examples/lab/topology.yaml
 
-.PHONY: all build deps tools lab lab-down test generate check-generated lint bench
+.PHONY: all build deps tools lab lab-down test generate check-generated lint bench image static manifests tools tool-hubble tool-k8s tool-helm
 
 all: build
 
@@ -12,6 +12,18 @@ deps:
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-relay ./cmd/lumen-operator
+
+# Static binaries (CGO_ENABLED=0: the images have no libc) and the container
+# images as docker-save tarballs in bin/images (no registry, no engine):
+# lumen.tar (agent, CNI, operator, CLI), pause.tar and, when the Kubernetes
+# tools are built (hack/build-k8s.sh), agnhost.tar for the e2e tests.
+VERSION ?= dev
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-operator ./internal/image/pause
+
+image: static
+	$(GO) run ./cmd/lumen-image --bin-dir $(BIN)/static --out $(BIN)/images --version $(VERSION) \
+		$$(a=$$(./hack/build-k8s.sh --bin-dir 2>/dev/null)/agnhost; [ -x "$$a" ] && echo --agnhost $$a)
 
 # Installs what is missing, builds, brings up the example lab and shows it.
 lab: deps build
@@ -24,9 +36,18 @@ lab-down:
 
 # The real components the tests drive: the hubble CLI and a Kubernetes control plane,
 # built once from the Go module proxy into ~/.cache/lumen.
-tools:
+# Also the helm CLI (chart tests, real-node lab). In parallel: make -j3 tools.
+tools: tool-hubble tool-k8s tool-helm
+tool-hubble:
 	./hack/build-hubble.sh >/dev/null
+tool-k8s:
 	./hack/build-k8s.sh >/dev/null
+tool-helm:
+	./hack/build-helm.sh >/dev/null
+
+# The chart rendered to plain manifests (deploy/manifests/lumen.yaml).
+manifests:
+	./hack/render-manifests.sh
 
 # Installs what is missing, then runs every test (privileged ones need root).
 test: deps tools

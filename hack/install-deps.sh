@@ -3,7 +3,9 @@
 # Quick when everything is already there.
 set -euo pipefail
 # bird2 and frr: the lab's BGP routers (run inside lab namespaces only).
-pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr iptables)
+# containerd, runc, containernetworking-plugins: the real-node lab's container
+# runtime (one containerd per lab node, private dirs) and the loopback plugin.
+pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr iptables containerd runc containernetworking-plugins)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +19,10 @@ if ((${#missing[@]})); then
 	# runs its own FRR daemons in namespaces, so a freshly installed one is stopped.
 	if [[ " ${missing[*]} " == *" frr "* ]] && [ -d /run/systemd/system ]; then
 		systemctl disable --now frr >/dev/null 2>&1 || true
+	fi
+	# likewise the host containerd service: lab nodes run their own
+	if [[ " ${missing[*]} " == *" containerd "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now containerd >/dev/null 2>&1 || true
 	fi
 fi
 command -v go >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/dl)"; exit 1; }

@@ -73,6 +73,7 @@ func parseConfig(args []string) (*config, error) {
 	apiServers := strings.Join(c.KubeAPIServerIPs, ",")
 	nodeLabels := strings.Join(c.NodeLabels, ",")
 	fs.String("config", "", "YAML file with the same keys as the flags (flags win)")
+	fs.String("config-dir", "", "directory with one file per key (a mounted ConfigMap, as Cilium's); flags win")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "name of this node (default: hostname)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory for the API socket, bpffs and state files")
 	fs.StringVar(&c.KVStore, "kvstore", c.KVStore, "etcd endpoint (unix:///path or http://host:port); empty: single node")
@@ -103,6 +104,11 @@ func parseConfig(args []string) (*config, error) {
 	c.hubbleConfig.flags(fs)
 	c.bgpConfig.flags(fs)
 	c.k8sConfig.flags(fs)
+	if dir := configDirArg(args); dir != "" {
+		if err := applyConfigDir(fs, dir); err != nil {
+			return nil, err
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,8 @@ type flags struct {
 	cesQPS                  float64
 	cesBurst                int
 	gcInterval, gcHeartbeat time.Duration
+	leader                  leaderFlags
+	configDir               string
 }
 
 func newCommand() *cobra.Command {
@@ -62,6 +64,9 @@ operator allocates nothing twice and duplicates no endpoint.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigDir(cmd.Flags(), f.configDir); err != nil {
+				return err
+			}
 			cfg, level, err := f.config()
 			if err != nil {
 				return err
@@ -87,6 +92,8 @@ operator allocates nothing twice and duplicates no endpoint.`,
 	fs.DurationVar(&f.gcHeartbeat, "identity-heartbeat-timeout", d.IdentityHeartbeatTimeout, "how long an identity must be unused (and exist) before it is deleted")
 	fs.StringVar(&f.promAddr, "prometheus-serve-addr", "", "address serving /metrics (lumen_operator_*) and /healthz, e.g. :9963 (empty: none)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.configDir, "config-dir", "", "directory with one file per key (the mounted lumen-config ConfigMap, as Cilium's); flags win")
+	f.leader.flags(fs)
 	return cmd
 }
 
@@ -109,6 +116,9 @@ func (f *flags) config() (operator.Config, slog.Level, error) {
 	cfg.EnableCES, cfg.CESMaxPerSlice, cfg.CESSliceMode = f.enableCES, f.cesMax, f.cesMode
 	cfg.CESSyncInterval, cfg.CESWriteQPS, cfg.CESWriteBurst = f.cesInterval, f.cesQPS, f.cesBurst
 	cfg.IdentityGCInterval, cfg.IdentityHeartbeatTimeout = f.gcInterval, f.gcHeartbeat
+	if err := f.leader.validate(); err != nil {
+		return cfg, level, err
+	}
 	if f.promAddr != "" {
 		if _, _, err := net.SplitHostPort(f.promAddr); err != nil {
 			return cfg, level, fmt.Errorf("prometheus-serve-addr: invalid value %q: want host:port or :port", f.promAddr)
@@ -138,6 +148,10 @@ func run(ctx context.Context, f *flags, cfg operator.Config, log *slog.Logger) e
 			case <-op.Ready():
 				fmt.Fprintln(w, "ok")
 			default:
+				if f.leader.enabled && !f.leader.leading.Load() {
+					fmt.Fprintln(w, "ok: standby (another replica leads)")
+					return
+				}
 				http.Error(w, "starting", http.StatusServiceUnavailable)
 			}
 		})
@@ -150,7 +164,7 @@ func run(ctx context.Context, f *flags, cfg operator.Config, log *slog.Logger) e
 		defer srv.Close()
 		log.Info("serving metrics", "addr", ln.Addr().String())
 	}
-	return op.Run(ctx)
+	return f.leader.whileLeader(ctx, clients, log, op.Run)
 }
 
 func main() {

@@ -67,7 +67,7 @@ func signalContext(parent context.Context) (context.Context, context.CancelFunc)
 
 func newLabUpCmd() *cobra.Command {
 	var file, routing, binDir string
-	var keep, k8s, ces, k8sKVStore bool
+	var keep, k8s, ces, k8sKVStore, kubelet bool
 	var agentTimeout, readyTimeout time.Duration
 	c := &cobra.Command{
 		Use:     "up -f TOPOLOGY",
@@ -75,6 +75,9 @@ func newLabUpCmd() *cobra.Command {
 		Short:   "Build the lab described by a topology file (replacing a lab of the same name)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kubelet {
+				return runRealNode(cmd, "up")
+			}
 			asJSON, err := jsonOutput()
 			if err != nil {
 				return err
@@ -112,6 +115,7 @@ func newLabUpCmd() *cobra.Command {
 	f.StringVar(&binDir, "bin-dir", "", "directory holding lumen-agent and lumen-cni (default: next to lumen)")
 	f.BoolVar(&keep, "keep", false, "keep a half-built lab when up fails, for debugging")
 	f.BoolVar(&k8s, "k8s", false, "run a real Kubernetes control plane (hack/build-k8s.sh) and the agents in Kubernetes mode; use `lumen lab kubectl`")
+	f.BoolVar(&kubelet, "kubelet", false, "real nodes instead of a topology: kubelet + containerd per node namespace, Lumen installed by its Helm chart (hack/realnode.sh); kubectl with `hack/realnode.sh kubectl`")
 	f.BoolVar(&ces, "ces", false, "with --k8s: CiliumEndpointSlice mode (lumen-operator batches endpoints)")
 	f.BoolVar(&k8sKVStore, "k8s-kvstore", false, "with --k8s: identities, endpoints and nodes in the lab's etcd (identity-allocation-mode=kvstore)")
 	f.DurationVar(&agentTimeout, "agent-timeout", 90*time.Second, "how long to wait for each agent to become healthy")
@@ -120,18 +124,24 @@ func newLabUpCmd() *cobra.Command {
 }
 
 func newLabDownCmd() *cobra.Command {
-	return &cobra.Command{
+	var kubelet bool
+	c := &cobra.Command{
 		Use:     "down",
 		PreRunE: labNeedsRoot,
 		Short:   "Stop the lab's processes and delete its namespaces and state (idempotent)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kubelet {
+				return runRealNode(cmd, "down")
+			}
 			if err := lab.Down(g.lab, labLogger()); err != nil {
 				return fmt.Errorf("lab %s: %w", g.lab, err)
 			}
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&kubelet, "kubelet", false, "the real-node lab (lab up --kubelet)")
+	return c
 }
 
 func newLabStatusCmd() *cobra.Command {

@@ -260,7 +260,7 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error
 			}
 			s.mu.Unlock()
 		}
-		return 0, s.apply(ctx, CiliumNodes, "", ciliumNodeFor(n), fieldManager)
+		return 0, s.applyNode(ctx, n)
 	case strings.HasPrefix(key, node.EndpointsPrefix):
 		var ep node.Endpoint
 		if err := json.Unmarshal(value, &ep); err != nil {
@@ -277,6 +277,85 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error
 		return 0, errors.New("resources come from the Kubernetes API in Kubernetes mode: change them with kubectl")
 	}
 	return 0, fmt.Errorf("no Kubernetes resource stands for %q", key)
+}
+
+// operatorFieldManager is lumen-operator's: it owns spec.ipam.podCIDRs
+// unless an agent sets them statically.
+const operatorFieldManager = "lumen-operator"
+
+// applyNode applies the agent's part of its CiliumNode. Without static pod
+// CIDRs it applies no spec.ipam at all: an empty "ipam: {}" from the agent
+// becomes "null" once server-side apply drops the podCIDRs it owned, and
+// the API server then refuses every apply ("spec.ipam: Invalid value:
+// \"null\""). Pod CIDRs this agent owned from an earlier static run are
+// handed to lumen-operator first, so they stay on the node (its pods use
+// them) instead of being deleted with the agent's ownership.
+func (s *Store) applyNode(ctx context.Context, n node.Node) error {
+	cn := ciliumNodeFor(n)
+	u, err := toUnstructured(cn)
+	if err != nil {
+		return err
+	}
+	if len(cn.Spec.IPAM.PodCIDRs) == 0 {
+		unstructured.RemoveNestedField(u.Object, "spec", "ipam")
+		if err := s.handOverPodCIDRs(ctx, n.Name); err != nil {
+			return err
+		}
+	}
+	return s.applyUnstructured(ctx, CiliumNodes, "", u, fieldManager)
+}
+
+// handOverPodCIDRs makes lumen-operator co-own the pod CIDRs of CiliumNode
+// name when this agent's field manager owns them (server-side apply's
+// ownership transfer: the new manager applies the same value, then the old
+// one stops applying it).
+func (s *Store) handOverPodCIDRs(ctx context.Context, name string) error {
+	cur, err := s.c.Dynamic.Resource(CiliumNodes).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading CiliumNode %s: %w", name, err)
+	}
+	cidrs, _, _ := unstructured.NestedStringSlice(cur.Object, "spec", "ipam", "podCIDRs")
+	if len(cidrs) == 0 || !ownsPodCIDRs(cur.GetManagedFields(), fieldManager) {
+		return nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": CiliumNodes.GroupVersion().String(), "kind": "CiliumNode",
+		"metadata": map[string]any{"name": name},
+		"spec":     map[string]any{"ipam": map[string]any{"podCIDRs": toAnySlice(cidrs)}},
+	}}
+	if err := s.applyUnstructured(ctx, CiliumNodes, "", u, operatorFieldManager); err != nil {
+		return err
+	}
+	s.log.Info("pod CIDRs were static: lumen-operator owns them now", "ciliumnode", name, "podCIDRs", cidrs)
+	return nil
+}
+
+// ownsPodCIDRs tells whether manager applied spec.ipam.podCIDRs.
+func ownsPodCIDRs(mf []metav1.ManagedFieldsEntry, manager string) bool {
+	for _, e := range mf {
+		if e.Manager != manager || e.Operation != metav1.ManagedFieldsOperationApply || e.FieldsV1 == nil {
+			continue
+		}
+		var f map[string]any
+		if json.Unmarshal(e.FieldsV1.Raw, &f) != nil {
+			continue
+		}
+		if _, ok, _ := unstructured.NestedFieldNoCopy(f, "f:spec", "f:ipam", "f:podCIDRs"); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func toAnySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, v := range ss {
+		out[i] = v
+	}
+	return out
 }
 
 func (s *Store) putEndpoint(ctx context.Context, ep node.Endpoint) error {
@@ -306,8 +385,12 @@ func (s *Store) apply(ctx context.Context, gvr schema.GroupVersionResource, ns s
 	if err != nil {
 		return err
 	}
+	return s.applyUnstructured(ctx, gvr, ns, u, manager)
+}
+
+func (s *Store) applyUnstructured(ctx context.Context, gvr schema.GroupVersionResource, ns string, u *unstructured.Unstructured, manager string) error {
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	_, err = s.c.Dynamic.Resource(gvr).Namespace(ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: manager, Force: true})
+	_, err := s.c.Dynamic.Resource(gvr).Namespace(ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: manager, Force: true})
 	if err != nil {
 		return fmt.Errorf("applying %s %s: %w", gvr.Resource, u.GetName(), err)
 	}

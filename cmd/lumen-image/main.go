@@ -1,0 +1,60 @@
+// Command lumen-image writes Lumen's container images as docker-save
+// tarballs, without a registry or a container engine (`make image` runs
+// it after building the static binaries):
+//
+//	lumen-image --bin-dir bin/static --out bin/images [--agnhost PATH --agnhost-version 2.xx]
+//
+// Load them with `ctr -n k8s.io images import bin/images/lumen.tar` or
+// `docker load -i bin/images/lumen.tar`.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/lumen-net/lumen/internal/image"
+)
+
+func main() {
+	bin := flag.String("bin-dir", "bin/static", "directory with static lumen-agent, lumen-cni, lumen-operator, lumen and pause")
+	out := flag.String("out", "bin/images", "directory for the image tarballs")
+	version := flag.String("version", "dev", "tag of the Lumen image")
+	agnhost := flag.String("agnhost", "", "agnhost binary (Kubernetes' e2e test image); empty: no agnhost.tar")
+	agnhostVersion := flag.String("agnhost-version", "2.66.1", "tag of the agnhost image (what e2e.test expects)")
+	flag.Parse()
+	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion); err != nil {
+		fmt.Fprintf(os.Stderr, "lumen-image: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin, out, version, agnhost, agnhostVersion string) error {
+	specs, err := image.LumenImages(bin, version, agnhost, agnhostVersion)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(specs))
+	for n := range specs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := filepath.Join(out, n)
+		if err := image.Write(p, specs[n]); err != nil {
+			return fmt.Errorf("%s: %w", n, err)
+		}
+		img, err := image.Build(specs[n])
+		if err != nil {
+			return err
+		}
+		d, _ := img.Digest()
+		fmt.Printf("%s\t%v\t%s\n", p, specs[n].Tags, d)
+	}
+	return nil
+}
