@@ -41,7 +41,7 @@ tools: tool-hubble tool-k8s tool-helm
 tool-hubble:
 	./hack/build-hubble.sh >/dev/null
 tool-k8s:
-	./hack/build-k8s.sh >/dev/null
+	./hack/build-k8s.sh --e2e >/dev/null
 tool-helm:
 	./hack/build-helm.sh >/dev/null
 
@@ -49,8 +49,8 @@ tool-helm:
 manifests:
 	./hack/render-manifests.sh
 
-# Installs what is missing, then runs every test (privileged ones need root).
-test: deps tools
+# Installs what is missing (tools, images), then runs every test (privileged ones need root).
+test: deps tools image
 	$(GO) build ./...
 	$(GO) test -count=1 -timeout 40m ./...
 
