@@ -133,9 +133,11 @@ static __always_inline int frag_later(struct pkt *p, struct frag_key *k, __u32 o
 	return PARSE_OK;
 }
 
-static __always_inline void frag_key_fill(struct frag_key *k, const struct pkt *p, __u8 proto, __u32 id)
+static __always_inline void frag_key_fill(struct __sk_buff *skb, struct frag_key *k, const struct pkt *p, __u8 proto,
+					  __u32 id)
 {
 	__builtin_memset(k, 0, sizeof(*k));
+	k->ifindex = skb->ifindex;
 	k->family = p->family;
 	k->proto = proto;
 	k->id = id;
@@ -195,7 +197,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8
 			if (p->frag)
 				return DROP_FRAG_NOSUPPORT; /* a fragment inside a fragment */
 			p->frag = PKT_FRAG;
-			frag_key_fill(&fk, p, h[0], id);
+			frag_key_fill(skb, &fk, p, h[0], id);
 			frag_start = off;
 			if (fo & 0xfff8)
 				return frag_later(p, &fk, fo & 0xfff8);
@@ -243,6 +245,22 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return DROP_INVALID;
 	p->l3_off = sizeof(*eth);
 
+	/* A VLAN tag still in the frame: the kernel pops one tag into
+	 * skb->vlan_tci before TCX, so this is a second, stacked one. A
+	 * priority tag (VID 0) on a device's own traffic is stripped by the
+	 * stack, which then takes the inner packet as the device's own: let
+	 * through as "not IP", it would skip every check here. A tag with a
+	 * VLAN id is a VLAN device's (or dropped as for another host). */
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD)) {
+		__be16 *tci = (void *)(eth + 1);
+
+		if ((void *)(tci + 2) > data_end)
+			return DROP_INVALID;
+		if (!(bpf_ntohs(*tci) & 0xfff) && !(skb->vlan_present && (skb->vlan_tci & 0xfff)))
+			return DROP_UNSUPPORTED_L3;
+		return PARSE_PASS;
+	}
+
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		struct frag_key fk;
@@ -263,7 +281,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		fo = bpf_ntohs(ip->frag_off);
 		if (!(fo & 0x3fff)) /* neither an offset nor more fragments */
 			return parse_l4(skb, p, p->l3_off + ip->ihl * 4);
-		frag_key_fill(&fk, p, ip->protocol, ip->id);
+		frag_key_fill(skb, &fk, p, ip->protocol, ip->id);
 		if (fo & 0x1fff)
 			return frag_later(p, &fk, (__u32)(fo & 0x1fff) * 8);
 		p->frag = PKT_FRAG;
