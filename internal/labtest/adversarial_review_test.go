@@ -1,0 +1,156 @@
+package labtest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/lab"
+)
+
+// The second adversarial review (issue 11), in a lab: the kernel's side of
+// what the golden tests in internal/datapath/adversarial_review_test.go
+// check on the programs alone.
+
+const reviewTopology = `
+nodes:
+  - {name: n1}
+pods:
+  - {name: a, namespace: x, labels: {app: a}, node: n1, ports: ["80/tcp"]}
+  - {name: b, namespace: x, labels: {app: b}, node: n1, ports: ["80/tcp"]}
+  - {name: c, namespace: x, labels: {app: c}, node: n1, ports: ["80/tcp"]}
+`
+
+// a accepts c only; b is the attacker.
+const reviewPolicy = `
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-trusts-c, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {app: c}
+`
+
+// sendRawFromPod sends an Ethernet frame as is out of the pod's interface
+// (a packet socket: what a pod with CAP_NET_RAW can do).
+func sendRawFromPod(t *testing.T, nsName string, frame []byte) {
+	t.Helper()
+	err := lab.InNamedNS(nsName, func() error {
+		ifi, err := net.InterfaceByName(lab.PodInterface)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		proto := binary.BigEndian.Uint16(frame[12:])
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: htons(proto)})
+	})
+	if err != nil {
+		t.Fatalf("sending a raw frame from %s: %v", nsName, err)
+	}
+}
+
+// podGateway returns the pod's interface MAC and its IPv4 gateway's (the
+// permanent neighbour entry the CNI plugin writes).
+func podGateway(t *testing.T, nsName string) (own, gw net.HardwareAddr) {
+	t.Helper()
+	err := lab.InNamedNS(nsName, func() error {
+		l, err := netlink.LinkByName(lab.PodInterface)
+		if err != nil {
+			return err
+		}
+		own = l.Attrs().HardwareAddr
+		ns, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, n := range ns {
+			if len(n.HardwareAddr) == 6 {
+				gw = n.HardwareAddr
+				return nil
+			}
+		}
+		return fmt.Errorf("no IPv4 neighbour on %s", lab.PodInterface)
+	})
+	if err != nil {
+		t.Fatalf("pod %s: %v", nsName, err)
+	}
+	return own, gw
+}
+
+// A pod sends an IPv4 datagram with another pod's source address behind
+// two VLAN priority tags (802.1ad VID 0, 802.1Q VID 0). The host-side veth
+// pops the outer tag before TCX; from_container then saw a frame of
+// ethertype 802.1Q and let it through as "not IP"; the stack stripped the
+// inner priority tag and routed the inner packet to pod a, whose ingress
+// took it as coming from the forged source (c, trusted). Now dropped as
+// an unsupported L3 protocol at from_container.
+func TestReviewStackedVLANLab(t *testing.T) {
+	name := newLab(t)
+	st := up(t, name, writeTopology(t, reviewTopology))
+	a, b, c := podByName(t, st, "a"), podByName(t, st, "b"), podByName(t, st, "c")
+	aIP4, cIP4 := netip.MustParseAddr(a.IPv4), netip.MustParseAddr(c.IPv4)
+	lumenStdin(t, name, reviewPolicy, "apply", "-f", "-")
+	waitProbe(t, name, "x/c", "x/a:80/tcp", true)
+	waitProbe(t, name, "x/b", "x/a:80/tcp", false)
+
+	sink := listenUDPInNS(t, a.NetNS, 9999)
+	waitUntil(t, "c's datagram to a:9999", func() bool {
+		sendUDPFromNS(t, c.NetNS, netip.AddrPortFrom(aIP4, 9999), []byte("legit c"))
+		time.Sleep(100 * time.Millisecond)
+		return sink.got("legit c")
+	})
+
+	own, gw := podGateway(t, b.NetNS)
+	frame := func(payload string, tags ...uint16) []byte {
+		f := datapath.Packet{SrcMAC: own, DstMAC: gw, Src: cIP4, Dst: aIP4, Proto: 17, SrcPort: 5353, DstPort: 9999,
+			TTL: 64, Payload: []byte(payload)}.Bytes()
+		for _, tpid := range tags {
+			f = append(append(append([]byte(nil), f[:12]...), byte(tpid>>8), byte(tpid), 0, 0), f[12:]...)
+		}
+		return f
+	}
+	for _, tc := range []struct {
+		name   string
+		tags   []uint16
+		reason string
+	}{
+		// The same forgery untagged: the source check (control).
+		{"untagged", nil, "Invalid source ip"},
+		// One tag: popped before TCX, the packet is checked as IPv4.
+		{"one-tag", []uint16{0x8100}, "Invalid source ip"},
+		{"two-tags", []uint16{0x8100, 0x88a8}, "Unsupported L3 protocol"},
+		{"two-802.1q-tags", []uint16{0x8100, 0x8100}, "Unsupported L3 protocol"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := dropCount(t, name, "n1", tc.reason)
+			deadline := time.Now().Add(30 * time.Second)
+			for i := 0; ; i++ {
+				payload := fmt.Sprintf("forged %s %d", tc.name, i)
+				sendRawFromPod(t, b.NetNS, frame(payload, tc.tags...))
+				time.Sleep(150 * time.Millisecond)
+				if sink.got(payload) {
+					t.Fatalf("the forged datagram (source c, from b, tags %#x) reached a", tc.tags)
+				}
+				if dropCount(t, name, "n1", tc.reason) > base {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("neither delivered nor counted as %q", tc.reason)
+				}
+			}
+		})
+	}
+}
