@@ -164,7 +164,10 @@ int to_container(struct __sk_buff *skb)
 	ep = lookup_endpoint(&p.dst);
 	if (!ep)
 		return TC_ACT_OK; /* not addressed to the pod: the pod decides */
-	if (skb->mark == MARK_HAIRPIN) {
+	/* A hairpin came in on this very veth (from_container delivered the
+	 * pod's service traffic back to it). The mark alone is not proof: the
+	 * node's processes and netfilter can set any mark. */
+	if (skb->mark == MARK_HAIRPIN && skb->ingress_ifindex == skb->ifindex) {
 		skb->mark = 0;
 		trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, ep->identity, ep->identity);
 		return TC_ACT_OK;

@@ -141,3 +141,40 @@ func TestReviewIPv4Options(t *testing.T) {
 	}})
 	f.runCases(t, cases)
 }
+
+const markHairpin = 0x4c480000
+
+// to_container skips policy for MARK_HAIRPIN, which from_container sets
+// on a pod's own service traffic sent back to it through its own veth. A
+// pod's mark (SO_MARK) is scrubbed when the packet leaves its namespace,
+// but the node's processes (a host-network pod with CAP_NET_ADMIN) and
+// netfilter rules of other software can set any mark: the mark alone
+// must not open a pod. Only a packet that came in on the same veth it
+// leaves by is a hairpin.
+func TestReviewHairpinMarkForged(t *testing.T) {
+	f := newFixture(t)
+	f.issuePolicy()
+	// Pod B's ingress denies TCP/81 from everyone, the host included.
+	for i, c := range []struct {
+		name    string
+		ingress string // "" the node itself
+		verdict uint32
+	}{
+		{"from-the-node", "", tcActShot},
+		{"from-pod-a", "lxca", tcActShot},
+		{"from-the-network", "eth0", tcActShot},
+		{"hairpin", "lxcb", tcActOK},
+	} {
+		ingress := 0
+		if c.ingress != "" {
+			ingress = f.ifindex(c.ingress)
+		}
+		src := podA4
+		if c.ingress == "lxcb" {
+			src = podB4
+		}
+		if res := f.runWith(HookToContainer, "lxcb", ingress, markHairpin, tcpPort(src, podB4, uint16(52000+i), 81, 0x02)); res.Verdict != c.verdict {
+			t.Errorf("%s: MARK_HAIRPIN to a denied port: verdict %d, want %d", c.name, res.Verdict, c.verdict)
+		}
+	}
+}
