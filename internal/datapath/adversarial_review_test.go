@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 const reasonUnsupportedL3 = 139
@@ -175,6 +178,95 @@ func TestReviewHairpinMarkForged(t *testing.T) {
 		}
 		if res := f.runWith(HookToContainer, "lxcb", ingress, markHairpin, tcpPort(src, podB4, uint16(52000+i), 81, 0x02)); res.Verdict != c.verdict {
 			t.Errorf("%s: MARK_HAIRPIN to a denied port: verdict %d, want %d", c.name, res.Verdict, c.verdict)
+		}
+	}
+}
+
+// linkLocal6 returns dev's IPv6 link-local address in the fixture's
+// namespace (the kernel gives every veth one).
+func (f *fixture) linkLocal6(dev string) netip.Addr {
+	f.t.Helper()
+	h, err := netlink.NewHandleAt(f.ns)
+	must(f.t, err)
+	defer h.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		addrs, err := h.AddrList(f.devs[dev], netlink.FAMILY_V6)
+		must(f.t, err)
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+				return ip
+			}
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("%s has no IPv6 link-local address", dev)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Link-scoped IPv6 went to the stack untouched, whatever it carried: a pod
+// (or a machine on the node's link) reached any TCP or UDP service of the
+// node through its link-local address, or a link-local source, or an
+// all-nodes multicast, around the host firewall and the pod's egress
+// policy. Only the link's own protocol (ICMPv6: neighbour discovery,
+// router discovery, MLD) passes untouched now; everything else is policy's.
+// IPv4 broadcast and multicast from a pod have no receiver on the veth but
+// the node: the host firewall's too.
+func TestReviewLinkScopedBypass(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	f.overlayCluster()
+	f.enableForwarding(testExtraLocal)
+	pm, err := f.dp.Policy()
+	must(t, err)
+	// The host accepts pod A on TCP/UDP 9998 only.
+	must(t, pm.Sync(HostEndpointID, []PolicyEntry{
+		{Identity: 1001, Proto: 6, Port: 9998, PortBits: 16},
+		{Identity: 1001, Proto: 17, Port: 9998, PortBits: 16},
+	}))
+	must(t, f.dp.SetHostFlags(EndpointIngressEnforced))
+	podLL := netip.MustParseAddr("fe80::a:1")
+	hostLL, netLL := f.linkLocal6("lxca"), f.linkLocal6("eth0")
+	neighbour := netip.MustParseAddr("fe80::99")
+	node6 := netip.MustParseAddr("fd00:10:99::1")
+	allNodes, bcast, mcast4 := netip.MustParseAddr("ff02::1"), netip.MustParseAddr("255.255.255.255"), netip.MustParseAddr("224.0.0.251")
+	tcp := func(src, dst netip.Addr, sport, dport uint16) []byte { return tcpPort(src, dst, sport, dport, 0x02) }
+	udp := func(src, dst netip.Addr, sport, dport uint16) []byte { return udpFrame(src, dst, sport, dport, 32) }
+	icmp6 := func(src, dst netip.Addr, typ uint8) []byte {
+		b := Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: src, Dst: dst, Proto: 58, TTL: 255, Payload: make([]byte, 24)}.Bytes()
+		b[54] = typ
+		return b
+	}
+	notPassed := func(c string, h Hook, dev string, frame []byte) {
+		t.Helper()
+		if got := f.send(h, dev, frame); got.Verdict != tcActShot {
+			t.Errorf("%s: verdict %d, want drop", c, got.Verdict)
+		}
+	}
+	notPassed("pod LL to the node's LL, TCP/22", HookFromContainer, "lxca", tcp(podLL, hostLL, 40000, 22))
+	notPassed("pod LL to the node's global address, TCP/22", HookFromContainer, "lxca", tcp(podLL, node6, 40001, 22))
+	notPassed("pod LL to all nodes, UDP/9999", HookFromContainer, "lxca", udp(podLL, allNodes, 40002, 9999))
+	notPassed("pod to all nodes from its own address, UDP/9999", HookFromContainer, "lxca", udp(podA6, allNodes, 40003, 9999))
+	notPassed("pod to the IPv4 broadcast, UDP/9999", HookFromContainer, "lxca", udp(podA4, bcast, 40004, 9999))
+	notPassed("pod to an IPv4 multicast group, UDP/9999", HookFromContainer, "lxca", udp(podA4, mcast4, 40005, 9999))
+	notPassed("a neighbour to the node's LL, TCP/22", HookFromNetdev, "eth0", tcp(neighbour, netLL, 40006, 22))
+	notPassed("a neighbour's LL to the node's global address, TCP/22", HookFromNetdev, "eth0", tcp(neighbour, node6, 40007, 22))
+
+	// What the host firewall allows still passes; the link's own ICMPv6
+	// is untouched.
+	if got := f.send(HookFromContainer, "lxca", udp(podA4, bcast, 40008, 9998)); got.Verdict == tcActShot {
+		t.Errorf("pod to the IPv4 broadcast, UDP/9998 (allowed): dropped, reason %d", got.reason)
+	}
+	if got := f.send(HookFromNetdev, "eth0", tcp(neighbour, netLL, 40009, 9998)); got.Verdict == tcActShot && got.reason != reasonPolicy {
+		t.Errorf("a neighbour to the node's LL: reason %d, want policy (world is not allowed)", got.reason)
+	}
+	for _, typ := range []uint8{133, 134, 135, 136, 143} {
+		if got := f.send(HookFromContainer, "lxca", icmp6(podLL, allNodes, typ)); got.Verdict != tcActOK {
+			t.Errorf("ICMPv6 type %d from the pod's LL: verdict %d (reason %d), want pass", typ, got.Verdict, got.reason)
+		}
+		if got := f.send(HookFromNetdev, "eth0", icmp6(neighbour, netLL, typ)); got.Verdict != tcActOK {
+			t.Errorf("ICMPv6 type %d from a neighbour: verdict %d (reason %d), want pass", typ, got.Verdict, got.reason)
 		}
 	}
 }
