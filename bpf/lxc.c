@@ -95,6 +95,10 @@ int from_container(struct __sk_buff *skb)
 		/* Every address of the node is the host, announced or not. */
 		if (dst_id == ID_WORLD && !tunnel_of(remote) && is_local_addr(skb, &p.dst))
 			dst_id = ID_HOST;
+		/* Multicast and broadcast from a pod: nothing on its veth but
+		 * the node receives them (its sockets bound to any address). */
+		if (ip_link_wide(&p.dst))
+			dst_id = ID_HOST;
 		/* A pod never speaks the overlay: encapsulated packets from it
 		 * would carry whatever identity it wrote in the header. */
 		if (p.proto == IPPROTO_UDP && p.dport == TUNNEL_PORT && (dst_id == ID_HOST || is_node_addr(remote))) {

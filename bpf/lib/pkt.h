@@ -311,13 +311,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return PARSE_PASS;
 }
 
-/* IPv6 traffic that belongs to the link (neighbour discovery, MLD, DAD)
- * goes to the stack untouched. */
+/* IPv6 traffic that belongs to the link (neighbour and router discovery,
+ * redirects, MLD, DAD: ICMPv6 130-143) goes to the stack untouched. Any
+ * other protocol to or from a link-scoped address is policy's like the
+ * rest: untouched, TCP or UDP to the node's link-local address, or from a
+ * link-local source, or to all nodes (ff02::1) reached every service of
+ * the node around the host firewall. */
 static __always_inline int ipv6_link_scoped(const struct pkt *p)
 {
 	const __u8 *s = p->src.addr, *d = p->dst.addr;
 
-	if (p->family != AF_INET6)
+	if (p->family != AF_INET6 || p->proto != 58 || p->icmp_type < 130 || p->icmp_type > 143)
 		return 0;
 	if (d[0] == 0xff || s[0] == 0xff)
 		return 1;
@@ -328,4 +332,11 @@ static __always_inline int ipv6_link_scoped(const struct pkt *p)
 		if (s[i])
 			return 0;
 	return 1;
+}
+
+/* ip_link_wide: a multicast or broadcast destination (IPv4 224/3 with the
+ * limited broadcast, IPv6 ff00::/8). */
+static __always_inline int ip_link_wide(const struct ip_key *ip)
+{
+	return ip->family == AF_INET ? ip->addr[0] >= 224 : ip->addr[0] == 0xff;
 }
