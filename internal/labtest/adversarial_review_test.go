@@ -154,3 +154,70 @@ func TestReviewStackedVLANLab(t *testing.T) {
 		})
 	}
 }
+
+// hostSideLinkLocal returns the IPv6 link-local address of the node's end
+// of the pod's veth (the device whose MAC is the pod's gateway's).
+func hostSideLinkLocal(t *testing.T, labName, node string, gw net.HardwareAddr) netip.Addr {
+	t.Helper()
+	var ll netip.Addr
+	waitUntil(t, "the host-side veth's link-local address", func() bool {
+		_ = lab.InNamedNS(lab.NodeNS(labName, node), func() error {
+			links, err := netlink.LinkList()
+			if err != nil {
+				return err
+			}
+			for _, l := range links {
+				if l.Attrs().HardwareAddr.String() != gw.String() {
+					continue
+				}
+				addrs, _ := netlink.AddrList(l, netlink.FAMILY_V6)
+				for _, a := range addrs {
+					if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+						ll = ip
+					}
+				}
+			}
+			return nil
+		})
+		return ll.IsValid()
+	})
+	return ll
+}
+
+// A pod reached any TCP service of its node through the node's link-local
+// address: link-scoped IPv6 went to the stack untouched, around the host
+// firewall that denies the pod the same port on the node's address.
+func TestReviewLinkLocalHostFirewall(t *testing.T) {
+	name := newLab(t)
+	st := up(t, name, writeTopology(t, `
+nodes:
+  - {name: n1, zone: a, labels: {role: worker}}
+pods:
+  - {name: b, namespace: x, labels: {app: b}, node: n1, ports: ["80/tcp"]}
+`))
+	b := podByName(t, st, "b")
+	serveOnNode(t, name, "n1", "8081")
+	waitProbe(t, name, "x/b", "10.99.0.1:8081/tcp", true)
+	lumenStdin(t, name, hostFWPolicy, "apply", "-f", "-")
+	waitProbe(t, name, "x/b", "10.99.0.1:8081/tcp", false)
+
+	_, gw := podGateway(t, b.NetNS)
+	ll := hostSideLinkLocal(t, name, "n1", gw)
+	target := netip.AddrPortFrom(ll.WithZone(lab.PodInterface), 8081)
+	base := dropCount(t, name, "n1", "Invalid source ip")
+	for i := 0; i < 3; i++ {
+		err := lab.InNamedNS(b.NetNS, func() error {
+			c, err := net.DialTimeout("tcp", target.String(), 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Fatalf("pod b connected to its node's %s around the host firewall", target)
+		}
+	}
+	waitUntil(t, "the link-local SYN counted as an invalid source", func() bool {
+		return dropCount(t, name, "n1", "Invalid source ip") > base
+	})
+}
