@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +97,8 @@ func podGateway(t *testing.T, nsName string) (own, gw net.HardwareAddr) {
 // ethertype 802.1Q and let it through as "not IP"; the stack stripped the
 // inner priority tag and routed the inner packet to pod a, whose ingress
 // took it as coming from the forged source (c, trusted). Now dropped as
-// an unsupported L3 protocol at from_container.
+// an unsupported L3 protocol at from_container. Then the same attacker
+// tries the datapath's marks on its socket (holds).
 func TestReviewStackedVLANLab(t *testing.T) {
 	name := newLab(t)
 	st := up(t, name, writeTopology(t, reviewTopology))
@@ -152,6 +154,38 @@ func TestReviewStackedVLANLab(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// The marks the programs hand state over in, set by pod b on its
+	// socket (SO_MARK; root in its namespace): the kernel clears a mark
+	// when the packet leaves the pod's namespace, so none of them opens a.
+	cID := endpointIdentity(t, name, "n1", "c")
+	for _, m := range []struct {
+		name string
+		mark uint32
+	}{
+		{"hairpin", 0x4c480000}, {"revnat", 0x4c4e0001}, {"dsr", 0x4c440000}, {"identity-of-c", 0xa4000000 | cID},
+	} {
+		d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(m.mark)) }); err != nil {
+				return err
+			}
+			if serr != nil {
+				t.Fatalf("SO_MARK %#x in pod b: %v", m.mark, serr)
+			}
+			return nil
+		}}
+		err := lab.InNamedNS(b.NetNS, func() error {
+			c, err := d.Dial("tcp", netip.AddrPortFrom(aIP4, 80).String())
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			t.Errorf("pod b with mark %s (%#x) connected to a:80, which only trusts c", m.name, m.mark)
+		}
 	}
 }
 
