@@ -141,6 +141,8 @@ int from_netdev(struct __sk_buff *skb)
 
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
+		if (plain_tunnel_src(&p))
+			return drop(skb, &p, DROP_INVALID_SIP, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 		/* Another node's DSR flow: remember its frontend for the
 		 * replies; to_container marks the connection as such. */
 		ret = dsr_record(skb, &p);

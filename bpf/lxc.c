@@ -191,6 +191,10 @@ int to_container(struct __sk_buff *skb)
 			return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, ep->identity);
 	} else {
 		src_id = identity_of(&p.src);
+		/* Another node's pod, not through the overlay, nor a service
+		 * from_netdev translated (a NodePort client may be one). */
+		if ((skb->mark & MARK_REVNAT_MASK) != MARK_REVNAT && plain_tunnel_src(&p))
+			return drop(skb, &p, DROP_INVALID_SIP, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 	}
 	/* A service id handed over by from_netdev (NodePort to a local pod). */
 	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {

@@ -270,3 +270,65 @@ func TestReviewLinkScopedBypass(t *testing.T) {
 		}
 	}
 }
+
+// In tunnel mode another node's pods reach this node only through the
+// overlay, where from_overlay checks the sender. The same source sent
+// plain to the node's device (a machine on the underlay that routes the
+// pod CIDR to the node) got the remote pod's identity from the ipcache at
+// to_container: a pod trusting it was open to anyone on the underlay. A
+// node's own addresses still come plain.
+func TestReviewPlainTunnelSource(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	f.overlayCluster()
+	// Pod A accepts the peer node's pod (and the nodes) on TCP/80.
+	must(t, f.dp.UpsertEndpoint(podA4, EndpointInfo{IfIndex: uint32(f.ifindex("lxca")), ID: 11, Flags: EndpointIngressEnforced, Identity: 1001, MAC: podAMAC, HostMAC: hostAMAC}))
+	pm, err := f.dp.Policy()
+	must(t, err)
+	must(t, pm.Sync(11, []PolicyEntry{{Identity: testPeerPodIdentity, Proto: 6, Port: 80, PortBits: 16}, {Identity: 6, Proto: 6, Port: 80, PortBits: 16}}))
+	// The overlay device is lxcb here: eth0 is the underlay.
+	must(t, f.dp.SetConfig(RuntimeConfig{VXLANIfIndex: uint32(f.ifindex("lxcb"))}))
+	syn := func(src netip.Addr, sport uint16) []byte {
+		return Packet{SrcMAC: hostAMAC, DstMAC: podAMAC, Src: src, Dst: podA4, Proto: 6, SrcPort: sport, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes()
+	}
+	peerPod, cidrMember, peerNode := netip.MustParseAddr(testPeerPod), netip.MustParseAddr(testThirdPodCIDRMember), netip.MustParseAddr(testPeerNode)
+	for _, c := range []struct {
+		name string
+		src  netip.Addr
+	}{{"remote-pod", peerPod}, {"remote-pod-cidr", cidrMember}} {
+		if got := f.send(HookFromNetdev, "eth0", syn(c.src, 42000)); got.Verdict != tcActShot || got.reason != reasonInvalidSIP {
+			t.Errorf("%s plain on the underlay, from_netdev: verdict %d reason %d, want drop 132", c.name, got.Verdict, got.reason)
+		}
+		if res := f.runWith(HookToContainer, "lxca", f.ifindex("eth0"), 0, syn(c.src, 42001)); res.Verdict != tcActShot {
+			t.Errorf("%s plain on the underlay, to_container: verdict %d, want drop", c.name, res.Verdict)
+		}
+	}
+	if got := f.send(HookFromNetdev, "eth0", syn(peerNode, 42002)); got.Verdict == tcActShot {
+		t.Errorf("the peer node's own address, plain: dropped, reason %d", got.reason)
+	}
+	if res := f.runWith(HookToContainer, "lxca", f.ifindex("eth0"), 0, syn(peerNode, 42003)); res.Verdict != tcActOK {
+		t.Errorf("the peer node's own address, plain, to_container: verdict %d, want pass", res.Verdict)
+	}
+	// Through the overlay, with from_overlay's identity: as before.
+	if res := f.runWith(HookToContainer, "lxca", f.ifindex("lxcb"), markIdentity|testPeerPodIdentity, syn(peerPod, 42004)); res.Verdict != tcActOK {
+		t.Errorf("the remote pod through the overlay: verdict %d, want pass", res.Verdict)
+	}
+}
+
+// A NodePort client may be another node's pod (routed plain to the node's
+// address, translated by from_netdev): to_container keeps its identity.
+func TestReviewPlainTunnelSourceNodePort(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	f.overlayCluster()
+	must(t, f.dp.UpsertEndpoint(podA4, EndpointInfo{IfIndex: uint32(f.ifindex("lxca")), ID: 11, Flags: EndpointIngressEnforced, Identity: 1001, MAC: podAMAC, HostMAC: hostAMAC}))
+	pm, err := f.dp.Policy()
+	must(t, err)
+	must(t, pm.Sync(11, []PolicyEntry{{Identity: testPeerPodIdentity, Proto: 6, Port: 80, PortBits: 16}}))
+	must(t, f.dp.SetConfig(RuntimeConfig{VXLANIfIndex: uint32(f.ifindex("lxcb"))}))
+	syn := Packet{SrcMAC: hostAMAC, DstMAC: podAMAC, Src: netip.MustParseAddr(testPeerPod), Dst: podA4, Proto: 6, SrcPort: 42100, DstPort: 80, TTL: 64, TCPFlags: 0x02}.Bytes()
+	const markRevNat = 0x4c4e0000
+	if res := f.runWith(HookToContainer, "lxca", f.ifindex("eth0"), markRevNat|9, syn); res.Verdict != tcActOK {
+		t.Errorf("a remote pod through NodePort: verdict %d, want pass", res.Verdict)
+	}
+}
