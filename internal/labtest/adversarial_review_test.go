@@ -255,3 +255,57 @@ pods:
 		return dropCount(t, name, "n1", "Invalid source ip") > base
 	})
 }
+
+// sendRawIPFromNS sends an IPv4 packet as is (IP_HDRINCL: any source).
+func sendRawIPFromNS(t *testing.T, nsName string, pkt []byte) {
+	t.Helper()
+	err := lab.InNamedNS(nsName, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte(pkt[16:20])})
+	})
+	if err != nil {
+		t.Fatalf("sending a raw IPv4 packet from %s: %v", nsName, err)
+	}
+}
+
+// In tunnel mode a machine on the underlay (routes to the pod CIDRs
+// through their nodes, as addWorld gives it) sends a plain UDP datagram
+// to pod a with the source of pod d (n3), whom a trusts: the ipcache gave
+// it d's identity. Only the overlay carries another node's pods.
+func TestReviewPlainTunnelSourceLab(t *testing.T) {
+	name := newLab(t)
+	st := up(t, name, writeTopology(t, overlayAttackTopology), "--routing", "vxlan")
+	a, d := podByName(t, st, "a"), podByName(t, st, "d")
+	aIP4, dIP4 := netip.MustParseAddr(a.IPv4), netip.MustParseAddr(d.IPv4)
+	lumenStdin(t, name, overlayAttackPolicy, "apply", "-f", "-")
+	waitProbe(t, name, "x/d", "x/a:80/tcp", true)
+	sink := listenUDPInNS(t, a.NetNS, 9999)
+	waitUntil(t, "d's datagram to a:9999", func() bool {
+		sendUDPFromNS(t, d.NetNS, netip.AddrPortFrom(aIP4, 9999), []byte("legit d"))
+		time.Sleep(100 * time.Millisecond)
+		return sink.got("legit d")
+	})
+	world := addWorld(t, name, "pl", 201, 3)
+	base := dropCount(t, name, "n1", "Invalid source ip")
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		payload := fmt.Sprintf("plain forged %d", i)
+		frame := datapath.Packet{SrcMAC: make(net.HardwareAddr, 6), DstMAC: make(net.HardwareAddr, 6), Src: dIP4, Dst: aIP4,
+			Proto: 17, SrcPort: 5353, DstPort: 9999, TTL: 64, Payload: []byte(payload)}.Bytes()
+		sendRawIPFromNS(t, world.netns, frame[14:])
+		time.Sleep(150 * time.Millisecond)
+		if sink.got(payload) {
+			t.Fatalf("a datagram from the underlay with d's source (%s), not through the overlay, reached a", dIP4)
+		}
+		if dropCount(t, name, "n1", "Invalid source ip") > base {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("neither delivered nor counted as an invalid source on n1")
+		}
+	}
+}
