@@ -78,6 +78,8 @@ int from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	src_id = identity_of(&p.src);
+	if (ip_loopback(&p.dst))
+		return drop(skb, &p, DROP_INVALID, DIR_INGRESS, 0, src_id, 0);
 
 	/* A backend on another node answering a client this node translated. */
 	ret = snat_reverse(skb, &p);

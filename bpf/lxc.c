@@ -48,6 +48,11 @@ int from_container(struct __sk_buff *skb)
 		return drop(skb, &p, DROP_INVALID_SIP, DIR_EGRESS, 0, ID_UNMANAGED, 0);
 	src_id = src->identity;
 	ep_id = src->ep_id;
+	if (ip_loopback(&p.dst)) {
+		dst_id = 0;
+		reason = DROP_INVALID;
+		goto drop_egress;
+	}
 
 	/* Services the socket layer did not translate (pods with
 	 * --bpf-lb-sock-hostns-only, raw packets): per-packet DNAT. */

@@ -340,3 +340,16 @@ static __always_inline int ip_link_wide(const struct ip_key *ip)
 {
 	return ip->family == AF_INET ? ip->addr[0] >= 224 : ip->addr[0] == 0xff;
 }
+
+/* ip_loopback: 127/8 or ::1. Nothing from outside the node may reach them:
+ * with route_localnet=1 (kube-proxy sets it, CVE-2020-8558) the stack would
+ * deliver such a packet to services bound to the node's loopback. */
+static __always_inline int ip_loopback(const struct ip_key *ip)
+{
+	if (ip->family == AF_INET)
+		return ip->addr[0] == 127;
+	for (int i = 0; i < 15; i++)
+		if (ip->addr[i])
+			return 0;
+	return ip->addr[15] == 1;
+}

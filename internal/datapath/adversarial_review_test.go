@@ -332,3 +332,24 @@ func TestReviewPlainTunnelSourceNodePort(t *testing.T) {
 		t.Errorf("a remote pod through NodePort: verdict %d, want pass", res.Verdict)
 	}
 }
+
+// A packet to a loopback address from a pod or from the network: with
+// route_localnet=1 on the node (kube-proxy sets it; CVE-2020-8558) the
+// stack delivers it to services bound to 127.0.0.1 only, which nothing
+// outside the node may reach. Lumen drops it whatever the sysctl says.
+func TestReviewLoopbackDestination(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	lo4, lo4b, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.1.2.3"), netip.MustParseAddr("::1")
+	world := netip.MustParseAddr("192.0.2.1")
+	f.runCases(t, []advCase{
+		{name: "from-container", hook: HookFromContainer, dev: "lxca", steps: []advStep{
+			dropped(tcpPort(podA4, lo4, 43000, 10248, 0x02), reasonInvalid),
+			dropped(tcpPort(podA4, lo4b, 43001, 10248, 0x02), reasonInvalid),
+			dropped(tcpPort(podA6, lo6, 43002, 10248, 0x02), reasonInvalid),
+		}},
+		{name: "from-netdev", hook: HookFromNetdev, dev: "eth0", steps: []advStep{
+			dropped(tcpPort(world, lo4, 43003, 10248, 0x02), reasonInvalid),
+		}},
+	})
+}
