@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -306,6 +307,59 @@ func TestReviewPlainTunnelSourceLab(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("neither delivered nor counted as an invalid source on n1")
+		}
+	}
+}
+
+// With route_localnet=1 on the node (kube-proxy sets it), a pod's raw
+// frame to 127.0.0.1 through its gateway reached a UDP service bound to
+// the node's loopback only (CVE-2020-8558). Dropped by from_container.
+func TestReviewLoopbackFromPodLab(t *testing.T) {
+	name := newLab(t)
+	st := up(t, name, writeTopology(t, reviewTopology))
+	b := podByName(t, st, "b")
+	node := lab.NodeNS(name, "n1")
+	var conn net.PacketConn
+	err := lab.InNamedNS(node, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {
+			return err
+		}
+		var err error
+		conn, err = net.ListenPacket("udp4", "127.0.0.1:18081")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("node n1: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	own, gw := podGateway(t, b.NetNS)
+	base := dropCount(t, name, "n1", "Invalid packet")
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		payload := fmt.Sprintf("to loopback %d", i)
+		sendRawFromPod(t, b.NetNS, datapath.Packet{SrcMAC: own, DstMAC: gw, Src: netip.MustParseAddr(b.IPv4),
+			Dst: netip.MustParseAddr("127.0.0.1"), Proto: 17, SrcPort: 5353, DstPort: 18081, TTL: 64, Payload: []byte(payload)}.Bytes())
+		select {
+		case p := <-got:
+			t.Fatalf("pod b reached the node's 127.0.0.1:18081 (%q)", p)
+		case <-time.After(150 * time.Millisecond):
+		}
+		if dropCount(t, name, "n1", "Invalid packet") > base {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("neither delivered nor counted as an invalid packet on n1")
 		}
 	}
 }
