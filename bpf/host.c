@@ -78,6 +78,8 @@ int from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	src_id = identity_of(&p.src);
+	if (ip_loopback(&p.dst))
+		return drop(skb, &p, DROP_INVALID, DIR_INGRESS, 0, src_id, 0);
 
 	/* A backend on another node answering a client this node translated. */
 	ret = snat_reverse(skb, &p);
@@ -141,6 +143,8 @@ int from_netdev(struct __sk_buff *skb)
 
 	dst = lookup_endpoint(&p.dst);
 	if (dst) {
+		if (plain_tunnel_src(&p))
+			return drop(skb, &p, DROP_INVALID_SIP, DIR_INGRESS, dst->ep_id, src_id, dst->identity);
 		/* Another node's DSR flow: remember its frontend for the
 		 * replies; to_container marks the connection as such. */
 		ret = dsr_record(skb, &p);
@@ -164,6 +168,14 @@ int from_netdev(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* node_src: a packet leaving by a device from the node itself: its
+ * addresses, and a link-local source (the kernel never forwards one). */
+static __always_inline int node_src(struct pkt *p)
+{
+	return identity_of(&p->src) == ID_HOST ||
+	       (p->family == AF_INET6 && p->src.addr[0] == 0xfe && (p->src.addr[1] & 0xc0) == 0x80);
+}
+
 SEC("tcx/egress")
 int to_netdev(struct __sk_buff *skb)
 {
@@ -182,7 +194,7 @@ int to_netdev(struct __sk_buff *skb)
 	 * extension header chain it cannot walk, a fragment without its
 	 * head) are not let out unchecked. */
 	if (ret != PARSE_OK && ret != PARSE_PASS && hflags && !lookup_endpoint(&p.src) &&
-	    identity_of(&p.src) == ID_HOST)
+	    node_src(&p))
 		return drop(skb, &p, ret, DIR_EGRESS, HOST_EP_ID, ID_HOST, identity_of(&p.dst));
 	if (ret != PARSE_OK || ipv6_link_scoped(&p))
 		return TC_ACT_OK;
@@ -190,7 +202,7 @@ int to_netdev(struct __sk_buff *skb)
 
 	/* The node's own traffic passes the host firewall's egress policy;
 	 * forwarded pod traffic has pod sources. */
-	if (hflags && !lookup_endpoint(&p.src) && identity_of(&p.src) == ID_HOST) {
+	if (hflags && !lookup_endpoint(&p.src) && node_src(&p)) {
 		if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
 			if (!enforce(skb, &p, HOST_EP_ID, hflags, 1, ID_HOST, dst_id, &reason))
 				return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, dst_id);

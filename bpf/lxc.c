@@ -48,6 +48,11 @@ int from_container(struct __sk_buff *skb)
 		return drop(skb, &p, DROP_INVALID_SIP, DIR_EGRESS, 0, ID_UNMANAGED, 0);
 	src_id = src->identity;
 	ep_id = src->ep_id;
+	if (ip_loopback(&p.dst)) {
+		dst_id = 0;
+		reason = DROP_INVALID;
+		goto drop_egress;
+	}
 
 	/* Services the socket layer did not translate (pods with
 	 * --bpf-lb-sock-hostns-only, raw packets): per-packet DNAT. */
@@ -94,6 +99,10 @@ int from_container(struct __sk_buff *skb)
 		dst_id = remote ? remote->identity : ID_WORLD;
 		/* Every address of the node is the host, announced or not. */
 		if (dst_id == ID_WORLD && !tunnel_of(remote) && is_local_addr(skb, &p.dst))
+			dst_id = ID_HOST;
+		/* Multicast and broadcast from a pod: nothing on its veth but
+		 * the node receives them (its sockets bound to any address). */
+		if (ip_link_wide(&p.dst))
 			dst_id = ID_HOST;
 		/* A pod never speaks the overlay: encapsulated packets from it
 		 * would carry whatever identity it wrote in the header. */
@@ -164,7 +173,10 @@ int to_container(struct __sk_buff *skb)
 	ep = lookup_endpoint(&p.dst);
 	if (!ep)
 		return TC_ACT_OK; /* not addressed to the pod: the pod decides */
-	if (skb->mark == MARK_HAIRPIN) {
+	/* A hairpin came in on this very veth (from_container delivered the
+	 * pod's service traffic back to it). The mark alone is not proof: the
+	 * node's processes and netfilter can set any mark. */
+	if (skb->mark == MARK_HAIRPIN && skb->ingress_ifindex == skb->ifindex) {
 		skb->mark = 0;
 		trace(skb, &p, OBS_TO_ENDPOINT, DIR_INGRESS, ep->ep_id, ep->identity, ep->identity);
 		return TC_ACT_OK;
@@ -184,6 +196,10 @@ int to_container(struct __sk_buff *skb)
 			return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, ep->identity);
 	} else {
 		src_id = identity_of(&p.src);
+		/* Another node's pod, not through the overlay, nor a service
+		 * from_netdev translated (a NodePort client may be one). */
+		if ((skb->mark & MARK_REVNAT_MASK) != MARK_REVNAT && plain_tunnel_src(&p))
+			return drop(skb, &p, DROP_INVALID_SIP, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 	}
 	/* A service id handed over by from_netdev (NodePort to a local pod). */
 	if ((skb->mark & MARK_REVNAT_MASK) == MARK_REVNAT) {

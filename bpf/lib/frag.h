@@ -22,6 +22,11 @@ struct frag_key {
 	__u8 proto; /* IPv4 protocol; IPv6 the fragment header's next header */
 	__u16 pad;
 	__u32 id;   /* IPv4: 16 bits */
+	/* The device the fragments go through (skb->ifindex): a packet
+	 * dropped by a source check (a pod's spoofed first fragment) still
+	 * records its entry, which must not stand for the datagram of the
+	 * pod whose address it forged, sent through another device. */
+	__u32 ifindex;
 	__u8 saddr[16];
 	__u8 daddr[16];
 };

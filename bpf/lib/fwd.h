@@ -47,6 +47,20 @@ static __always_inline __u32 tunnel_of(const struct ipcache_value *v)
 	return v->tunnel_ip4;
 }
 
+/* plain_tunnel_src: in tunnel mode, p's source is another node's pod (or in
+ * its pod CIDR), yet p did not come through the overlay. A pod-to-pod packet
+ * between nodes is always encapsulated (and from_overlay checks its sender),
+ * so such a packet to a pod's own address is forged, by anyone who can route
+ * to the node: the ipcache would give it that pod's identity. (To a node
+ * address, a remote pod's packets are routed plain: NodePort, host
+ * services.) */
+static __always_inline int plain_tunnel_src(struct pkt *p)
+{
+	struct config *cfg = get_config();
+
+	return cfg && cfg->vxlan_ifindex && tunnel_of(lookup_ipcache(&p->src));
+}
+
 /* is_node_addr tells whether the ipcache knows v as a cluster node's address. */
 static __always_inline int is_node_addr(const struct ipcache_value *v)
 {

@@ -133,9 +133,11 @@ static __always_inline int frag_later(struct pkt *p, struct frag_key *k, __u32 o
 	return PARSE_OK;
 }
 
-static __always_inline void frag_key_fill(struct frag_key *k, const struct pkt *p, __u8 proto, __u32 id)
+static __always_inline void frag_key_fill(struct __sk_buff *skb, struct frag_key *k, const struct pkt *p, __u8 proto,
+					  __u32 id)
 {
 	__builtin_memset(k, 0, sizeof(*k));
+	k->ifindex = skb->ifindex;
 	k->family = p->family;
 	k->proto = proto;
 	k->id = id;
@@ -195,7 +197,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u8
 			if (p->frag)
 				return DROP_FRAG_NOSUPPORT; /* a fragment inside a fragment */
 			p->frag = PKT_FRAG;
-			frag_key_fill(&fk, p, h[0], id);
+			frag_key_fill(skb, &fk, p, h[0], id);
 			frag_start = off;
 			if (fo & 0xfff8)
 				return frag_later(p, &fk, fo & 0xfff8);
@@ -243,6 +245,22 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return DROP_INVALID;
 	p->l3_off = sizeof(*eth);
 
+	/* A VLAN tag still in the frame: the kernel pops one tag into
+	 * skb->vlan_tci before TCX, so this is a second, stacked one. A
+	 * priority tag (VID 0) on a device's own traffic is stripped by the
+	 * stack, which then takes the inner packet as the device's own: let
+	 * through as "not IP", it would skip every check here. A tag with a
+	 * VLAN id is a VLAN device's (or dropped as for another host). */
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD)) {
+		__be16 *tci = (void *)(eth + 1);
+
+		if ((void *)(tci + 2) > data_end)
+			return DROP_INVALID;
+		if (!(bpf_ntohs(*tci) & 0xfff) && !(skb->vlan_present && (skb->vlan_tci & 0xfff)))
+			return DROP_UNSUPPORTED_L3;
+		return PARSE_PASS;
+	}
+
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 		struct frag_key fk;
@@ -263,7 +281,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		fo = bpf_ntohs(ip->frag_off);
 		if (!(fo & 0x3fff)) /* neither an offset nor more fragments */
 			return parse_l4(skb, p, p->l3_off + ip->ihl * 4);
-		frag_key_fill(&fk, p, ip->protocol, ip->id);
+		frag_key_fill(skb, &fk, p, ip->protocol, ip->id);
 		if (fo & 0x1fff)
 			return frag_later(p, &fk, (__u32)(fo & 0x1fff) * 8);
 		p->frag = PKT_FRAG;
@@ -293,13 +311,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return PARSE_PASS;
 }
 
-/* IPv6 traffic that belongs to the link (neighbour discovery, MLD, DAD)
- * goes to the stack untouched. */
+/* IPv6 traffic that belongs to the link (neighbour and router discovery,
+ * redirects, MLD, DAD: ICMPv6 130-143) goes to the stack untouched. Any
+ * other protocol to or from a link-scoped address is policy's like the
+ * rest: untouched, TCP or UDP to the node's link-local address, or from a
+ * link-local source, or to all nodes (ff02::1) reached every service of
+ * the node around the host firewall. */
 static __always_inline int ipv6_link_scoped(const struct pkt *p)
 {
 	const __u8 *s = p->src.addr, *d = p->dst.addr;
 
-	if (p->family != AF_INET6)
+	if (p->family != AF_INET6 || p->proto != 58 || p->icmp_type < 130 || p->icmp_type > 143)
 		return 0;
 	if (d[0] == 0xff || s[0] == 0xff)
 		return 1;
@@ -310,4 +332,24 @@ static __always_inline int ipv6_link_scoped(const struct pkt *p)
 		if (s[i])
 			return 0;
 	return 1;
+}
+
+/* ip_link_wide: a multicast or broadcast destination (IPv4 224/3 with the
+ * limited broadcast, IPv6 ff00::/8). */
+static __always_inline int ip_link_wide(const struct ip_key *ip)
+{
+	return ip->family == AF_INET ? ip->addr[0] >= 224 : ip->addr[0] == 0xff;
+}
+
+/* ip_loopback: 127/8 or ::1. Nothing from outside the node may reach them:
+ * with route_localnet=1 (kube-proxy sets it, CVE-2020-8558) the stack would
+ * deliver such a packet to services bound to the node's loopback. */
+static __always_inline int ip_loopback(const struct ip_key *ip)
+{
+	if (ip->family == AF_INET)
+		return ip->addr[0] == 127;
+	for (int i = 0; i < 15; i++)
+		if (ip->addr[i])
+			return 0;
+	return ip->addr[15] == 1;
 }

@@ -44,7 +44,10 @@ func FuzzParserAgainstPolicy(f *testing.F) {
 		}
 		must(f, pm.Sync(ep.id, entries))
 	}
-	firsts := map[fragID]l4view{} // first fragments the model has seen
+	// First fragments the model has seen, per hook: lumen_frag entries are
+	// per device, and a receiver gets a datagram's fragments all through
+	// the same last hook.
+	firsts := map[bool]map[fragID]l4view{false: {}, true: {}}
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 6 || len(in) > 2048 { // PROG_TEST_RUN takes about a page
@@ -67,7 +70,7 @@ func FuzzParserAgainstPolicy(f *testing.F) {
 			return err
 		}))
 
-		view := kernelView(src, dst, in, firsts)
+		view := kernelView(src, dst, in, firsts[egress])
 		allowed := view.ok && policy.Lookup(model, peer, egress, view.proto, view.dport).Allowed
 		if res.Verdict != tcActShot && !allowed {
 			t.Fatalf("passed (verdict %d) but the model denies it: kernel view %+v, egress %v, frame %x", res.Verdict, view, egress, frame)

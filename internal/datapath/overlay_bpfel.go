@@ -63,13 +63,14 @@ type overlayEndpointInfo struct {
 }
 
 type overlayFragKey struct {
-	_      structs.HostLayout
-	Family uint8
-	Proto  uint8
-	Pad    uint16
-	Id     uint32
-	Saddr  [16]uint8
-	Daddr  [16]uint8
+	_       structs.HostLayout
+	Family  uint8
+	Proto   uint8
+	Pad     uint16
+	Id      uint32
+	Ifindex uint32
+	Saddr   [16]uint8
+	Daddr   [16]uint8
 }
 
 type overlayFragValue struct {
