@@ -3,7 +3,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOPOLOGY ?= examples/lab/topology.yaml
 
-.PHONY: all build deps tools lab lab-down test generate check-generated lint bench image static manifests tools tool-hubble tool-k8s tool-helm
+.PHONY: fuzz all build deps tools lab lab-down test generate check-generated lint bench image static manifests tools tool-hubble tool-k8s tool-helm
 
 all: build
 
@@ -53,6 +53,10 @@ manifests:
 test: deps tools image
 	$(GO) build ./...
 	$(GO) test -count=1 -timeout 40m ./...
+
+# Every fuzz target a short run beyond its seeds (FUZZTIME=3s each; CI runs it).
+fuzz:
+	./hack/fuzz.sh
 
 bench: deps build
 	$(BIN)/lumen bench datapath
