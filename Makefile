@@ -23,7 +23,8 @@ static:
 
 image: static
 	$(GO) run ./cmd/lumen-image --bin-dir $(BIN)/static --out $(BIN)/images --version $(VERSION) \
-		$$(a=$$(./hack/build-k8s.sh --bin-dir 2>/dev/null)/agnhost; [ -x "$$a" ] && echo --agnhost $$a)
+		$$(a=$$(./hack/build-k8s.sh --bin-dir 2>/dev/null)/agnhost; [ -x "$$a" ] && echo --agnhost $$a) \
+		$$([ -x /bin/dash ] && [ -x /bin/nc.openbsd ] && echo --agnhost-tool /bin/dash:/bin/sh --agnhost-tool /bin/nc.openbsd:/bin/nc)
 
 # Installs what is missing, builds, brings up the example lab and shows it.
 lab: deps build

@@ -5,7 +5,8 @@
 #   LAB=name hack/realnode-e2e.sh 'FOCUS REGEXP' ['SKIP REGEXP'] [-- extra e2e.test flags]
 # e.g. hack/realnode-e2e.sh '\[sig-network\] Netpol.*default-deny'   (NetworkPolicy tests: "Netpol")
 # The agnhost image e2e.test asks for (registry.k8s.io/e2e-test-images/agnhost)
-# is loaded on the nodes by the lab; tests needing other images or CoreDNS fail.
+# is loaded on the nodes by the lab, with /bin/sh and nc (make image adds the
+# host's dash and OpenBSD netcat); tests needing other images or CoreDNS fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lab=${LAB:-rn}

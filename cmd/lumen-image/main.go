@@ -2,7 +2,8 @@
 // tarballs, without a registry or a container engine (`make image` runs
 // it after building the static binaries):
 //
-//	lumen-image --bin-dir bin/static --out bin/images [--agnhost PATH --agnhost-version 2.xx]
+//	lumen-image --bin-dir bin/static --out bin/images [--agnhost PATH --agnhost-version 2.xx
+//	            --agnhost-tool /bin/dash:/bin/sh --agnhost-tool /bin/nc.openbsd:/bin/nc]
 //
 // Load them with `ctr -n k8s.io images import bin/images/lumen.tar` or
 // `docker load -i bin/images/lumen.tar`.
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/lumen-net/lumen/internal/image"
 )
@@ -24,17 +26,29 @@ func main() {
 	version := flag.String("version", "dev", "tag of the Lumen image")
 	agnhost := flag.String("agnhost", "", "agnhost binary (Kubernetes' e2e test image); empty: no agnhost.tar")
 	agnhostVersion := flag.String("agnhost-version", "2.66.1", "tag of the agnhost image (what e2e.test expects)")
+	var tools []string
+	flag.Func("agnhost-tool", "host program SRC[:DST] to put into agnhost.tar with its shared libraries (e2e tests exec /bin/sh and nc there); repeatable",
+		func(s string) error { tools = append(tools, s); return nil })
 	flag.Parse()
-	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion); err != nil {
+	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion, tools); err != nil {
 		fmt.Fprintf(os.Stderr, "lumen-image: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, out, version, agnhost, agnhostVersion string) error {
+func run(bin, out, version, agnhost, agnhostVersion string, tools []string) error {
 	specs, err := image.LumenImages(bin, version, agnhost, agnhostVersion)
 	if err != nil {
 		return err
+	}
+	if s, ok := specs["agnhost.tar"]; ok && len(tools) > 0 {
+		files, err := image.ToolFiles(tools)
+		if err != nil {
+			return fmt.Errorf("agnhost.tar: %w", err)
+		}
+		s.Files = append(s.Files, files...)
+		specs["agnhost.tar"] = s
+		fmt.Fprintf(os.Stderr, "agnhost.tar: with %s\n", strings.Join(tools, " "))
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
