@@ -11,12 +11,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"testing"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/lumen-net/lumen/internal/testutil"
 )
@@ -449,18 +445,7 @@ func TestAdversarialFragmentsService(t *testing.T) {
 func TestAdversarialFragmentsNodePort(t *testing.T) {
 	f := newFixture(t)
 	f.addPods()
-	h, err := netlink.NewHandleAt(f.ns)
-	must(t, err)
-	defer h.Close()
-	eth0 := f.devs["eth0"]
-	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
-	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
-	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
-	node := netip.MustParseAddr("10.99.0.1")
-	client := netip.MustParseAddr("10.99.0.200")
-	backend := netip.MustParseAddr("10.200.2.5")
-	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
-	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
+	node, client, backend := f.remoteBackendNode(t)
 	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 53, Proto: 17}))
 	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30053, Proto: 17}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
 	must(t, f.dp.UpsertRevNat(1, node, 30053))
@@ -471,7 +456,7 @@ func TestAdversarialFragmentsNodePort(t *testing.T) {
 		var x RunResult
 		must(t, testutil.InNetNS(f.ns, func() error {
 			var err error
-			x, err = f.dp.RunXDP(eth0.Attrs().Index, fr)
+			x, err = f.dp.RunXDP(f.devs["eth0"].Attrs().Index, fr)
 			return err
 		}))
 		if x.Verdict != 2 { // XDP_PASS

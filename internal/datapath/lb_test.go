@@ -121,9 +121,11 @@ func srcOf(frame []byte) (netip.Addr, uint16) {
 	return netip.AddrFrom16([16]byte(frame[22:38])), binary.BigEndian.Uint16(frame[54:])
 }
 
-func TestNodePortSNATToRemoteBackend(t *testing.T) {
-	f := newFixture(t)
-	f.addPods()
+// remoteBackendNode makes the fixture a node (10.99.0.1 on eth0, forwarding)
+// that routes the pod CIDR 10.200.2.0/24 to another node, and returns the
+// node's address, an outside client and a backend on the other node.
+func (f *fixture) remoteBackendNode(t *testing.T) (node, client, backend netip.Addr) {
+	t.Helper()
 	h, err := netlink.NewHandleAt(f.ns)
 	must(t, err)
 	defer h.Close()
@@ -131,11 +133,18 @@ func TestNodePortSNATToRemoteBackend(t *testing.T) {
 	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
 	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
 	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
-	node := netip.MustParseAddr("10.99.0.1")
-	client := netip.MustParseAddr("10.99.0.200")
-	backend := netip.MustParseAddr("10.200.2.5")
+	node = netip.MustParseAddr("10.99.0.1")
+	client = netip.MustParseAddr("10.99.0.200")
+	backend = netip.MustParseAddr("10.200.2.5")
 	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
 	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
+	return node, client, backend
+}
+
+func TestNodePortSNATToRemoteBackend(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	node, client, backend := f.remoteBackendNode(t)
 	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 80, Proto: 6}))
 	must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: node, Port: 30080, Proto: 6}, RevNat: 1, Flags: ServiceNodePort, Backends: []uint32{1}}, 0))
 	must(t, f.dp.UpsertRevNat(1, node, 30080))
