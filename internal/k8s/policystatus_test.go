@@ -16,12 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
-	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 var (
@@ -106,28 +104,9 @@ func yamlObject(t *testing.T, doc string) *unstructured.Unstructured {
 // the field; the ones Lumen implements (icmps, fromRequires, the host
 // policy) get neither; an update adding an L7 rule takes effect.
 func TestPolicyStatusAgainstAPIServer(t *testing.T) {
-	bin, err := controlplane.BinDir()
-	if err != nil {
-		testutil.Skip(t, err.Error())
-	}
+	c := apiClients(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), BinDir: bin, NoControllers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
-	if err := controlplane.ApplyCRDs(ctx, cp.RESTConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := k8s.NewClientsFor(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ns = "shop"
 	if _, err := c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

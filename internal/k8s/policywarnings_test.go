@@ -2,7 +2,6 @@ package k8s_test
 
 import (
 	"context"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,46 +12,18 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
 	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // TestSetPolicyStatus: against a real kube-apiserver, two nodes' warnings
 // about one CiliumNetworkPolicy land side by side in its status and each
 // node clears only its own; a NetworkPolicy gets a Warning event.
 func TestSetPolicyStatus(t *testing.T) {
-	bin, err := controlplane.BinDir()
-	if err != nil {
-		testutil.Skip(t, err.Error())
-	}
-	dir, err := os.MkdirTemp("", "lumen-k8s-status-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := apiClients(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: bin, NoControllers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	}()
-	if err := controlplane.ApplyCRDs(ctx, cp.RESTConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := k8s.NewClientsFor(cp.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := c.Core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "z"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
