@@ -383,17 +383,26 @@ func startAgent(st *State, n *NodeState, args []string) error {
 
 // waitAgent waits until the node's agent answers and reports healthy.
 func waitAgent(ctx context.Context, n *NodeState, timeout time.Duration) error {
+	return waitAgentUntil(ctx, n, timeout, agentHealthy)
+}
+
+// waitAgentUntil waits until the agent's status satisfies ready.
+func waitAgentUntil(ctx context.Context, n *NodeState, timeout time.Duration, ready func(*api.Status) error) error {
 	c := api.NewClient(n.Socket)
 	return waitFor(ctx, timeout, n.Agent, "agent of node "+n.Name, func(ctx context.Context) error {
 		s, err := c.Status(ctx)
 		if err != nil {
 			return err
 		}
-		if !s.Healthy() {
-			return fmt.Errorf("not healthy: %s", unhealthy(s))
-		}
-		return nil
+		return ready(s)
 	})
+}
+
+func agentHealthy(s *api.Status) error {
+	if !s.Healthy() {
+		return fmt.Errorf("not healthy: %s", unhealthy(s))
+	}
+	return nil
 }
 
 func unhealthy(s *api.Status) string {
@@ -733,6 +742,12 @@ func down(lab string, log *slog.Logger) error {
 // RestartAgent stops a node's agent if it still runs and starts it again the
 // same way, then waits until it is healthy.
 func RestartAgent(ctx context.Context, lab, node string, timeout time.Duration, log *slog.Logger) (*Proc, error) {
+	return restartAgent(ctx, lab, node, timeout, log, agentHealthy)
+}
+
+// restartAgent restarts a node's agent and waits (90 s by default) until
+// its status satisfies ready, holding the lab's lock throughout.
+func restartAgent(ctx context.Context, lab, node string, timeout time.Duration, log *slog.Logger, ready func(*api.Status) error) (*Proc, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -763,7 +778,7 @@ func RestartAgent(ctx context.Context, lab, node string, timeout time.Duration, 
 	if timeout == 0 {
 		timeout = 90 * time.Second
 	}
-	return n.Agent, waitAgent(ctx, n, timeout)
+	return n.Agent, waitAgentUntil(ctx, n, timeout, ready)
 }
 
 // ExecInNS replaces the current process with argv, running in the named

@@ -117,35 +117,5 @@ func WriteResources(ctx context.Context, lab string) error {
 // ready instead of a healthy status (e.g. an agent restarted while the
 // store is down is degraded, yet must serve its endpoints).
 func RestartAgentUntil(ctx context.Context, lab, node string, timeout time.Duration, ready func(*api.Status) error) (*Proc, error) {
-	unlock, err := lock(lab)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st, err := LoadState(lab)
-	if err != nil {
-		return nil, err
-	}
-	n, err := st.Node(node)
-	if err != nil {
-		return nil, err
-	}
-	args := AgentArgs(st, n)
-	if n.Agent != nil {
-		args = n.Agent.Args
-		if err := n.Agent.Stop(10 * time.Second); err != nil {
-			return nil, fmt.Errorf("stopping the agent of node %s: %w", node, err)
-		}
-	}
-	if err := startAgent(st, n, args); err != nil {
-		return nil, err
-	}
-	c := api.NewClient(n.Socket)
-	return n.Agent, waitFor(ctx, timeout, n.Agent, "agent of node "+n.Name, func(ctx context.Context) error {
-		s, err := c.Status(ctx)
-		if err != nil {
-			return err
-		}
-		return ready(s)
-	})
+	return restartAgent(ctx, lab, node, timeout, nil, ready)
 }
