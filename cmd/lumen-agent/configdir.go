@@ -2,10 +2,9 @@ package main
 
 import (
 	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/configdir"
 )
 
 // configDirArg finds --config-dir in args before the flags are parsed.
@@ -30,27 +29,6 @@ func configDirArg(args []string) string {
 // it; a bad value of an agent flag is an error naming key and value.
 // Flags given on the command line are parsed afterwards and win.
 func applyConfigDir(fs *flag.FlagSet, dir string) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("--config-dir: %w", err)
-	}
-	for _, e := range entries {
-		key := e.Name()
-		// ConfigMap volumes keep their data in ..data/..2026_... dirs
-		if strings.HasPrefix(key, ".") || key == "config-dir" || key == "config" {
-			continue
-		}
-		if fs.Lookup(key) == nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, key))
-		if err != nil {
-			return fmt.Errorf("--config-dir: %w", err)
-		}
-		v := strings.TrimSpace(string(b))
-		if err := fs.Set(key, v); err != nil {
-			return fmt.Errorf("--config-dir %s: key %s: invalid value %q: %v", dir, key, v, err)
-		}
-	}
-	return nil
+	want := func(key string) bool { return key != "config-dir" && key != "config" && fs.Lookup(key) != nil }
+	return configdir.Apply("--config-dir", dir, want, fs.Set)
 }

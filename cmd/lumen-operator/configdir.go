@@ -1,12 +1,11 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/lumen-net/lumen/internal/configdir"
 )
 
 // applyConfigDir sets the flags not given on the command line from a
@@ -17,39 +16,21 @@ func applyConfigDir(fs *pflag.FlagSet, dir string) error {
 	if dir == "" {
 		return nil
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("config-dir: %w", err)
-	}
-	for _, e := range entries {
-		key := e.Name()
-		if strings.HasPrefix(key, ".") || key == "config-dir" {
-			continue
-		}
+	want := func(key string) bool {
 		fl := fs.Lookup(key)
-		if fl == nil || fl.Changed {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, key))
-		if err != nil {
-			return fmt.Errorf("config-dir: %w", err)
-		}
-		v := strings.TrimSpace(string(b))
-		if sv, ok := fl.Value.(pflag.SliceValue); ok {
-			// a list key replaces the default instead of adding to it
-			var items []string
-			for _, it := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' }) {
-				items = append(items, it)
-			}
-			if err := sv.Replace(items); err != nil {
-				return fmt.Errorf("config-dir %s: key %s: invalid value %q: %v", dir, key, v, err)
-			}
-			fl.Changed = true
-			continue
-		}
-		if err := fs.Set(key, v); err != nil {
-			return fmt.Errorf("config-dir %s: key %s: invalid value %q: %v", dir, key, v, err)
-		}
+		return key != "config-dir" && fl != nil && !fl.Changed
 	}
-	return nil
+	return configdir.Apply("config-dir", dir, want, func(key, v string) error {
+		fl := fs.Lookup(key)
+		sv, ok := fl.Value.(pflag.SliceValue)
+		if !ok {
+			return fs.Set(key, v)
+		}
+		// a list key replaces the default instead of adding to it
+		if err := sv.Replace(strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })); err != nil {
+			return err
+		}
+		fl.Changed = true
+		return nil
+	})
 }
