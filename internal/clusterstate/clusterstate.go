@@ -50,7 +50,7 @@ func New(store kvstore.Store, kinds []string, log *slog.Logger) *Tables {
 	ts := state.New(store, log)
 	t := &Tables{
 		Tables: ts,
-		Nodes: state.Register(ts, state.Spec[node.Node]{Name: "nodes", Prefix: node.NodesPrefix, Decode: decodeNode}),
+		Nodes:  state.Register(ts, state.Spec[node.Node]{Name: "nodes", Prefix: node.NodesPrefix, Decode: decodeNode}),
 		Endpoints: state.Register(ts, state.Spec[node.Endpoint]{Name: "endpoints", Prefix: node.EndpointsPrefix, Decode: decodeJSON[node.Endpoint],
 			Indexes: map[string]func(node.Endpoint) []string{ByNode: func(e node.Endpoint) []string { return []string{e.Node} }}}),
 		Identities: state.Register(ts, state.Spec[identity.Entry]{Name: "identities", Prefix: identity.IDsPrefix, Decode: identity.DecodeEntry}),
