@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/apiserver"
+	"github.com/lumen-net/lumen/internal/bgp"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/devices"
 	"github.com/lumen-net/lumen/internal/endpoint"
@@ -36,6 +39,7 @@ import (
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policysync"
+	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -144,6 +148,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 	}
 
+	// The state tables: what the agent reads of the cluster, one watch per
+	// kind, shared by every subsystem that reads it.
+	tables := clusterstate.New(store, agentKinds(), log)
+	go tables.Run(ctx)
+
 	// IPAM: this node's pod CIDRs.
 	pods, err := ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json"))
 	if err != nil {
@@ -157,7 +166,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// Cluster: this node, the others, their endpoints.
 	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6),
 		IPv4: addrString(nodeIPv4), IPv6: addrString(nodeIPv6), Labels: hostLabels(cfg)}
-	nodes := node.New(local, store, dp, nw, cfg.Routing == "vxlan", log)
+	nodes := node.New(local, store, tables.NodeTables(), dp, nw, cfg.Routing == "vxlan", log)
 
 	// Policy map, adopted as the previous agent left it: nothing is flushed
 	// until the policies are known again.
@@ -298,6 +307,9 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
+	if err := reg.Register(append(reconcile.DefaultMetrics.Collectors(), tables.Collector())...); err != nil {
+		return err
+	}
 	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "lumen_policy_map_overflow_total",
 		Help: "Endpoint policy computations that exceeded --policy-map-max-entries (the endpoint then denies all traffic).",
@@ -548,4 +560,9 @@ func policyStatus(kube *k8s.Store) func(context.Context, string, []string) error
 		return nil
 	}
 	return kube.SetPolicyStatus
+}
+
+// agentKinds are the resource kinds the agent's controllers read.
+func agentKinds() []string {
+	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
 }

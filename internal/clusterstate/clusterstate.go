@@ -26,8 +26,9 @@ const (
 	ByNamespace = "namespace"
 	// ByLabel finds objects by one label, as "key=value".
 	ByLabel = "label"
-	// ByNode finds Pods by spec.nodeName and endpoints by node name.
-	ByNode = "node"
+	// ByNode finds Pods by spec.nodeName (and endpoints by node name,
+	// node.ByNode).
+	ByNode = node.ByNode
 	// ByNamedPort finds Pods by the name of a container port.
 	ByNamedPort = "namedport"
 )
@@ -43,16 +44,20 @@ type Tables struct {
 	Resources  map[string]*state.Table[*resource.Object]
 }
 
+// NodeTables are the tables the node manager reads.
+func (t *Tables) NodeTables() node.Tables {
+	return node.Tables{Nodes: t.Nodes, Endpoints: t.Endpoints}
+}
+
 // New declares the tables of an agent fed from store (nil: the node is
 // alone, every table is empty) for the given resource kinds; Run feeds them.
 // Pods and Namespaces are always among them.
 func New(store kvstore.Store, kinds []string, log *slog.Logger) *Tables {
 	ts := state.New(store, log)
 	t := &Tables{
-		Tables: ts,
-		Nodes:  state.Register(ts, state.Spec[node.Node]{Name: "nodes", Prefix: node.NodesPrefix, Decode: decodeNode}),
-		Endpoints: state.Register(ts, state.Spec[node.Endpoint]{Name: "endpoints", Prefix: node.EndpointsPrefix, Decode: decodeJSON[node.Endpoint],
-			Indexes: map[string]func(node.Endpoint) []string{ByNode: func(e node.Endpoint) []string { return []string{e.Node} }}}),
+		Tables:     ts,
+		Nodes:      state.Register(ts, node.NodesSpec()),
+		Endpoints:  state.Register(ts, node.EndpointsSpec()),
 		Identities: state.Register(ts, state.Spec[identity.Entry]{Name: "identities", Prefix: identity.IDsPrefix, Decode: identity.DecodeEntry}),
 		Peers:      state.Register(ts, state.Spec[peer.Peer]{Name: "hubble-peers", Prefix: peer.StorePrefix, Decode: decodePeer}),
 		Resources:  map[string]*state.Table[*resource.Object]{},
@@ -96,14 +101,6 @@ func decodeJSON[T any](kv kvstore.KV) (T, error) {
 		return v, fmt.Errorf("decoding %s: %w", kv.Key, err)
 	}
 	return v, nil
-}
-
-func decodeNode(kv kvstore.KV) (node.Node, error) {
-	n, err := decodeJSON[node.Node](kv)
-	if err == nil && n.Name == "" {
-		err = fmt.Errorf("node %s: name is empty", kv.Key)
-	}
-	return n, err
 }
 
 func decodePeer(kv kvstore.KV) (peer.Peer, error) {
