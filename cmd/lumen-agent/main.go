@@ -246,7 +246,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	go services.Run(ctx)
-	bgpCP, err := startBGP(ctx, cfg, store, services, nodeIPv4, nodeIPv6, log)
+	bgpCP, err := startBGP(ctx, cfg, tables, services, nodeIPv4, nodeIPv6, log)
 	if err != nil {
 		return err
 	}
