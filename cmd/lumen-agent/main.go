@@ -233,7 +233,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	go newLabelWatcher(store, ids.alloc, eps, log).run(ctx)
 
 	// Services: this node's frontends and backends.
-	services, err := lbsync.New(store, dp, nodes, lbsync.Options{
+	lbTables := lbsync.Tables{Services: tables.Kind("Service"), EndpointSlices: tables.Kind("EndpointSlice"), Pods: tables.Pods()}
+	services, err := lbsync.New(store, lbTables, dp, nodes, lbsync.Options{
 		Maglev: cfg.LBAlgorithm == "maglev", MaglevSize: uint64(cfg.MaglevTableSize), MaglevSeed: cfg.MaglevSeed,
 		StateDir: cfg.StateDir,
 		// Kubernetes' EndpointSlice controller writes the slices there.
