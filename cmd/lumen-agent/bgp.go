@@ -18,6 +18,8 @@ import (
 	"github.com/lumen-net/lumen/internal/bgp"
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/lbsync"
+	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // bgpConfig holds the agent's BGP settings (flags and YAML keys): Cilium
@@ -84,6 +86,10 @@ func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, ser
 	if cfg.level <= slog.LevelDebug {
 		level.Set(slog.LevelInfo)
 	}
+	var policies *state.Table[*resource.Object]
+	if opts.ControlPlane {
+		policies = tables.Kind(bgp.PolicyKind)
+	}
 	c, err := bgp.NewController(opts, bgp.Sources{
 		NodeLabels: hostLabels(cfg),
 		NodeIPs:    func() (netip.Addr, netip.Addr) { return nodeIPv4, nodeIPv6 },
@@ -92,7 +98,7 @@ func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, ser
 		// Until lbsync has read the store, its frontends are incomplete.
 		Ready:    func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
 		Services: tables.Kind("Service"),
-		Policies: tables.Kind(bgp.PolicyKind),
+		Policies: policies,
 	}, log.With("subsys", "bgp"), level)
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)

@@ -150,7 +150,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// The state tables: what the agent reads of the cluster, one watch per
 	// kind, shared by every subsystem that reads it.
-	tables := clusterstate.New(store, agentKinds(), log)
+	tables := clusterstate.New(store, agentKinds(cfg), log)
 	go tables.Run(ctx)
 
 	// IPAM: this node's pod CIDRs.
@@ -563,7 +563,13 @@ func policyStatus(kube *k8s.Store) func(context.Context, string, []string) error
 	return kube.SetPolicyStatus
 }
 
-// agentKinds are the resource kinds the agent's controllers read.
-func agentKinds() []string {
-	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
+// agentKinds are the resource kinds the agent's controllers read
+// (CiliumBGPPeeringPolicies only with the BGP control plane: their CRD
+// may not exist otherwise).
+func agentKinds(cfg *config) []string {
+	kinds := slices.Concat(policysync.KindNames, lbsync.Kinds)
+	if cfg.EnableBGPControlPlane {
+		kinds = append(kinds, bgp.PolicyKind)
+	}
+	return kinds
 }
