@@ -12,6 +12,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // identities resolves an endpoint's labels (from its Pod and Namespace in
@@ -27,7 +28,7 @@ func newIdentities(store kvstore.Store, log *slog.Logger) *identities {
 }
 
 // run follows the cluster's identities so that Lookup knows every one.
-func (i *identities) run(ctx context.Context) { i.alloc.Run(ctx) }
+func (i *identities) run(ctx context.Context, t *state.Table[identity.Entry]) { i.alloc.Follow(ctx, t) }
 
 func (i *identities) resolve(ctx context.Context, req *api.EndpointRequest) (uint32, map[string]string, error) {
 	podLabels := req.Labels

@@ -211,7 +211,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// the allocator never hands out a number held here or announced.
 	nodes.SetLocalEndpoints(eps.List)
 	ids.track(ctx, eps, nodes)
-	go ids.run(ctx)
+	go ids.run(ctx, tables.Identities)
 	for _, ep := range gone {
 		_, _ = pods.Release(ep.ContainerID)
 	}
