@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -53,14 +54,30 @@ type Hooks struct {
 	// AddRoute / DelRoute manage the host route to a pod through its veth.
 	AddRoute func(ip netip.Addr, ifindex int) error
 	DelRoute func(ip netip.Addr, ifindex int) error
-	// Policy computes the endpoint's policy, writes its policy map entries
-	// and returns its enforcement state; called before the endpoint is
-	// wired, so that a new pod is never reachable before its policy is in
-	// force.
-	Policy func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error)
+	// Policy is the only writer of the endpoints' policy map entries.
+	Policy Policy
 	// Publish / Unpublish announce the endpoint to other nodes.
 	Publish   func(ctx context.Context, ep api.Endpoint) error
 	Unpublish func(ctx context.Context, ep api.Endpoint) error
+}
+
+// Policy is the only writer of endpoints' policy map entries
+// (internal/policysync). It serves requests one at a time in the order they
+// were queued, and never calls into the manager: the manager queues
+// requests while holding its lock, so their order is the order of its own
+// changes, and pulls results (Realized) when Changed fires.
+type Policy interface {
+	// Realize queues the writing of ep's policy for ep.Identity. wait
+	// returns once it is in force, or an error after a bounded wait; on
+	// error nothing was changed.
+	Realize(ep api.Endpoint) (wait func(context.Context) (api.EndpointPolicy, error))
+	// Forget queues the removal of containerID's policy.
+	Forget(containerID string)
+	// Realized returns containerID's enforcement state as last written and
+	// the identity it was computed for.
+	Realized(containerID string) (api.EndpointPolicy, uint32, bool)
+	// Changed signals that a Realized result may have changed.
+	Changed() <-chan struct{}
 }
 
 // Manager owns the endpoints of one node.
@@ -72,16 +89,12 @@ type Manager struct {
 	log   *slog.Logger
 	eps   map[string]*api.Endpoint
 
-	// policyGen counts the policy results applied to each endpoint, so that
-	// UpdateIdentity notices one applied while it computed its own.
-	policyGen map[string]uint64
+	// idMu serialises identity changes: each waits for its policy without
+	// mu, and none may start from an identity another is replacing.
+	idMu sync.Mutex
 	// identities is a copy of the endpoints' identities readable without mu:
 	// the identity allocator asks for it while Create holds mu.
 	identities atomic.Pointer[[]uint32]
-	// recheck marks endpoints whose identity changed: the next SetPolicy may
-	// carry a policy computed for the old identity (the policy syncer
-	// listed the endpoint before the change) and is recomputed instead.
-	recheck map[string]bool
 }
 
 // New returns a manager that keeps endpoint state files in stateDir.
@@ -90,8 +103,56 @@ func New(dp Datapath, stateDir string, hooks Hooks, log *slog.Logger) (*Manager,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating endpoint state dir: %w", err)
 	}
-	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{},
-		policyGen: map[string]uint64{}, recheck: map[string]bool{}}, nil
+	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{}}, nil
+}
+
+// Run applies the enforcement state the policy writer realizes to the
+// endpoint map and the persisted endpoints until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	if m.hooks.Policy == nil {
+		return
+	}
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.hooks.Policy.Changed():
+		case <-retry.C:
+		}
+		m.mu.Lock()
+		err := m.pullPolicies()
+		m.mu.Unlock()
+		if err != nil {
+			m.log.Warn("applying endpoint enforcement state", "err", err)
+			retry.Reset(2 * time.Second)
+		}
+	}
+}
+
+// pullPolicies records each endpoint's realized enforcement state; a
+// result for another identity than the endpoint's is left for the
+// identity change that asked for it. Called with mu held.
+func (m *Manager) pullPolicies() error {
+	var errs []error
+	for _, ep := range m.eps {
+		p, id, ok := m.hooks.Policy.Realized(ep.ContainerID)
+		if !ok || id != ep.Identity || reflect.DeepEqual(p, ep.Policy) {
+			continue
+		}
+		errs = append(errs, m.applyPolicy(ep, p))
+	}
+	return errors.Join(errs...)
+}
+
+// realized returns ep's enforcement state as last realized, def when none
+// is for its identity. Called with mu held.
+func (m *Manager) realized(ep *api.Endpoint, def api.EndpointPolicy) api.EndpointPolicy {
+	if p, id, ok := m.hooks.Policy.Realized(ep.ContainerID); ok && id == ep.Identity {
+		return p
+	}
+	return def
 }
 
 // List returns the endpoints sorted by ID.
@@ -171,21 +232,28 @@ func (m *Manager) Create(ctx context.Context, req *api.EndpointRequest) (api.End
 		}
 		ep.Identity, ep.Labels = id, labels
 	}
+	// The policy first (waited for with mu held: the policy writer never
+	// takes it), so that a new pod is never reachable without it.
 	if m.hooks.Policy != nil {
-		pol, err := m.hooks.Policy(ctx, *ep)
+		pol, err := m.hooks.Policy.Realize(*ep)(ctx)
 		if err != nil {
-			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s: %w", req.Namespace, req.PodName, err)
+			return api.Endpoint{}, fmt.Errorf("policy of %s/%s (identity %d): %w", req.Namespace, req.PodName, ep.Identity, err)
 		}
-		ep.Policy = pol
+		ep.Policy = m.realized(ep, pol)
+	}
+	fail := func(err error) (api.Endpoint, error) {
+		m.unwire(ep)
+		if m.hooks.Policy != nil {
+			m.hooks.Policy.Forget(ep.ContainerID)
+		}
+		return api.Endpoint{}, err
 	}
 	if err := m.wire(ep); err != nil {
-		m.unwire(ep)
-		return api.Endpoint{}, err
+		return fail(err)
 	}
 	ep.State = api.EndpointReady
 	if err := m.save(ep); err != nil {
-		m.unwire(ep)
-		return api.Endpoint{}, err
+		return fail(err)
 	}
 	m.eps[ep.ContainerID] = ep
 	m.snapIdentities()
@@ -203,10 +271,11 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 	}
 	m.unwire(ep)
+	if m.hooks.Policy != nil {
+		m.hooks.Policy.Forget(containerID)
+	}
 	delete(m.eps, containerID)
 	m.snapIdentities()
-	delete(m.policyGen, containerID)
-	delete(m.recheck, containerID)
 	if err := os.Remove(m.file(containerID)); err != nil && !os.IsNotExist(err) {
 		m.log.Warn("removing endpoint state", "container", containerID, "err", err)
 	}
@@ -257,6 +326,11 @@ func (m *Manager) Restore() (gone []api.Endpoint, err error) {
 		ep.State = api.EndpointReady
 		m.eps[ep.ContainerID] = ep
 		m.snapIdentities()
+		if m.hooks.Policy != nil {
+			// Served once policies are known; until then the policy map
+			// keeps what the previous agent wrote.
+			m.hooks.Policy.Realize(*ep)
+		}
 		m.log.Info("endpoint restored", "id", ep.ID, "container", ep.ContainerID, "pod", ep.Namespace+"/"+ep.PodName)
 	}
 	return gone, nil
@@ -347,96 +421,31 @@ func policyFlags(p api.EndpointPolicy) uint16 {
 	return f
 }
 
-// SetPolicy records an endpoint's enforcement state and writes its flags
-// into the endpoint map. The state is persisted, so a restarted agent
-// enforces from its first packet.
-//
-// The first call after an identity change recomputes the policy through
-// Hooks.Policy instead of trusting p: the caller may have computed p (and
-// written its map entries) for the endpoint as it was before the change.
-func (m *Manager) SetPolicy(containerID string, p api.EndpointPolicy) error {
-	m.mu.Lock()
-	if m.recheck[containerID] && m.hooks.Policy != nil {
-		delete(m.recheck, containerID)
-		m.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err := m.refreshPolicy(ctx, containerID)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			return err
-		}
-		m.log.Warn("recomputing policy after an identity change", "container", containerID, "err", err)
-		m.mu.Lock()
-		m.recheck[containerID] = true // the next round tries again
-	}
-	defer m.mu.Unlock()
-	ep, ok := m.eps[containerID]
-	if !ok {
-		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-	}
-	return m.applyPolicy(ep, p)
-}
-
-// applyPolicy records p as ep's enforcement state. Called with mu held.
+// applyPolicy records p as ep's enforcement state: flags into the endpoint
+// map, state persisted, so a restarted agent enforces from its first
+// packet. On failure ep keeps its state, so the next pull tries again.
+// Called with mu held.
 func (m *Manager) applyPolicy(ep *api.Endpoint, p api.EndpointPolicy) error {
-	m.policyGen[ep.ContainerID]++
-	changedFlags := policyFlags(ep.Policy) != policyFlags(p)
+	prev := ep.Policy
 	ep.Policy = p
-	if changedFlags {
+	if policyFlags(prev) != policyFlags(p) {
 		if err := m.writeMap(ep); err != nil {
-			return err
+			ep.Policy = prev
+			return fmt.Errorf("endpoint %d: %w", ep.ID, err)
 		}
 	}
 	return m.save(ep)
 }
 
-// refreshPolicy computes containerID's policy for the endpoint as it is now
-// and applies it.
-func (m *Manager) refreshPolicy(ctx context.Context, containerID string) error {
-	for range 3 {
-		m.mu.Lock()
-		ep, ok := m.eps[containerID]
-		if !ok {
-			m.mu.Unlock()
-			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		}
-		snap, gen := *ep, m.policyGen[containerID]
-		m.mu.Unlock()
-		pol, err := m.hooks.Policy(ctx, snap)
-		if err != nil {
-			return fmt.Errorf("computing policy of %s/%s: %w", snap.Namespace, snap.PodName, err)
-		}
-		m.mu.Lock()
-		ep, ok = m.eps[containerID]
-		switch {
-		case !ok:
-			// Deleted meanwhile: an endpoint that reuses its id gets its
-			// policy recomputed at the next SetPolicy.
-			if owner := m.ownerOf(snap.ID); owner != "" {
-				m.recheck[owner] = true
-			}
-			m.mu.Unlock()
-			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		case ep.Identity != snap.Identity || m.policyGen[containerID] != gen:
-			// Changed meanwhile: what we wrote may be outdated already.
-			m.mu.Unlock()
-			continue
-		}
-		err = m.applyPolicy(ep, pol)
-		m.mu.Unlock()
-		return err
-	}
-	return fmt.Errorf("endpoint for container %q: changed during every policy computation", containerID)
-}
-
 // UpdateIdentity moves containerID's endpoint to identity id with pod labels
 // labels, after its pod's or namespace's labels changed. The policy of the
-// new identity is computed and written first, so the endpoint is never
-// without policy; then the endpoint map entries switch to the new identity,
-// the state is persisted and the endpoint announced again (other nodes'
-// ipcache). An update to the identity the endpoint already has only records
-// the labels.
+// new identity is realized first, so the endpoint is never without policy;
+// then the endpoint map entries switch to the new identity, the state is
+// persisted and the endpoint announced again (other nodes' ipcache). An
+// update to the identity the endpoint already has only records the labels.
 func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uint32, labels map[string]string) (api.Endpoint, error) {
+	m.idMu.Lock()
+	defer m.idMu.Unlock()
 	m.mu.Lock()
 	ep, ok := m.eps[containerID]
 	if !ok {
@@ -458,79 +467,59 @@ func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uin
 	old := ep.Identity
 	next := *ep
 	next.Identity, next.Labels = id, maps.Clone(labels)
-	gen := m.policyGen[containerID]
+	var wait func(context.Context) (api.EndpointPolicy, error)
+	if m.hooks.Policy != nil {
+		// Queued under mu: a Delete's Forget comes after it.
+		wait = m.hooks.Policy.Realize(next)
+	}
 	m.mu.Unlock()
 
-	// The policy is computed without the lock: the policy syncer lists
-	// endpoints meanwhile. Whatever it writes for the old identity is
-	// caught by policyGen (before the swap) or recheck (after it).
-	if m.hooks.Policy != nil {
-		pol, err := m.hooks.Policy(ctx, next)
+	if wait != nil {
+		pol, err := wait(ctx)
 		if err != nil {
-			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s for identity %d: %w", next.Namespace, next.PodName, id, err)
+			return api.Endpoint{}, fmt.Errorf("policy of %s/%s for identity %d: %w", next.Namespace, next.PodName, id, err)
 		}
 		next.Policy = pol
 	}
 
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	ep, ok = m.eps[containerID]
-	if !ok || ep.Identity != old {
-		// Deleted (its id maybe reused already) or changed meanwhile: the
-		// entries just written belong to nobody. Whoever has the id now
-		// gets its own policy again.
-		owner := m.ownerOf(next.ID)
-		m.mu.Unlock()
-		if owner != "" && m.hooks.Policy != nil {
-			if err := m.refreshPolicy(ctx, owner); err != nil && !errors.Is(err, ErrNotFound) {
-				m.log.Warn("recomputing policy", "container", owner, "err", err)
-			}
-		}
-		if !ok {
-			return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		}
-		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: identity changed concurrently", containerID)
+	if !ok {
+		// Deleted meanwhile: its Forget followed our request.
+		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 	}
-	raced := m.policyGen[containerID] != gen
 	prev := *ep
-	ep.Identity, ep.Labels, ep.Policy = next.Identity, next.Labels, next.Policy
+	ep.Identity, ep.Labels = next.Identity, next.Labels
+	if m.hooks.Policy != nil {
+		// The latest result: the writer may have recomputed it already.
+		ep.Policy = m.realized(ep, next.Policy)
+	}
 	m.snapIdentities()
 	if err := m.writeMap(ep); err != nil {
-		// Back to the old identity; its policy is computed again below.
+		// Back to the old identity and its policy.
 		ep.Identity, ep.Labels, ep.Policy = prev.Identity, prev.Labels, prev.Policy
 		m.snapIdentities()
 		if werr := m.writeMap(ep); werr != nil {
 			m.log.Error("restoring endpoint map entry", "container", containerID, "err", werr)
 		}
-		m.mu.Unlock()
 		if m.hooks.Policy != nil {
-			if perr := m.refreshPolicy(ctx, containerID); perr != nil {
+			if pol, perr := m.hooks.Policy.Realize(*ep)(ctx); perr != nil {
 				m.log.Error("restoring the policy of the old identity", "container", containerID, "err", perr)
+			} else if err := m.applyPolicy(ep, m.realized(ep, pol)); err != nil {
+				m.log.Error("restoring the policy of the old identity", "container", containerID, "err", err)
 			}
 		}
 		return api.Endpoint{}, fmt.Errorf("switching endpoint %d to identity %d: %w", prev.ID, id, err)
 	}
-	m.policyGen[containerID]++
 	if err := m.save(ep); err != nil {
 		// A restarted agent restores the old identity; the label watcher
 		// then changes it again.
 		m.log.Warn("persisting endpoint identity", "container", containerID, "err", err)
 	}
-	if m.hooks.Policy != nil {
-		m.recheck[containerID] = true
-	}
 	m.publish(ctx, *ep)
-	out := *ep
-	m.mu.Unlock()
-	m.log.Info("endpoint identity changed", "id", out.ID, "container", containerID, "pod", out.Namespace+"/"+out.PodName, "from", old, "to", id)
-	if raced {
-		// A policy computed for the old identity was applied while we
-		// computed the new one, and may have overwritten its entries.
-		if err := m.refreshPolicy(ctx, containerID); err != nil {
-			return out, fmt.Errorf("recomputing policy of endpoint %d after its identity change: %w", out.ID, err)
-		}
-		out, _ = m.Get(containerID)
-	}
-	return out, nil
+	m.log.Info("endpoint identity changed", "id", ep.ID, "container", containerID, "pod", ep.Namespace+"/"+ep.PodName, "from", old, "to", id)
+	return *ep, nil
 }
 
 func (m *Manager) writeMap(ep *api.Endpoint) error {
@@ -562,17 +551,6 @@ func (m *Manager) unwire(ep *api.Endpoint) {
 	}
 	_ = m.dp.Detach(datapath.HookFromContainer, ep.HostIfIndex)
 	_ = m.dp.Detach(datapath.HookToContainer, ep.HostIfIndex)
-}
-
-// ownerOf returns the container of endpoint id, "" if none. Called with mu
-// held.
-func (m *Manager) ownerOf(id uint16) string {
-	for cid, ep := range m.eps {
-		if ep.ID == id {
-			return cid
-		}
-	}
-	return ""
 }
 
 func (m *Manager) freeID() uint16 {

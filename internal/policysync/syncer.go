@@ -1,7 +1,10 @@
 // Package policysync keeps every local endpoint's policy map equal to what
 // the policies in the store ask for, given the cluster's identities. It is
-// the only writer of the policy map; internal/policy does the computing,
-// so the datapath and `lumen policy explain` can never disagree.
+// the only writer of the policy map: the endpoint manager asks it to
+// realize an endpoint's policy at its identity (Realize) and waits, and
+// pulls the enforcement state it computes (Realized). internal/policy does
+// the computing, so the datapath and `lumen policy explain` can never
+// disagree.
 package policysync
 
 import (
@@ -21,7 +24,6 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
-	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
@@ -55,6 +57,16 @@ type Options struct {
 	// (by store key) when they change, nil when they are gone (Kubernetes
 	// mode: the policy's status).
 	PolicyStatus func(ctx context.Context, key string, warnings []string) error
+	// RealizeTimeout bounds the wait for an endpoint's policy
+	// (DefaultRealizeTimeout).
+	RealizeTimeout time.Duration
+}
+
+// PolicyMap is the kernel's per-endpoint policy map (datapath.PolicyMap).
+type PolicyMap interface {
+	Sync(epID uint16, entries []datapath.PolicyEntry) error
+	Delete(epID uint16) error
+	Endpoints() []uint16
 }
 
 // IPCache is where the syncer puts the CIDR and kube-apiserver identities,
@@ -71,8 +83,7 @@ type IPCache interface {
 type Syncer struct {
 	store kvstore.Store
 	alloc *identity.Allocator
-	eps   *endpoint.Manager
-	pm    *datapath.PolicyMap
+	pm    PolicyMap
 	ipc   IPCache
 	opts  Options
 	log   *slog.Logger
@@ -86,30 +97,35 @@ type Syncer struct {
 	mu         sync.Mutex
 	policies   map[string]*policy.Policy // by store key
 	bad        map[string]string         // store key -> why it is not (fully) enforced
-	podPorts   map[string]map[string]policy.PortProto
 	synced     map[string]bool // kinds listed once
 	engine     *policy.Engine
 	idents     map[uint32]policy.Labels
 	lastErr    error
-	kick       chan struct{}
-	pending    map[uint16]time.Time // regenerated, maybe not listed by the endpoint manager yet
+	kick       chan struct{}      // policies, identities or pods changed
+	records    map[string]*record // by container id
 	hostPolicy *policy.EndpointPolicy
 	warned     map[string][]string // container id -> policy warnings last logged
 	published  map[string][]string // policy store key -> warnings last published
-	readyOnce  sync.Once
-	ready      chan struct{}
+
+	qmu      sync.Mutex
+	queue    []*request
+	requests chan struct{} // queue not empty
+	changed  chan struct{} // a record's enforcement state changed
 }
 
 // New returns a syncer. store may be nil (no policies: nothing enforced).
-func New(store kvstore.Store, alloc *identity.Allocator, eps *endpoint.Manager, pm *datapath.PolicyMap, ipc IPCache, opts Options, log *slog.Logger) *Syncer {
+func New(store kvstore.Store, alloc *identity.Allocator, pm PolicyMap, ipc IPCache, opts Options, log *slog.Logger) *Syncer {
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = DefaultMaxEntries
 	}
+	if opts.RealizeTimeout <= 0 {
+		opts.RealizeTimeout = DefaultRealizeTimeout
+	}
 	return &Syncer{
-		store: store, alloc: alloc, eps: eps, pm: pm, ipc: ipc, opts: opts, log: log,
+		store: store, alloc: alloc, pm: pm, ipc: ipc, opts: opts, log: log,
 		policies: map[string]*policy.Policy{}, bad: map[string]string{}, synced: map[string]bool{},
-		kick: make(chan struct{}, 1), ready: make(chan struct{}), pending: map[uint16]time.Time{},
-		warned: map[string][]string{},
+		kick: make(chan struct{}, 1), records: map[string]*record{}, warned: map[string][]string{},
+		requests: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 	}
 }
 
@@ -117,7 +133,6 @@ func New(store kvstore.Store, alloc *identity.Allocator, eps *endpoint.Manager, 
 func (s *Syncer) Run(ctx context.Context) {
 	go s.loop(ctx)
 	if s.store == nil {
-		s.markReady()
 		s.trigger()
 		return
 	}
@@ -244,8 +259,6 @@ func (s *Syncer) trigger() {
 	}
 }
 
-func (s *Syncer) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
-
 // isSynced reports whether policies and identities were listed once.
 func (s *Syncer) isSynced() bool {
 	if s.store == nil {
@@ -261,14 +274,21 @@ func (s *Syncer) isSynced() bool {
 	return s.alloc.Synced()
 }
 
+// loop is the one writer of the policy map: it serves the endpoint
+// manager's requests in order and recomputes every endpoint when policies
+// or identities change.
 func (s *Syncer) loop(ctx context.Context) {
+	defer s.failQueued(errStopped)
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	dirty := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
+			dirty = true
+		case <-s.requests:
 		case <-retry.C:
 		}
 		if !s.isSynced() {
@@ -277,22 +297,25 @@ func (s *Syncer) loop(ctx context.Context) {
 			retry.Reset(200 * time.Millisecond)
 			continue
 		}
+		s.serve(ctx)
+		if !dirty {
+			continue
+		}
 		err := s.reconcile(ctx)
 		s.mu.Lock()
 		s.lastErr = err
 		s.mu.Unlock()
+		dirty = err != nil
 		if err != nil {
 			s.log.Warn("policy sync", "err", err)
 			retry.Reset(2 * time.Second)
-			continue
 		}
-		s.markReady()
 	}
 }
 
 // rebuild prepares the engine from the current policies and identities,
 // allocating the CIDR identities the policies need.
-func (s *Syncer) rebuild(ctx context.Context) (*policy.Engine, []*policy.Policy, error) {
+func (s *Syncer) rebuild(ctx context.Context) (*policy.Engine, error) {
 	s.mu.Lock()
 	pols := make([]*policy.Policy, 0, len(s.policies))
 	keys := make([]string, 0, len(s.policies))
@@ -318,13 +341,13 @@ func (s *Syncer) rebuild(ctx context.Context) (*policy.Engine, []*policy.Policy,
 		}
 		id, err := s.alloc.Allocate(ctx, identity.NewLabels(lbls...))
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		cidrIDs[p] = uint32(id)
 	}
 	overrides, err := s.apiServerIdentities(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s.ipc.SetExtraIPCache(cidrIDs)
 	s.ipc.SetIPCacheOverrides(overrides)
@@ -333,7 +356,7 @@ func (s *Syncer) rebuild(ctx context.Context) (*policy.Engine, []*policy.Policy,
 	for id, ls := range s.alloc.Snapshot() {
 		pl, err := policy.ParseLabels(ls.Strings()...)
 		if err != nil {
-			return nil, nil, fmt.Errorf("identity %d: %w", id, err)
+			return nil, fmt.Errorf("identity %d: %w", id, err)
 		}
 		idents[uint32(id)] = pl
 	}
@@ -343,12 +366,12 @@ func (s *Syncer) rebuild(ctx context.Context) (*policy.Engine, []*policy.Policy,
 	}
 	eng, err := policy.NewEngine(pols, idents, policy.Options{AllowLocalhost: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s.mu.Lock()
 	s.engine, s.idents = eng, idents
 	s.mu.Unlock()
-	return eng, pols, nil
+	return eng, nil
 }
 
 func (s *Syncer) apiServerIsLocal() bool {
@@ -398,23 +421,29 @@ func (s *Syncer) apiServerIdentities(ctx context.Context) (map[netip.Prefix]uint
 	return out, nil
 }
 
-// reconcile recomputes every local endpoint.
+// reconcile recomputes every endpoint realized so far and removes the
+// entries of endpoints nobody asked for (after a restart: those whose pod
+// went while the agent was down).
 func (s *Syncer) reconcile(ctx context.Context) error {
-	eng, _, err := s.rebuild(ctx)
+	eng, err := s.rebuild(ctx)
 	if err != nil {
 		return err
 	}
-	peerPorts, podPorts := s.namedPorts(ctx)
+	ports := s.namedPorts(ctx)
 	var errs []error
 	warnings := map[string][]string{} // endpoint -> its policy warnings
-	for _, ep := range s.eps.List() {
-		st := s.enforce(eng, ep, podPorts[ep.Namespace+"/"+ep.PodName], peerPorts)
-		if err := s.eps.SetPolicy(ep.ContainerID, st); err != nil && !errors.Is(err, endpoint.ErrNotFound) {
-			errs = append(errs, err)
-		}
+	changed := false
+	live := map[uint16]bool{datapath.HostEndpointID: true}
+	for _, ep := range s.Endpoints() {
+		st := s.enforce(eng, ep, ports.own(ep.Namespace, ep.PodName), ports.peers)
+		changed = s.setPolicy(ep, st) || changed
 		if len(st.Warnings) > 0 {
 			warnings[ep.Namespace+"/"+ep.PodName] = st.Warnings
 		}
+		live[ep.ID] = true
+	}
+	if changed {
+		s.signal()
 	}
 	if err := s.publishWarnings(ctx, warnings); err != nil {
 		// Status only: enforcement is done; retried on the next change.
@@ -423,60 +452,12 @@ func (s *Syncer) reconcile(ctx context.Context) error {
 	if err := s.enforceHost(eng); err != nil {
 		errs = append(errs, err)
 	}
-	// Entries of endpoints that no longer exist. An endpoint being created
-	// has entries before the manager lists it: spare those for a while.
-	live := map[uint16]bool{}
-	liveCIDs := map[string]bool{}
-	for _, ep := range s.eps.List() {
-		live[ep.ID] = true
-		liveCIDs[ep.ContainerID] = true
-	}
-	s.mu.Lock()
-	for cid := range s.warned {
-		if !liveCIDs[cid] {
-			delete(s.warned, cid)
-		}
-	}
-	live[datapath.HostEndpointID] = true
-	for id, at := range s.pending {
-		if live[id] || time.Since(at) > time.Minute {
-			delete(s.pending, id)
-		} else {
-			live[id] = true
-		}
-	}
-	s.mu.Unlock()
 	for _, id := range s.pm.Endpoints() {
 		if !live[id] {
 			errs = append(errs, s.pm.Delete(id))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// Regenerate computes and writes a new endpoint's policy before it is
-// wired (see endpoint.Hooks.Policy). It waits for the first full sync.
-func (s *Syncer) Regenerate(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error) {
-	select {
-	case <-s.ready:
-	case <-ctx.Done():
-		return api.EndpointPolicy{}, ctx.Err()
-	case <-time.After(30 * time.Second):
-		return api.EndpointPolicy{}, errors.New("policies not synchronised with the kvstore yet: try again")
-	}
-	s.mu.Lock()
-	eng := s.engine
-	_, known := s.idents[ep.Identity]
-	s.pending[ep.ID] = time.Now()
-	s.mu.Unlock()
-	if eng == nil || !known {
-		var err error
-		if eng, _, err = s.rebuild(ctx); err != nil {
-			return api.EndpointPolicy{}, err
-		}
-	}
-	peerPorts, podPorts := s.namedPorts(ctx)
-	return s.enforce(eng, ep, podPorts[ep.Namespace+"/"+ep.PodName], peerPorts), nil
 }
 
 // enforce computes one endpoint's policy and writes its map entries.
@@ -656,70 +637,6 @@ func (s *Syncer) logWarnings(ep api.Endpoint, warnings []string) {
 	for _, w := range warnings {
 		s.log.Warn("policy warning", "endpoint", ep.ID, "pod", ep.Namespace+"/"+ep.PodName, "warning", w)
 	}
-}
-
-// namedPorts reads the container ports of every stored pod: each pod's
-// own by namespace/name (ingress named ports) and, through the cluster's
-// endpoints, by identity (egress named ports resolve on the destination).
-func (s *Syncer) namedPorts(ctx context.Context) (map[uint32]map[string][]policy.PortProto, map[string]map[string]policy.PortProto) {
-	peers := map[uint32]map[string][]policy.PortProto{}
-	own := map[string]map[string]policy.PortProto{}
-	if s.store == nil {
-		return peers, own
-	}
-	kind, err := resource.ResolveKind("Pod")
-	if err != nil {
-		return peers, own
-	}
-	objs, err := resource.List(ctx, s.store, kind, "")
-	if err != nil {
-		s.log.Warn("listing pods for named ports", "err", err)
-		return peers, own
-	}
-	for i := range objs {
-		pod, err := resource.PodOf(&objs[i])
-		if err != nil {
-			continue
-		}
-		for _, cp := range pod.Ports() {
-			if cp.Name == "" {
-				continue
-			}
-			key := pod.Namespace + "/" + pod.Name
-			if own[key] == nil {
-				own[key] = map[string]policy.PortProto{}
-			}
-			own[key][cp.Name] = policy.PortProto{Port: uint16(cp.ContainerPort), Proto: protoNumber(cp.Protocol)}
-		}
-	}
-	// Every endpoint, local ones included, keyed by its pod.
-	for _, ep := range s.ipc.Endpoints() {
-		ports := own[ep.Namespace+"/"+ep.PodName]
-		if ep.Identity == 0 || ep.PodName == "" || len(ports) == 0 {
-			continue
-		}
-		m := peers[ep.Identity]
-		if m == nil {
-			m = map[string][]policy.PortProto{}
-			peers[ep.Identity] = m
-		}
-		for name, pp := range ports {
-			if !slices.Contains(m[name], pp) {
-				m[name] = append(m[name], pp)
-			}
-		}
-	}
-	return peers, own
-}
-
-func protoNumber(p string) uint8 {
-	switch strings.ToUpper(p) {
-	case "UDP":
-		return 17
-	case "SCTP":
-		return 132
-	}
-	return 6
 }
 
 // Health reports the syncer's state.
