@@ -97,7 +97,7 @@ type Syncer struct {
 	mu         sync.Mutex
 	policies   map[string]*policy.Policy // by store key
 	bad        map[string]string         // store key -> why it is not (fully) enforced
-	synced     map[string]bool // kinds listed once
+	synced     map[string]bool           // kinds listed once
 	engine     *policy.Engine
 	idents     map[uint32]policy.Labels
 	lastErr    error
