@@ -25,6 +25,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/apiserver"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/devices"
 	"github.com/lumen-net/lumen/internal/endpoint"
@@ -36,6 +37,7 @@ import (
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policysync"
+	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -167,7 +169,10 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	// The policy syncer is the only writer of the policy map: endpoints
 	// wait on it for their policy.
-	policies := policysync.New(store, ids.alloc, policyMap, nodes, policysync.Options{
+	// State tables: policies, Pods and endpoints, one watch each.
+	tables := clusterstate.New(store, policysync.KindNames, log)
+	reconcileMetrics := reconcile.NewMetrics()
+	policies := policysync.New(tables, ids.alloc, policyMap, nodes, policysync.Options{
 		MaxEntries:    cfg.PolicyMapMaxEntries,
 		Audit:         cfg.PolicyAuditMode,
 		KubeAPIServer: cfg.apiServer,
@@ -176,6 +181,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		HostLabels:    hostLabels(cfg),
 		SetHostFlags:  dp.SetHostFlags,
 		PolicyStatus:  policyStatus(kube),
+		Metrics:       reconcileMetrics,
 	}, log)
 
 	// Endpoints: restore what the previous agent left, then serve new ones.
@@ -218,6 +224,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := pruneEndpointMap(dp, eps.IPs()); err != nil {
 		return err
 	}
+	go tables.Run(ctx)
 	go policies.Run(ctx)
 	go eps.Run(ctx)
 	// Pod and namespace label changes move endpoints to their new identity.
@@ -298,6 +305,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
+	for _, c := range append(reconcileMetrics.Collectors(), tables.Collector()) {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
 	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "lumen_policy_map_overflow_total",
 		Help: "Endpoint policy computations that exceeded --policy-map-max-entries (the endpoint then denies all traffic).",

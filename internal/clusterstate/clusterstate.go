@@ -30,6 +30,8 @@ const (
 	ByNode = "node"
 	// ByNamedPort finds Pods by the name of a container port.
 	ByNamedPort = "namedport"
+	// ByPod finds endpoints by their pod, as "namespace/name".
+	ByPod = "pod"
 )
 
 // Tables are the agent's tables. Resources holds one table per resource
@@ -52,7 +54,10 @@ func New(store kvstore.Store, kinds []string, log *slog.Logger) *Tables {
 		Tables: ts,
 		Nodes:  state.Register(ts, state.Spec[node.Node]{Name: "nodes", Prefix: node.NodesPrefix, Decode: decodeNode}),
 		Endpoints: state.Register(ts, state.Spec[node.Endpoint]{Name: "endpoints", Prefix: node.EndpointsPrefix, Decode: decodeJSON[node.Endpoint],
-			Indexes: map[string]func(node.Endpoint) []string{ByNode: func(e node.Endpoint) []string { return []string{e.Node} }}}),
+			Indexes: map[string]func(node.Endpoint) []string{
+				ByNode: func(e node.Endpoint) []string { return []string{e.Node} },
+				ByPod:  endpointPod,
+			}}),
 		Identities: state.Register(ts, state.Spec[identity.Entry]{Name: "identities", Prefix: identity.IDsPrefix, Decode: identity.DecodeEntry}),
 		Peers:      state.Register(ts, state.Spec[peer.Peer]{Name: "hubble-peers", Prefix: peer.StorePrefix, Decode: decodePeer}),
 		Resources:  map[string]*state.Table[*resource.Object]{},
@@ -133,6 +138,13 @@ func labelValues(o *resource.Object) []string {
 		out = append(out, k+"="+v)
 	}
 	return out
+}
+
+func endpointPod(e node.Endpoint) []string {
+	if e.PodName == "" {
+		return nil
+	}
+	return []string{e.Namespace + "/" + e.PodName}
 }
 
 func podNode(o *resource.Object) []string {

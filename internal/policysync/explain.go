@@ -63,7 +63,7 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 	if err != nil {
 		return nil, err
 	}
-	ports := s.namedPorts(ctx)
+	ports := s.namedPorts()
 	s.mu.Lock()
 	lbls := s.idents[ep.Identity]
 	audit := false

@@ -1,72 +1,79 @@
 package policysync
 
 import (
-	"context"
 	"slices"
 	"strings"
 
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
-// portSet holds the named container ports policies resolve: each pod's
-// own (ingress) and, through the cluster's endpoints, by identity (egress
-// named ports resolve on the destination).
+// portSet resolves named container ports from the Pods table: an
+// endpoint's own (ingress rules) and, through the cluster's endpoints, by
+// identity (egress rules resolve on the destination). Nothing is listed:
+// own is one lookup by key, peers one named-port index lookup per name
+// egress rules use.
 type portSet struct {
-	byPod map[string]map[string]policy.PortProto // namespace/name -> name -> port
+	pods  *state.Table[*resource.Object]
 	peers map[uint32]map[string][]policy.PortProto
 }
 
 // own returns the named ports of pod namespace/name.
 func (p portSet) own(namespace, name string) map[string]policy.PortProto {
-	return p.byPod[namespace+"/"+name]
+	if p.pods == nil || name == "" {
+		return nil
+	}
+	obj, ok := p.pods.Get(resource.Key("Pod", namespace, name))
+	if !ok {
+		return nil
+	}
+	return podPorts(obj, nil)
 }
 
-// namedPorts reads the container ports of every stored pod.
-func (s *Syncer) namedPorts(ctx context.Context) portSet {
-	out := portSet{byPod: map[string]map[string]policy.PortProto{}, peers: map[uint32]map[string][]policy.PortProto{}}
-	if s.store == nil {
-		return out
-	}
-	kind, err := resource.ResolveKind("Pod")
+// podPorts returns obj's container ports by name (only those in names,
+// unless nil).
+func podPorts(obj *resource.Object, names []string) map[string]policy.PortProto {
+	pod, err := resource.PodOf(obj)
 	if err != nil {
-		return out
+		return nil
 	}
-	objs, err := resource.List(ctx, s.store, kind, "")
-	if err != nil {
-		s.log.Warn("listing pods for named ports", "err", err)
-		return out
-	}
-	for i := range objs {
-		pod, err := resource.PodOf(&objs[i])
-		if err != nil {
+	var out map[string]policy.PortProto
+	for _, cp := range pod.Ports() {
+		if cp.Name == "" || (names != nil && !slices.Contains(names, cp.Name)) {
 			continue
 		}
-		for _, cp := range pod.Ports() {
-			if cp.Name == "" {
-				continue
-			}
-			key := pod.Namespace + "/" + pod.Name
-			if out.byPod[key] == nil {
-				out.byPod[key] = map[string]policy.PortProto{}
-			}
-			out.byPod[key][cp.Name] = policy.PortProto{Port: uint16(cp.ContainerPort), Proto: protoNumber(cp.Protocol)}
+		if out == nil {
+			out = map[string]policy.PortProto{}
 		}
+		out[cp.Name] = policy.PortProto{Port: uint16(cp.ContainerPort), Proto: protoNumber(cp.Protocol)}
 	}
-	// Every endpoint, local ones included, keyed by its pod.
-	for _, ep := range s.ipc.Endpoints() {
-		ports := out.byPod[ep.Namespace+"/"+ep.PodName]
-		if ep.Identity == 0 || ep.PodName == "" || len(ports) == 0 {
-			continue
-		}
-		m := out.peers[ep.Identity]
-		if m == nil {
-			m = map[string][]policy.PortProto{}
-			out.peers[ep.Identity] = m
-		}
-		for name, pp := range ports {
-			if !slices.Contains(m[name], pp) {
-				m[name] = append(m[name], pp)
+	return out
+}
+
+// namedPorts prepares the named ports of this pass.
+func (s *Syncer) namedPorts() portSet {
+	out := portSet{pods: s.pods, peers: map[uint32]map[string][]policy.PortProto{}}
+	if s.pods == nil || s.endpoints == nil {
+		return out
+	}
+	names := s.egressPortNames()
+	for _, name := range names {
+		for _, obj := range s.pods.Index(clusterstate.ByNamedPort, name) {
+			ports := podPorts(obj, []string{name})
+			for _, ep := range s.endpoints.Index(clusterstate.ByPod, obj.Metadata.Namespace+"/"+obj.Metadata.Name) {
+				if ep.Identity == 0 {
+					continue
+				}
+				m := out.peers[ep.Identity]
+				if m == nil {
+					m = map[string][]policy.PortProto{}
+					out.peers[ep.Identity] = m
+				}
+				if pp, ok := ports[name]; ok && !slices.Contains(m[name], pp) {
+					m[name] = append(m[name], pp)
+				}
 			}
 		}
 	}

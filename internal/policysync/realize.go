@@ -154,7 +154,7 @@ func (s *Syncer) realize(ctx context.Context, ep api.Endpoint) (api.EndpointPoli
 			return api.EndpointPolicy{}, err
 		}
 	}
-	ports := s.namedPorts(ctx)
+	ports := s.namedPorts()
 	pol := s.enforce(eng, ep, ports.own(ep.Namespace, ep.PodName), ports.peers)
 	s.mu.Lock()
 	for cid, r := range s.records {
