@@ -192,25 +192,26 @@ func (s *Syncer) Run(ctx context.Context) {
 	s.loop.Run(ctx)
 }
 
-// pass is one reconcile: the manager's requests in order, then, when an
-// input changed since the last complete pass, every endpoint.
+// pass is one reconcile: every endpoint when an input changed since the
+// last complete pass, then the manager's requests in order (computed with
+// the engine of the state just reconciled).
 func (s *Syncer) pass(ctx context.Context) error {
 	s.syncPolicies()
-	s.serve(ctx)
 	rev := s.revisions()
 	s.mu.Lock()
 	clean := s.lastErr == nil && s.done != nil && slices.Equal(rev, s.done)
 	s.mu.Unlock()
-	if clean {
-		return nil
+	var err error
+	if !clean {
+		err = s.reconcile(ctx)
+		s.mu.Lock()
+		s.lastErr = err
+		if err == nil {
+			s.done = rev
+		}
+		s.mu.Unlock()
 	}
-	err := s.reconcile(ctx)
-	s.mu.Lock()
-	s.lastErr = err
-	if err == nil {
-		s.done = rev
-	}
-	s.mu.Unlock()
+	s.serve(ctx)
 	return err
 }
 
