@@ -455,3 +455,54 @@ func TestCreateRefusesNonVeth(t *testing.T) {
 		t.Fatalf("Create on eth0: %v", err)
 	}
 }
+
+// TestCreateWaitsForPolicy: a new pod's policy is written before the pod
+// is wired; when it cannot be, the ADD fails naming the pod and nothing of
+// it is left (no endpoint, no map entry).
+func TestCreateWaitsForPolicy(t *testing.T) {
+	ns := nstest.New(t, "eppol")
+	m, r, w := newTestManagerWriter(t)
+	m.hooks.Identity = func(_ context.Context, req *api.EndpointRequest) (uint32, map[string]string, error) {
+		if req.Labels["app"] == "evil" {
+			return 666, req.Labels, nil
+		}
+		return 1003, req.Labels, nil
+	}
+	create := func(cid, ip string, labels map[string]string) (api.Endpoint, error) {
+		name := api.HostIfName(cid)
+		if err := ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "p" + cid}); err != nil {
+			t.Fatal(err)
+		}
+		var ep api.Endpoint
+		err := ns.Do(func() error {
+			var err error
+			ep, err = m.Create(context.Background(), &api.EndpointRequest{ContainerID: cid, PodName: cid, Namespace: "shop",
+				HostIfName: name, MAC: "02:00:00:00:01:01", IPv4: ip, Labels: labels})
+			return err
+		})
+		return ep, err
+	}
+	r.take()
+	ep, err := create("c3", "10.0.0.3", map[string]string{"app": "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.take()
+	if len(got) < 2 || got[0] != "policy identity=1003" || !strings.HasPrefix(got[1], "upsert 10.0.0.3 identity=1003 flags=1") {
+		t.Errorf("calls %v: want the policy first, then the map entry with its flags", got)
+	}
+	if ep.Policy.Entries != 1003 || w.byID[ep.ID] != 1003 {
+		t.Errorf("endpoint policy %+v, policy map %v", ep.Policy, w.byID)
+	}
+
+	_, err = create("c4", "10.0.0.4", map[string]string{"app": "evil"})
+	if err == nil || !strings.Contains(err.Error(), "policy of shop/c4 (identity 666)") {
+		t.Fatalf("Create whose policy cannot be realized: %v", err)
+	}
+	if _, gerr := m.Get("c4"); !errors.Is(gerr, ErrNotFound) {
+		t.Errorf("endpoint kept after a failed ADD: %v", gerr)
+	}
+	if got := r.take(); slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "10.0.0.4") }) {
+		t.Errorf("map written for a pod without policy: %v", got)
+	}
+}
