@@ -16,7 +16,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/bgp"
-	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/lbsync"
 )
 
@@ -63,7 +63,7 @@ type bgpSubsystem struct {
 
 // startBGP starts the BGP controller when configured. It returns at once:
 // sessions come up in the background.
-func startBGP(ctx context.Context, cfg *config, store kvstore.Store, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
+func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
 	opts := bgp.Options{
 		ConfigFile:   cfg.BGPConfigPath,
 		Announce:     bgp.AnnounceOptions{PodCIDR: cfg.BGPAnnouncePodCIDR, LBIP: cfg.BGPAnnounceLBIP},
@@ -90,8 +90,9 @@ func startBGP(ctx context.Context, cfg *config, store kvstore.Store, services *l
 		PodCIDRs:   cidrs,
 		Frontends:  services.Services,
 		// Until lbsync has read the store, its frontends are incomplete.
-		Ready: func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
-		Store: store,
+		Ready:    func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
+		Services: tables.Kind("Service"),
+		Policies: tables.Kind(bgp.PolicyKind),
 	}, log.With("subsys", "bgp"), level)
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/apiserver"
+	"github.com/lumen-net/lumen/internal/bgp"
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/devices"
@@ -146,6 +148,11 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 	}
 
+	// The state tables: what the agent reads of the cluster, one watch per
+	// kind, shared by every subsystem that reads it.
+	tables := clusterstate.New(store, agentKinds(), log)
+	go tables.Run(ctx)
+
 	// IPAM: this node's pod CIDRs.
 	pods, err := ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json"))
 	if err != nil {
@@ -159,7 +166,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	// Cluster: this node, the others, their endpoints.
 	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6),
 		IPv4: addrString(nodeIPv4), IPv6: addrString(nodeIPv6), Labels: hostLabels(cfg)}
-	nodes := node.New(local, store, dp, nw, cfg.Routing == "vxlan", log)
+	nodes := node.New(local, store, tables.NodeTables(), dp, nw, cfg.Routing == "vxlan", log)
 
 	// Policy map, adopted as the previous agent left it: nothing is flushed
 	// until the policies are known again.
@@ -169,9 +176,6 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	// The policy syncer is the only writer of the policy map: endpoints
 	// wait on it for their policy.
-	// State tables: policies, Pods and endpoints, one watch each.
-	tables := clusterstate.New(store, policysync.KindNames, log)
-	reconcileMetrics := reconcile.NewMetrics()
 	policies := policysync.New(tables, ids.alloc, policyMap, nodes, policysync.Options{
 		MaxEntries:    cfg.PolicyMapMaxEntries,
 		Audit:         cfg.PolicyAuditMode,
@@ -181,7 +185,6 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		HostLabels:    hostLabels(cfg),
 		SetHostFlags:  dp.SetHostFlags,
 		PolicyStatus:  policyStatus(kube),
-		Metrics:       reconcileMetrics,
 	}, log)
 
 	// Endpoints: restore what the previous agent left, then serve new ones.
@@ -224,14 +227,14 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := pruneEndpointMap(dp, eps.IPs()); err != nil {
 		return err
 	}
-	go tables.Run(ctx)
 	go policies.Run(ctx)
 	go eps.Run(ctx)
 	// Pod and namespace label changes move endpoints to their new identity.
 	go newLabelWatcher(store, ids.alloc, eps, log).run(ctx)
 
 	// Services: this node's frontends and backends.
-	services, err := lbsync.New(store, dp, nodes, lbsync.Options{
+	lbTables := lbsync.Tables{Services: tables.Kind("Service"), EndpointSlices: tables.Kind("EndpointSlice"), Pods: tables.Pods()}
+	services, err := lbsync.New(store, lbTables, dp, nodes, lbsync.Options{
 		Maglev: cfg.LBAlgorithm == "maglev", MaglevSize: uint64(cfg.MaglevTableSize), MaglevSeed: cfg.MaglevSeed,
 		StateDir: cfg.StateDir,
 		// Kubernetes' EndpointSlice controller writes the slices there.
@@ -244,7 +247,7 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	go services.Run(ctx)
-	bgpCP, err := startBGP(ctx, cfg, store, services, nodeIPv4, nodeIPv6, log)
+	bgpCP, err := startBGP(ctx, cfg, tables, services, nodeIPv4, nodeIPv6, log)
 	if err != nil {
 		return err
 	}
@@ -305,10 +308,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// Events and metrics.
 	reg := metrics.New(dp.Counters, func() int { return len(eps.List()) })
-	for _, c := range append(reconcileMetrics.Collectors(), tables.Collector()) {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
+	if err := reg.Register(append(reconcile.DefaultMetrics.Collectors(), tables.Collector())...); err != nil {
+		return err
 	}
 	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "lumen_policy_map_overflow_total",
@@ -560,4 +561,9 @@ func policyStatus(kube *k8s.Store) func(context.Context, string, []string) error
 		return nil
 	}
 	return kube.SetPolicyStatus
+}
+
+// agentKinds are the resource kinds the agent's controllers read.
+func agentKinds() []string {
+	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
 }

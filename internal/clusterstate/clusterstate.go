@@ -26,12 +26,11 @@ const (
 	ByNamespace = "namespace"
 	// ByLabel finds objects by one label, as "key=value".
 	ByLabel = "label"
-	// ByNode finds Pods by spec.nodeName and endpoints by node name.
-	ByNode = "node"
+	// ByNode finds Pods by spec.nodeName (and endpoints by node name,
+	// node.ByNode).
+	ByNode = node.ByNode
 	// ByNamedPort finds Pods by the name of a container port.
 	ByNamedPort = "namedport"
-	// ByPod finds endpoints by their pod, as "namespace/name".
-	ByPod = "pod"
 )
 
 // Tables are the agent's tables. Resources holds one table per resource
@@ -45,19 +44,20 @@ type Tables struct {
 	Resources  map[string]*state.Table[*resource.Object]
 }
 
+// NodeTables are the tables the node manager reads.
+func (t *Tables) NodeTables() node.Tables {
+	return node.Tables{Nodes: t.Nodes, Endpoints: t.Endpoints}
+}
+
 // New declares the tables of an agent fed from store (nil: the node is
 // alone, every table is empty) for the given resource kinds; Run feeds them.
 // Pods and Namespaces are always among them.
 func New(store kvstore.Store, kinds []string, log *slog.Logger) *Tables {
 	ts := state.New(store, log)
 	t := &Tables{
-		Tables: ts,
-		Nodes:  state.Register(ts, state.Spec[node.Node]{Name: "nodes", Prefix: node.NodesPrefix, Decode: decodeNode}),
-		Endpoints: state.Register(ts, state.Spec[node.Endpoint]{Name: "endpoints", Prefix: node.EndpointsPrefix, Decode: decodeJSON[node.Endpoint],
-			Indexes: map[string]func(node.Endpoint) []string{
-				ByNode: func(e node.Endpoint) []string { return []string{e.Node} },
-				ByPod:  endpointPod,
-			}}),
+		Tables:     ts,
+		Nodes:      state.Register(ts, node.NodesSpec()),
+		Endpoints:  state.Register(ts, node.EndpointsSpec()),
 		Identities: state.Register(ts, state.Spec[identity.Entry]{Name: "identities", Prefix: identity.IDsPrefix, Decode: identity.DecodeEntry}),
 		Peers:      state.Register(ts, state.Spec[peer.Peer]{Name: "hubble-peers", Prefix: peer.StorePrefix, Decode: decodePeer}),
 		Resources:  map[string]*state.Table[*resource.Object]{},
@@ -103,14 +103,6 @@ func decodeJSON[T any](kv kvstore.KV) (T, error) {
 	return v, nil
 }
 
-func decodeNode(kv kvstore.KV) (node.Node, error) {
-	n, err := decodeJSON[node.Node](kv)
-	if err == nil && n.Name == "" {
-		err = fmt.Errorf("node %s: name is empty", kv.Key)
-	}
-	return n, err
-}
-
 func decodePeer(kv kvstore.KV) (peer.Peer, error) {
 	p, err := decodeJSON[peer.Peer](kv)
 	if err == nil && (p.Name == "" || p.Address == "") {
@@ -138,13 +130,6 @@ func labelValues(o *resource.Object) []string {
 		out = append(out, k+"="+v)
 	}
 	return out
-}
-
-func endpointPod(e node.Endpoint) []string {
-	if e.PodName == "" {
-		return nil
-	}
-	return []string{e.Namespace + "/" + e.PodName}
 }
 
 func podNode(o *resource.Object) []string {

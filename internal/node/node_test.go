@@ -16,6 +16,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // memIPCache keeps ipcache entries in memory (the manager's output is not
@@ -72,7 +73,10 @@ func TestRepublishLocalEndpoints(t *testing.T) {
 	c := kvstoretest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := New(Node{Name: "n1", IPv4: "10.99.0.1"}, c, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ts := state.New(c, nil)
+	tables := Tables{Nodes: state.Register(ts, NodesSpec()), Endpoints: state.Register(ts, EndpointsSpec())}
+	go ts.Run(ctx)
+	m := New(Node{Name: "n1", IPv4: "10.99.0.1"}, c, tables, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	m.SetLocalEndpoints(func() []api.Endpoint { return localEndpoints })
 	go m.Run(ctx)
 
@@ -97,6 +101,11 @@ func TestRepublishLocalEndpoints(t *testing.T) {
 	if _, err := c.Put(ctx, EndpointsPrefix+"n1/c2", b); err != nil {
 		t.Fatal(err)
 	}
+	// A listing holds the wrong announcement: wait until the table does.
+	waitFor(t, "the wrong announcement in the table", func() bool {
+		ep, ok := tables.Endpoints.Get(EndpointsPrefix + "n1/c2")
+		return ok && ep.Identity == 999
+	})
 	m.republish(ctx) // what a listing does
 	waitFor(t, "a wrong announcement corrected", func() bool { return announced("c2", 257) })
 }
@@ -110,7 +119,8 @@ func TestHealthWithStoreDown(t *testing.T) {
 	}
 	defer c.Close()
 	c.Timeout = time.Second
-	m := New(Node{Name: "n1"}, c, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tables := Tables{Nodes: state.NewTable(NodesSpec(), nil), Endpoints: state.NewTable(EndpointsSpec(), nil)}
+	m := New(Node{Name: "n1"}, c, tables, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	m.SetLocalEndpoints(func() []api.Endpoint { return localEndpoints })
 	h := m.Health()
 	if h.State != api.StateDegraded || !strings.Contains(h.Message, "2 local endpoints not announced yet") {
@@ -119,9 +129,7 @@ func TestHealthWithStoreDown(t *testing.T) {
 	if err := m.Publish(context.Background(), localEndpoints[0]); err == nil {
 		t.Fatal("publishing to a store that is not there succeeded")
 	}
-	m.mu.Lock()
-	m.listedEndpoints = true // as if listed once before the store went away
-	m.mu.Unlock()
+	tables.Endpoints.Apply(kvstore.Update{Resync: true}) // as if listed once before the store went away
 	h = m.Health()
 	if h.State != api.StateDegraded || !strings.Contains(h.Message, "1 local endpoints not announced: c1: kvstore unix://") {
 		t.Errorf("health after a failed announcement: %+v", h)

@@ -47,7 +47,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the delay between retries
 	// (defaults 100ms and 30s); it doubles on each consecutive failure.
 	MinBackoff, MaxBackoff time.Duration
-	// Metrics, optional, records lumen_reconcile_* for this reconciler.
+	// Metrics records lumen_reconcile_* for this reconciler (default:
+	// DefaultMetrics, which the agent registers).
 	Metrics *Metrics
 	Log     *slog.Logger
 }
@@ -86,7 +87,7 @@ func New(cfg Config) *Loop {
 	}
 	cfg.Log = cfg.Log.With("reconciler", cfg.Name)
 	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics()
+		cfg.Metrics = DefaultMetrics
 	}
 	l := &Loop{cfg: cfg, kick: make(chan struct{}, 1), done: make(chan struct{}), after: time.After, waiting: true}
 	// Subscribe now, so that no change between New and Run is lost.
@@ -107,6 +108,13 @@ func (l *Loop) Kick() {
 
 // Done is closed after the first successful reconcile (and prune).
 func (l *Loop) Done() <-chan struct{} { return l.done }
+
+// Err is the error of the last pass (nil: it succeeded, or none ran yet).
+func (l *Loop) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastErr
+}
 
 // Status is the reconciler's health.
 func (l *Loop) Status() api.SubsystemStatus {

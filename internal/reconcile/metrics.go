@@ -10,6 +10,9 @@ type Metrics struct {
 	pending  *prometheus.GaugeVec
 }
 
+// DefaultMetrics serve loops configured without Metrics: the agent's.
+var DefaultMetrics = NewMetrics()
+
 // NewMetrics returns unregistered metrics; register Collectors().
 func NewMetrics() *Metrics {
 	return &Metrics{

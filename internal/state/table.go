@@ -10,6 +10,7 @@ package state
 
 import (
 	"bytes"
+	"fmt"
 	"iter"
 	"log/slog"
 	"maps"
@@ -52,6 +53,19 @@ type Table[T any] struct {
 	synced     chan struct{}
 	syncOnce   sync.Once
 	decodeErrs atomic.Uint64
+}
+
+// NewTable returns a table outside any Tables, fed by Apply: a table a
+// subsystem derives from others, or a test's input. Tables registered with
+// Register are fed by Tables.Run only.
+func NewTable[T any](spec Spec[T], log *slog.Logger) *Table[T] {
+	if spec.Name == "" || spec.Decode == nil {
+		panic(fmt.Sprintf("state: table spec needs Name and Decode: %+v", spec))
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return newTable(spec, log)
 }
 
 func newTable[T any](spec Spec[T], log *slog.Logger) *Table[T] {
@@ -195,8 +209,10 @@ type Subscription struct {
 func (s *Subscription) Changed() <-chan struct{} { return s.ch }
 
 // Drain returns the keys changed (put or deleted) since the last Drain,
-// sorted, or all=true when the reader must look at every row (the table's
-// first listing was delivered to it).
+// sorted, and all=true when the table was listed again meanwhile (its
+// first listing, or a new one after the watch could not continue, e.g. a
+// restarted etcd): readers that re-announce what the store may have lost
+// do it then.
 func (s *Subscription) Drain() (keys []string, all bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -221,7 +237,10 @@ func (s *Subscription) note(keys []string, all bool) {
 	}
 }
 
-// apply applies one update from the store.
+// Apply applies one update, as ListAndWatch delivers them: a listing
+// (Resync) replaces the rows, events change them.
+func (t *Table[T]) Apply(u kvstore.Update) { t.apply(u) }
+
 func (t *Table[T]) apply(u kvstore.Update) {
 	t.mu.Lock()
 	var changed []string
@@ -248,18 +267,17 @@ func (t *Table[T]) apply(u kvstore.Update) {
 			changed = append(changed, ev.KV.Key)
 		}
 	}
-	first := u.Resync && !t.IsSynced()
 	if len(changed) > 0 {
 		t.rev++
 	}
 	subs := slices.Clone(t.subs)
 	t.mu.Unlock()
-	if first {
+	if u.Resync {
 		t.markSynced()
 	}
-	if len(changed) > 0 || first {
+	if len(changed) > 0 || u.Resync {
 		for _, s := range subs {
-			s.note(changed, first)
+			s.note(changed, u.Resync)
 		}
 	}
 }

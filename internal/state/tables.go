@@ -33,7 +33,7 @@ type feed interface {
 	Synced() <-chan struct{}
 	DecodeErrors() uint64
 	Len() int
-	apply(kvstore.Update)
+	Apply(kvstore.Update)
 	markSynced()
 }
 
@@ -81,7 +81,7 @@ func (ts *Tables) Run(ctx context.Context) {
 	ts.mu.Unlock()
 	if ts.store == nil {
 		for _, f := range feeds {
-			f.apply(kvstore.Update{Resync: true})
+			f.Apply(kvstore.Update{Resync: true})
 		}
 		<-ctx.Done()
 		return
@@ -90,7 +90,7 @@ func (ts *Tables) Run(ctx context.Context) {
 	for _, f := range feeds {
 		wg.Go(func() {
 			for u := range ts.store.ListAndWatch(ctx, f.Prefix()) {
-				f.apply(u)
+				f.Apply(u)
 			}
 		})
 	}
