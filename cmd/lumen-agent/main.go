@@ -174,14 +174,23 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("loading policy map: %w", err)
 	}
-	var policies *policysync.Syncer
+	// The policy syncer is the only writer of the policy map: endpoints
+	// wait on it for their policy.
+	policies := policysync.New(tables, ids.alloc, policyMap, nodes, policysync.Options{
+		MaxEntries:    cfg.PolicyMapMaxEntries,
+		Audit:         cfg.PolicyAuditMode,
+		KubeAPIServer: cfg.apiServer,
+		LocalNodeIPs:  func() []netip.Addr { return validAddrs(nodeIPv4, nodeIPv6) },
+		RemoteNode:    nodes.IsRemoteNodeIP,
+		HostLabels:    hostLabels(cfg),
+		SetHostFlags:  dp.SetHostFlags,
+		PolicyStatus:  policyStatus(kube),
+	}, log)
 
 	// Endpoints: restore what the previous agent left, then serve new ones.
 	eps, err := endpoint.New(dp, cfg.StateDir, endpoint.Hooks{
 		Identity: ids.resolve,
-		Policy: func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error) {
-			return policies.Regenerate(ctx, ep)
-		},
+		Policy:   policies,
 		Owns: func(owner string, ips []netip.Addr) bool {
 			a, ok := pods.Owners()[owner]
 			if !ok {
@@ -218,17 +227,8 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := pruneEndpointMap(dp, eps.IPs()); err != nil {
 		return err
 	}
-	policies = policysync.New(store, ids.alloc, eps, policyMap, nodes, policysync.Options{
-		MaxEntries:    cfg.PolicyMapMaxEntries,
-		Audit:         cfg.PolicyAuditMode,
-		KubeAPIServer: cfg.apiServer,
-		LocalNodeIPs:  func() []netip.Addr { return validAddrs(nodeIPv4, nodeIPv6) },
-		RemoteNode:    nodes.IsRemoteNodeIP,
-		HostLabels:    hostLabels(cfg),
-		SetHostFlags:  dp.SetHostFlags,
-		PolicyStatus:  policyStatus(kube),
-	}, log)
 	go policies.Run(ctx)
+	go eps.Run(ctx)
 	// Pod and namespace label changes move endpoints to their new identity.
 	go newLabelWatcher(store, ids.alloc, eps, log).run(ctx)
 

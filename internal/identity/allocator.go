@@ -44,6 +44,7 @@ type Allocator struct {
 	nextLocal   ID
 	nextCluster ID // in-memory mode only
 	synced      bool
+	syncedCh    chan struct{} // closed with synced
 	changed     chan struct{}
 
 	// What this node holds, so that a store that lost it gets it back and
@@ -66,12 +67,16 @@ func NewAllocator(kv kvstore.Store) *Allocator {
 		nextLocal:   MinLocal,
 		nextCluster: MinCluster,
 		changed:     make(chan struct{}, 1),
+		syncedCh:    make(chan struct{}),
 		held:        map[ID]Labels{},
 		conflicts:   map[ID]string{},
 	}
 	for id := range reservedNames {
 		ls, _ := ReservedLabels(id)
 		a.remember(id, ls)
+	}
+	if kv == nil {
+		close(a.syncedCh)
 	}
 	return a
 }
@@ -190,6 +195,9 @@ func (a *Allocator) Follow(ctx context.Context, t *state.Table[Entry]) {
 			// nothing: endpoints may still use them.
 			a.republish(ctx, stored)
 			a.mu.Lock()
+			if !a.synced {
+				close(a.syncedCh)
+			}
 			a.synced = true
 			a.mu.Unlock()
 			select {
@@ -257,6 +265,10 @@ func (a *Allocator) Snapshot() map[ID]Labels {
 
 // Changed is signalled (coalesced) whenever a new identity becomes known.
 func (a *Allocator) Changed() <-chan struct{} { return a.changed }
+
+// SyncedC is closed once the cluster identities have been listed (at once
+// in memory mode).
+func (a *Allocator) SyncedC() <-chan struct{} { return a.syncedCh }
 
 // Synced reports whether the cluster identities have been listed once
 // (always true in memory mode).
