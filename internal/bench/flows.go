@@ -44,6 +44,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/reader"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // FlowsOptions configure FlowsBench.
@@ -219,18 +220,19 @@ type flowsEnv struct {
 	close   func()
 }
 
-// newFlowsEnv must run on a locked thread: it switches it into the new
-// namespace (close switches back).
+// newFlowsEnv locks the calling goroutine to its thread and switches the
+// thread into a new namespace; close switches it back (see netnsutil.Enter).
 func newFlowsEnv() (env *flowsEnv, err error) {
-	orig, err := netns.Get()
+	name := fmt.Sprintf("lmn-bench-flows-%d", os.Getpid())
+	ns, err := netnsutil.NewNamed(name)
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("lmn-bench-flows-%d", os.Getpid())
-	ns, err := netns.NewNamed(name)
+	exit, err := netnsutil.Enter(ns)
 	if err != nil {
-		orig.Close()
-		return nil, fmt.Errorf("creating namespace: %w", err)
+		ns.Close()
+		_ = netns.DeleteNamed(name)
+		return nil, err
 	}
 	var dp *datapath.Datapath
 	var dir string
@@ -242,9 +244,8 @@ func newFlowsEnv() (env *flowsEnv, err error) {
 		if dir != "" {
 			os.RemoveAll(dir)
 		}
-		_ = netns.Set(orig)
+		_ = exit()
 		ns.Close()
-		orig.Close()
 		_ = netns.DeleteNamed(name)
 	}
 	defer func() {
@@ -420,8 +421,6 @@ func (c *consumer) counts() (delivered, queueLost uint64) {
 // highest event rate sustained without loss at the default ring size. It
 // needs root (a network namespace, BPF).
 func RingRates(ctx context.Context, o FlowsOptions) ([]RateResult, int, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	env, err := newFlowsEnv()
 	if err != nil {
 		return nil, 0, err

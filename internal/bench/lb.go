@@ -22,7 +22,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +40,7 @@ import (
 	"github.com/lumen-net/lumen/internal/lab"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -603,25 +603,19 @@ type lbDP struct {
 // withLBDatapath runs fn on a thread inside a new network namespace with
 // the datapath loaded on a private bpffs, and removes everything after.
 func withLBDatapath(fn func(*lbDP) error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
 	var sfx [3]byte
 	_, _ = rand.Read(sfx[:])
 	name := "lmn-benchlb-" + hex.EncodeToString(sfx[:])
-	ns, err := netns.NewNamed(name)
+	ns, err := netnsutil.NewNamed(name)
 	if err != nil {
-		return fmt.Errorf("creating namespace: %w", err)
+		return err
 	}
-	defer func() {
-		_ = netns.Set(orig)
-		ns.Close()
-		_ = netns.DeleteNamed(name)
-	}()
+	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
+	return netnsutil.Do(ns, func() error { return lbDatapathIn(fn) })
+}
+
+// lbDatapathIn is withLBDatapath on a thread in the namespace.
+func lbDatapathIn(fn func(*lbDP) error) (err error) {
 	dir, err := os.MkdirTemp("", "lumen-bench-")
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/policy"
 )
 
@@ -339,26 +340,20 @@ type benchDP struct {
 
 // withPolicyDatapath runs fn on a thread inside a new network namespace with
 // the datapath loaded on a private bpffs, and removes everything after.
-func withPolicyDatapath(fn func(*benchDP) error) (err error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
+func withPolicyDatapath(fn func(*benchDP) error) error {
 	var sfx [3]byte
 	_, _ = rand.Read(sfx[:])
 	name := "lmn-benchpol-" + hex.EncodeToString(sfx[:])
-	ns, err := netns.NewNamed(name)
+	ns, err := netnsutil.NewNamed(name)
 	if err != nil {
-		return fmt.Errorf("creating namespace: %w", err)
+		return err
 	}
-	defer func() {
-		_ = netns.Set(orig)
-		ns.Close()
-		_ = netns.DeleteNamed(name)
-	}()
+	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
+	return netnsutil.Do(ns, func() error { return policyDatapathIn(fn) })
+}
+
+// policyDatapathIn is withPolicyDatapath on a thread in the namespace.
+func policyDatapathIn(fn func(*benchDP) error) (err error) {
 	dir, err := os.MkdirTemp("", "lumen-bench-")
 	if err != nil {
 		return err

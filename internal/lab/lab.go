@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // Binary names the lab runs.
@@ -795,11 +795,11 @@ func ExecInNS(nsName string, argv []string) error {
 	}
 	// This thread never switches back: it either becomes the new program or
 	// the process exits with the error.
-	runtime.LockOSThread()
-	if err := netns.Set(ns); err != nil {
+	_, err = netnsutil.Enter(ns)
+	ns.Close()
+	if err != nil {
 		return fmt.Errorf("entering namespace %s: %w", nsName, err)
 	}
-	ns.Close()
 	err = syscall.Exec(path, argv, os.Environ())
 	return fmt.Errorf("executing %s: %w", argv[0], err)
 }

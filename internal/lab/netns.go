@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -15,47 +14,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// inNS runs fn on a fresh OS thread switched into ns. The calling goroutine
-// never changes namespace. If the thread cannot be switched back, it is left
-// locked so that the Go runtime throws it away when the goroutine ends,
-// instead of reusing a thread that sits in the wrong namespace.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("getting the thread's namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("switching thread into namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("switching thread back: %w", err))
-			return // thread stays locked and dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+	"github.com/lumen-net/lumen/internal/netnsutil"
+)
 
 // InNamedNS runs fn on a thread switched into the named namespace.
 func InNamedNS(name string, fn func() error) error {
-	ns, err := netns.GetFromPath(NSPath(name))
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", name, err)
-	}
-	defer ns.Close()
-	return inNS(ns, fn)
+	return netnsutil.DoPath(NSPath(name), fn)
 }
 
 // netnsShared records that NetnsDir was made a shared mount point.
@@ -174,33 +139,12 @@ func CreateNS(name string) error {
 	if err := ensureNetnsShared(); err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("getting the thread's namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		// NewNamed switches the thread into the new namespace (also when
-		// binding it fails), so switch back whatever happened.
-		ns, nerr := netns.NewNamed(name)
-		if nerr == nil {
-			ns.Close()
-		}
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(nerr, fmt.Errorf("switching thread back: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		if nerr != nil {
-			nerr = fmt.Errorf("creating namespace %s: %w", name, nerr)
-		}
-		errc <- nerr
-	}()
-	return <-errc
+	ns, err := netnsutil.NewNamed(name)
+	if err != nil {
+		return err
+	}
+	ns.Close()
+	return nil
 }
 
 // DeleteNS unbinds a named namespace; the namespace itself goes away with its
