@@ -222,7 +222,7 @@ func (o *observeOpts) request(now time.Time) (*observerpb.GetFlowsRequest, error
 	for flag, sels := range map[string][]string{"--label": o.labels, "--from-label": o.fromLabels, "--to-label": o.toLabels} {
 		for _, s := range sels {
 			if _, err := filters.ParseSelector(s); err != nil {
-				return nil, (&filters.FieldError{Field: flag, Value: s, Reason: err.Error()})
+				return nil, filters.Invalid(flag, s, err.Error())
 			}
 		}
 	}

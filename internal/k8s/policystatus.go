@@ -65,7 +65,7 @@ func policyProblem(storeValue []byte) *PolicyProblem {
 	}
 	var msgs []string
 	for _, fe := range de.Errs {
-		if !fe.Unsupported() {
+		if !policy.Unsupported(fe) {
 			pr.Reason = ReasonInvalidField
 		}
 		pr.Fields = append(pr.Fields, fe.Path)

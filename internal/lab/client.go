@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // External clients: namespaces on the underlay bridge that play machines
@@ -65,10 +67,10 @@ func (s *State) FindClient(name string) (*ClientState, error) {
 	return nil, fmt.Errorf("no client %q in lab %q", name, s.Name)
 }
 
-func (t *Topology) validateClients() []*FieldError {
-	var errs []*FieldError
+func (t *Topology) validateClients() []*fielderr.Error {
+	var errs []*fielderr.Error
 	fail := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	if len(t.Clients) == 0 {
 		return nil

@@ -19,6 +19,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // BGP routers: namespaces on the underlay bridge running BIRD 2 or FRR,
@@ -287,10 +289,10 @@ func (d *decoder) asn(path string, v any, required bool) uint32 {
 	return uint32(u)
 }
 
-func (t *Topology) validateRouters() []*FieldError {
-	var errs []*FieldError
+func (t *Topology) validateRouters() []*fielderr.Error {
+	var errs []*fielderr.Error
 	fail := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	if len(t.Routers) > MaxRouters {
 		fail("routers", "%d routers, at most %d are supported", len(t.Routers), MaxRouters)

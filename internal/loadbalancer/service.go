@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -296,7 +297,7 @@ func decodeServiceStatus(raw json.RawMessage, el *errs) *ServiceStatus {
 			}
 			for _, lk := range sortedKeys(lbFields) {
 				if lk != "ingress" {
-					el.add(&resource.FieldError{Path: p, Msg: fmt.Sprintf("unknown field %q", lk)})
+					el.add(&fielderr.Error{Path: p, Msg: fmt.Sprintf("unknown field %q", lk)})
 					continue
 				}
 				st.LoadBalancer.Ingress = decodeList[LoadBalancerIngress](p+".ingress", lbFields[lk], el)
@@ -304,7 +305,7 @@ func decodeServiceStatus(raw json.RawMessage, el *errs) *ServiceStatus {
 		case "conditions":
 			el.add(decodeStrict(p, v, &st.Conditions))
 		default:
-			el.add(&resource.FieldError{Path: "status", Msg: fmt.Sprintf("unknown field %q", k)})
+			el.add(&fielderr.Error{Path: "status", Msg: fmt.Sprintf("unknown field %q", k)})
 		}
 	}
 	return st
@@ -318,7 +319,7 @@ var ipModes = []string{IPModeVIP, IPModeProxy}
 func validateServiceStatus(st *ServiceStatus, spec *ServiceSpec, el *errs) {
 	ing := st.LoadBalancer.Ingress
 	if len(ing) > 0 && spec.Type != TypeLoadBalancer {
-		el.add(&resource.FieldError{Path: "status.loadBalancer.ingress", Msg: "forbidden: may only be used when `spec.type` is 'LoadBalancer'"})
+		el.add(&fielderr.Error{Path: "status.loadBalancer.ingress", Msg: "forbidden: may only be used when `spec.type` is 'LoadBalancer'"})
 		return
 	}
 	for i, in := range ing {
@@ -334,7 +335,7 @@ func validateServiceStatus(st *ServiceStatus, spec *ServiceSpec, el *errs) {
 			}
 		}
 		if in.IP == "" && in.Hostname == "" {
-			el.add(&resource.FieldError{Path: p, Msg: "required value: ip or hostname"})
+			el.add(&fielderr.Error{Path: p, Msg: "required value: ip or hostname"})
 		}
 		switch {
 		case in.IPMode != "" && in.IP == "":
@@ -397,7 +398,7 @@ func decodeServiceSpec(raw json.RawMessage, el *errs) *ServiceSpec {
 		case "allocateLoadBalancerNodePorts":
 			el.add(decodeStrict(p, v, &spec.AllocateLoadBalancerNodePorts))
 		default:
-			el.add(&resource.FieldError{Path: "spec", Msg: fmt.Sprintf("unknown field %q", k)})
+			el.add(&fielderr.Error{Path: "spec", Msg: fmt.Sprintf("unknown field %q", k)})
 		}
 	}
 	return spec
@@ -506,7 +507,7 @@ func validateServiceSpec(s *ServiceSpec, el *errs) {
 			el.add(resource.Invalid("spec.sessionAffinityConfig.clientIP.timeoutSeconds", t, fmt.Sprintf("must be greater than 0 and at most %d", MaxAffinityTimeout)))
 		}
 	} else if s.SessionAffinityConfig != nil {
-		el.add(&resource.FieldError{Path: "spec.sessionAffinityConfig", Msg: fmt.Sprintf("must not be set when sessionAffinity is %q", s.SessionAffinity)})
+		el.add(&fielderr.Error{Path: "spec.sessionAffinityConfig", Msg: fmt.Sprintf("must not be set when sessionAffinity is %q", s.SessionAffinity)})
 	}
 	if s.ExternalTrafficPolicy != "" {
 		if !externallyAccessible(s) {
@@ -587,7 +588,7 @@ func validateServicePorts(s *ServiceSpec, el *errs) {
 		path := fmt.Sprintf("spec.ports[%d]", i)
 		switch {
 		case p.Name == "" && len(s.Ports) > 1:
-			el.add(&resource.FieldError{Path: path + ".name", Msg: "required value: every port must be named when a service has more than one"})
+			el.add(&fielderr.Error{Path: path + ".name", Msg: "required value: every port must be named when a service has more than one"})
 		case p.Name != "":
 			if e := resource.DNSLabel(path+".name", p.Name); e != nil {
 				el.add(e)
@@ -616,7 +617,7 @@ func validateServicePorts(s *ServiceSpec, el *errs) {
 		if portOK && protoOK {
 			k := strconv.Itoa(int(p.Port)) + "/" + p.Protocol
 			if j, dup := ports[k]; dup {
-				el.add(&resource.FieldError{Path: path, Msg: fmt.Sprintf("duplicate value %q: the same port and protocol as spec.ports[%d]", k, j)})
+				el.add(&fielderr.Error{Path: path, Msg: fmt.Sprintf("duplicate value %q: the same port and protocol as spec.ports[%d]", k, j)})
 			} else {
 				ports[k] = i
 			}
@@ -630,7 +631,7 @@ func validateServicePorts(s *ServiceSpec, el *errs) {
 			case protoOK:
 				k := strconv.Itoa(int(p.NodePort)) + "/" + p.Protocol
 				if j, dup := nodePorts[k]; dup {
-					el.add(&resource.FieldError{Path: path + ".nodePort", Msg: fmt.Sprintf("duplicate value %q: the same node port and protocol as spec.ports[%d]", k, j)})
+					el.add(&fielderr.Error{Path: path + ".nodePort", Msg: fmt.Sprintf("duplicate value %q: the same node port and protocol as spec.ports[%d]", k, j)})
 				} else {
 					nodePorts[k] = i
 				}

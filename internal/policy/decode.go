@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // Policy kinds.
@@ -28,7 +30,7 @@ type Policy struct {
 	rules []*rule
 	// Unenforced lists what DecodeLenient could not enforce as written
 	// (empty from Decode): see DecodeLenient for what stands in for it.
-	Unenforced []FieldError
+	Unenforced []fielderr.Error
 }
 
 // String names the policy like error messages and RuleRefs do:
@@ -121,17 +123,10 @@ type peer struct {
 	except    []netip.Prefix
 }
 
-// FieldError is one problem with one field, worded like the Kubernetes API
-// server: `spec.ingress[0].toPorts[0].ports[1].port: invalid value "x": ...`.
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-// Unsupported reports whether the error is about a field Lumen does not
-// implement (or know), rather than a malformed value.
-func (e FieldError) Unsupported() bool {
-	return e.Msg == msgNotSupported || strings.HasPrefix(e.Msg, "unknown field ") || strings.HasPrefix(e.Msg, msgL7)
+// Unsupported reports whether fe is about a field Lumen does not implement
+// (or know), rather than a malformed value.
+func Unsupported(fe fielderr.Error) bool {
+	return fe.Msg == msgNotSupported || strings.HasPrefix(fe.Msg, "unknown field ") || strings.HasPrefix(fe.Msg, msgL7)
 }
 
 const (
@@ -139,18 +134,11 @@ const (
 	msgL7           = "L7 rules are not supported yet"
 )
 
-func (e FieldError) Error() string {
-	if e.Path == "" {
-		return e.Msg
-	}
-	return e.Path + ": " + e.Msg
-}
-
 // DecodeError is the failure to decode or validate one policy object; every
 // line of its message names the object.
 type DecodeError struct {
 	Object string // "CiliumNetworkPolicy shop/allow-web"
-	Errs   []FieldError
+	Errs   []fielderr.Error
 }
 
 func (e *DecodeError) Error() string {
@@ -173,16 +161,16 @@ const maxErrors = 50
 func Decode(data []byte) (p *Policy, err error) {
 	j, err := yamlToJSON(data)
 	if err != nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: err.Error()}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: err.Error()}}}
 	}
 	d := json.NewDecoder(bytes.NewReader(j))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "decoding JSON: " + err.Error()}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: "decoding JSON: " + err.Error()}}}
 	}
 	if v == nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "empty document"}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: "empty document"}}}
 	}
 	w := &walker{}
 	p = w.policy(v)
@@ -249,7 +237,7 @@ func yamlToJSON(data []byte) (j []byte, err error) {
 }
 
 type walker struct {
-	errs []FieldError
+	errs []fielderr.Error
 	n    int // errors found (errs is bounded): scopes compare it before and after
 	// lenient: keep what can be kept (DecodeLenient); fatal: the object
 	// cannot be used at all.
@@ -259,7 +247,7 @@ type walker struct {
 func (w *walker) errf(path, format string, a ...any) {
 	w.n++
 	if len(w.errs) < maxErrors {
-		w.errs = append(w.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+		w.errs = append(w.errs, fielderr.Error{Path: path, Msg: fmt.Sprintf(format, a...)})
 	}
 }
 

@@ -34,7 +34,7 @@ func validate(obj *resource.Object) resource.ErrorList {
 	if errors.As(err, &de) {
 		out := make(resource.ErrorList, 0, len(de.Errs))
 		for _, fe := range de.Errs {
-			out = append(out, &resource.FieldError{Path: fe.Path, Msg: fe.Msg})
+			out = append(out, &fe)
 		}
 		return out
 	}
