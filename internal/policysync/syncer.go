@@ -23,6 +23,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/identity"
+	"github.com/lumen-net/lumen/internal/ipproto"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policy"
@@ -712,14 +713,12 @@ func (s *Syncer) namedPorts(ctx context.Context) (map[uint32]map[string][]policy
 	return peers, own
 }
 
+// protoNumber reads a container port's protocol; TCP unless UDP or SCTP.
 func protoNumber(p string) uint8 {
-	switch strings.ToUpper(p) {
-	case "UDP":
-		return 17
-	case "SCTP":
-		return 132
+	if n, ok := ipproto.Parse(p); ok && (n == ipproto.UDP || n == ipproto.SCTP) {
+		return n
 	}
-	return 6
+	return ipproto.TCP
 }
 
 // Health reports the syncer's state.
