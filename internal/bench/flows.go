@@ -38,6 +38,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/lumen-net/lumen/internal/bpfconst"
 	"github.com/lumen-net/lumen/internal/datapath"
 	hubblemetrics "github.com/lumen-net/lumen/internal/hubble/metrics"
 	"github.com/lumen-net/lumen/internal/hubble/observer"
@@ -644,9 +645,9 @@ func syntheticEvents(n int) ([]datapath.Event, staticEnricher) {
 				ev.Proto, ev.ICMPType = 58, 128
 			}
 		case r < 94: // policy drop at the receiver
-			ev.Type, ev.Subtype, ev.Direction, ev.TCPFlags = datapath.EventDrop, 133, 0, 0x02
+			ev.Type, ev.Subtype, ev.Direction, ev.TCPFlags = datapath.EventDrop, bpfconst.DropPolicy, 0, 0x02
 			if rng.IntN(4) == 0 {
-				ev.Subtype = 181
+				ev.Subtype = bpfconst.DropPolicyDeny
 			}
 		case r < 95: // spoofed source
 			ev.Type, ev.Subtype, ev.SrcIdentity = datapath.EventDrop, 132, parser.IdentityUnmanaged
