@@ -36,6 +36,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
@@ -972,7 +973,7 @@ func benchService(name string, ip netip.Addr) (resource.Object, error) {
 		return resource.Object{}, err
 	}
 	o := resource.Object{APIVersion: "v1", Kind: "Service", Metadata: resource.Metadata{Name: name, Namespace: lbBenchNS}, Spec: spec}
-	if err := resource.Validate(&o); err != nil {
+	if err := kinds.Registry().Validate(&o); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -1209,7 +1210,7 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 	if err != nil {
 		return err
 	}
-	if _, err := resource.Apply(ctx, store, []resource.Object{target}); err != nil {
+	if _, err := kinds.Registry().Apply(ctx, store, []resource.Object{target}); err != nil {
 		return err
 	}
 	// The store's allocation index covers what the benchmark stores (it

@@ -18,8 +18,9 @@ const (
 	PolicyKind       = "CiliumBGPPeeringPolicy"
 )
 
-func init() {
-	resource.Register(resource.Kind{
+// Kinds is CiliumBGPPeeringPolicy.
+func Kinds() []resource.Kind {
+	return []resource.Kind{{
 		APIVersion: PolicyAPIVersion, Kind: PolicyKind,
 		Plural: "ciliumbgppeeringpolicies", ShortNames: []string{"bgpp"},
 		Validate: validatePolicy,
@@ -42,7 +43,7 @@ func init() {
 				return strings.Join(asns, ", ")
 			}},
 		},
-	})
+	}}
 }
 
 // PeeringPolicy is a decoded CiliumBGPPeeringPolicy.

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
-	_ "github.com/lumen-net/lumen/internal/bgp" // registers CiliumBGPPeeringPolicy for apply/get/delete
 )
 
 func newBGPCmd() *cobra.Command {

@@ -15,7 +15,7 @@ import (
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
-func newPolicyCmd() *cobra.Command {
+func newPolicyCmd(reg *resource.Registry) *cobra.Command {
 	p := &cobra.Command{Use: "policy", Short: "Network policies: list, delete, explain verdicts"}
 	var kv, ns string
 	get := &cobra.Command{
@@ -34,7 +34,7 @@ func newPolicyCmd() *cobra.Command {
 			defer c.Close()
 			var objs []resource.Object
 			for _, name := range policysync.KindNames {
-				kind, err := resource.ResolveKind(name)
+				kind, err := reg.ResolveKind(name)
 				if err != nil {
 					return err
 				}
@@ -63,7 +63,7 @@ func newPolicyCmd() *cobra.Command {
 	}
 	kvstoreFlag(get, &kv)
 	get.Flags().StringVarP(&ns, "namespace", "n", "", "only this namespace")
-	del := newDeleteCmd()
+	del := newDeleteCmd(reg)
 	del.Short = "Delete network policies (KIND NAME..., e.g. cnp allow-web, or -f FILE)"
 	p.AddCommand(get, del, newExplainCmd())
 	return p

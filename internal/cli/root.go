@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/lab"
 )
 
@@ -37,18 +38,20 @@ func NewRoot() *cobra.Command {
 	pf.StringVar(&g.lab, "lab", lab.Name(), "lab name (env LUMEN_LAB)")
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 
+	// The kinds apply, get and delete know, built once here.
+	reg := kinds.Registry()
 	root.AddCommand(
 		newStatusCmd(),
 		newEndpointCmd(),
 		newMetricsCmd(),
-		newApplyCmd(),
-		newDeleteCmd(),
-		newGetCmd(),
+		newApplyCmd(reg),
+		newDeleteCmd(reg),
+		newGetCmd(reg),
 		newLabCmd(),
 		newBenchCmd(),
 		newBPFCmd(),
 		newObserveCmd(),
-		newPolicyCmd(),
+		newPolicyCmd(reg),
 		newServiceCmd(),
 		newBGPCmd(),
 	)

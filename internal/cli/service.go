@@ -120,9 +120,9 @@ func (sc *serviceClaims) finish(ctx context.Context, written int) error {
 // servicesToDelete reads the stored Services that deleting objs removes
 // (Services named, and those in Namespaces named), to release their
 // allocations afterwards.
-func servicesToDelete(ctx context.Context, c *kvstore.Client, objs []resource.Object) ([]*lb.Service, error) {
+func servicesToDelete(ctx context.Context, reg *resource.Registry, c *kvstore.Client, objs []resource.Object) ([]*lb.Service, error) {
 	var out []*lb.Service
-	kind, err := resource.ResolveKind("Service")
+	kind, err := reg.ResolveKind("Service")
 	if err != nil {
 		return nil, err
 	}

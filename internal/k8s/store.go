@@ -40,7 +40,10 @@ type StoreOptions struct {
 	// EndpointSlices makes the agent follow CiliumEndpointSlices (written by
 	// lumen-operator) instead of every CiliumEndpoint.
 	EndpointSlices bool
-	Log            *slog.Logger
+	// Kinds are the resource kinds the store presents (and validates
+	// objects with); without it no resource kind is known.
+	Kinds *resource.Registry
+	Log   *slog.Logger
 }
 
 // Store presents the Kubernetes API under Lumen's store keys (see
@@ -70,6 +73,9 @@ func NewStore(ctx context.Context, c *Clients, opts StoreOptions) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.Kinds == nil {
+		opts.Kinds, _ = resource.NewRegistry()
+	}
 	s := &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx, localIP: opts.NodeIP}
 	if c != nil && c.Core != nil && c.Dynamic != nil {
 		s.reporter = newPolicyReporter(ctx, c, s.log)
@@ -92,11 +98,11 @@ func (s *Store) ListAndWatch(ctx context.Context, prefix string) <-chan kvstore.
 func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 	switch {
 	case strings.HasPrefix(prefix, resource.Prefix):
-		kind, ns, err := kindOfPrefix(prefix)
+		kind, ns, err := s.kindOfPrefix(prefix)
 		if err != nil {
 			return watchSpec{}, err
 		}
-		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV}
+		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV(s.opts.Kinds)}
 		if policyKindNames[kind.Kind] {
 			spec.convert = s.policyKV(spec.gvr)
 		}
@@ -121,10 +127,10 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 }
 
 // kindOfPrefix reads "/lumen/v1/resources/<Kind>/[<namespace>/]".
-func kindOfPrefix(prefix string) (*resource.Kind, string, error) {
+func (s *Store) kindOfPrefix(prefix string) (*resource.Kind, string, error) {
 	rest := strings.TrimSuffix(strings.TrimPrefix(prefix, resource.Prefix), "/")
 	name, ns, _ := strings.Cut(rest, "/")
-	for _, k := range resource.Kinds() {
+	for _, k := range s.opts.Kinds.Kinds() {
 		if k.Kind == name {
 			if ns == "_" {
 				ns = ""
@@ -148,7 +154,7 @@ func (s *Store) Get(ctx context.Context, key string) (kvstore.KV, bool, error) {
 		if !ok {
 			return kvstore.KV{}, false, fmt.Errorf("bad resource key %q", key)
 		}
-		k, err := resource.ResolveKind(kindName)
+		k, err := s.opts.Kinds.ResolveKind(kindName)
 		if err != nil {
 			return kvstore.KV{}, false, err
 		}
@@ -159,7 +165,7 @@ func (s *Store) Get(ctx context.Context, key string) (kvstore.KV, bool, error) {
 		if err != nil {
 			return kvstore.KV{}, false, fmt.Errorf("reading %s %s/%s: %w", k.Kind, ns, name, err)
 		}
-		kvs, err := resourceKV(u)
+		kvs, err := resourceKV(s.opts.Kinds)(u)
 		if err != nil {
 			return kvstore.KV{}, false, err
 		}

@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
-	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds with resource
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -207,7 +207,7 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 	var versions [2][][]resource.Object
 	for i, pol := range []func(int) string{serverPolicy, clientPolicy} {
 		for v := range [][]string{serverVersions, clientVersions}[i] {
-			objs, err := resource.Decode("update", []byte(pol(v)))
+			objs, err := kinds.Registry().Decode("update", []byte(pol(v)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +221,7 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 		for range n {
 			which := applied % 2
 			objs := versions[which][(applied/2+1)%len(versions[which])]
-			if _, err := resource.Apply(ctx, kv, objs); err != nil {
+			if _, err := kinds.Registry().Apply(ctx, kv, objs); err != nil {
 				t.Fatalf("update %d: %v", applied, err)
 			}
 			applied++
@@ -711,13 +711,13 @@ func TestExamplePoliciesValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		objs, err := resource.Decode(f, data)
+		objs, err := kinds.Registry().Decode(f, data)
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
 			continue
 		}
 		for i := range objs {
-			if err := resource.Validate(&objs[i]); err != nil {
+			if err := kinds.Registry().Validate(&objs[i]); err != nil {
 				t.Errorf("%s: %v", f, err)
 			}
 		}

@@ -3,6 +3,7 @@ package policysync
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/resource"
@@ -19,11 +20,8 @@ var policyKinds = []resource.Kind{
 // KindNames are the kinds holding policies.
 var KindNames = []string{"NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"}
 
-func init() {
-	for _, k := range policyKinds {
-		resource.Register(k)
-	}
-}
+// Kinds are the policy kinds.
+func Kinds() []resource.Kind { return slices.Clone(policyKinds) }
 
 func validate(obj *resource.Object) resource.ErrorList {
 	_, err := decodeObject(obj)

@@ -668,10 +668,7 @@ func (s *Syncer) namedPorts(ctx context.Context) (map[uint32]map[string][]policy
 	if s.store == nil {
 		return peers, own
 	}
-	kind, err := resource.ResolveKind("Pod")
-	if err != nil {
-		return peers, own
-	}
+	kind := resource.PodKind
 	objs, err := resource.List(ctx, s.store, kind, "")
 	if err != nil {
 		s.log.Warn("listing pods for named ports", "err", err)
