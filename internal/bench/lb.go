@@ -39,6 +39,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
 	"github.com/lumen-net/lumen/internal/netnsutil"
@@ -1169,7 +1170,7 @@ func lbLabBench(ctx context.Context, o LBOptions, r *LBReport) (err error) {
 		return err
 	}
 	defer store.Close()
-	svcMap, err := ebpf.LoadPinnedMap(filepath.Join(lab.NodeBPFDir(labName, "n1"), "maps", "lumen_lb_services"), &ebpf.LoadPinOptions{ReadOnly: true})
+	svcMap, err := ebpf.LoadPinnedMap(filepath.Join(labpath.NodeBPFDir(labName, "n1"), "maps", "lumen_lb_services"), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("opening the agent's service map: %w", err)
 	}
@@ -1426,7 +1427,7 @@ func agentLastSync(ctx context.Context, sock string) (time.Duration, int, bool) 
 // addServiceRoute routes 10.97.0.0/16 out of the node's eth0 (any route
 // does: DNAT in OUTPUT re-routes to the backend).
 func addServiceRoute(nodeNS string) error {
-	ns, err := netns.GetFromPath(lab.NSPath(nodeNS))
+	ns, err := netns.GetFromPath(labpath.NSPath(nodeNS))
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -29,7 +29,7 @@ func kvstoreEndpoint(flag string) string {
 	if e := os.Getenv("LUMEN_KVSTORE"); e != "" {
 		return e
 	}
-	return "unix://" + filepath.Join(lab.Dir(g.lab), "etcd.sock")
+	return "unix://" + filepath.Join(labpath.Dir(g.lab), "etcd.sock")
 }
 
 func dialKVStore(ctx context.Context, flag string) (*kvstore.Client, error) {

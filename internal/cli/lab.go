@@ -18,6 +18,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 func newLabCmd() *cobra.Command {
@@ -85,7 +86,7 @@ func newLabUpCmd() *cobra.Command {
 			if file == "" {
 				return fmt.Errorf("missing -f TOPOLOGY (see examples/lab/topology.yaml)")
 			}
-			if err := lab.ValidateName(g.lab); err != nil {
+			if err := labpath.ValidateName(g.lab); err != nil {
 				return err
 			}
 			topo, err := lab.LoadTopology(file)

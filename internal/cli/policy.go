@@ -11,6 +11,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/policysync" // also registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
 )
@@ -240,7 +241,7 @@ func resolveSide(ref string, family int) (side, error) {
 
 func sideClient(s side) *api.Client {
 	if s.node != "" && g.node == "" {
-		return api.NewClient(lab.NodeSocket(g.lab, s.node))
+		return api.NewClient(labpath.NodeSocket(g.lab, s.node))
 	}
 	return client()
 }

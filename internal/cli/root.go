@@ -11,7 +11,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kinds"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // globals are the flags every command shares.
@@ -35,7 +35,7 @@ func NewRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", envOr("LUMEN_SOCKET", api.DefaultSocket), "agent API socket")
 	pf.StringVar(&g.node, "node", "", "talk to this lab node's agent (instead of --socket)")
-	pf.StringVar(&g.lab, "lab", lab.Name(), "lab name (env LUMEN_LAB)")
+	pf.StringVar(&g.lab, "lab", labpath.Name(), "lab name (env LUMEN_LAB)")
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 
 	// The kinds apply, get and delete know, built once here.
@@ -91,7 +91,7 @@ func asExit(err error, ec *exitCoder) bool {
 // client returns an API client for the selected agent.
 func client() *api.Client {
 	if g.node != "" {
-		return api.NewClient(lab.NodeSocket(g.lab, g.node))
+		return api.NewClient(labpath.NodeSocket(g.lab, g.node))
 	}
 	return api.NewClient(g.socket)
 }

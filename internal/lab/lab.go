@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
@@ -58,7 +59,7 @@ type UpOptions struct {
 // Up builds a lab from its topology and returns once every agent is healthy
 // and every pod is plugged in and serving. Its processes keep running.
 func Up(ctx context.Context, o UpOptions) (st *State, err error) {
-	if err := ValidateName(o.Lab); err != nil {
+	if err := labpath.ValidateName(o.Lab); err != nil {
 		return nil, err
 	}
 	if o.Topology == nil {
@@ -105,7 +106,7 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 	if err := down(o.Lab, o.Log); err != nil {
 		return nil, fmt.Errorf("removing leftovers of lab %q: %w", o.Lab, err)
 	}
-	for _, d := range []string{Dir(o.Lab), LogDir(o.Lab)} {
+	for _, d := range []string{labpath.Dir(o.Lab), labpath.LogDir(o.Lab)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", d, err)
 		}
@@ -115,7 +116,7 @@ func Up(ctx context.Context, o UpOptions) (st *State, err error) {
 		Routing:   routing,
 		BinDir:    o.BinDir,
 		Lumen:     o.Lumen,
-		StoreURL:  StoreURL(o.Lab),
+		StoreURL:  labpath.StoreURL(o.Lab),
 		Created:   time.Now().UTC(),
 		AgentArgs: append([]string(nil), o.Topology.AgentArgs...),
 	}
@@ -246,12 +247,12 @@ func checkExecutable(path string) error {
 
 // buildNetwork creates the underlay and the node namespaces.
 func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
-	log.Info("creating underlay", "netns", UnderlayNS(st.Name))
-	if err := setupUnderlay(UnderlayNS(st.Name)); err != nil {
+	log.Info("creating underlay", "netns", labpath.UnderlayNS(st.Name))
+	if err := setupUnderlay(labpath.UnderlayNS(st.Name)); err != nil {
 		return err
 	}
 	for i, n := range t.Nodes {
-		ns := NodeNS(st.Name, n.Name)
+		ns := labpath.NodeNS(st.Name, n.Name)
 		log.Info("creating node", "node", n.Name, "netns", ns)
 		// Record the node before creating it, so down removes a half-made one.
 		if n.Name == t.KubeAPIServer {
@@ -272,17 +273,17 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 			NetNS:    ns,
 			NodeIPs:  []string{NodeIPv4(i).String(), NodeIPv6(i).String()},
 			PodCIDRs: []string{PodCIDRv4(i).String(), PodCIDRv6(i).String()},
-			Socket:   NodeSocket(st.Name, n.Name),
+			Socket:   labpath.NodeSocket(st.Name, n.Name),
 		})
 		if err := st.save(); err != nil {
 			return err
 		}
-		if err := setupNode(UnderlayNS(st.Name), ns, n.Name, i); err != nil {
+		if err := setupNode(labpath.UnderlayNS(st.Name), ns, n.Name, i); err != nil {
 			return err
 		}
 		// XDP_TX/XDP_REDIRECT frames need a program on the veth's other end.
 		if WantsXDPPeers(st.AgentArgs) {
-			if err := attachXDPPass(UnderlayNS(st.Name), underlayPort(n.Name, i)); err != nil {
+			if err := attachXDPPass(labpath.UnderlayNS(st.Name), underlayPort(n.Name, i)); err != nil {
 				return fmt.Errorf("node %s: %w", n.Name, err)
 			}
 		}
@@ -293,9 +294,9 @@ func buildNetwork(st *State, t *Topology, log *slog.Logger) error {
 // startStore runs `lumen lab kvstore` in the underlay namespace, so that
 // nothing it might bind is in the host's namespace, and waits until it answers.
 func startStore(ctx context.Context, st *State, log *slog.Logger) error {
-	args := []string{st.Lumen, "--lab", st.Name, "lab", "kvstore", "--data-dir", StoreDir(st.Name), "--listen", st.StoreURL}
+	args := []string{st.Lumen, "--lab", st.Name, "lab", "kvstore", "--data-dir", labpath.StoreDir(st.Name), "--listen", st.StoreURL}
 	log.Info("starting store", "url", st.StoreURL)
-	p, err := StartDetached(UnderlayNS(st.Name), filepath.Join(LogDir(st.Name), "kvstore.log"), args)
+	p, err := StartDetached(labpath.UnderlayNS(st.Name), filepath.Join(labpath.LogDir(st.Name), "kvstore.log"), args)
 	if err != nil {
 		return fmt.Errorf("starting the store: %w", err)
 	}
@@ -304,7 +305,7 @@ func startStore(ctx context.Context, st *State, log *slog.Logger) error {
 		return err
 	}
 	return waitFor(ctx, time.Minute, p, "the store", func(ctx context.Context) error {
-		c, err := net.DialTimeout("unix", StoreSocket(st.Name), time.Second)
+		c, err := net.DialTimeout("unix", labpath.StoreSocket(st.Name), time.Second)
 		if err != nil {
 			return err
 		}
@@ -341,7 +342,7 @@ func AgentArgs(st *State, n *NodeState) []string {
 	args := []string{
 		filepath.Join(st.BinDir, AgentBinary),
 		"--node-name", n.Name,
-		"--state-dir", NodeDir(st.Name, n.Name),
+		"--state-dir", labpath.NodeDir(st.Name, n.Name),
 		"--kvstore", st.StoreURL,
 		"--ipv4-pod-cidr", n.PodCIDRs[0],
 		"--ipv6-pod-cidr", n.PodCIDRs[1],
@@ -370,10 +371,10 @@ func AgentArgs(st *State, n *NodeState) []string {
 
 // startAgent starts a node's agent from a thread in the node's namespace.
 func startAgent(st *State, n *NodeState, args []string) error {
-	if err := os.MkdirAll(NodeDir(st.Name, n.Name), 0o755); err != nil {
+	if err := os.MkdirAll(labpath.NodeDir(st.Name, n.Name), 0o755); err != nil {
 		return fmt.Errorf("creating node dir: %w", err)
 	}
-	p, err := StartDetached(n.NetNS, filepath.Join(LogDir(st.Name), "agent-"+n.Name+".log"), args)
+	p, err := StartDetached(n.NetNS, filepath.Join(labpath.LogDir(st.Name), "agent-"+n.Name+".log"), args)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
@@ -439,7 +440,7 @@ func startAgents(ctx context.Context, st *State, t *Topology, timeout time.Durat
 
 // writeCNIConfig writes the node's conflist, as a runtime on that node would have it.
 func writeCNIConfig(st *State, n *NodeState) (string, error) {
-	dir := NodeCNIConfDir(st.Name, n.Name)
+	dir := labpath.NodeCNIConfDir(st.Name, n.Name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating CNI config dir: %w", err)
 	}
@@ -449,7 +450,7 @@ func writeCNIConfig(st *State, n *NodeState) (string, error) {
 		"plugins": []any{map[string]any{
 			"type":        CNIBinary,
 			"agentSocket": n.Socket,
-			"logFile":     filepath.Join(LogDir(st.Name), "cni-"+n.Name+".log"),
+			"logFile":     filepath.Join(labpath.LogDir(st.Name), "cni-"+n.Name+".log"),
 		}},
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
@@ -496,7 +497,7 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 			Node:        tp.Node,
 			Labels:      tp.Labels,
 			Ports:       tp.Ports,
-			NetNS:       PodNS(st.Name, tp.Node, tp.Name),
+			NetNS:       labpath.PodNS(st.Name, tp.Node, tp.Name),
 			ContainerID: ContainerID(st.Name, tp.Namespace, tp.Name),
 		})
 		pod := &st.Pods[len(st.Pods)-1]
@@ -536,7 +537,7 @@ func addPods(ctx context.Context, st *State, t *Topology, log *slog.Logger) erro
 			log.Warn("SCTP ports will not be served: "+ErrSCTPUnsupported.Error(), "pod", pod.FullName(), "sctp", JoinPorts(cfg.SCTP))
 		}
 		args := append([]string{st.Lumen, "lab", "serve"}, cfg.Args()...)
-		p, err := StartDetachedIn(pod.NetNS, node.Cgroup, filepath.Join(LogDir(st.Name), "serve-"+pod.Namespace+"-"+pod.Name+".log"), args)
+		p, err := StartDetachedIn(pod.NetNS, node.Cgroup, filepath.Join(labpath.LogDir(st.Name), "serve-"+pod.Namespace+"-"+pod.Name+".log"), args)
 		if err != nil {
 			return fmt.Errorf("pod %s: echo server: %w", pod.FullName(), err)
 		}
@@ -590,7 +591,7 @@ func podLoUp(nsName string) error {
 // cniAdd plugs a pod in by running the CNI ADD of the node's conflist from a
 // thread in the node's namespace, as the node's runtime would.
 func cniAdd(ctx context.Context, st *State, node *NodeState, pod *PodState, list *libcni.NetworkConfigList) error {
-	cfg := libcni.NewCNIConfigWithCacheDir([]string{st.BinDir}, NodeCNICacheDir(st.Name, node.Name), nil)
+	cfg := libcni.NewCNIConfigWithCacheDir([]string{st.BinDir}, labpath.NodeCNICacheDir(st.Name, node.Name), nil)
 	rt := runtimeConf(pod)
 	var res cnitypes.Result
 	err := InNamedNS(node.NetNS, func() error {
@@ -621,7 +622,7 @@ func cniAdd(ctx context.Context, st *State, node *NodeState, pod *PodState, list
 func runtimeConf(pod *PodState) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: pod.ContainerID,
-		NetNS:       NSPath(pod.NetNS),
+		NetNS:       labpath.NSPath(pod.NetNS),
 		IfName:      PodInterface,
 		Args: [][2]string{
 			{"IgnoreUnknown", "1"},
@@ -636,7 +637,7 @@ func runtimeConf(pod *PodState) *libcni.RuntimeConf {
 // (also leftovers of a crashed run) and removes its state. It does nothing
 // for a lab that is not there.
 func Down(lab string, log *slog.Logger) error {
-	if err := ValidateName(lab); err != nil {
+	if err := labpath.ValidateName(lab); err != nil {
 		return err
 	}
 	if log == nil {
@@ -651,7 +652,7 @@ func Down(lab string, log *slog.Logger) error {
 		return err
 	}
 	// Removed while held: lock() notices and retries on a fresh file.
-	if err := os.Remove(LockFile(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(labpath.LockFile(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing lab lock: %w", err)
 	}
 	return nil
@@ -698,7 +699,7 @@ func down(lab string, log *slog.Logger) error {
 	if err := stopRouters(lab, log); err != nil {
 		errs = append(errs, err)
 	}
-	mounts, err := mountsUnder(Dir(lab))
+	mounts, err := mountsUnder(labpath.Dir(lab))
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -710,7 +711,7 @@ func down(lab string, log *slog.Logger) error {
 			}
 		}
 	}
-	names, err := ListNS(NSPrefix(lab))
+	names, err := ListNS(labpath.NSPrefix(lab))
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -727,10 +728,10 @@ func down(lab string, log *slog.Logger) error {
 		return errors.Join(errs...)
 	}
 	// Never remove files through a mount that is still there (bpffs pins).
-	if left, err := mountsUnder(Dir(lab)); err != nil || len(left) > 0 {
-		return fmt.Errorf("not removing %s: still mounted: %v %v", Dir(lab), left, err)
+	if left, err := mountsUnder(labpath.Dir(lab)); err != nil || len(left) > 0 {
+		return fmt.Errorf("not removing %s: still mounted: %v %v", labpath.Dir(lab), left, err)
 	}
-	if err := os.RemoveAll(Dir(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.RemoveAll(labpath.Dir(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing lab state: %w", err)
 	}
 	if st != nil || len(names) > 0 {
@@ -789,7 +790,7 @@ func ExecInNS(nsName string, argv []string) error {
 	if err != nil {
 		return err
 	}
-	ns, err := netns.GetFromPath(NSPath(nsName))
+	ns, err := netns.GetFromPath(labpath.NSPath(nsName))
 	if err != nil {
 		return fmt.Errorf("opening namespace %s: %w", nsName, err)
 	}
@@ -865,7 +866,7 @@ type PodReport struct {
 
 // Status reports a lab's nodes, agents' health and pods.
 func Status(ctx context.Context, lab string) (*Report, error) {
-	if err := ValidateName(lab); err != nil {
+	if err := labpath.ValidateName(lab); err != nil {
 		return nil, err
 	}
 	st, err := LoadState(lab)

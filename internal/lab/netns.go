@@ -15,15 +15,16 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // InNamedNS runs fn on a thread switched into the named namespace.
 func InNamedNS(name string, fn func() error) error {
-	return netnsutil.DoPath(NSPath(name), fn)
+	return netnsutil.DoPath(labpath.NSPath(name), fn)
 }
 
-// netnsShared records that NetnsDir was made a shared mount point.
+// netnsShared records that labpath.NetnsDir was made a shared mount point.
 var netnsShared struct {
 	sync.Mutex
 	done bool
@@ -116,7 +117,7 @@ func mountsBelow(dir string) ([]string, error) {
 	return out, nil
 }
 
-// ensureNetnsShared makes NetnsDir a shared mount point before the first
+// ensureNetnsShared makes labpath.NetnsDir a shared mount point before the first
 // namespace is bound in it (once; retried while other namespaces there
 // keep it from being done safely).
 func ensureNetnsShared() error {
@@ -125,7 +126,7 @@ func ensureNetnsShared() error {
 	if netnsShared.done {
 		return nil
 	}
-	err := shareMountDir(NetnsDir)
+	err := shareMountDir(labpath.NetnsDir)
 	if errors.Is(err, errWouldHide) {
 		return nil // as before: iproute2 may still hide ours later
 	}
@@ -150,13 +151,13 @@ func CreateNS(name string) error {
 // DeleteNS unbinds a named namespace; the namespace itself goes away with its
 // last process. A missing namespace is not an error.
 func DeleteNS(name string) error {
-	p := NSPath(name)
+	p := labpath.NSPath(name)
 	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmounting namespace %s: %w", name, err)
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("removing namespace %s: %w: its file is still mounted below a mount over %s (made by `ip netns add` after the namespace was created)", name, err, NetnsDir)
+			return fmt.Errorf("removing namespace %s: %w: its file is still mounted below a mount over %s (made by `ip netns add` after the namespace was created)", name, err, labpath.NetnsDir)
 		}
 		return fmt.Errorf("removing namespace %s: %w", name, err)
 	}
@@ -165,7 +166,7 @@ func DeleteNS(name string) error {
 
 // ListNS returns the named namespaces whose names start with prefix.
 func ListNS(prefix string) ([]string, error) {
-	ents, err := os.ReadDir(NetnsDir)
+	ents, err := os.ReadDir(labpath.NetnsDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -184,7 +185,7 @@ func ListNS(prefix string) ([]string, error) {
 
 // NSExists reports whether a named namespace is bound.
 func NSExists(name string) bool {
-	_, err := os.Stat(NSPath(name))
+	_, err := os.Stat(labpath.NSPath(name))
 	return err == nil
 }
 
@@ -215,7 +216,7 @@ func ReadSysctl(nsName, key string) (string, error) {
 
 // nlHandle opens a netlink handle for the named namespace.
 func nlHandle(nsName string) (*netlink.Handle, error) {
-	ns, err := netns.GetFromPath(NSPath(nsName))
+	ns, err := netns.GetFromPath(labpath.NSPath(nsName))
 	if err != nil {
 		return nil, fmt.Errorf("opening namespace %s: %w", nsName, err)
 	}
@@ -280,7 +281,7 @@ func setupNode(underlayNS, nodeNS, node string, i int) error {
 		return err
 	}
 	defer nh.Close()
-	nodeFd, err := unix.Open(NSPath(nodeNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	nodeFd, err := unix.Open(labpath.NSPath(nodeNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening namespace %s: %w", nodeNS, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/fielderr"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // BGP routers: namespaces on the underlay bridge running BIRD 2 or FRR,
@@ -72,16 +73,16 @@ func RouterIPv6(i int) netip.Prefix {
 }
 
 // RouterNS is the namespace of a router.
-func RouterNS(lab, router string) string { return NSPrefix(lab) + "router-" + router }
+func RouterNS(lab, router string) string { return labpath.NSPrefix(lab) + "router-" + router }
 
 // RouterDir holds a router's configuration, control socket and pid files.
-func RouterDir(lab, router string) string { return filepath.Join(Dir(lab), "routers", router) }
+func RouterDir(lab, router string) string { return filepath.Join(labpath.Dir(lab), "routers", router) }
 
 // RoutersFile records a lab's routers.
-func RoutersFile(lab string) string { return filepath.Join(Dir(lab), "routers.json") }
+func RoutersFile(lab string) string { return filepath.Join(labpath.Dir(lab), "routers.json") }
 
 // BGPConfigFile is the ConfigMap the lab writes for the agents.
-func BGPConfigFile(lab string) string { return filepath.Join(Dir(lab), "bgp-config.yaml") }
+func BGPConfigFile(lab string) string { return filepath.Join(labpath.Dir(lab), "bgp-config.yaml") }
 
 // RouterState is one router of a running lab.
 type RouterState struct {
@@ -399,7 +400,7 @@ func startRouters(ctx context.Context, st *State, t *Topology, log *slog.Logger)
 			return err
 		}
 		log.Info("creating router", "router", r.Name, "kind", r.Kind, "asn", r.ASN, "netns", rt.NetNS)
-		if err := setupRouterNS(UnderlayNS(st.Name), rt.NetNS, routerPort(r.Name, i), []netip.Prefix{RouterIPv4(i), RouterIPv6(i)}); err != nil {
+		if err := setupRouterNS(labpath.UnderlayNS(st.Name), rt.NetNS, routerPort(r.Name, i), []netip.Prefix{RouterIPv4(i), RouterIPv6(i)}); err != nil {
 			return fmt.Errorf("router %s: %w", r.Name, err)
 		}
 		if err := startRouter(ctx, st, rt, func() error { return saveRouters(st.Name, rs) }); err != nil {
@@ -465,7 +466,7 @@ func setupRouterNS(underlayNS, nsName, port string, addrs []netip.Prefix) error 
 		return err
 	}
 	defer rh.Close()
-	fd, err := unix.Open(NSPath(nsName), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(labpath.NSPath(nsName), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening namespace %s: %w", nsName, err)
 	}
@@ -532,7 +533,7 @@ func startRouter(ctx context.Context, st *State, r *RouterState, save func() err
 			}
 		}
 	}
-	logFile := func(d string) string { return filepath.Join(LogDir(st.Name), "router-"+r.Name+"-"+d+".log") }
+	logFile := func(d string) string { return filepath.Join(labpath.LogDir(st.Name), "router-"+r.Name+"-"+d+".log") }
 	var cmds [][]string
 	if r.Kind == RouterFRR {
 		if err := writeFRRConfig(r, nodes); err != nil {

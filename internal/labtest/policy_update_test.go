@@ -20,6 +20,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -135,7 +136,7 @@ func waitPolicies(t *testing.T, name string, want map[string][]string) {
 	st := status(t, name)
 	pl := &policyLab{name: name, clients: map[string]*api.Client{}}
 	for _, n := range st.Nodes {
-		pl.clients[n.Name] = api.NewClient(lab.NodeSocket(name, n.Name))
+		pl.clients[n.Name] = api.NewClient(labpath.NodeSocket(name, n.Name))
 	}
 	for _, p := range st.Pods {
 		pl.pods = append(pl.pods, &peer{name: p.Namespace + "/" + p.Name})
@@ -176,7 +177,7 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 			if ep.PodName != "client" && ep.PodName != "server" {
 				continue
 			}
-			c, id := api.NewClient(lab.NodeSocket(name, n)), ep.ID
+			c, id := api.NewClient(labpath.NodeSocket(name, n)), ep.ID
 			pollWG.Add(1)
 			go func() {
 				defer pollWG.Done()
@@ -199,7 +200,7 @@ func testAtomicUpdates(t *testing.T, name string, pods map[string]*lab.PodState)
 
 	// The updates, alternating the server's and the client's policy, each
 	// written to the store as `lumen apply` writes it.
-	kv, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	kv, err := kvstore.Dial(ctx, labpath.StoreURL(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -654,7 +655,7 @@ spec:
 	// what the other policies allow stays allowed), the agents report it,
 	// and nothing denied before is allowed.
 	ctx := context.Background()
-	kv, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	kv, err := kvstore.Dial(ctx, labpath.StoreURL(name))
 	if err != nil {
 		t.Fatal(err)
 	}

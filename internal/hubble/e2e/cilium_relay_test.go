@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
@@ -107,7 +107,7 @@ func TestCiliumRelay(t *testing.T) {
 	}
 
 	const relayAddr = "127.0.0.1:4245"
-	peerService := "unix://" + filepath.Join(lab.NodeDir(e.lab, "n1"), "hubble.sock")
+	peerService := "unix://" + filepath.Join(labpath.NodeDir(e.lab, "n1"), "hubble.sock")
 	relayArgs := []string{"serve",
 		"--peer-service", peerService,
 		"--listen-address", relayAddr,
