@@ -89,7 +89,7 @@ func printResults(w io.Writer, rs []resource.Result, asJSON bool) error {
 			md := r.Object.Metadata
 			out = append(out, resultJSON{Kind: r.Object.Kind, Namespace: md.Namespace, Name: md.Name, Action: string(r.Action)})
 		}
-		return printJSON(w, out)
+		return PrintJSON(w, out)
 	}
 	for _, r := range rs {
 		if r.Action != resource.NotFound {
@@ -110,7 +110,7 @@ multi-document YAML files. Every document is validated first: if any is bad,
 nothing is applied.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -155,7 +155,7 @@ func newDeleteCmd(reg *resource.Registry) *cobra.Command {
 		Long: `Delete resources named in manifests (-f), or given as KIND NAME...
 Deleting a namespace deletes everything in it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -232,7 +232,7 @@ func newGetCmd(reg *resource.Registry) *cobra.Command {
   lumen get namespaces`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -257,7 +257,7 @@ func newGetCmd(reg *resource.Registry) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(out, obj)
+					return PrintJSON(out, obj)
 				}
 				objs = []resource.Object{*obj}
 			} else {
@@ -269,7 +269,7 @@ func newGetCmd(reg *resource.Registry) *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
+					return PrintJSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
 				}
 			}
 			if len(objs) == 0 {

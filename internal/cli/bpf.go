@@ -20,7 +20,7 @@ func newBPFCmd() *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				asJSON, err := jsonOutput()
+				asJSON, err := JSONOutput()
 				if err != nil {
 					return err
 				}
@@ -29,7 +29,7 @@ func newBPFCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(os.Stdout, raw)
+					return PrintJSON(os.Stdout, raw)
 				}
 				return printTable(header, table)
 			},
@@ -54,7 +54,7 @@ func newBPFCmd() *cobra.Command {
 			es, err := client().BPFIPCache(ctx)
 			var t [][]string
 			for _, e := range es {
-				t = append(t, []string{e.Prefix, u(e.Identity), dash(e.Tunnel), dash(e.NodeOf)})
+				t = append(t, []string{e.Prefix, u(e.Identity), Dash(e.Tunnel), Dash(e.NodeOf)})
 			}
 			return es, t, err
 		})))
@@ -94,7 +94,7 @@ func newBPFCmd() *cobra.Command {
 				if s.Scope == 1 {
 					scope = "internal"
 				}
-				t = append(t, []string{s.Frontend, ipproto.Name(s.Proto), scope, u(s.RevNat), lbFlags(s.Flags), dash(strings.Join(bs, " "))})
+				t = append(t, []string{s.Frontend, ipproto.Name(s.Proto), scope, u(s.RevNat), lbFlags(s.Flags), Dash(strings.Join(bs, " "))})
 			}
 			return svcs, t, err
 		})))
@@ -103,7 +103,7 @@ func newBPFCmd() *cobra.Command {
 		Short: "Show an endpoint's policy map (ENDPOINT: id, container ID, pod name or namespace/pod)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -116,7 +116,7 @@ func newBPFCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rows)
+				return PrintJSON(os.Stdout, rows)
 			}
 			fmt.Printf("Endpoint %d (%s/%s), identity %d\n", ep.ID, ep.Namespace, ep.PodName, ep.Identity)
 			var t [][]string

@@ -2,10 +2,13 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -24,8 +27,9 @@ type globals struct {
 
 var g globals
 
-// NewRoot builds the lumen command tree.
-func NewRoot() *cobra.Command {
+// NewRoot builds the tree of user commands; openLab (nil: none) lets
+// `policy explain` name a lab's pods.
+func NewRoot(openLab OpenLab) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "lumen",
 		Short:         "eBPF networking, security and observability for containers",
@@ -47,20 +51,28 @@ func NewRoot() *cobra.Command {
 		newApplyCmd(reg),
 		newDeleteCmd(reg),
 		newGetCmd(reg),
-		newLabCmd(),
-		newBenchCmd(),
 		newBPFCmd(),
 		newObserveCmd(),
-		newPolicyCmd(reg),
+		newPolicyCmd(reg, openLab),
 		newServiceCmd(),
 		newBGPCmd(),
 	)
 	return root
 }
 
+// Options are what cmd/lumen adds to the user commands: the tooling
+// commands (the lab's and the benchmarks', which live in their own
+// packages) and the lab lookup of `policy explain`.
+type Options struct {
+	Commands []*cobra.Command
+	OpenLab  OpenLab
+}
+
 // Execute runs the CLI and exits with its status.
-func Execute() {
-	if err := NewRoot().Execute(); err != nil {
+func Execute(o Options) {
+	root := NewRoot(o.OpenLab)
+	root.AddCommand(o.Commands...)
+	if err := root.Execute(); err != nil {
 		var ec exitCoder
 		if asExit(err, &ec) {
 			os.Exit(ec.ExitCode())
@@ -96,8 +108,20 @@ func client() *api.Client {
 	return api.NewClient(g.socket)
 }
 
-// jsonOutput reports whether -o json was asked for; it rejects unknown formats.
-func jsonOutput() (bool, error) {
+// LabName is the --lab flag: the lab whose agents and store the commands
+// talk to.
+func LabName() string { return g.lab }
+
+// SignalContext ends when the user interrupts the command.
+func SignalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+// JSONOutput reports whether -o json was asked for; it rejects unknown formats.
+func JSONOutput() (bool, error) {
 	switch g.output {
 	case "json":
 		return true, nil
@@ -107,7 +131,8 @@ func jsonOutput() (bool, error) {
 	return false, fmt.Errorf("invalid --output %q: want text or json", g.output)
 }
 
-func printJSON(w io.Writer, v any) error {
+// PrintJSON writes v indented, for -o json.
+func PrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
