@@ -1,3 +1,5 @@
+// Package benchcmd is `lumen bench`: the commands that run the benchmark
+// suite of package bench. cmd/lumen adds them to the user commands of cli.
 package benchcmd
 
 import (

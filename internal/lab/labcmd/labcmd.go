@@ -1,3 +1,5 @@
+// Package labcmd is `lumen lab`: the commands that build, inspect and tear
+// down the local lab. cmd/lumen adds them to the user commands of cli.
 package labcmd
 
 import (
