@@ -20,11 +20,19 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
-/* Reserved identities (see internal/identity). */
+/* Reserved identities, Cilium's numbers (internal/bpfconst mirrors every
+ * constant here; its test compares them). */
+#define ID_UNKNOWN 0
 #define ID_HOST 1
 #define ID_WORLD 2
 #define ID_UNMANAGED 3
+#define ID_HEALTH 4
+#define ID_INIT 5
 #define ID_REMOTE_NODE 6
+#define ID_KUBE_APISERVER 7
+#define ID_INGRESS 8
+#define ID_WORLD_IPV4 9
+#define ID_WORLD_IPV6 10
 
 /* Traffic direction, from the endpoint's point of view (as Hubble). */
 #define DIR_INGRESS 0

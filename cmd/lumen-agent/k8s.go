@@ -9,6 +9,7 @@ import (
 	"net/netip"
 
 	"github.com/lumen-net/lumen/internal/k8s"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
 )
@@ -59,7 +60,7 @@ func k8sStore(ctx context.Context, cfg *config, etcd kvstore.Store, nodeIP strin
 	if err != nil {
 		return nil, nil, fmt.Errorf("k8s-kubeconfig-path: %w", err)
 	}
-	api := k8s.NewStore(ctx, clients, k8s.StoreOptions{NodeName: cfg.NodeName, NodeIP: nodeIP, EndpointSlices: cfg.EndpointSlices, Log: log})
+	api := k8s.NewStore(ctx, clients, k8s.StoreOptions{NodeName: cfg.NodeName, NodeIP: nodeIP, EndpointSlices: cfg.EndpointSlices, Kinds: kinds.Registry(), Log: log})
 	if cfg.IdentityAllocationMode == "kvstore" {
 		return api, k8s.SplitStore(api, etcd), nil
 	}

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/datapath"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // ProgramCost is the per-packet cost of one program path.
@@ -35,24 +35,23 @@ type ProgramCost struct {
 // DatapathCost loads the datapath into a throwaway namespace and bpffs,
 // fills the maps with endpoints entries, and times each program path
 // against an empty tc program over the same packet.
-func DatapathCost(repeats uint32, endpoints int) ([]ProgramCost, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+func DatapathCost(repeats uint32, endpoints int) (costs []ProgramCost, err error) {
+	name := fmt.Sprintf("lmn-bench-%d", os.Getpid())
+	ns, err := netnsutil.NewNamed(name)
 	if err != nil {
 		return nil, err
 	}
-	defer orig.Close()
-	name := fmt.Sprintf("lmn-bench-%d", os.Getpid())
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		return nil, fmt.Errorf("creating namespace: %w", err)
-	}
-	defer func() {
-		_ = netns.Set(orig)
-		ns.Close()
-		_ = netns.DeleteNamed(name)
-	}()
+	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
+	err = netnsutil.Do(ns, func() error {
+		var err error
+		costs, err = datapathCostIn(repeats, endpoints)
+		return err
+	})
+	return costs, err
+}
+
+// datapathCostIn is DatapathCost on a thread in the namespace.
+func datapathCostIn(repeats uint32, endpoints int) ([]ProgramCost, error) {
 	dir, err := os.MkdirTemp("", "lumen-bench-")
 	if err != nil {
 		return nil, err

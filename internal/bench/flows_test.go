@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -162,8 +161,6 @@ func serveAndCollect(t *testing.T, obs interface {
 // consume, at the default ring size; it reports the lost events (goal 0).
 func BenchmarkSustainedEvents(b *testing.B) {
 	testutil.RequirePrivileged(b)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	env, err := newFlowsEnv()
 	if err != nil {
 		b.Fatal(err)

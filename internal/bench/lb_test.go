@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -284,7 +285,7 @@ func TestShareAndCPUMerge(t *testing.T) {
 func TestRawConnect(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	ns, _ := testutil.NewNetNS(t, "benchlb")
-	err := testutil.InNetNS(ns, func() error {
+	err := netnsutil.Do(ns, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err

@@ -8,12 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // Throughput compares pod-to-pod TCP through Lumen with a bare veth pair.
@@ -158,12 +159,12 @@ func parseIperf(out []byte) (float64, error) {
 func bareVeth(ctx context.Context, seconds int) (float64, error) {
 	suffix := strconv.Itoa(os.Getpid())
 	a, b := "lmn-bare-a-"+suffix, "lmn-bare-b-"+suffix
-	nsA, err := newNS(a)
+	nsA, err := netnsutil.NewNamed(a)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { nsA.Close(); _ = netns.DeleteNamed(a) }()
-	nsB, err := newNS(b)
+	nsB, err := netnsutil.NewNamed(b)
 	if err != nil {
 		return 0, err
 	}
@@ -205,7 +206,7 @@ func bareVeth(ctx context.Context, seconds int) (float64, error) {
 	time.Sleep(300 * time.Millisecond)
 	cli := exec.CommandContext(ctx, "iperf3", "-c", "10.250.0.2", "-t", strconv.Itoa(seconds), "-J")
 	var out []byte
-	err = inNS(nsA, func() error {
+	err = netnsutil.Do(nsA, func() error {
 		var err error
 		out, err = cli.Output()
 		return err
@@ -216,37 +217,7 @@ func bareVeth(ctx context.Context, seconds int) (float64, error) {
 	return parseIperf(out)
 }
 
-func newNS(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return 0, err
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		return 0, fmt.Errorf("creating namespace %s: %w", name, err)
-	}
-	return ns, netns.Set(orig)
-}
-
-func inNS(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	return fn()
-}
-
 // startIn starts cmd with the namespace of a thread switched into ns.
 func startIn(ns netns.NsHandle, cmd *exec.Cmd) (*exec.Cmd, error) {
-	return cmd, inNS(ns, cmd.Start)
+	return cmd, netnsutil.Do(ns, cmd.Start)
 }

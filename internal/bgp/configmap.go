@@ -12,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -98,11 +99,11 @@ func ParseConfigMap(data []byte) (*FileConfig, error) {
 		case dm[ConfigMapKey] == nil:
 			w.add(resource.Required(prefix))
 		case !ok:
-			w.errs = append(w.errs, &resource.FieldError{Path: prefix, Msg: "must be a string holding the YAML configuration"})
+			w.errs = append(w.errs, &fielderr.Error{Path: prefix, Msg: "must be a string holding the YAML configuration"})
 		default:
 			raw, err = yamlTree([]byte(content))
 			if err != nil {
-				w.errs = append(w.errs, &resource.FieldError{Path: prefix, Msg: err.Error()})
+				w.errs = append(w.errs, &fielderr.Error{Path: prefix, Msg: err.Error()})
 			}
 		}
 		if len(w.errs) > 0 {
@@ -135,7 +136,7 @@ func yamlTree(data []byte) (any, error) {
 func (w *walker) fileConfig(path string, raw any) *FileConfig {
 	c := &FileConfig{}
 	if raw == nil {
-		w.errs = append(w.errs, &resource.FieldError{Path: orDoc(path), Msg: "is empty: want peers (and address-pools)"})
+		w.errs = append(w.errs, &fielderr.Error{Path: orDoc(path), Msg: "is empty: want peers (and address-pools)"})
 		return c
 	}
 	m := w.object(path, raw, "peers", "address-pools", "bgp-communities")
@@ -143,7 +144,7 @@ func (w *walker) fileConfig(path string, raw any) *FileConfig {
 		return c
 	}
 	if m["bgp-communities"] != nil {
-		w.errs = append(w.errs, &resource.FieldError{Path: child(path, "bgp-communities"), Msg: "not supported by Lumen"})
+		w.errs = append(w.errs, &fielderr.Error{Path: child(path, "bgp-communities"), Msg: "not supported by Lumen"})
 	}
 	pp := child(path, "peers")
 	peers := w.list(pp, m["peers"])
@@ -237,7 +238,7 @@ func (w *walker) filePeer(path string, v any) FilePeer {
 	p.RestartTime = w.duration(child(path, "restart-time"), m["restart-time"], DefaultRestartTime, time.Second, MaxRestartTime)
 	if !p.GracefulRestart {
 		if m["restart-time"] != nil {
-			w.errs = append(w.errs, &resource.FieldError{Path: child(path, "restart-time"), Msg: "set while graceful-restart is false"})
+			w.errs = append(w.errs, &fielderr.Error{Path: child(path, "restart-time"), Msg: "set while graceful-restart is false"})
 		}
 		p.RestartTime = 0
 	}
@@ -268,12 +269,12 @@ func (w *walker) addressPool(path string, v any) AddressPool {
 	case "":
 		w.add(resource.Required(child(path, "protocol")))
 	case "layer2":
-		w.errs = append(w.errs, &resource.FieldError{Path: child(path, "protocol"), Msg: `unsupported value "layer2": Lumen announces addresses over BGP only (supported values: "bgp")`})
+		w.errs = append(w.errs, &fielderr.Error{Path: child(path, "protocol"), Msg: `unsupported value "layer2": Lumen announces addresses over BGP only (supported values: "bgp")`})
 	default:
 		w.add(resource.Unsupported(child(path, "protocol"), pool.Protocol, "bgp"))
 	}
 	if m["bgp-advertisements"] != nil {
-		w.errs = append(w.errs, &resource.FieldError{Path: child(path, "bgp-advertisements"), Msg: "not supported by Lumen (addresses are announced as /32 and /128)"})
+		w.errs = append(w.errs, &fielderr.Error{Path: child(path, "bgp-advertisements"), Msg: "not supported by Lumen (addresses are announced as /32 and /128)"})
 	}
 	pool.AutoAssign = w.boolean(child(path, "auto-assign"), m["auto-assign"], true)
 	w.boolean(child(path, "avoid-buggy-ips"), m["avoid-buggy-ips"], false)

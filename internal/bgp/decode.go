@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -23,7 +24,7 @@ func (w *walker) fail(path string, value any, detail string) {
 	w.errs = append(w.errs, resource.Invalid(path, show(value), detail))
 }
 
-func (w *walker) add(fe *resource.FieldError) {
+func (w *walker) add(fe *fielderr.Error) {
 	if fe != nil {
 		w.errs = append(w.errs, fe)
 	}
@@ -58,12 +59,12 @@ func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 func (w *walker) object(path string, v any, known ...string) map[string]any {
 	m, ok := v.(map[string]any)
 	if !ok {
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be a mapping, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be a mapping, got %s", describe(v))})
 		return nil
 	}
 	for _, k := range sortedKeys(m) {
 		if !slices.Contains(known, k) {
-			w.errs = append(w.errs, &resource.FieldError{Path: child(path, k), Msg: fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(known, ", "))})
+			w.errs = append(w.errs, &fielderr.Error{Path: child(path, k), Msg: fmt.Sprintf("unknown field %q (known: %s)", k, strings.Join(known, ", "))})
 		}
 	}
 	return m
@@ -75,7 +76,7 @@ func (w *walker) list(path string, v any) []any {
 	}
 	l, ok := v.([]any)
 	if !ok {
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be a list, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be a list, got %s", describe(v))})
 	}
 	return l
 }
@@ -86,7 +87,7 @@ func (w *walker) str(path string, v any) string {
 	}
 	s, ok := v.(string)
 	if !ok {
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be a string, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be a string, got %s", describe(v))})
 	}
 	return s
 }
@@ -97,7 +98,7 @@ func (w *walker) boolean(path string, v any, def bool) bool {
 	}
 	b, ok := v.(bool)
 	if !ok {
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be true or false, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be true or false, got %s", describe(v))})
 	}
 	return b
 }
@@ -124,7 +125,7 @@ func (w *walker) integer(path string, v any, def, lo, hi int64) int64 {
 		}
 		n = i
 	default:
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be a number, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be a number, got %s", describe(v))})
 		return def
 	}
 	if n < lo || n > hi {
@@ -153,7 +154,7 @@ func (w *walker) asn(path string, v any) uint32 {
 	case string:
 		s = strings.TrimSpace(x)
 	default:
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be an AS number, got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be an AS number, got %s", describe(v))})
 		return 0
 	}
 	a, err := ParseASN(s)
@@ -214,7 +215,7 @@ func (w *walker) duration(path string, v any, def, lo, hi time.Duration) time.Du
 			return def
 		}
 	default:
-		w.errs = append(w.errs, &resource.FieldError{Path: path, Msg: fmt.Sprintf("must be a duration like \"90s\", got %s", describe(v))})
+		w.errs = append(w.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf("must be a duration like \"90s\", got %s", describe(v))})
 		return def
 	}
 	if d%time.Second != 0 {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/lab"
-	"github.com/lumen-net/lumen/internal/resource"
 )
 
 // TestExamples: everything in examples/bgp is valid as written.
@@ -27,7 +26,7 @@ func TestExamples(t *testing.T) {
 		t.Errorf("bgp-config.yaml resolves to %+v", rs)
 	}
 	for _, f := range []string{"peering-policy.yaml", "service.yaml"} {
-		if _, err := resource.Decode(f, read(f)); err != nil {
+		if _, err := testKinds.Decode(f, read(f)); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}

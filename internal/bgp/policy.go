@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -17,8 +18,9 @@ const (
 	PolicyKind       = "CiliumBGPPeeringPolicy"
 )
 
-func init() {
-	resource.Register(resource.Kind{
+// Kinds is CiliumBGPPeeringPolicy.
+func Kinds() []resource.Kind {
+	return []resource.Kind{{
 		APIVersion: PolicyAPIVersion, Kind: PolicyKind,
 		Plural: "ciliumbgppeeringpolicies", ShortNames: []string{"bgpp"},
 		Validate: validatePolicy,
@@ -41,7 +43,7 @@ func init() {
 				return strings.Join(asns, ", ")
 			}},
 		},
-	})
+	}}
 }
 
 // PeeringPolicy is a decoded CiliumBGPPeeringPolicy.
@@ -115,14 +117,14 @@ func decodePolicySpec(spec json.RawMessage) (*PeeringPolicy, resource.ErrorList)
 	vp := "spec.virtualRouters"
 	vrs := w.list(vp, m["virtualRouters"])
 	if len(vrs) == 0 {
-		w.errs = append(w.errs, &resource.FieldError{Path: vp, Msg: "required value: at least one virtual router"})
+		w.errs = append(w.errs, &fielderr.Error{Path: vp, Msg: "required value: at least one virtual router"})
 	}
 	asns := map[uint32]int{}
 	for i, v := range vrs {
 		r := w.virtualRouter(index(vp, i), v)
 		if r.LocalASN != 0 {
 			if j, dup := asns[r.LocalASN]; dup {
-				w.errs = append(w.errs, &resource.FieldError{Path: child(index(vp, i), "localASN"),
+				w.errs = append(w.errs, &fielderr.Error{Path: child(index(vp, i), "localASN"),
 					Msg: fmt.Sprintf("duplicate value %d (also %s): one virtual router per local ASN", r.LocalASN, index(vp, j))})
 			}
 			asns[r.LocalASN] = i
@@ -149,14 +151,14 @@ func (w *walker) virtualRouter(path string, v any) VirtualRouter {
 	np := child(path, "neighbors")
 	ns := w.list(np, m["neighbors"])
 	if len(ns) == 0 {
-		w.errs = append(w.errs, &resource.FieldError{Path: np, Msg: "required value: at least one neighbor"})
+		w.errs = append(w.errs, &fielderr.Error{Path: np, Msg: "required value: at least one neighbor"})
 	}
 	seen := map[string]int{}
 	for i, nv := range ns {
 		n := w.neighbor(index(np, i), nv)
 		if n.Address.IsValid() {
 			if j, dup := seen[n.Address.String()]; dup {
-				w.errs = append(w.errs, &resource.FieldError{Path: child(index(np, i), "peerAddress"),
+				w.errs = append(w.errs, &fielderr.Error{Path: child(index(np, i), "peerAddress"),
 					Msg: fmt.Sprintf("duplicate value %q (also %s)", n.Address, index(np, j))})
 			}
 			seen[n.Address.String()] = i

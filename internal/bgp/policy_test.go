@@ -41,7 +41,7 @@ spec:
 
 func decodeOne(t *testing.T, doc string) *resource.Object {
 	t.Helper()
-	objs, err := resource.Decode("test", []byte(doc))
+	objs, err := testKinds.Decode("test", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestPolicyErrors(t *testing.T) {
 		{spec("  nodeSelector: []\n  virtualRouters: [{localASN: 65001, " + nb + "}]"), `spec.nodeSelector: must be a mapping`},
 		{spec("  virtualRouters: [{localASN: 65001, serviceSelector: {matchLabels: []}, " + nb + "}]"), `spec.virtualRouters[0].serviceSelector.matchLabels: must be a mapping`},
 	} {
-		_, err := resource.Decode("test", []byte(c.in))
+		_, err := testKinds.Decode("test", []byte(c.in))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Decode(%q):\n got %v\nwant it to contain %q", c.in, err, c.want)
 		}
@@ -195,7 +195,7 @@ func TestSelector(t *testing.T) {
 // encode and decode to the same, or fails with field errors.
 func FuzzDecodePolicySpec(f *testing.F) {
 	obj := func(doc string) []byte {
-		objs, err := resource.Decode("seed", []byte(doc))
+		objs, err := testKinds.Decode("seed", []byte(doc))
 		if err != nil {
 			f.Fatal(err)
 		}

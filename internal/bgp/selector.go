@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -135,11 +136,11 @@ func (w *walker) selector(path string, v any, labelsField, exprField string) *Se
 		switch r.Operator {
 		case OpIn, OpNotIn:
 			if len(r.Values) == 0 {
-				w.errs = append(w.errs, &resource.FieldError{Path: vp, Msg: "must be non-empty for operator " + r.Operator})
+				w.errs = append(w.errs, &fielderr.Error{Path: vp, Msg: "must be non-empty for operator " + r.Operator})
 			}
 		case OpExists, OpDoesNotExist:
 			if len(r.Values) > 0 {
-				w.errs = append(w.errs, &resource.FieldError{Path: vp, Msg: "must be empty for operator " + r.Operator})
+				w.errs = append(w.errs, &fielderr.Error{Path: vp, Msg: "must be empty for operator " + r.Operator})
 			}
 		case "":
 			w.add(resource.Required(child(rp, "operator")))

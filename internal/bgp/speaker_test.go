@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -38,7 +39,7 @@ func TestSpeaker(t *testing.T) {
 	cmd.Env = append(os.Environ(), "LUMEN_BGP_SPEAKER_TEST=1")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := testutil.InNetNS(ns, cmd.Start); err != nil {
+	if err := netnsutil.Do(ns, cmd.Start); err != nil {
 		t.Fatalf("starting the scenario in %s: %v", name, err)
 	}
 	err := cmd.Wait()

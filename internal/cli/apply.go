@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -29,7 +29,7 @@ func kvstoreEndpoint(flag string) string {
 	if e := os.Getenv("LUMEN_KVSTORE"); e != "" {
 		return e
 	}
-	return "unix://" + filepath.Join(lab.Dir(g.lab), "etcd.sock")
+	return "unix://" + filepath.Join(labpath.Dir(g.lab), "etcd.sock")
 }
 
 func dialKVStore(ctx context.Context, flag string) (*kvstore.Client, error) {
@@ -38,7 +38,7 @@ func dialKVStore(ctx context.Context, flag string) (*kvstore.Client, error) {
 
 // readManifests decodes every -f file (or "-" for stdin), reporting all bad
 // documents of all files before anything is written.
-func readManifests(cmd *cobra.Command, files []string) ([]resource.Object, error) {
+func readManifests(cmd *cobra.Command, reg *resource.Registry, files []string) ([]resource.Object, error) {
 	if len(files) == 0 {
 		return nil, errors.New("no manifest given: use -f FILE (or -f - for stdin)")
 	}
@@ -58,7 +58,7 @@ func readManifests(cmd *cobra.Command, files []string) ([]resource.Object, error
 			errs = append(errs, fmt.Errorf("reading manifest: %w", err))
 			continue
 		}
-		o, err := resource.Decode(source, data)
+		o, err := reg.Decode(source, data)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -89,7 +89,7 @@ func printResults(w io.Writer, rs []resource.Result, asJSON bool) error {
 			md := r.Object.Metadata
 			out = append(out, resultJSON{Kind: r.Object.Kind, Namespace: md.Namespace, Name: md.Name, Action: string(r.Action)})
 		}
-		return printJSON(w, out)
+		return PrintJSON(w, out)
 	}
 	for _, r := range rs {
 		if r.Action != resource.NotFound {
@@ -99,7 +99,7 @@ func printResults(w io.Writer, rs []resource.Result, asJSON bool) error {
 	return nil
 }
 
-func newApplyCmd() *cobra.Command {
+func newApplyCmd(reg *resource.Registry) *cobra.Command {
 	var files []string
 	var kv string
 	cmd := &cobra.Command{
@@ -110,11 +110,11 @@ multi-document YAML files. Every document is validated first: if any is bad,
 nothing is applied.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
-			objs, err := readManifests(cmd, files)
+			objs, err := readManifests(cmd, reg, files)
 			if err != nil {
 				return err
 			}
@@ -125,14 +125,14 @@ nothing is applied.`,
 			defer c.Close()
 			// Everything is checked before anything (cluster IPs included) is
 			// written: a bad document leaves the store as it was.
-			if err := resource.Preflight(cmd.Context(), c, objs); err != nil {
+			if err := reg.Preflight(cmd.Context(), c, objs); err != nil {
 				return err
 			}
 			claims, err := assignServices(cmd.Context(), c, objs)
 			if err != nil {
 				return errors.Join(err, claims.finish(cmd.Context(), 0))
 			}
-			rs, err := resource.Apply(cmd.Context(), c, objs)
+			rs, err := reg.Apply(cmd.Context(), c, objs)
 			err = errors.Join(err, claims.finish(cmd.Context(), len(rs)))
 			if perr := printResults(cmd.OutOrStdout(), rs, asJSON); err == nil {
 				err = perr
@@ -145,7 +145,7 @@ nothing is applied.`,
 	return cmd
 }
 
-func newDeleteCmd() *cobra.Command {
+func newDeleteCmd(reg *resource.Registry) *cobra.Command {
 	var files []string
 	var kv, namespace string
 	var ignoreNotFound bool
@@ -155,7 +155,7 @@ func newDeleteCmd() *cobra.Command {
 		Long: `Delete resources named in manifests (-f), or given as KIND NAME...
 Deleting a namespace deletes everything in it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -164,11 +164,11 @@ Deleting a namespace deletes everything in it.`,
 			case len(files) > 0 && len(args) > 0:
 				return errors.New("give either -f FILE or KIND NAME..., not both")
 			case len(files) > 0:
-				if objs, err = readManifests(cmd, files); err != nil {
+				if objs, err = readManifests(cmd, reg, files); err != nil {
 					return err
 				}
 			case len(args) >= 2:
-				kind, err := resource.ResolveKind(args[0])
+				kind, err := reg.ResolveKind(args[0])
 				if err != nil {
 					return err
 				}
@@ -184,11 +184,11 @@ Deleting a namespace deletes everything in it.`,
 				return err
 			}
 			defer c.Close()
-			gone, err := servicesToDelete(cmd.Context(), c, objs)
+			gone, err := servicesToDelete(cmd.Context(), reg, c, objs)
 			if err != nil {
 				return err
 			}
-			rs, err := resource.Delete(cmd.Context(), c, objs)
+			rs, err := reg.Delete(cmd.Context(), c, objs)
 			err = errors.Join(err, releaseDeleted(cmd.Context(), c, gone))
 			if perr := printResults(cmd.OutOrStdout(), rs, asJSON); err == nil {
 				err = perr
@@ -200,7 +200,11 @@ Deleting a namespace deletes everything in it.`,
 			for _, r := range rs {
 				if r.Action == resource.NotFound {
 					md := r.Object.Metadata
-					missing = append(missing, (&resource.NotFoundError{Kind: r.Object.Kind, Namespace: md.Namespace, Name: md.Name}).Error())
+					nf := &resource.NotFoundError{Kind: r.Object.Kind, Namespace: md.Namespace, Name: md.Name}
+					if k, err := reg.ResolveKind(nf.Kind); err == nil {
+						nf.Plural = k.PluralName()
+					}
+					missing = append(missing, nf.Error())
 				}
 			}
 			if len(missing) > 0 {
@@ -216,7 +220,7 @@ Deleting a namespace deletes everything in it.`,
 	return cmd
 }
 
-func newGetCmd() *cobra.Command {
+func newGetCmd(reg *resource.Registry) *cobra.Command {
 	var kv, namespace string
 	var all bool
 	cmd := &cobra.Command{
@@ -228,11 +232,11 @@ func newGetCmd() *cobra.Command {
   lumen get namespaces`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
-			kind, err := resource.ResolveKind(args[0])
+			kind, err := reg.ResolveKind(args[0])
 			if err != nil {
 				return err
 			}
@@ -253,7 +257,7 @@ func newGetCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(out, obj)
+					return PrintJSON(out, obj)
 				}
 				objs = []resource.Object{*obj}
 			} else {
@@ -265,7 +269,7 @@ func newGetCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
+					return PrintJSON(out, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
 				}
 			}
 			if len(objs) == 0 {

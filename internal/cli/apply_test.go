@@ -14,7 +14,7 @@ import (
 // runLumen runs the CLI in-process and returns stdout, stderr and the error.
 func runLumen(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
-	root := NewRoot()
+	root := NewRoot(nil)
 	var out, errOut bytes.Buffer
 	root.SetIn(strings.NewReader(stdin))
 	root.SetOut(&out)

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
-	_ "github.com/lumen-net/lumen/internal/bgp" // registers CiliumBGPPeeringPolicy for apply/get/delete
 )
 
 func newBGPCmd() *cobra.Command {
@@ -19,7 +18,7 @@ func newBGPCmd() *cobra.Command {
 		Short: "BGP sessions: state, uptime, prefixes sent and received",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -28,7 +27,7 @@ func newBGPCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, peers)
+				return PrintJSON(os.Stdout, peers)
 			}
 			now := time.Now()
 			var rows [][]string
@@ -44,7 +43,7 @@ func newBGPCmd() *cobra.Command {
 				rows = append(rows, []string{
 					u(p.LocalASN), p.PeerAddress, u(p.PeerASN), p.State, since(now, p.Since),
 					fmt.Sprintf("%d/%d", p.PrefixesSent, p.PrefixesReceived), fmt.Sprintf("%d/%d", p.HoldTime, p.Keepalive), gr,
-					dash(strings.Join(p.Families, ",")), dash(info),
+					Dash(strings.Join(p.Families, ",")), Dash(info),
 				})
 			}
 			return printTable("LOCAL-AS\tPEER\tPEER-AS\tSTATE\tFOR\tSENT/RCVD\tHOLD/KEEPALIVE\tGR\tFAMILIES\tINFO", rows)
@@ -55,7 +54,7 @@ func newBGPCmd() *cobra.Command {
 		Short: "Routes this node announces and the peers they went to",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -64,12 +63,12 @@ func newBGPCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, routes)
+				return PrintJSON(os.Stdout, routes)
 			}
 			now := time.Now()
 			var rows [][]string
 			for _, r := range routes {
-				rows = append(rows, []string{u(r.LocalASN), r.Prefix, r.NextHop, r.Origin, dash(strings.Join(r.AdvertisedTo, ",")), since(now, r.Since)})
+				rows = append(rows, []string{u(r.LocalASN), r.Prefix, r.NextHop, r.Origin, Dash(strings.Join(r.AdvertisedTo, ",")), since(now, r.Since)})
 			}
 			return printTable("LOCAL-AS\tPREFIX\tNEXT-HOP\tORIGIN\tADVERTISED-TO\tAGE", rows)
 		},

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/ipproto"
 )
 
 func newBPFCmd() *cobra.Command {
@@ -19,7 +20,7 @@ func newBPFCmd() *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				asJSON, err := jsonOutput()
+				asJSON, err := JSONOutput()
 				if err != nil {
 					return err
 				}
@@ -28,7 +29,7 @@ func newBPFCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return printJSON(os.Stdout, raw)
+					return PrintJSON(os.Stdout, raw)
 				}
 				return printTable(header, table)
 			},
@@ -53,7 +54,7 @@ func newBPFCmd() *cobra.Command {
 			es, err := client().BPFIPCache(ctx)
 			var t [][]string
 			for _, e := range es {
-				t = append(t, []string{e.Prefix, u(e.Identity), dash(e.Tunnel), dash(e.NodeOf)})
+				t = append(t, []string{e.Prefix, u(e.Identity), Dash(e.Tunnel), Dash(e.NodeOf)})
 			}
 			return es, t, err
 		})))
@@ -76,7 +77,7 @@ func newBPFCmd() *cobra.Command {
 			es, err := client().BPFCT(ctx)
 			var t [][]string
 			for _, e := range es {
-				t = append(t, []string{e.Direction, protoName(e.Proto), e.Src, e.Dst, u(e.Packets), u(e.Bytes), fmt.Sprint(e.SeenReply), fmt.Sprint(e.Closing), u(e.IdleSeconds) + "s"})
+				t = append(t, []string{e.Direction, ipproto.Name(e.Proto), e.Src, e.Dst, u(e.Packets), u(e.Bytes), fmt.Sprint(e.SeenReply), fmt.Sprint(e.Closing), u(e.IdleSeconds) + "s"})
 			}
 			return es, t, err
 		}))
@@ -93,7 +94,7 @@ func newBPFCmd() *cobra.Command {
 				if s.Scope == 1 {
 					scope = "internal"
 				}
-				t = append(t, []string{s.Frontend, protoName(s.Proto), scope, u(s.RevNat), lbFlags(s.Flags), dash(strings.Join(bs, " "))})
+				t = append(t, []string{s.Frontend, ipproto.Name(s.Proto), scope, u(s.RevNat), lbFlags(s.Flags), Dash(strings.Join(bs, " "))})
 			}
 			return svcs, t, err
 		})))
@@ -102,7 +103,7 @@ func newBPFCmd() *cobra.Command {
 		Short: "Show an endpoint's policy map (ENDPOINT: id, container ID, pod name or namespace/pod)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -115,7 +116,7 @@ func newBPFCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rows)
+				return PrintJSON(os.Stdout, rows)
 			}
 			fmt.Printf("Endpoint %d (%s/%s), identity %d\n", ep.ID, ep.Namespace, ep.PodName, ep.Identity)
 			var t [][]string
@@ -131,7 +132,7 @@ func newBPFCmd() *cobra.Command {
 				if r.Identity != 0 {
 					id = u(r.Identity)
 				}
-				t = append(t, []string{r.Direction, id, protoName(r.Proto), port, r.Verdict})
+				t = append(t, []string{r.Direction, id, ipproto.Name(r.Proto), port, r.Verdict})
 			}
 			return printTable("DIRECTION\tIDENTITY\tPROTO\tPORT\tVERDICT", t)
 		},
@@ -170,24 +171,6 @@ func printTable(header string, rows [][]string) error {
 }
 
 func u[T ~uint8 | ~uint16 | ~uint32 | ~uint64](v T) string { return strconv.FormatUint(uint64(v), 10) }
-
-func protoName(p uint8) string {
-	switch p {
-	case 0:
-		return "any"
-	case 1:
-		return "ICMP"
-	case 6:
-		return "TCP"
-	case 17:
-		return "UDP"
-	case 58:
-		return "ICMPv6"
-	case 132:
-		return "SCTP"
-	}
-	return u(p)
-}
 
 func epFlags(f uint16) string {
 	var s []string

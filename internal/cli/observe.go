@@ -24,7 +24,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/hubble/printer"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // observeOpts are the flags of `lumen observe`.
@@ -177,9 +177,9 @@ func observeFormat(out string) (string, error) {
 // agent next to --socket.
 func defaultHubbleServer() string {
 	if g.node != "" {
-		return "unix://" + filepath.Join(lab.NodeDir(g.lab, g.node), "hubble.sock")
+		return "unix://" + filepath.Join(labpath.NodeDir(g.lab, g.node), "hubble.sock")
 	}
-	if relay := filepath.Join(lab.Dir(g.lab), "hubble-relay.sock"); fileExists(relay) {
+	if relay := filepath.Join(labpath.Dir(g.lab), "hubble-relay.sock"); fileExists(relay) {
 		return "unix://" + relay
 	}
 	return "unix://" + filepath.Join(filepath.Dir(g.socket), "hubble.sock")
@@ -222,7 +222,7 @@ func (o *observeOpts) request(now time.Time) (*observerpb.GetFlowsRequest, error
 	for flag, sels := range map[string][]string{"--label": o.labels, "--from-label": o.fromLabels, "--to-label": o.toLabels} {
 		for _, s := range sels {
 			if _, err := filters.ParseSelector(s); err != nil {
-				return nil, (&filters.FieldError{Field: flag, Value: s, Reason: err.Error()})
+				return nil, filters.Invalid(flag, s, err.Error())
 			}
 		}
 	}

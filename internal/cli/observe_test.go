@@ -108,7 +108,7 @@ func TestObserveCommand(t *testing.T) {
 	}
 	defer s.Stop()
 	run := func(ctx context.Context, args ...string) (string, error) {
-		root := NewRoot()
+		root := NewRoot(nil)
 		var out, errb bytes.Buffer
 		root.SetOut(&out)
 		root.SetErr(&errb)
@@ -134,7 +134,7 @@ func TestObserveCommand(t *testing.T) {
 	var live bytes.Buffer
 	done := make(chan error)
 	go func() {
-		root := NewRoot()
+		root := NewRoot(nil)
 		root.SetOut(lockedWriter{&mu, &live})
 		root.SetErr(io.Discard)
 		root.SetArgs([]string{"observe", "--server", "unix://" + sock, "--follow", "-o", "json"})

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,12 +11,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/policysync" // also registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
-func newPolicyCmd() *cobra.Command {
+func newPolicyCmd(reg *resource.Registry, openLab OpenLab) *cobra.Command {
 	p := &cobra.Command{Use: "policy", Short: "Network policies: list, delete, explain verdicts"}
 	var kv, ns string
 	get := &cobra.Command{
@@ -23,7 +24,7 @@ func newPolicyCmd() *cobra.Command {
 		Short: "List network policies of every kind (all namespaces unless -n)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -34,7 +35,7 @@ func newPolicyCmd() *cobra.Command {
 			defer c.Close()
 			var objs []resource.Object
 			for _, name := range policysync.KindNames {
-				kind, err := resource.ResolveKind(name)
+				kind, err := reg.ResolveKind(name)
 				if err != nil {
 					return err
 				}
@@ -52,20 +53,20 @@ func newPolicyCmd() *cobra.Command {
 				return fmt.Errorf("policy %q not found", args[0])
 			}
 			if asJSON {
-				return printJSON(os.Stdout, objs)
+				return PrintJSON(os.Stdout, objs)
 			}
 			var rows [][]string
 			for _, o := range objs {
-				rows = append(rows, []string{o.Kind, dash(o.Metadata.Namespace), o.Metadata.Name})
+				rows = append(rows, []string{o.Kind, Dash(o.Metadata.Namespace), o.Metadata.Name})
 			}
 			return printTable("KIND\tNAMESPACE\tNAME", rows)
 		},
 	}
 	kvstoreFlag(get, &kv)
 	get.Flags().StringVarP(&ns, "namespace", "n", "", "only this namespace")
-	del := newDeleteCmd()
+	del := newDeleteCmd(reg)
 	del.Short = "Delete network policies (KIND NAME..., e.g. cnp allow-web, or -f FILE)"
-	p.AddCommand(get, del, newExplainCmd())
+	p.AddCommand(get, del, newExplainCmd(openLab))
 	return p
 }
 
@@ -76,7 +77,7 @@ type side struct {
 	name string
 }
 
-func newExplainCmd() *cobra.Command {
+func newExplainCmd(openLab OpenLab) *cobra.Command {
 	var from, to, family string
 	cmd := &cobra.Command{
 		Use:   "explain --from POD|IP --to POD|IP:PORT/PROTO",
@@ -89,7 +90,7 @@ In the lab, PODs are namespace/name (or a unique name); elsewhere give IPs and
 the agent (--socket or --node) that hosts the endpoint.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -105,11 +106,11 @@ the agent (--socket or --node) that hosts the endpoint.`,
 			default:
 				return fmt.Errorf("invalid --family %q: want 4 or 6", family)
 			}
-			src, err := resolveSide(from, fam)
+			src, err := resolveSide(openLab, from, fam)
 			if err != nil {
 				return fmt.Errorf("--from: %w", err)
 			}
-			dst, err := resolveSide(target, fam)
+			dst, err := resolveSide(openLab, target, fam)
 			if err != nil {
 				return fmt.Errorf("--to: %w", err)
 			}
@@ -131,7 +132,7 @@ the agent (--socket or --node) that hosts the endpoint.`,
 				allowed = allowed && x.Allowed
 			}
 			if asJSON {
-				return printJSON(os.Stdout, struct {
+				return PrintJSON(os.Stdout, struct {
 					Allowed bool               `json:"allowed"`
 					Sides   []*api.Explanation `json:"sides"`
 					Notes   []string           `json:"notes,omitempty"`
@@ -199,48 +200,59 @@ func splitTarget(s string) (string, uint16, string, error) {
 	return host, uint16(port), proto, nil
 }
 
+// Lab is a running lab as `policy explain` sees it.
+type Lab interface {
+	// Owner names the pod ("namespace/name") or node ("host NODE")
+	// holding a, and its node.
+	Owner(a netip.Addr) (name, node string, ok bool)
+	// Pod finds pod ref (NAME or NAMESPACE/NAME): its full name, node and
+	// addresses ("" when it has none of a family).
+	Pod(ref string) (name, node, ipv4, ipv6 string, err error)
+}
+
+// OpenLab opens the running lab of that name. The lab's package provides
+// it (cmd/lumen passes it in Options); without it explain takes addresses.
+type OpenLab func(name string) (Lab, error)
+
 // resolveSide finds a pod of the lab, or takes an IP as is.
-func resolveSide(ref string, family int) (side, error) {
+func resolveSide(openLab OpenLab, ref string, family int) (side, error) {
+	open := func() (Lab, error) {
+		if openLab == nil {
+			return nil, errors.New("this lumen has no lab support")
+		}
+		return openLab(g.lab)
+	}
 	if a, err := netip.ParseAddr(ref); err == nil {
 		s := side{ip: a, name: a.String()}
-		if st, err := lab.LoadState(g.lab); err == nil {
-			for _, p := range st.Pods {
-				if p.IPv4 == a.String() || p.IPv6 == a.String() {
-					s.node, s.name = p.Node, p.FullName()
-				}
-			}
-			for _, n := range st.Nodes {
-				for _, cidr := range n.NodeIPs {
-					if p, err := netip.ParsePrefix(cidr); err == nil && p.Addr() == a {
-						s.node, s.name = n.Name, "host "+n.Name
-					}
-				}
+		if l, err := open(); err == nil {
+			if name, node, ok := l.Owner(a); ok {
+				s.node, s.name = node, name
 			}
 		}
 		return s, nil
 	}
-	st, err := lab.LoadState(g.lab)
+	l, err := open()
 	if err != nil {
 		return side{}, fmt.Errorf("%q is not an IP address, and there is no lab %q to find a pod in: %v", ref, g.lab, err)
 	}
-	p, err := st.FindPod(ref)
+	name, node, ipv4, ipv6, err := l.Pod(ref)
 	if err != nil {
 		return side{}, err
 	}
-	addr := p.IPv4
+	addr := ipv4
 	if family == 6 {
-		addr = p.IPv6
+		addr = ipv6
 	}
 	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return side{}, fmt.Errorf("pod %s has no IPv%d address", p.FullName(), family)
+		return side{}, fmt.Errorf("pod %s has no IPv%d address", name, family)
 	}
-	return side{ip: a, node: p.Node, name: p.FullName()}, nil
+	return side{ip: a, node: node, name: name}, nil
 }
 
 func sideClient(s side) *api.Client {
 	if s.node != "" && g.node == "" {
-		return api.NewClient(lab.NodeSocket(g.lab, s.node))
+		return api.NewClient(labpath.NodeSocket(g.lab, s.node))
 	}
 	return client()
 }

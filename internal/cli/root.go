@@ -2,15 +2,19 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/api"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/kinds"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // globals are the flags every command shares.
@@ -23,8 +27,9 @@ type globals struct {
 
 var g globals
 
-// NewRoot builds the lumen command tree.
-func NewRoot() *cobra.Command {
+// NewRoot builds the tree of user commands; openLab (nil: none) lets
+// `policy explain` name a lab's pods.
+func NewRoot(openLab OpenLab) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "lumen",
 		Short:         "eBPF networking, security and observability for containers",
@@ -34,30 +39,40 @@ func NewRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", envOr("LUMEN_SOCKET", api.DefaultSocket), "agent API socket")
 	pf.StringVar(&g.node, "node", "", "talk to this lab node's agent (instead of --socket)")
-	pf.StringVar(&g.lab, "lab", lab.Name(), "lab name (env LUMEN_LAB)")
+	pf.StringVar(&g.lab, "lab", labpath.Name(), "lab name (env LUMEN_LAB)")
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 
+	// The kinds apply, get and delete know, built once here.
+	reg := kinds.Registry()
 	root.AddCommand(
 		newStatusCmd(),
 		newEndpointCmd(),
 		newMetricsCmd(),
-		newApplyCmd(),
-		newDeleteCmd(),
-		newGetCmd(),
-		newLabCmd(),
-		newBenchCmd(),
+		newApplyCmd(reg),
+		newDeleteCmd(reg),
+		newGetCmd(reg),
 		newBPFCmd(),
 		newObserveCmd(),
-		newPolicyCmd(),
+		newPolicyCmd(reg, openLab),
 		newServiceCmd(),
 		newBGPCmd(),
 	)
 	return root
 }
 
+// Options are what cmd/lumen adds to the user commands: the tooling
+// commands (the lab's and the benchmarks', which live in their own
+// packages) and the lab lookup of `policy explain`.
+type Options struct {
+	Commands []*cobra.Command
+	OpenLab  OpenLab
+}
+
 // Execute runs the CLI and exits with its status.
-func Execute() {
-	if err := NewRoot().Execute(); err != nil {
+func Execute(o Options) {
+	root := NewRoot(o.OpenLab)
+	root.AddCommand(o.Commands...)
+	if err := root.Execute(); err != nil {
 		var ec exitCoder
 		if asExit(err, &ec) {
 			os.Exit(ec.ExitCode())
@@ -88,13 +103,25 @@ func asExit(err error, ec *exitCoder) bool {
 // client returns an API client for the selected agent.
 func client() *api.Client {
 	if g.node != "" {
-		return api.NewClient(lab.NodeSocket(g.lab, g.node))
+		return api.NewClient(labpath.NodeSocket(g.lab, g.node))
 	}
 	return api.NewClient(g.socket)
 }
 
-// jsonOutput reports whether -o json was asked for; it rejects unknown formats.
-func jsonOutput() (bool, error) {
+// LabName is the --lab flag: the lab whose agents and store the commands
+// talk to.
+func LabName() string { return g.lab }
+
+// SignalContext ends when the user interrupts the command.
+func SignalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+// JSONOutput reports whether -o json was asked for; it rejects unknown formats.
+func JSONOutput() (bool, error) {
 	switch g.output {
 	case "json":
 		return true, nil
@@ -104,7 +131,8 @@ func jsonOutput() (bool, error) {
 	return false, fmt.Errorf("invalid --output %q: want text or json", g.output)
 }
 
-func printJSON(w io.Writer, v any) error {
+// PrintJSON writes v indented, for -o json.
+func PrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

@@ -120,9 +120,9 @@ func (sc *serviceClaims) finish(ctx context.Context, written int) error {
 // servicesToDelete reads the stored Services that deleting objs removes
 // (Services named, and those in Namespaces named), to release their
 // allocations afterwards.
-func servicesToDelete(ctx context.Context, c *kvstore.Client, objs []resource.Object) ([]*lb.Service, error) {
+func servicesToDelete(ctx context.Context, reg *resource.Registry, c *kvstore.Client, objs []resource.Object) ([]*lb.Service, error) {
 	var out []*lb.Service
-	kind, err := resource.ResolveKind("Service")
+	kind, err := reg.ResolveKind("Service")
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func newServiceCmd() *cobra.Command {
 		Short: "List frontends with their backends, states and zones",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -185,7 +185,7 @@ func newServiceCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, list)
+				return PrintJSON(os.Stdout, list)
 			}
 			var rows [][]string
 			for _, s := range list {
@@ -216,5 +216,5 @@ func backendsColumn(s api.Service) string {
 		verdict := map[string]string{"reject": "rejected", "drop": "dropped"}[s.NewConnections]
 		out = strings.TrimSuffix("NO BACKEND: "+s.NoBackends+", new connections "+verdict+"; "+out, "; ")
 	}
-	return dash(out)
+	return Dash(out)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
@@ -50,7 +51,7 @@ func TestApplyServices(t *testing.T) {
 		return out
 	}
 	stored := func() *lb.Service {
-		kind, _ := resource.ResolveKind("Service")
+		kind, _ := kinds.Registry().ResolveKind("Service")
 		obj, err := resource.Get(ctx, c, kind, "shop", "web")
 		if err != nil {
 			t.Fatal(err)

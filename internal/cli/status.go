@@ -19,7 +19,7 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the agent's health, subsystem by subsystem",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -28,7 +28,7 @@ func newStatusCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, st)
+				return PrintJSON(os.Stdout, st)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "Node:\t%s\n", st.Node)
@@ -64,7 +64,7 @@ func newEndpointCmd() *cobra.Command {
 		Short: "List endpoints: id, pod, namespace, IPs, identity, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -73,7 +73,7 @@ func newEndpointCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, eps)
+				return PrintJSON(os.Stdout, eps)
 			}
 			return printEndpoints(os.Stdout, eps)
 		},
@@ -97,7 +97,7 @@ func printEndpoints(out io.Writer, eps []api.Endpoint) error {
 		case e.Policy.IngressEnforced || e.Policy.EgressEnforced:
 			pol = "ok"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, dash(e.PodName), dash(e.Namespace), dash(e.IPv4), dash(e.IPv6), e.Identity, e.State, pol)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, Dash(e.PodName), Dash(e.Namespace), Dash(e.IPv4), Dash(e.IPv6), e.Identity, e.State, pol)
 		if e.Policy.Error != "" {
 			notes = append(notes, fmt.Sprintf("endpoint %d: policy error: %s", e.ID, e.Policy.Error))
 		}
@@ -135,7 +135,8 @@ func newMetricsCmd() *cobra.Command {
 	}
 }
 
-func dash(s string) string {
+// Dash shows an empty value as "-" in tables.
+func Dash(s string) string {
 	if s == "" {
 		return "-"
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/lumen-net/lumen/internal/testutil"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/tunnel"
 )
 
@@ -59,7 +59,7 @@ func (f *fixture) runWith(h Hook, dev string, ingress int, mark uint32, pkt []by
 	out := make([]byte, len(pkt)+256)
 	ctx := skbContextMark{Mark: mark, IngressIfindex: uint32(ingress), Ifindex: uint32(f.ifindex(dev))}
 	var ret uint32
-	err := testutil.InNetNS(f.ns, func() error {
+	err := netnsutil.Do(f.ns, func() error {
 		opts := &ebpf.RunOptions{Data: pkt, DataOut: out, Context: ctx}
 		var err error
 		ret, err = prog.Run(opts)
@@ -100,7 +100,7 @@ func (f *fixture) overlayCluster() {
 // the addresses of the test's underlay.
 func (f *fixture) enableForwarding(addrs ...string) {
 	f.t.Helper()
-	err := testutil.InNetNS(f.ns, func() error {
+	err := netnsutil.Do(f.ns, func() error {
 		for _, p := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
 			if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
 				return err
@@ -159,7 +159,7 @@ func TestOverlayRejectsForgedSenders(t *testing.T) {
 	f.overlayCluster()
 	f.enableForwarding(testNode, testPeerNode, testStranger, testExtraLocal, testOldNode)
 	var vxIndex int
-	must(t, testutil.InNetNS(f.ns, func() error {
+	must(t, netnsutil.Do(f.ns, func() error {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return err
@@ -185,7 +185,7 @@ func TestOverlayRejectsForgedSenders(t *testing.T) {
 		frame[0] = 0x08
 		binary.BigEndian.PutUint32(frame[4:], vni<<8)
 		frame = append(frame, inner...)
-		must(t, testutil.InNetNS(f.ns, func() error {
+		must(t, netnsutil.Do(f.ns, func() error {
 			c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(outer), 0)),
 				net.UDPAddrFromAddrPort(netip.MustParseAddrPort(testNode+":8472")))
 			if err != nil {

@@ -14,7 +14,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/lumen-net/lumen/internal/testutil"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // Drop reasons the suite expects (Cilium's numbers).
@@ -454,7 +454,7 @@ func TestAdversarialFragmentsNodePort(t *testing.T) {
 	var out [][]byte
 	for i, fr := range frames {
 		var x RunResult
-		must(t, testutil.InNetNS(f.ns, func() error {
+		must(t, netnsutil.Do(f.ns, func() error {
 			var err error
 			x, err = f.dp.RunXDP(f.devs["eth0"].Attrs().Index, fr)
 			return err

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -71,7 +72,7 @@ func (f *fixture) ifindex(name string) int { return f.devs[name].Attrs().Index }
 func (f *fixture) run(h Hook, dev string, pkt []byte) RunResult {
 	f.t.Helper()
 	var res RunResult
-	err := testutil.InNetNS(f.ns, func() error {
+	err := netnsutil.Do(f.ns, func() error {
 		var err error
 		res, err = f.dp.RunProgram(h, f.ifindex(dev), pkt)
 		return err
@@ -239,7 +240,7 @@ func TestNativeRouting(t *testing.T) {
 	eth0 := f.devs["eth0"]
 	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
 	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
-	must(t, testutil.InNetNS(f.ns, func() error {
+	must(t, netnsutil.Do(f.ns, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	}))
 	remote := netip.MustParseAddr("10.200.2.7")
@@ -295,7 +296,7 @@ func TestMalformedAndNonIP(t *testing.T) {
 func TestAttachSurvivesReload(t *testing.T) {
 	f := newFixture(t)
 	idx := f.ifindex("lxca")
-	err := testutil.InNetNS(f.ns, func() error { return f.dp.Attach(HookFromContainer, idx) })
+	err := netnsutil.Do(f.ns, func() error { return f.dp.Attach(HookFromContainer, idx) })
 	must(t, err)
 	first := attachedIDs(t, f, idx)
 	if len(first) != 1 {
@@ -313,12 +314,12 @@ func TestAttachSurvivesReload(t *testing.T) {
 	if _, ok := eps[podA4]; !ok {
 		t.Fatalf("pinned endpoint map lost across reload: %v", eps)
 	}
-	must(t, testutil.InNetNS(f.ns, func() error { return dp2.Attach(HookFromContainer, idx) }))
+	must(t, netnsutil.Do(f.ns, func() error { return dp2.Attach(HookFromContainer, idx) }))
 	second := attachedIDs(t, f, idx)
 	if len(second) != 1 || second[0] == first[0] {
 		t.Fatalf("after reload: programs %v (before %v), want one new program", second, first)
 	}
-	must(t, testutil.InNetNS(f.ns, func() error { return dp2.Detach(HookFromContainer, idx) }))
+	must(t, netnsutil.Do(f.ns, func() error { return dp2.Detach(HookFromContainer, idx) }))
 	if left := attachedIDs(t, f, idx); len(left) != 0 {
 		t.Fatalf("after detach: programs %v", left)
 	}
@@ -327,7 +328,7 @@ func TestAttachSurvivesReload(t *testing.T) {
 func attachedIDs(t *testing.T, f *fixture, ifindex int) []uint32 {
 	t.Helper()
 	var ids []uint32
-	err := testutil.InNetNS(f.ns, func() error {
+	err := netnsutil.Do(f.ns, func() error {
 		res, err := queryTCX(ifindex)
 		ids = res
 		return err

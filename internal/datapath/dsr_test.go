@@ -12,7 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/lumen-net/lumen/internal/testutil"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // skbMarkContext is the head of struct __sk_buff with the mark, which
@@ -36,7 +36,7 @@ func (f *fixture) runMark(h Hook, dev string, pkt []byte, mark uint32) (RunResul
 	data := make([]byte, len(pkt)+256)
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: data, Context: in, ContextOut: &out}
 	var ret uint32
-	err := testutil.InNetNS(f.ns, func() error {
+	err := netnsutil.Do(f.ns, func() error {
 		var err error
 		ret, err = prog.Run(opts)
 		return err
@@ -68,7 +68,7 @@ func (f *fixture) dsrNode(addrs []string, neigh map[string]net.HardwareAddr, rou
 		must(f.t, err)
 		must(f.t, h.RouteAdd(&netlink.Route{Dst: ipn, Gw: net.ParseIP(gw), LinkIndex: eth0.Attrs().Index}))
 	}
-	must(f.t, testutil.InNetNS(f.ns, func() error {
+	must(f.t, netnsutil.Do(f.ns, func() error {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 			return err
 		}

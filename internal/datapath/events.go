@@ -7,43 +7,45 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // Trace levels beyond TraceNone, TraceControl and TraceAll: Cilium's
 // monitor aggregation "low" and "maximum" (see bpf/lib/common.h).
 const (
-	TraceLow = 3 // every packet, at to-* observation points only
-	TraceMax = 4 // connection start (first packet, TCP SYN) and end (FIN, RST)
+	TraceLow = bpfconst.TraceLow // every packet, at to-* observation points only
+	TraceMax = bpfconst.TraceMax // connection start (first packet, TCP SYN) and end (FIN, RST)
 )
 
 // Event types.
 const (
-	EventTrace  = 1
-	EventDrop   = 2
-	EventPolicy = 3 // a policy decision on a new connection; Subtype is the match type
+	EventTrace  = bpfconst.EventTrace
+	EventDrop   = bpfconst.EventDrop
+	EventPolicy = bpfconst.EventPolicy // a policy decision on a new connection; Subtype is the match type
 )
 
 // Event flags.
 const (
-	EventFlagReply    = 1 << 0 // reply of a tracked connection
-	EventFlagDenied   = 1 << 1 // policy verdict: denied
-	EventFlagAudit    = 1 << 2 // denied but let through (audit mode)
-	EventFlagExplicit = 1 << 3 // denied by a deny rule
-	EventFlagCTKnown  = 1 << 4 // connection tracking ran: EventFlagReply is meaningful
+	EventFlagReply    = bpfconst.EventFlagReply    // reply of a tracked connection
+	EventFlagDenied   = bpfconst.EventFlagDenied   // policy verdict: denied
+	EventFlagAudit    = bpfconst.EventFlagAudit    // denied but let through (audit mode)
+	EventFlagExplicit = bpfconst.EventFlagExplicit // denied by a deny rule
+	EventFlagCTKnown  = bpfconst.EventFlagCTKnown  // connection tracking ran: EventFlagReply is meaningful
 )
 
 // ReasonEventsLost is the pseudo drop reason under which the datapath
 // counts events it could not put in the ring buffer (packets are not
 // dropped for it).
-const ReasonEventsLost = 255
+const ReasonEventsLost = bpfconst.ReasonEventsLost
 
 // Policy match types (EventPolicy's Subtype), as Cilium's monitor API.
 const (
-	MatchNone   = 0
-	MatchL3Only = 1
-	MatchL3L4   = 2
-	MatchL4Only = 3
-	MatchAll    = 4
+	MatchNone   = bpfconst.MatchNone
+	MatchL3Only = bpfconst.MatchL3Only
+	MatchL3L4   = bpfconst.MatchL3L4
+	MatchL4Only = bpfconst.MatchL4Only
+	MatchAll    = bpfconst.MatchAll
 )
 
 // Event is one datapath event, decoded.

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/policy"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // FuzzParserAgainstPolicy sends random packets (any IPv6 extension header
@@ -64,7 +64,7 @@ func FuzzParserAgainstPolicy(f *testing.F) {
 			hook, dev, peer = HookFromContainer, "lxca", 1002
 		}
 		var res RunResult
-		must(t, testutil.InNetNS(fx.ns, func() error {
+		must(t, netnsutil.Do(fx.ns, func() error {
 			var err error
 			res, err = fx.dp.RunProgram(hook, fx.ifindex(dev), frame)
 			return err

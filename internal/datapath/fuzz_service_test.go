@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/policy"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // fuzzService: ClusterIP frontends of pod B (backend port), chosen so that
@@ -105,7 +105,7 @@ func FuzzServiceTranslation(f *testing.F) {
 		}
 		frame := rawFrame(src, dst, in[1], binary.BigEndian.Uint16(in[2:]), binary.BigEndian.Uint16(in[4:]), in[6:])
 		var res RunResult
-		must(t, testutil.InNetNS(fx.ns, func() error {
+		must(t, netnsutil.Do(fx.ns, func() error {
 			var err error
 			res, err = fx.dp.RunProgram(HookFromContainer, fx.ifindex("lxca"), frame)
 			return err

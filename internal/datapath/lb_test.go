@@ -10,7 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/lumen-net/lumen/internal/testutil"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 func TestServiceDNATAndReverse(t *testing.T) {
@@ -132,7 +132,7 @@ func (f *fixture) remoteBackendNode(t *testing.T) (node, client, backend netip.A
 	eth0 := f.devs["eth0"]
 	must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.99.0.1"), Mask: net.CIDRMask(24, 32)}}))
 	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
-	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	must(t, netnsutil.Do(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
 	node = netip.MustParseAddr("10.99.0.1")
 	client = netip.MustParseAddr("10.99.0.200")
 	backend = netip.MustParseAddr("10.200.2.5")
@@ -212,7 +212,7 @@ func TestXDPNodePortAcceleration(t *testing.T) {
 	must(t, h.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.ParseIP("10.200.2.0"), Mask: net.CIDRMask(24, 32)}, Gw: net.ParseIP("10.99.0.2"), LinkIndex: eth0.Attrs().Index}))
 	must(t, h.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("10.99.0.2"), HardwareAddr: peerMAC, State: netlink.NUD_PERMANENT}))
 	must(t, h.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, IP: net.ParseIP("10.99.0.200"), HardwareAddr: clientMAC, State: netlink.NUD_PERMANENT}))
-	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	must(t, netnsutil.Do(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
 	node := netip.MustParseAddr("10.99.0.1")
 	client := netip.MustParseAddr("10.99.0.200")
 	remote := netip.MustParseAddr("10.200.2.5")
@@ -226,7 +226,7 @@ func TestXDPNodePortAcceleration(t *testing.T) {
 	run := func(pkt []byte) RunResult {
 		t.Helper()
 		var res RunResult
-		must(t, testutil.InNetNS(f.ns, func() error {
+		must(t, netnsutil.Do(f.ns, func() error {
 			var err error
 			res, err = f.dp.RunXDP(eth0.Attrs().Index, pkt)
 			return err

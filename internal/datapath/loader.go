@@ -9,13 +9,15 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // Trace levels of the datapath (Config.TraceLevel).
 const (
-	TraceNone    = 0 // drops only
-	TraceControl = 1 // TCP SYN/FIN/RST and every non-TCP packet
-	TraceAll     = 2
+	TraceNone    = bpfconst.TraceNone    // drops only
+	TraceControl = bpfconst.TraceControl // TCP SYN/FIN/RST and every non-TCP packet
+	TraceAll     = bpfconst.TraceAll
 )
 
 // Options configure Load.

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 const (
@@ -16,14 +18,14 @@ const (
 
 // Endpoint flags.
 const (
-	EndpointIngressEnforced = 1 << 0
-	EndpointEgressEnforced  = 1 << 1
-	EndpointAudit           = 1 << 2 // policy denials are reported, not enforced
-	EndpointHost            = 1 << 3
+	EndpointIngressEnforced = bpfconst.EndpointIngressEnforced
+	EndpointEgressEnforced  = bpfconst.EndpointEgressEnforced
+	EndpointAudit           = bpfconst.EndpointAudit // policy denials are reported, not enforced
+	EndpointHost            = bpfconst.EndpointHost
 )
 
 // HostEndpointID is the policy map endpoint id of the host endpoint.
-const HostEndpointID = 0xffff
+const HostEndpointID = bpfconst.HostEndpointID
 
 // EndpointInfo is a local pod as the datapath sees it.
 type EndpointInfo struct {

@@ -1,29 +1,33 @@
 package datapath
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
+)
 
 // reasonNames follow Cilium's drop reason strings, so dashboards read the same.
 var reasonNames = map[uint8]string{
-	0:   "Forwarded",
-	132: "Invalid source ip",
-	133: "Policy denied",
-	134: "Invalid packet",
-	136: "Fragmentation needed",
-	139: "Unsupported L3 protocol",
-	141: "Error writing to packet",
-	147: "Error retrieving tunnel key",
-	153: "Error while correcting L3 checksum",
-	156: "Invalid IPv6 extension header",
-	157: "Fragmentation not supported",
-	160: "No tunnel/encapsulation endpoint",
-	158: "Service backend not found",
-	168: "Unsupported protocol for NAT masquerade",
-	169: "FIB lookup failed",
-	170: "Encapsulation traffic is prohibited",
-	171: "Invalid identity",
-	172: "Unknown sender",
-	175: "First logical datagram fragment not found",
-	181: "Policy denied by denylist",
+	bpfconst.ReasonForwarded:      "Forwarded",
+	bpfconst.DropInvalidSIP:       "Invalid source ip",
+	bpfconst.DropPolicy:           "Policy denied",
+	bpfconst.DropInvalid:          "Invalid packet",
+	bpfconst.DropFragNeeded:       "Fragmentation needed",
+	bpfconst.DropUnsupportedL3:    "Unsupported L3 protocol",
+	bpfconst.DropWriteError:       "Error writing to packet",
+	bpfconst.DropNoTunnelKey:      "Error retrieving tunnel key",
+	bpfconst.DropCsumL3:           "Error while correcting L3 checksum",
+	bpfconst.DropInvalidExthdr:    "Invalid IPv6 extension header",
+	bpfconst.DropFragNotSupported: "Fragmentation not supported",
+	bpfconst.DropNoTunnelEndpoint: "No tunnel/encapsulation endpoint",
+	bpfconst.DropServiceNoBackend: "Service backend not found",
+	bpfconst.DropNATUnsupported:   "Unsupported protocol for NAT masquerade",
+	bpfconst.DropFIBLookup:        "FIB lookup failed",
+	bpfconst.DropEncapProhibited:  "Encapsulation traffic is prohibited",
+	bpfconst.DropInvalidIdentity:  "Invalid identity",
+	bpfconst.DropUnknownSender:    "Unknown sender",
+	bpfconst.DropFragNotFound:     "First logical datagram fragment not found",
+	bpfconst.DropPolicyDeny:       "Policy denied by denylist",
 }
 
 // ReasonName returns the text of a drop reason code.
@@ -45,19 +49,19 @@ func DirectionName(d uint8) string {
 // ObservationPointName names a trace event's observation point as Hubble does.
 func ObservationPointName(p uint8) string {
 	switch p {
-	case 3:
+	case bpfconst.ObsToStack:
 		return "to-stack"
-	case 4:
+	case bpfconst.ObsToOverlay:
 		return "to-overlay"
-	case 5:
+	case bpfconst.ObsFromEndpoint:
 		return "from-endpoint"
-	case 9:
+	case bpfconst.ObsFromOverlay:
 		return "from-overlay"
-	case 10:
+	case bpfconst.ObsFromNetwork:
 		return "from-network"
-	case 11:
+	case bpfconst.ObsToNetwork:
 		return "to-network"
-	case 101:
+	case bpfconst.ObsToEndpoint:
 		return "to-endpoint"
 	}
 	return fmt.Sprintf("point-%d", p)

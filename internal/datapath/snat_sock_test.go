@@ -8,7 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/lumen-net/lumen/internal/testutil"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // TestNodePortSNATSparesNodeSockets: the SNAT ports are the kernel's
@@ -36,7 +36,7 @@ func TestNodePortSNATSparesNodeSockets(t *testing.T) {
 	// The backend answers in the namespace itself, so that the node's
 	// connection to it is a real established socket.
 	must(t, h.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: backend.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
-	must(t, testutil.InNetNS(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
+	must(t, netnsutil.Do(f.ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644) }))
 	must(t, f.dp.SetConfig(RuntimeConfig{NodeIPv4: node}))
 	must(t, f.dp.UpsertIPCache(IPCacheEntry{Prefix: netip.PrefixFrom(node, 32), Identity: 1}))
 	must(t, f.dp.UpsertBackend(1, Backend{Addr: backend, Port: 80, Proto: 6}))
@@ -66,7 +66,7 @@ func TestNodePortSNATSparesNodeSockets(t *testing.T) {
 	}
 	must(t, f.dp.lxc.LumenSnatRev.Delete(&rk))
 	var conn net.Conn
-	must(t, testutil.InNetNS(f.ns, func() error {
+	must(t, netnsutil.Do(f.ns, func() error {
 		ln, err := net.Listen("tcp4", netip.AddrPortFrom(backend, 80).String())
 		if err != nil {
 			return err

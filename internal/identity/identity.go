@@ -6,24 +6,26 @@ package identity
 
 import (
 	"strconv"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // ID is a numeric security identity.
 type ID uint32
 
-// Reserved identities.
+// Reserved identities (numbered in bpfconst, shared with the datapath).
 const (
-	Unknown       ID = 0
-	Host          ID = 1
-	World         ID = 2
-	Unmanaged     ID = 3
-	Health        ID = 4
-	Init          ID = 5
-	RemoteNode    ID = 6
-	KubeAPIServer ID = 7
-	Ingress       ID = 8
-	WorldIPv4     ID = 9
-	WorldIPv6     ID = 10
+	Unknown       ID = bpfconst.IdentityUnknown
+	Host          ID = bpfconst.IdentityHost
+	World         ID = bpfconst.IdentityWorld
+	Unmanaged     ID = bpfconst.IdentityUnmanaged
+	Health        ID = bpfconst.IdentityHealth
+	Init          ID = bpfconst.IdentityInit
+	RemoteNode    ID = bpfconst.IdentityRemoteNode
+	KubeAPIServer ID = bpfconst.IdentityKubeAPIServer
+	Ingress       ID = bpfconst.IdentityIngress
+	WorldIPv4     ID = bpfconst.IdentityWorldIPv4
+	WorldIPv6     ID = bpfconst.IdentityWorldIPv6
 )
 
 // Identity ranges.

@@ -22,7 +22,7 @@ import (
 // reduced to what Lumen models (the API server has validated and defaulted
 // the rest, and Lumen's decoders reject fields they do not know), then
 // validated with the same rules `lumen apply` uses.
-func resourceObject(u *unstructured.Unstructured) (*resource.Object, error) {
+func resourceObject(kinds *resource.Registry, u *unstructured.Unstructured) (*resource.Object, error) {
 	content := u.UnstructuredContent()
 	obj := &resource.Object{
 		APIVersion: u.GetAPIVersion(),
@@ -43,7 +43,7 @@ func resourceObject(u *unstructured.Unstructured) (*resource.Object, error) {
 	if len(obj.Metadata.Annotations) == 0 {
 		obj.Metadata.Annotations = nil
 	}
-	kind, err := resource.LookupKind(obj.APIVersion, obj.Kind)
+	kind, err := kinds.LookupKind(obj.APIVersion, obj.Kind)
 	if err != nil {
 		return nil, err
 	}
@@ -151,22 +151,25 @@ func resourceObject(u *unstructured.Unstructured) (*resource.Object, error) {
 		// leniently and fails closed (see policystatus.go).
 		return obj, nil
 	}
-	if err := resource.Validate(obj); err != nil {
+	if err := kinds.Validate(obj); err != nil {
 		return nil, err
 	}
 	return obj, nil
 }
 
-func resourceKV(u *unstructured.Unstructured) ([]kvstore.KV, error) {
-	obj, err := resourceObject(u)
-	if err != nil {
-		return nil, err
+// resourceKV converts objects of the kinds of kinds.
+func resourceKV(kinds *resource.Registry) converter {
+	return func(u *unstructured.Unstructured) ([]kvstore.KV, error) {
+		obj, err := resourceObject(kinds, u)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		return []kvstore.KV{{Key: obj.Key(), Value: b}}, nil
 	}
-	b, err := json.Marshal(obj)
-	if err != nil {
-		return nil, err
-	}
-	return []kvstore.KV{{Key: obj.Key(), Value: b}}, nil
 }
 
 func fromUnstructured(u *unstructured.Unstructured, into any) error {

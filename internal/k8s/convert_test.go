@@ -7,10 +7,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/node"
-	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -59,7 +59,7 @@ const (
 func TestResourceObjectsFromTheAPI(t *testing.T) {
 	for _, js := range []string{apiPod, apiService, apiSlice, apiNetpol, apiNamespace, apiCNP} {
 		u := obj(t, js)
-		kvs, err := resourceKV(u)
+		kvs, err := resourceKV(kinds.Registry())(u)
 		if err != nil {
 			t.Errorf("%s %s: %v", u.GetKind(), u.GetName(), err)
 			continue
@@ -103,7 +103,7 @@ func TestMalformedResourcesAreRejected(t *testing.T) {
 		"service port type":     strings.Replace(apiService, `"port":80,`, `"port":"eighty",`, 1),
 		"unknown kind":          `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"x"}}`,
 	} {
-		if _, err := resourceKV(obj(t, js)); err == nil {
+		if _, err := resourceKV(kinds.Registry())(obj(t, js)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -192,7 +192,7 @@ func FuzzResourceObject(f *testing.F) {
 		if err := u.UnmarshalJSON([]byte(js)); err != nil {
 			return
 		}
-		_, _ = resourceKV(u) // never panics
+		_, _ = resourceKV(kinds.Registry())(u) // never panics
 		_, _ = cepKV(u)
 		_, _ = nodeKV(u)
 		_, _ = identityKV(u)
@@ -221,7 +221,7 @@ func TestPolicyProblems(t *testing.T) {
 			ReasonInvalidField, []string{"spec.ingress[0].ports[0].protocol"}},
 	}
 	for _, c := range cases {
-		kvs, err := resourceKV(obj(t, c.js))
+		kvs, err := resourceKV(kinds.Registry())(obj(t, c.js))
 		if err != nil {
 			t.Errorf("%s: rejected: %v", c.name, err)
 			continue

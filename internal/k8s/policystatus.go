@@ -65,7 +65,7 @@ func policyProblem(storeValue []byte) *PolicyProblem {
 	}
 	var msgs []string
 	for _, fe := range de.Errs {
-		if !fe.Unsupported() {
+		if !policy.Unsupported(fe) {
 			pr.Reason = ReasonInvalidField
 		}
 		pr.Fields = append(pr.Fields, fe.Path)
@@ -82,7 +82,7 @@ func policyProblem(storeValue []byte) *PolicyProblem {
 // policyKV converts a policy object and reports its problems on it.
 func (s *Store) policyKV(gvr schema.GroupVersionResource) converter {
 	return func(u *unstructured.Unstructured) ([]kvstore.KV, error) {
-		kvs, err := resourceKV(u)
+		kvs, err := resourceKV(s.opts.Kinds)(u)
 		if err != nil {
 			return nil, err
 		}

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lumen-net/lumen/internal/k8s"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
-	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -115,7 +115,7 @@ func TestPolicyStatusAgainstAPIServer(t *testing.T) {
 	// Two agents' stores: both report, one event per problem results.
 	var cnps, ccnps collector
 	for _, node := range []string{"n1", "n2"} {
-		st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: node})
+		st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: node, Kinds: kinds.Registry()})
 		go cnps.follow(st.ListAndWatch(ctx, resource.KindPrefix("CiliumNetworkPolicy")))
 		go ccnps.follow(st.ListAndWatch(ctx, resource.KindPrefix("CiliumClusterwideNetworkPolicy")))
 	}

@@ -30,7 +30,7 @@ func (s *Store) SetPolicyStatus(ctx context.Context, key string, warnings []stri
 	if ns == "_" {
 		ns = ""
 	}
-	kind, err := resource.ResolveKind(kindName)
+	kind, err := s.opts.Kinds.ResolveKind(kindName)
 	if err != nil {
 		return err
 	}

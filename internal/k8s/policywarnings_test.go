@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/lumen-net/lumen/internal/k8s"
-	_ "github.com/lumen-net/lumen/internal/policysync" // registers the policy kinds
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -36,8 +36,8 @@ func TestSetPolicyStatus(t *testing.T) {
 	if _, err := c.Dynamic.Resource(cnp).Namespace("z").Create(ctx, pol, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	n1 := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: "n1"})
-	n2 := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: "n2"})
+	n1 := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: "n1", Kinds: kinds.Registry()})
+	n2 := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: "n2", Kinds: kinds.Registry()})
 	key := resource.Key("CiliumNetworkPolicy", "z", "p")
 	if err := n1.SetPolicyStatus(ctx, key, []string{"w1a", "w1b"}); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package k8s
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -40,7 +39,10 @@ type StoreOptions struct {
 	// EndpointSlices makes the agent follow CiliumEndpointSlices (written by
 	// lumen-operator) instead of every CiliumEndpoint.
 	EndpointSlices bool
-	Log            *slog.Logger
+	// Kinds are the resource kinds the store presents (and validates
+	// objects with); without it no resource kind is known.
+	Kinds *resource.Registry
+	Log   *slog.Logger
 }
 
 // Store presents the Kubernetes API under Lumen's store keys (see
@@ -68,6 +70,9 @@ func NewStore(ctx context.Context, c *Clients, opts StoreOptions) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.Kinds == nil {
+		opts.Kinds, _ = resource.NewRegistry()
+	}
 	s := &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), localIP: opts.NodeIP}
 	if c != nil && c.Dynamic != nil {
 		s.inf = newInformers(ctx, c.Dynamic)
@@ -93,11 +98,11 @@ func (s *Store) ListAndWatch(ctx context.Context, prefix string) <-chan kvstore.
 func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 	switch {
 	case strings.HasPrefix(prefix, resource.Prefix):
-		kind, ns, err := kindOfPrefix(prefix)
+		kind, ns, err := s.kindOfPrefix(prefix)
 		if err != nil {
 			return watchSpec{}, err
 		}
-		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV}
+		spec := watchSpec{gvr: gvrOf(kind), namespace: ns, convert: resourceKV(s.opts.Kinds)}
 		if policyKindNames[kind.Kind] {
 			spec.convert = s.policyKV(spec.gvr)
 		}
@@ -122,10 +127,10 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 }
 
 // kindOfPrefix reads "/lumen/v1/resources/<Kind>/[<namespace>/]".
-func kindOfPrefix(prefix string) (*resource.Kind, string, error) {
+func (s *Store) kindOfPrefix(prefix string) (*resource.Kind, string, error) {
 	rest := strings.TrimSuffix(strings.TrimPrefix(prefix, resource.Prefix), "/")
 	name, ns, _ := strings.Cut(rest, "/")
-	for _, k := range resource.Kinds() {
+	for _, k := range s.opts.Kinds.Kinds() {
 		if k.Kind == name {
 			if ns == "_" {
 				ns = ""
@@ -149,7 +154,7 @@ func (s *Store) Get(ctx context.Context, key string) (kvstore.KV, bool, error) {
 		if !ok {
 			return kvstore.KV{}, false, fmt.Errorf("bad resource key %q", key)
 		}
-		k, err := resource.ResolveKind(kindName)
+		k, err := s.opts.Kinds.ResolveKind(kindName)
 		if err != nil {
 			return kvstore.KV{}, false, err
 		}
@@ -160,7 +165,7 @@ func (s *Store) Get(ctx context.Context, key string) (kvstore.KV, bool, error) {
 		if err != nil {
 			return kvstore.KV{}, false, fmt.Errorf("reading %s %s/%s: %w", k.Kind, ns, name, err)
 		}
-		kvs, err := resourceKV(u)
+		kvs, err := resourceKV(s.opts.Kinds)(u)
 		if err != nil {
 			return kvstore.KV{}, false, err
 		}
@@ -244,259 +249,6 @@ func (s *Store) List(ctx context.Context, prefix string) ([]kvstore.KV, int64, e
 	return out, rev, nil
 }
 
-// Put implements kvstore.Store for what an agent writes: its node, its
-// endpoints and its Hubble peer announcement.
-func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error) {
-	switch {
-	case strings.HasPrefix(key, node.NodesPrefix):
-		var n node.Node
-		if err := json.Unmarshal(value, &n); err != nil {
-			return 0, fmt.Errorf("node announcement: %w", err)
-		}
-		if n.Name == s.opts.NodeName {
-			s.mu.Lock()
-			s.localIP = n.IPv4
-			if s.localIP == "" {
-				s.localIP = n.IPv6
-			}
-			s.mu.Unlock()
-		}
-		return 0, s.applyNode(ctx, n)
-	case strings.HasPrefix(key, node.EndpointsPrefix):
-		var ep node.Endpoint
-		if err := json.Unmarshal(value, &ep); err != nil {
-			return 0, fmt.Errorf("endpoint announcement: %w", err)
-		}
-		return 0, s.putEndpoint(ctx, ep)
-	case strings.HasPrefix(key, peer.StorePrefix):
-		cn := &CiliumNode{}
-		cn.APIVersion, cn.Kind = CiliumNodes.GroupVersion().String(), "CiliumNode"
-		cn.Name = strings.TrimPrefix(key, peer.StorePrefix)
-		cn.Annotations = map[string]string{HubblePeerAnnotation: string(value)}
-		return 0, s.apply(ctx, CiliumNodes, "", cn, peerFieldManager)
-	case strings.HasPrefix(key, resource.Prefix):
-		return 0, errors.New("resources come from the Kubernetes API in Kubernetes mode: change them with kubectl")
-	}
-	return 0, fmt.Errorf("no Kubernetes resource stands for %q", key)
-}
-
-// operatorFieldManager is lumen-operator's: it owns spec.ipam.podCIDRs
-// unless an agent sets them statically.
-const operatorFieldManager = "lumen-operator"
-
-// applyNode applies the agent's part of its CiliumNode. Without static pod
-// CIDRs it applies no spec.ipam at all: an empty "ipam: {}" from the agent
-// becomes "null" once server-side apply drops the podCIDRs it owned, and
-// the API server then refuses every apply ("spec.ipam: Invalid value:
-// \"null\""). Pod CIDRs this agent owned from an earlier static run are
-// handed to lumen-operator first, so they stay on the node (its pods use
-// them) instead of being deleted with the agent's ownership.
-func (s *Store) applyNode(ctx context.Context, n node.Node) error {
-	cn := ciliumNodeFor(n)
-	u, err := toUnstructured(cn)
-	if err != nil {
-		return err
-	}
-	if len(cn.Spec.IPAM.PodCIDRs) == 0 {
-		unstructured.RemoveNestedField(u.Object, "spec", "ipam")
-		if err := s.handOverPodCIDRs(ctx, n.Name); err != nil {
-			return err
-		}
-	}
-	return s.applyUnstructured(ctx, CiliumNodes, "", u, fieldManager)
-}
-
-// handOverPodCIDRs makes lumen-operator co-own the pod CIDRs of CiliumNode
-// name when this agent's field manager owns them (server-side apply's
-// ownership transfer: the new manager applies the same value, then the old
-// one stops applying it).
-func (s *Store) handOverPodCIDRs(ctx context.Context, name string) error {
-	cur, err := s.c.Dynamic.Resource(CiliumNodes).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading CiliumNode %s: %w", name, err)
-	}
-	cidrs, _, _ := unstructured.NestedStringSlice(cur.Object, "spec", "ipam", "podCIDRs")
-	if len(cidrs) == 0 || !ownsPodCIDRs(cur.GetManagedFields(), fieldManager) {
-		return nil
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": CiliumNodes.GroupVersion().String(), "kind": "CiliumNode",
-		"metadata": map[string]any{"name": name},
-		"spec":     map[string]any{"ipam": map[string]any{"podCIDRs": toAnySlice(cidrs)}},
-	}}
-	if err := s.applyUnstructured(ctx, CiliumNodes, "", u, operatorFieldManager); err != nil {
-		return err
-	}
-	s.log.Info("pod CIDRs were static: lumen-operator owns them now", "ciliumnode", name, "podCIDRs", cidrs)
-	return nil
-}
-
-// ownsPodCIDRs tells whether manager applied spec.ipam.podCIDRs.
-func ownsPodCIDRs(mf []metav1.ManagedFieldsEntry, manager string) bool {
-	for _, e := range mf {
-		if e.Manager != manager || e.Operation != metav1.ManagedFieldsOperationApply || e.FieldsV1 == nil {
-			continue
-		}
-		var f map[string]any
-		if json.Unmarshal(e.FieldsV1.Raw, &f) != nil {
-			continue
-		}
-		if _, ok, _ := unstructured.NestedFieldNoCopy(f, "f:spec", "f:ipam", "f:podCIDRs"); ok {
-			return true
-		}
-	}
-	return false
-}
-
-func toAnySlice(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, v := range ss {
-		out[i] = v
-	}
-	return out
-}
-
-func (s *Store) putEndpoint(ctx context.Context, ep node.Endpoint) error {
-	s.mu.Lock()
-	nodeIP := s.localIP
-	s.mu.Unlock()
-	ls := s.identityLabels(identity.ID(ep.Identity))
-	if ls == nil {
-		ls = identity.PodLabels(ep.Labels, ep.Namespace, nil)
-	}
-	cep := ciliumEndpointFor(ep, nodeIP, ls)
-	// Owned by its pod, so that Kubernetes' garbage collector removes it
-	// with the pod even when the agent is gone.
-	if ep.PodName != "" {
-		pod, err := s.c.Core.CoreV1().Pods(cep.Namespace).Get(ctx, ep.PodName, metav1.GetOptions{})
-		if err == nil {
-			cep.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}}
-		} else if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading pod %s/%s: %w", cep.Namespace, ep.PodName, err)
-		}
-	}
-	return s.apply(ctx, CiliumEndpoints, cep.Namespace, cep, fieldManager)
-}
-
-func (s *Store) apply(ctx context.Context, gvr schema.GroupVersionResource, ns string, obj any, manager string) error {
-	u, err := toUnstructured(obj)
-	if err != nil {
-		return err
-	}
-	return s.applyUnstructured(ctx, gvr, ns, u, manager)
-}
-
-func (s *Store) applyUnstructured(ctx context.Context, gvr schema.GroupVersionResource, ns string, u *unstructured.Unstructured, manager string) error {
-	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	_, err := s.c.Dynamic.Resource(gvr).Namespace(ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: manager, Force: true})
-	if err != nil {
-		return fmt.Errorf("applying %s %s: %w", gvr.Resource, u.GetName(), err)
-	}
-	return nil
-}
-
-// Delete implements kvstore.Store.
-func (s *Store) Delete(ctx context.Context, key string) (bool, error) {
-	switch {
-	case strings.HasPrefix(key, node.EndpointsPrefix):
-		rest := strings.TrimPrefix(key, node.EndpointsPrefix)
-		nodeName, cid, ok := strings.Cut(rest, "/")
-		if !ok {
-			return false, fmt.Errorf("bad endpoint key %q", key)
-		}
-		list, err := s.c.Dynamic.Resource(CiliumEndpoints).List(ctx, metav1.ListOptions{LabelSelector: NodeLabel + "=" + nodeName})
-		if err != nil {
-			return false, fmt.Errorf("listing endpoints of %s: %w", nodeName, err)
-		}
-		for _, u := range list.Items {
-			if c, _, _ := unstructured.NestedString(u.Object, "status", "external-identifiers", "container-id"); c != cid {
-				continue
-			}
-			// The UID precondition keeps a new pod of the same name (a
-			// StatefulSet pod moved to another node) safe.
-			uid := u.GetUID()
-			err := s.c.Dynamic.Resource(CiliumEndpoints).Namespace(u.GetNamespace()).Delete(ctx, u.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
-			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-				return false, nil
-			}
-			return err == nil, err
-		}
-		return false, nil
-	case strings.HasPrefix(key, peer.StorePrefix):
-		cn := &CiliumNode{}
-		cn.APIVersion, cn.Kind = CiliumNodes.GroupVersion().String(), "CiliumNode"
-		cn.Name = strings.TrimPrefix(key, peer.StorePrefix)
-		return true, s.apply(ctx, CiliumNodes, "", cn, peerFieldManager)
-	case strings.HasPrefix(key, node.NodesPrefix):
-		err := s.c.Dynamic.Resource(CiliumNodes).Delete(ctx, strings.TrimPrefix(key, node.NodesPrefix), metav1.DeleteOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return err == nil, err
-	}
-	return false, fmt.Errorf("no Kubernetes resource stands for %q", key)
-}
-
-// CreateAll implements kvstore.Store for identity allocation: the label
-// and id entries together are one CiliumIdentity, whose creation is atomic.
-func (s *Store) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvstore.KV, error) {
-	var labelsKey, idKey string
-	var iv idValue
-	for _, kv := range kvs {
-		switch {
-		case strings.HasPrefix(kv.Key, identity.LabelsPrefix):
-			labelsKey = kv.Key
-		case strings.HasPrefix(kv.Key, identity.IDsPrefix):
-			idKey = kv.Key
-			if err := json.Unmarshal(kv.Value, &iv); err != nil {
-				return false, nil, fmt.Errorf("identity entry: %w", err)
-			}
-		default:
-			return false, nil, fmt.Errorf("no Kubernetes resource stands for %q", kv.Key)
-		}
-	}
-	if labelsKey == "" || idKey == "" {
-		return false, nil, errors.New("CreateAll in Kubernetes mode creates identities only (labels and id entries)")
-	}
-	if kv, ok, err := s.Get(ctx, labelsKey); err != nil {
-		return false, nil, err
-	} else if ok {
-		return false, []kvstore.KV{kv}, nil
-	}
-	ls, err := identity.ParseLabels(iv.Labels...)
-	if err != nil {
-		return false, nil, err
-	}
-	ci := &CiliumIdentity{SecurityLabels: securityLabels(ls)}
-	ci.APIVersion, ci.Kind = CiliumIdentities.GroupVersion().String(), "CiliumIdentity"
-	ci.Name = strings.TrimPrefix(idKey, identity.IDsPrefix) // the bare number
-	u, err := toUnstructured(ci)
-	if err != nil {
-		return false, nil, err
-	}
-	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	_, err = s.c.Dynamic.Resource(CiliumIdentities).Create(ctx, u, metav1.CreateOptions{FieldManager: fieldManager})
-	if apierrors.IsAlreadyExists(err) {
-		kv, ok, gerr := s.Get(ctx, idKey)
-		if gerr != nil || !ok {
-			return false, nil, errors.Join(err, gerr)
-		}
-		return false, []kvstore.KV{kv}, nil
-	}
-	if err != nil {
-		return false, nil, fmt.Errorf("creating CiliumIdentity %s: %w", ci.Name, err)
-	}
-	// Make the new identity visible to Get before returning, so the next
-	// allocation of the same labels on this node finds it.
-	if inf, err := s.identities(ctx); err == nil {
-		_ = inf.GetIndexer().Add(u)
-	}
-	return true, nil, nil
-}
-
 // identities returns the shared informer of CiliumIdentities (indexed by
 // label set) once it has synced.
 func (s *Store) identities(ctx context.Context) (cache.SharedIndexInformer, error) {
@@ -568,47 +320,6 @@ func (s *Store) PodCIDRs(ctx context.Context) ([]string, error) {
 		}
 	}
 	return nil, fmt.Errorf("waiting for the pod CIDRs of CiliumNode %s: %w", s.opts.NodeName, ctx.Err())
-}
-
-// SplitStore serves resources from the Kubernetes API and everything else
-// (nodes, endpoints, identities, Hubble peers) from etcd: Cilium's kvstore
-// mode.
-func SplitStore(api *Store, etcd kvstore.Store) kvstore.Store {
-	return &split{api: api, etcd: etcd}
-}
-
-type split struct {
-	api  *Store
-	etcd kvstore.Store
-}
-
-func (s *split) pick(key string) kvstore.Store {
-	if strings.HasPrefix(key, resource.Prefix) {
-		return s.api
-	}
-	return s.etcd
-}
-
-func (s *split) Get(ctx context.Context, key string) (kvstore.KV, bool, error) {
-	return s.pick(key).Get(ctx, key)
-}
-func (s *split) Put(ctx context.Context, key string, value []byte) (int64, error) {
-	return s.pick(key).Put(ctx, key, value)
-}
-func (s *split) Delete(ctx context.Context, key string) (bool, error) {
-	return s.pick(key).Delete(ctx, key)
-}
-func (s *split) List(ctx context.Context, prefix string) ([]kvstore.KV, int64, error) {
-	return s.pick(prefix).List(ctx, prefix)
-}
-func (s *split) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvstore.KV, error) {
-	if len(kvs) == 0 {
-		return true, nil, nil
-	}
-	return s.pick(kvs[0].Key).CreateAll(ctx, kvs...)
-}
-func (s *split) ListAndWatch(ctx context.Context, prefix string) <-chan kvstore.Update {
-	return s.pick(prefix).ListAndWatch(ctx, prefix)
 }
 
 // NodeLabels returns the labels of this node's Node object (a kubelet

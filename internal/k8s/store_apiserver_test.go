@@ -14,6 +14,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
+	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
@@ -31,7 +32,7 @@ func TestCiliumNodeStaticThenOperatorPodCIDRs(t *testing.T) {
 	defer c.Dynamic.Resource(k8s.CiliumNodes).Delete(context.Background(), name, metav1.DeleteOptions{})
 
 	announce := func(n node.Node) error {
-		st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: name})
+		st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: name, Kinds: kinds.Registry()})
 		b, _ := json.Marshal(n)
 		_, err := st.Put(ctx, node.NodesPrefix+name, b)
 		return err
@@ -72,7 +73,7 @@ func TestCiliumNodeStaticThenOperatorPodCIDRs(t *testing.T) {
 	// A node that never had static CIDRs gets no spec.ipam from its agent.
 	fresh := name + "-b"
 	defer c.Dynamic.Resource(k8s.CiliumNodes).Delete(context.Background(), fresh, metav1.DeleteOptions{})
-	st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: fresh})
+	st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: fresh, Kinds: kinds.Registry()})
 	b, _ := json.Marshal(node.Node{Name: fresh, IPv4: "10.77.0.12"})
 	if _, err := st.Put(ctx, node.NodesPrefix+fresh, b); err != nil {
 		t.Fatalf("agent of a new node without static CIDRs: %v", err)

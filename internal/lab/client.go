@@ -8,6 +8,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // External clients: namespaces on the underlay bridge that play machines
@@ -33,7 +36,7 @@ func ClientIPv6(i int) netip.Prefix {
 }
 
 // ClientNS is the namespace of an external client.
-func ClientNS(lab, client string) string { return NSPrefix(lab) + "client-" + client }
+func ClientNS(lab, client string) string { return labpath.NSPrefix(lab) + "client-" + client }
 
 // ClientState is one external client of a running lab.
 type ClientState struct {
@@ -65,10 +68,10 @@ func (s *State) FindClient(name string) (*ClientState, error) {
 	return nil, fmt.Errorf("no client %q in lab %q", name, s.Name)
 }
 
-func (t *Topology) validateClients() []*FieldError {
-	var errs []*FieldError
+func (t *Topology) validateClients() []*fielderr.Error {
+	var errs []*fielderr.Error
 	fail := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	if len(t.Clients) == 0 {
 		return nil
@@ -116,7 +119,7 @@ func buildClients(st *State, t *Topology, log *slog.Logger) error {
 		if err := st.save(); err != nil {
 			return err
 		}
-		if err := setupClient(UnderlayNS(st.Name), ns, clientPort(c.Name, i), []netip.Prefix{ClientIPv4(i), ClientIPv6(i)}); err != nil {
+		if err := setupClient(labpath.UnderlayNS(st.Name), ns, clientPort(c.Name, i), []netip.Prefix{ClientIPv4(i), ClientIPv6(i)}); err != nil {
 			return fmt.Errorf("client %s: %w", c.Name, err)
 		}
 		if WantsXDPPeers(st.AgentArgs) { // complete checksums for XDP, see xdp.go
@@ -152,7 +155,7 @@ func setupClient(underlayNS, clientNS, port string, addrs []netip.Prefix) error 
 		return err
 	}
 	defer ch.Close()
-	fd, err := unix.Open(NSPath(clientNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(labpath.NSPath(clientNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening namespace %s: %w", clientNS, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -109,22 +110,22 @@ func TestSetupClient(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	lab := "c" + testutil.Suffix()
 	t.Cleanup(func() {
-		names, _ := ListNS(NSPrefix(lab))
+		names, _ := ListNS(labpath.NSPrefix(lab))
 		for _, n := range names {
 			_ = DeleteNS(n)
 		}
 	})
-	if err := setupUnderlay(UnderlayNS(lab)); err != nil {
+	if err := setupUnderlay(labpath.UnderlayNS(lab)); err != nil {
 		t.Fatal(err)
 	}
-	if err := setupNode(UnderlayNS(lab), NodeNS(lab, "n1"), "n1", 0); err != nil {
+	if err := setupNode(labpath.UnderlayNS(lab), labpath.NodeNS(lab, "n1"), "n1", 0); err != nil {
 		t.Fatal(err)
 	}
 	st := &State{Name: lab}
-	if err := os.MkdirAll(Dir(lab), 0o755); err != nil {
+	if err := os.MkdirAll(labpath.Dir(lab), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(Dir(lab)) })
+	t.Cleanup(func() { _ = os.RemoveAll(labpath.Dir(lab)) })
 	topo := &Topology{Clients: []Client{{Name: "ext"}, {Name: "a-client-with-a-long-name"}}}
 	if err := buildClients(st, topo, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)

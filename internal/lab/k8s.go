@@ -24,6 +24,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // Kubernetes lab (`lumen lab up --k8s`): a real control plane (etcd,
@@ -65,7 +66,7 @@ type K8sState struct {
 }
 
 // K8sDir is where a lab keeps its control plane.
-func K8sDir(lab string) string { return filepath.Join(Dir(lab), "k8s") }
+func K8sDir(lab string) string { return filepath.Join(labpath.Dir(lab), "k8s") }
 
 // startKubernetes brings up the control plane, the proxy, the operator and
 // the cluster's Nodes.
@@ -82,7 +83,7 @@ func startKubernetes(ctx context.Context, st *State, t *Topology, opts K8sOption
 	if err := st.save(); err != nil {
 		return err
 	}
-	if err := addUnderlayAddr(UnderlayNS(st.Name), APIServerIPv4); err != nil {
+	if err := addUnderlayAddr(labpath.UnderlayNS(st.Name), APIServerIPv4); err != nil {
 		return err
 	}
 	log.Info("starting the Kubernetes control plane", "dir", ks.Dir)
@@ -99,17 +100,17 @@ func startKubernetes(ctx context.Context, st *State, t *Topology, opts K8sOption
 	if err := cp.WriteKubeconfigFor(ks.AgentKubeconfig, ks.Server); err != nil {
 		return err
 	}
-	args := []string{st.Lumen, "--lab", st.Name, "lab", "apiproxy", "--netns", UnderlayNS(st.Name),
+	args := []string{st.Lumen, "--lab", st.Name, "lab", "apiproxy", "--netns", labpath.UnderlayNS(st.Name),
 		"--listen", net.JoinHostPort(APIServerIPv4.Addr().String(), fmt.Sprint(APIServerPort)),
 		"--target", fmt.Sprintf("127.0.0.1:%d", cp.Port())}
-	if ks.Proxy, err = StartDetached("", filepath.Join(LogDir(st.Name), "apiproxy.log"), args); err != nil {
+	if ks.Proxy, err = StartDetached("", filepath.Join(labpath.LogDir(st.Name), "apiproxy.log"), args); err != nil {
 		return fmt.Errorf("starting the API server proxy: %w", err)
 	}
 	if err := st.save(); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, 30*time.Second, ks.Proxy, "the API server proxy", func(context.Context) error {
-		return InNamedNS(UnderlayNS(st.Name), func() error {
+		return InNamedNS(labpath.UnderlayNS(st.Name), func() error {
 			c, err := net.DialTimeout("tcp", strings.TrimPrefix(ks.Server, "https://"), time.Second)
 			if err == nil {
 				c.Close()
@@ -124,7 +125,7 @@ func startKubernetes(ctx context.Context, st *State, t *Topology, opts K8sOption
 		if opts.EndpointSlices {
 			args = append(args, "--enable-cilium-endpoint-slice")
 		}
-		if ks.Operator, err = StartDetached("", filepath.Join(LogDir(st.Name), "operator.log"), args); err != nil {
+		if ks.Operator, err = StartDetached("", filepath.Join(labpath.LogDir(st.Name), "operator.log"), args); err != nil {
 			return fmt.Errorf("starting lumen-operator: %w", err)
 		}
 		if err := st.save(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -15,50 +14,17 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// inNS runs fn on a fresh OS thread switched into ns. The calling goroutine
-// never changes namespace. If the thread cannot be switched back, it is left
-// locked so that the Go runtime throws it away when the goroutine ends,
-// instead of reusing a thread that sits in the wrong namespace.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("getting the thread's namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("switching thread into namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("switching thread back: %w", err))
-			return // thread stays locked and dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+	"github.com/lumen-net/lumen/internal/lab/labpath"
+	"github.com/lumen-net/lumen/internal/netnsutil"
+)
 
 // InNamedNS runs fn on a thread switched into the named namespace.
 func InNamedNS(name string, fn func() error) error {
-	ns, err := netns.GetFromPath(NSPath(name))
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", name, err)
-	}
-	defer ns.Close()
-	return inNS(ns, fn)
+	return netnsutil.DoPath(labpath.NSPath(name), fn)
 }
 
-// netnsShared records that NetnsDir was made a shared mount point.
+// netnsShared records that labpath.NetnsDir was made a shared mount point.
 var netnsShared struct {
 	sync.Mutex
 	done bool
@@ -151,7 +117,7 @@ func mountsBelow(dir string) ([]string, error) {
 	return out, nil
 }
 
-// ensureNetnsShared makes NetnsDir a shared mount point before the first
+// ensureNetnsShared makes labpath.NetnsDir a shared mount point before the first
 // namespace is bound in it (once; retried while other namespaces there
 // keep it from being done safely).
 func ensureNetnsShared() error {
@@ -160,7 +126,7 @@ func ensureNetnsShared() error {
 	if netnsShared.done {
 		return nil
 	}
-	err := shareMountDir(NetnsDir)
+	err := shareMountDir(labpath.NetnsDir)
 	if errors.Is(err, errWouldHide) {
 		return nil // as before: iproute2 may still hide ours later
 	}
@@ -174,45 +140,24 @@ func CreateNS(name string) error {
 	if err := ensureNetnsShared(); err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("getting the thread's namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		// NewNamed switches the thread into the new namespace (also when
-		// binding it fails), so switch back whatever happened.
-		ns, nerr := netns.NewNamed(name)
-		if nerr == nil {
-			ns.Close()
-		}
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(nerr, fmt.Errorf("switching thread back: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		if nerr != nil {
-			nerr = fmt.Errorf("creating namespace %s: %w", name, nerr)
-		}
-		errc <- nerr
-	}()
-	return <-errc
+	ns, err := netnsutil.NewNamed(name)
+	if err != nil {
+		return err
+	}
+	ns.Close()
+	return nil
 }
 
 // DeleteNS unbinds a named namespace; the namespace itself goes away with its
 // last process. A missing namespace is not an error.
 func DeleteNS(name string) error {
-	p := NSPath(name)
+	p := labpath.NSPath(name)
 	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmounting namespace %s: %w", name, err)
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("removing namespace %s: %w: its file is still mounted below a mount over %s (made by `ip netns add` after the namespace was created)", name, err, NetnsDir)
+			return fmt.Errorf("removing namespace %s: %w: its file is still mounted below a mount over %s (made by `ip netns add` after the namespace was created)", name, err, labpath.NetnsDir)
 		}
 		return fmt.Errorf("removing namespace %s: %w", name, err)
 	}
@@ -221,7 +166,7 @@ func DeleteNS(name string) error {
 
 // ListNS returns the named namespaces whose names start with prefix.
 func ListNS(prefix string) ([]string, error) {
-	ents, err := os.ReadDir(NetnsDir)
+	ents, err := os.ReadDir(labpath.NetnsDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -240,7 +185,7 @@ func ListNS(prefix string) ([]string, error) {
 
 // NSExists reports whether a named namespace is bound.
 func NSExists(name string) bool {
-	_, err := os.Stat(NSPath(name))
+	_, err := os.Stat(labpath.NSPath(name))
 	return err == nil
 }
 
@@ -271,7 +216,7 @@ func ReadSysctl(nsName, key string) (string, error) {
 
 // nlHandle opens a netlink handle for the named namespace.
 func nlHandle(nsName string) (*netlink.Handle, error) {
-	ns, err := netns.GetFromPath(NSPath(nsName))
+	ns, err := netns.GetFromPath(labpath.NSPath(nsName))
 	if err != nil {
 		return nil, fmt.Errorf("opening namespace %s: %w", nsName, err)
 	}
@@ -336,7 +281,7 @@ func setupNode(underlayNS, nodeNS, node string, i int) error {
 		return err
 	}
 	defer nh.Close()
-	nodeFd, err := unix.Open(NSPath(nodeNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	nodeFd, err := unix.Open(labpath.NSPath(nodeNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("opening namespace %s: %w", nodeNS, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -88,19 +89,19 @@ func TestUnderlayAndNodes(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	lab := "u" + testutil.Suffix()
 	t.Cleanup(func() {
-		names, _ := ListNS(NSPrefix(lab))
+		names, _ := ListNS(labpath.NSPrefix(lab))
 		for _, n := range names {
 			_ = DeleteNS(n)
 		}
 	})
-	if err := setupUnderlay(UnderlayNS(lab)); err != nil {
+	if err := setupUnderlay(labpath.UnderlayNS(lab)); err != nil {
 		t.Fatal(err)
 	}
 	for i, n := range []string{"n1", "a-very-long-node-name"} {
-		if err := setupNode(UnderlayNS(lab), NodeNS(lab, n), n, i); err != nil {
+		if err := setupNode(labpath.UnderlayNS(lab), labpath.NodeNS(lab, n), n, i); err != nil {
 			t.Fatal(err)
 		}
-		addrs, err := ifaceAddrs(NodeNS(lab, n), NodeDevice)
+		addrs, err := ifaceAddrs(labpath.NodeNS(lab, n), NodeDevice)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,16 +116,16 @@ func TestUnderlayAndNodes(t *testing.T) {
 		if strings.Join(got, " ") != want {
 			t.Errorf("node %s addresses %v, want %s", n, got, want)
 		}
-		if v, _ := ReadSysctl(NodeNS(lab, n), "net.ipv4.ip_forward"); v != "1" {
+		if v, _ := ReadSysctl(labpath.NodeNS(lab, n), "net.ipv4.ip_forward"); v != "1" {
 			t.Errorf("node %s ip_forward = %s", n, v)
 		}
-		if v, _ := ReadSysctl(NodeNS(lab, n), "net.ipv6.conf.all.forwarding"); v != "1" {
+		if v, _ := ReadSysctl(labpath.NodeNS(lab, n), "net.ipv6.conf.all.forwarding"); v != "1" {
 			t.Errorf("node %s ipv6 forwarding = %s", n, v)
 		}
 	}
 	// The nodes reach each other over the underlay bridge, on both families.
 	for _, target := range []string{"10.99.0.2:9", "[fd00:10:99::2]:9"} {
-		c, err := DialInNS(NodeNS(lab, "n1"), "tcp", target, 5e9)
+		c, err := DialInNS(labpath.NodeNS(lab, "n1"), "tcp", target, 5e9)
 		if err == nil {
 			c.Close()
 			t.Errorf("dial %s: nothing listens there, yet it connected", target)

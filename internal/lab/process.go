@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // Proc is a detached lab process, identified by PID and start time so that a
@@ -172,7 +174,7 @@ func (p *Proc) waitGone(d time.Duration) bool {
 
 // InNS reports whether the process's network namespace is the named one.
 func (p *Proc) InNS(nsName string) bool {
-	want, err := nsInode(NSPath(nsName))
+	want, err := nsInode(labpath.NSPath(nsName))
 	if err != nil {
 		return false
 	}

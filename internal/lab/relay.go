@@ -11,6 +11,7 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 
 	"github.com/lumen-net/lumen/internal/hubble/transport"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // RelayBinary is the Hubble relay, next to lumen-agent.
@@ -18,10 +19,12 @@ const RelayBinary = "lumen-relay"
 
 // RelaySocket is where the lab's relay serves the Hubble API for all nodes
 // (`lumen observe` without --node uses it).
-func RelaySocket(lab string) string { return filepath.Join(Dir(lab), "hubble-relay.sock") }
+func RelaySocket(lab string) string { return filepath.Join(labpath.Dir(lab), "hubble-relay.sock") }
 
 // HubbleSocket is a node agent's Hubble API socket.
-func HubbleSocket(lab, node string) string { return filepath.Join(NodeDir(lab, node), "hubble.sock") }
+func HubbleSocket(lab, node string) string {
+	return filepath.Join(labpath.NodeDir(lab, node), "hubble.sock")
+}
 
 // RelayArgs are the relay's flags: every node's agent as a static peer (unix
 // sockets reach across namespaces; a restarted agent is reconnected).
@@ -42,7 +45,7 @@ func startRelay(ctx context.Context, st *State, log *slog.Logger) error {
 		return nil
 	}
 	log.Info("starting hubble relay", "socket", RelaySocket(st.Name))
-	p, err := StartDetached(UnderlayNS(st.Name), filepath.Join(LogDir(st.Name), "relay.log"), RelayArgs(st))
+	p, err := StartDetached(labpath.UnderlayNS(st.Name), filepath.Join(labpath.LogDir(st.Name), "relay.log"), RelayArgs(st))
 	if err != nil {
 		return fmt.Errorf("starting the hubble relay: %w", err)
 	}

@@ -3,6 +3,8 @@ package lab
 import (
 	"slices"
 	"testing"
+
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // The relay gets every node's agent as a peer and serves where `lumen
@@ -10,8 +12,8 @@ import (
 func TestRelayArgs(t *testing.T) {
 	st := &State{Name: "l1", BinDir: "/opt/lumen", Nodes: []NodeState{{Name: "n1"}, {Name: "n2"}}}
 	got := RelayArgs(st)
-	want := []string{"/opt/lumen/lumen-relay", "--socket", RunDir + "/l1/hubble-relay.sock",
-		"--peer", "unix://" + RunDir + "/l1/nodes/n1/hubble.sock", "--peer", "unix://" + RunDir + "/l1/nodes/n2/hubble.sock"}
+	want := []string{"/opt/lumen/lumen-relay", "--socket", labpath.RunDir + "/l1/hubble-relay.sock",
+		"--peer", "unix://" + labpath.RunDir + "/l1/nodes/n1/hubble.sock", "--peer", "unix://" + labpath.RunDir + "/l1/nodes/n2/hubble.sock"}
 	if !slices.Equal(got, want) {
 		t.Errorf("relay args\n%q\nwant\n%q", got, want)
 	}
@@ -19,7 +21,7 @@ func TestRelayArgs(t *testing.T) {
 		t.Errorf("a lab without relay reports %+v", r)
 	}
 	st.Relay = &Proc{PID: -1}
-	if r := relayReport(st); r == nil || r.Socket != "unix://"+RunDir+"/l1/hubble-relay.sock" || r.Running {
+	if r := relayReport(st); r == nil || r.Socket != "unix://"+labpath.RunDir+"/l1/hubble-relay.sock" || r.Running {
 		t.Errorf("relay report %+v", r)
 	}
 }

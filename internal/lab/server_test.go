@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -31,7 +32,7 @@ func pairNS(t *testing.T) (client, server string) {
 		t.Fatal(err)
 	}
 	defer sh.Close()
-	sfd, err := unix.Open(NSPath(server), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	sfd, err := unix.Open(labpath.NSPath(server), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // State is the record of a lab, kept in /run/lumen-lab/<lab>/state.json. It
@@ -134,16 +136,16 @@ var ErrNoLab = errors.New("lab is not up")
 
 // LoadState reads a lab's state.
 func LoadState(lab string) (*State, error) {
-	b, err := os.ReadFile(StateFile(lab))
+	b, err := os.ReadFile(labpath.StateFile(lab))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("lab %q: %w (no %s; run `lumen lab up -f TOPOLOGY`)", lab, ErrNoLab, StateFile(lab))
+		return nil, fmt.Errorf("lab %q: %w (no %s; run `lumen lab up -f TOPOLOGY`)", lab, ErrNoLab, labpath.StateFile(lab))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading lab state: %w", err)
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("reading lab state %s: %w", StateFile(lab), err)
+		return nil, fmt.Errorf("reading lab state %s: %w", labpath.StateFile(lab), err)
 	}
 	return &s, nil
 }
@@ -154,11 +156,11 @@ func (s *State) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := StateFile(s.Name) + ".tmp"
+	tmp := labpath.StateFile(s.Name) + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("writing lab state: %w", err)
 	}
-	if err := os.Rename(tmp, StateFile(s.Name)); err != nil {
+	if err := os.Rename(tmp, labpath.StateFile(s.Name)); err != nil {
 		return fmt.Errorf("writing lab state: %w", err)
 	}
 	return nil
@@ -169,11 +171,11 @@ func (s *State) save() error {
 // still the one at the path; if not, someone removed it meanwhile and we try
 // again on the new one.
 func lock(lab string) (unlock func(), err error) {
-	if err := os.MkdirAll(RunDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", RunDir, err)
+	if err := os.MkdirAll(labpath.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", labpath.RunDir, err)
 	}
 	for {
-		f, err := os.OpenFile(LockFile(lab), os.O_CREATE|os.O_RDWR, 0o600)
+		f, err := os.OpenFile(labpath.LockFile(lab), os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("opening lab lock: %w", err)
 		}
@@ -182,7 +184,7 @@ func lock(lab string) (unlock func(), err error) {
 			return nil, fmt.Errorf("locking lab %q: %w", lab, err)
 		}
 		var held, cur unix.Stat_t
-		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(LockFile(lab), &cur) == nil && held.Ino == cur.Ino && held.Dev == cur.Dev {
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(labpath.LockFile(lab), &cur) == nil && held.Ino == cur.Ino && held.Dev == cur.Dev {
 			return func() { f.Close() }, nil
 		}
 		f.Close()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
@@ -292,7 +293,7 @@ func FuzzParseTarget(f *testing.F) {
 func TestLockSurvivesRemoval(t *testing.T) {
 	testutil.RequirePrivileged(t)
 	name := "lk" + testutil.Suffix()
-	t.Cleanup(func() { _ = os.Remove(LockFile(name)) })
+	t.Cleanup(func() { _ = os.Remove(labpath.LockFile(name)) })
 	unlock, err := lock(name)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +313,7 @@ func TestLockSurvivesRemoval(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	// Down removes the file while holding the lock.
-	if err := os.Remove(LockFile(name)); err != nil {
+	if err := os.Remove(labpath.LockFile(name)); err != nil {
 		t.Fatal(err)
 	}
 	unlock()

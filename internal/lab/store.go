@@ -32,11 +32,18 @@ func writeResources(ctx context.Context, st *State, t *Topology) error {
 		return fmt.Errorf("connecting to the store: %w", err)
 	}
 	defer c.Close()
-	if _, err := resource.Apply(ctx, c, objs); err != nil {
+	reg, err := labKinds()
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Apply(ctx, c, objs); err != nil {
 		return fmt.Errorf("storing pods and namespaces: %w", err)
 	}
 	return nil
 }
+
+// labKinds are the kinds the lab writes itself: Namespaces and Pods.
+func labKinds() (*resource.Registry, error) { return resource.NewRegistry(resource.CoreKinds()...) }
 
 // topologyObjects turns the topology into Namespace and Pod objects: one
 // namespace per pod namespace, and per pod one container serving its ports.
@@ -73,8 +80,12 @@ func topologyObjects(t *Topology) ([]resource.Object, error) {
 			Spec:       spec,
 		})
 	}
+	reg, err := labKinds()
+	if err != nil {
+		return nil, err
+	}
 	for i := range objs {
-		if err := resource.Validate(&objs[i]); err != nil {
+		if err := reg.Validate(&objs[i]); err != nil {
 			return nil, fmt.Errorf("topology as Kubernetes objects: %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // StopStore stops a lab's store (the agents keep running without it).
@@ -54,11 +55,11 @@ func StartStore(ctx context.Context, lab string, wipe bool, log *slog.Logger) er
 		}
 	}
 	if wipe {
-		if err := os.RemoveAll(StoreDir(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.RemoveAll(labpath.StoreDir(lab)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("wiping the store of lab %s: %w", lab, err)
 		}
 	}
-	_ = os.Remove(StoreSocket(lab))
+	_ = os.Remove(labpath.StoreSocket(lab))
 	return startStore(ctx, st, log)
 }
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // Routing modes.
@@ -120,17 +122,9 @@ func ParsePort(s string) (Port, error) {
 	return Port{Port: uint16(n), Protocol: proto}, nil
 }
 
-// FieldError is one problem in a topology, at a field path like pods[2].node.
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
 // TopologyError lists every problem found in a topology.
 type TopologyError struct {
-	Errs []*FieldError
+	Errs []*fielderr.Error
 }
 
 func (e *TopologyError) Error() string {
@@ -182,11 +176,11 @@ func ParseTopology(data []byte) (*Topology, error) {
 // decoder turns the generic YAML tree into a Topology, recording every type
 // error and unknown field with its path.
 type decoder struct {
-	errs []*FieldError
+	errs []*fielderr.Error
 }
 
 func (d *decoder) fail(path, format string, args ...any) {
-	d.errs = append(d.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (d *decoder) object(path string, v any, known ...string) map[string]any {
@@ -375,7 +369,7 @@ func checkLabelValue(v string) string {
 }
 
 // validate checks names, references, uniqueness and limits.
-func (t *Topology) validate() []*FieldError {
+func (t *Topology) validate() []*fielderr.Error {
 	errs := t.validateNodesAndPods()
 	errs = append(errs, t.validateClients()...)
 	errs = append(errs, t.validateRouters()...)
@@ -385,16 +379,16 @@ func (t *Topology) validate() []*FieldError {
 			found = found || n.Name == t.KubeAPIServer
 		}
 		if !found {
-			errs = append(errs, &FieldError{Path: "kubeAPIServer", Msg: fmt.Sprintf("unknown node %q", t.KubeAPIServer)})
+			errs = append(errs, &fielderr.Error{Path: "kubeAPIServer", Msg: fmt.Sprintf("unknown node %q", t.KubeAPIServer)})
 		}
 	}
 	return errs
 }
 
-func (t *Topology) validateNodesAndPods() []*FieldError {
-	var errs []*FieldError
+func (t *Topology) validateNodesAndPods() []*fielderr.Error {
+	var errs []*fielderr.Error
 	fail := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &fielderr.Error{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch t.Routing {
 	case "", RoutingNative, RoutingVXLAN:

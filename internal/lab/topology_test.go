@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 const goodTopology = `
@@ -217,26 +219,26 @@ func TestAddressPlan(t *testing.T) {
 
 func TestLabName(t *testing.T) {
 	for _, ok := range []string{"lumen", "t1a2b3c", "a"} {
-		if err := ValidateName(ok); err != nil {
+		if err := labpath.ValidateName(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "my-lab", "Lab", "a/b", "../x", strings.Repeat("a", 17)} {
-		if err := ValidateName(bad); err == nil {
+		if err := labpath.ValidateName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 	t.Setenv("LUMEN_LAB", "xyz")
-	if Name() != "xyz" {
+	if labpath.Name() != "xyz" {
 		t.Error("LUMEN_LAB ignored")
 	}
-	if PodNS("l", "n1", "web") != "lmn-l-n1-web" || NodeNS("l", "n1") != "lmn-l-n1" || UnderlayNS("l") != "lmn-l-underlay" {
+	if labpath.PodNS("l", "n1", "web") != "lmn-l-n1-web" || labpath.NodeNS("l", "n1") != "lmn-l-n1" || labpath.UnderlayNS("l") != "lmn-l-underlay" {
 		t.Error("namespace names")
 	}
 }
 
 func TestSocketPathFits(t *testing.T) {
-	p := NodeSocket(strings.Repeat("l", 16), strings.Repeat("n", MaxNodeNameLen))
+	p := labpath.NodeSocket(strings.Repeat("l", 16), strings.Repeat("n", MaxNodeNameLen))
 	if len(p) > 107 {
 		t.Errorf("longest socket path %d bytes: %s", len(p), p)
 	}

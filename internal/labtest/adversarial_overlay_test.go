@@ -16,6 +16,7 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // Adversarial cases of the overlay and of the host firewall (issue 11,
@@ -228,7 +229,7 @@ func TestOverlayInjection(t *testing.T) {
 	// reach a through the overlay, b does not.
 	waitProbe(t, name, "x/d", "x/a:80/tcp", true)
 	waitProbe(t, name, "x/b", "x/a:80/tcp", false)
-	waitUntil(t, "n2's host to a through the tunnel", func() bool { return probeFromNS(t, lab.NodeNS(name, "n2"), a.IPv4+":80") })
+	waitUntil(t, "n2's host to a through the tunnel", func() bool { return probeFromNS(t, labpath.NodeNS(name, "n2"), a.IPv4+":80") })
 
 	// n1 knows the other nodes' addresses as theirs (both families).
 	var rows []api.BPFIPCache
@@ -323,7 +324,7 @@ func TestHostFirewallSameNode(t *testing.T) {
 	name := newLab(t)
 	up(t, name, writeTopology(t, hostFWSameNodeTopology))
 	serveOnNode(t, name, "n1", "9998,9999")
-	n1 := lab.NodeNS(name, "n1")
+	n1 := labpath.NodeNS(name, "n1")
 	// Another address of n1, not its underlay one: it is the host too.
 	extra := "10.123.45.1"
 	if err := lab.InNamedNS(n1, func() error {
@@ -345,7 +346,7 @@ func TestHostFirewallSameNode(t *testing.T) {
 	waitProbe(t, name, "x/a", "10.99.0.1:9998/tcp", true)
 	waitProbe(t, name, "x/a", "[fd00:10:99::1]:9998/tcp", true)
 	// The other node is still allowed (host to host).
-	if !probeFromNS(t, lab.NodeNS(name, "n2"), "10.99.0.1:9999") {
+	if !probeFromNS(t, labpath.NodeNS(name, "n2"), "10.99.0.1:9999") {
 		t.Error("n2's host to n1:9999: not connected, the policy allows remote nodes")
 	}
 	x := explain(t, name, "x/a", "10.99.0.1:9999/tcp")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // The second adversarial review (issue 11), in a lab: the kernel's side of
@@ -196,7 +197,7 @@ func hostSideLinkLocal(t *testing.T, labName, node string, gw net.HardwareAddr) 
 	t.Helper()
 	var ll netip.Addr
 	waitUntil(t, "the host-side veth's link-local address", func() bool {
-		_ = lab.InNamedNS(lab.NodeNS(labName, node), func() error {
+		_ = lab.InNamedNS(labpath.NodeNS(labName, node), func() error {
 			links, err := netlink.LinkList()
 			if err != nil {
 				return err
@@ -325,7 +326,7 @@ func TestReviewLoopbackFromPodLab(t *testing.T) {
 	name := newLab(t)
 	st := up(t, name, writeTopology(t, reviewTopology))
 	b := podByName(t, st, "b")
-	node := lab.NodeNS(name, "n1")
+	node := labpath.NodeNS(name, "n1")
 	var conn net.PacketConn
 	err := lab.InNamedNS(node, func() error {
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0o644); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // The host firewall, its audit mode and the kube-apiserver entity, driven
@@ -91,7 +92,7 @@ func TestHostFirewall(t *testing.T) {
 	name := newLab(t)
 	up(t, name, writeTopology(t, hostFWTopology))
 	serveOnNode(t, name, "n2", "8080,8081")
-	n1 := lab.NodeNS(name, "n1")
+	n1 := labpath.NodeNS(name, "n1")
 	waitUntil(t, "n2's server", func() bool { return probeFromNS(t, n1, "10.99.0.2:8081") })
 
 	lumenStdin(t, name, hostFWPolicy, "apply", "-f", "-")
@@ -123,7 +124,7 @@ func TestHostFirewallAuditMode(t *testing.T) {
 	name := newLab(t)
 	up(t, name, writeTopology(t, `agentArgs: ["--policy-audit-mode"]`+hostFWTopology))
 	serveOnNode(t, name, "n2", "8080,8081")
-	n1 := lab.NodeNS(name, "n1")
+	n1 := labpath.NodeNS(name, "n1")
 	waitUntil(t, "n2's server", func() bool { return probeFromNS(t, n1, "10.99.0.2:8081") })
 	lumenStdin(t, name, hostFWPolicy, "apply", "-f", "-")
 	waitUntil(t, "host firewall enforced (in audit mode)", func() bool {
@@ -163,7 +164,7 @@ spec:
 	waitProbe(t, name, "x/b", "[fd00:10:99::1]:6443/tcp", true)
 	waitProbe(t, name, "x/b", "10.99.0.2:6443/tcp", false) // its own node is not the API server
 	// The other direction: the API server's node reaches b, a pod does not.
-	if !probeFromNS(t, lab.NodeNS(name, "n1"), "10.200.2.2:80") {
+	if !probeFromNS(t, labpath.NodeNS(name, "n1"), "10.200.2.2:80") {
 		t.Error("kube-apiserver (n1) to b: not connected")
 	}
 	waitProbe(t, name, "x/a", "x/b:80/tcp", false)

@@ -18,6 +18,7 @@ import (
 	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -235,7 +236,7 @@ spec:
   - toPorts: [{ports: [{port: "90", endPort: 80, protocol: TCP}]}]
 `, "apply", "-f", "-")
 		eventually(t, 30*time.Second, "agent log and condition", func() string {
-			b, _ := os.ReadFile(lab.LogDir(name) + "/agent-n2.log")
+			b, _ := os.ReadFile(labpath.LogDir(name) + "/agent-n2.log")
 			if !strings.Contains(string(b), "policy not fully enforced") || !strings.Contains(string(b), "shop/bad") {
 				return "no log line about the malformed policy shop/bad"
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -50,11 +51,11 @@ nodes: [{name: n1, zonee: a}]`, []string{`nodes[0].zonee: unknown field`}},
 				}
 			}
 			// Nothing was created.
-			if names, _ := lab.ListNS(lab.NSPrefix(name)); len(names) != 0 {
+			if names, _ := lab.ListNS(labpath.NSPrefix(name)); len(names) != 0 {
 				t.Errorf("namespaces created for a bad topology: %v", names)
 			}
-			if _, err := os.Stat(lab.Dir(name)); err == nil {
-				t.Errorf("state dir %s created for a bad topology", lab.Dir(name))
+			if _, err := os.Stat(labpath.Dir(name)); err == nil {
+				t.Errorf("state dir %s created for a bad topology", labpath.Dir(name))
 			}
 		})
 	}
@@ -221,7 +222,7 @@ func TestLabNative(t *testing.T) {
 	t.Run("store", func(t *testing.T) {
 		// up stored the pods and namespaces like `lumen apply` would.
 		ctx := context.Background()
-		c, err := kvstore.Dial(ctx, lab.StoreURL(name))
+		c, err := kvstore.Dial(ctx, labpath.StoreURL(name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +281,7 @@ func checkDown(t *testing.T, name string) {
 		procs = append(procs, p.Server)
 	}
 	mustLumen(t, name, "lab", "down")
-	if names, _ := lab.ListNS(lab.NSPrefix(name)); len(names) != 0 {
+	if names, _ := lab.ListNS(labpath.NSPrefix(name)); len(names) != 0 {
 		t.Errorf("namespaces left after down: %v", names)
 	}
 	for _, p := range procs {
@@ -289,13 +290,13 @@ func checkDown(t *testing.T, name string) {
 		}
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mi), lab.Dir(name)+"/") {
-		t.Errorf("mounts left under %s", lab.Dir(name))
+	if strings.Contains(string(mi), labpath.Dir(name)+"/") {
+		t.Errorf("mounts left under %s", labpath.Dir(name))
 	}
-	if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
+	if _, err := os.Stat(labpath.Dir(name)); !os.IsNotExist(err) {
 		t.Errorf("state dir left: %v", err)
 	}
-	if _, err := os.Stat(lab.LockFile(name)); !os.IsNotExist(err) {
+	if _, err := os.Stat(labpath.LockFile(name)); !os.IsNotExist(err) {
 		t.Errorf("lock file left: %v", err)
 	}
 	// Idempotent.
@@ -305,29 +306,29 @@ func checkDown(t *testing.T, name string) {
 func TestDownSweepsLeftovers(t *testing.T) {
 	name := newLab(t)
 	// A crashed run: namespaces and a state dir, but no state file.
-	for _, ns := range []string{lab.NodeNS(name, "n1"), lab.PodNS(name, "n1", "web"), lab.UnderlayNS(name)} {
+	for _, ns := range []string{labpath.NodeNS(name, "n1"), labpath.PodNS(name, "n1", "web"), labpath.UnderlayNS(name)} {
 		if err := lab.CreateNS(ns); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(lab.LogDir(name), 0o755); err != nil {
+	if err := os.MkdirAll(labpath.LogDir(name), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// Another lab whose name shares the prefix must survive.
 	other := name + "x"
-	if err := lab.CreateNS(lab.NodeNS(other, "n1")); err != nil {
+	if err := lab.CreateNS(labpath.NodeNS(other, "n1")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = lab.DeleteNS(lab.NodeNS(other, "n1")) })
+	t.Cleanup(func() { _ = lab.DeleteNS(labpath.NodeNS(other, "n1")) })
 
 	mustLumen(t, name, "lab", "down")
-	if names, _ := lab.ListNS(lab.NSPrefix(name)); len(names) != 0 {
+	if names, _ := lab.ListNS(labpath.NSPrefix(name)); len(names) != 0 {
 		t.Errorf("leftover namespaces: %v", names)
 	}
-	if !lab.NSExists(lab.NodeNS(other, "n1")) {
+	if !lab.NSExists(labpath.NodeNS(other, "n1")) {
 		t.Error("down removed another lab's namespace")
 	}
-	if _, err := os.Stat(lab.Dir(name)); !os.IsNotExist(err) {
+	if _, err := os.Stat(labpath.Dir(name)); !os.IsNotExist(err) {
 		t.Errorf("state dir left: %v", err)
 	}
 }

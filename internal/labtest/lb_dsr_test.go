@@ -15,6 +15,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // remoteNodePortService: NodePorts whose only backends are n2's pods, so
@@ -86,10 +87,10 @@ func TestLBNodePortDSR(t *testing.T) {
 	setupRemoteNodePort(t, name)
 	names := podNames(t, name)
 	ext := startClient(t, name, "client/ext")
-	under := lab.UnderlayNS(name)
+	under := labpath.UnderlayNS(name)
 	toN1, toN2 := startCapture(t, under, "to-n1"), startCapture(t, under, "to-n2")
 	// What the backends receive, inside their namespaces.
-	inPods := []*capture{startCapture(t, lab.PodNS(name, "n2", "be-b1"), "eth0"), startCapture(t, lab.PodNS(name, "n2", "be-b2"), "eth0")}
+	inPods := []*capture{startCapture(t, labpath.PodNS(name, "n2", "be-b1"), "eth0"), startCapture(t, labpath.PodNS(name, "n2", "be-b2"), "eth0")}
 
 	for _, fam := range []int{4, 6} {
 		n1 := nodeIP(t, name, "n1", fam)
@@ -115,7 +116,7 @@ func TestLBNodePortDSR(t *testing.T) {
 
 	// n1 translated no source; n2 knows the flows' frontends.
 	client4, client6 := clientAddr(t, name, "ext", 4), clientAddr(t, name, "ext", 6)
-	snat, err := datapath.LoadSNAT(lab.NodeBPFDir(name, "n1"))
+	snat, err := datapath.LoadSNAT(labpath.NodeBPFDir(name, "n1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestLBNodePortDSR(t *testing.T) {
 			t.Errorf("n1 has a SNAT flow for the external client in DSR mode: %+v", e)
 		}
 	}
-	flows, err := datapath.LoadDSR(lab.NodeBPFDir(name, "n2"))
+	flows, err := datapath.LoadDSR(labpath.NodeBPFDir(name, "n2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestLBNodePortXDP(t *testing.T) {
 	setupRemoteNodePort(t, name)
 	names := podNames(t, name)
 	ext := startClient(t, name, "client/ext")
-	bpffs := lab.NodeBPFDir(name, "n1")
+	bpffs := labpath.NodeBPFDir(name, "n1")
 
 	before, err := datapath.LoadXDPStats(bpffs)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/lumen-net/lumen/internal/api"
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // flowHash is bpf/lib/lb.h's flow_hash: the same on every node for the
@@ -57,7 +57,7 @@ func maglevTable(t *testing.T, labName, node, frontend string) []string {
 	for _, b := range row.Backends {
 		addrOf[b.ID] = b.Address
 	}
-	outer, err := ebpf.LoadPinnedMap(filepath.Join(lab.NodeBPFDir(labName, node), "maps", "lumen_lb_maglev"), &ebpf.LoadPinOptions{ReadOnly: true})
+	outer, err := ebpf.LoadPinnedMap(filepath.Join(labpath.NodeBPFDir(labName, node), "maps", "lumen_lb_maglev"), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("node %s: opening the Maglev map: %v", node, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -121,7 +122,7 @@ func up(t *testing.T, labName, topologyFile string, extra ...string) *lab.Report
 
 // labLogs returns the lab's process logs, for failure messages.
 func labLogs(labName string) string {
-	files, _ := filepath.Glob(filepath.Join(lab.LogDir(labName), "*.log"))
+	files, _ := filepath.Glob(filepath.Join(labpath.LogDir(labName), "*.log"))
 	var b strings.Builder
 	for _, f := range files {
 		data, _ := os.ReadFile(f)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // policyTopology is the network-policy e2e layout of Kubernetes: namespaces
@@ -113,8 +114,8 @@ func newPolicyLab(t *testing.T, routing string) *policyLab {
 	}
 	sort.Slice(pl.pods, func(i, j int) bool { return pl.pods[i].name < pl.pods[j].name })
 	for i, n := range st.Nodes {
-		pl.clients[n.Name] = api.NewClient(lab.NodeSocket(name, n.Name))
-		h := &peer{name: "host-" + n.Name, kind: hostPeer, node: n.Name, ip4: lab.NodeIPv4(i).Addr(), ip6: lab.NodeIPv6(i).Addr(), netns: lab.NodeNS(name, n.Name)}
+		pl.clients[n.Name] = api.NewClient(labpath.NodeSocket(name, n.Name))
+		h := &peer{name: "host-" + n.Name, kind: hostPeer, node: n.Name, ip4: lab.NodeIPv4(i).Addr(), ip6: lab.NodeIPv6(i).Addr(), netns: labpath.NodeNS(name, n.Name)}
 		pl.extras = append(pl.extras, h)
 	}
 	for i, w := range []string{"a", "b"} {
@@ -166,7 +167,7 @@ func (pl *policyLab) warmUp(t *testing.T) {
 // routes to every node's pod CIDRs through that node.
 func addWorld(t *testing.T, labName, suffix string, host, nodes int) *peer {
 	t.Helper()
-	nsName := lab.NSPrefix(labName) + "w" + suffix
+	nsName := labpath.NSPrefix(labName) + "w" + suffix
 	if err := lab.CreateNS(nsName); err != nil {
 		t.Fatal(err)
 	}
@@ -174,12 +175,12 @@ func addWorld(t *testing.T, labName, suffix string, host, nodes int) *peer {
 	ip4 := netip.AddrFrom4([4]byte{10, 99, 0, byte(host)})
 	ip6 := netip.MustParseAddr(fmt.Sprintf("fd00:10:99::%d", host))
 	err := func() error {
-		uns, err := netns.GetFromPath(lab.NSPath(lab.UnderlayNS(labName)))
+		uns, err := netns.GetFromPath(labpath.NSPath(labpath.UnderlayNS(labName)))
 		if err != nil {
 			return err
 		}
 		defer uns.Close()
-		wns, err := netns.GetFromPath(lab.NSPath(nsName))
+		wns, err := netns.GetFromPath(labpath.NSPath(nsName))
 		if err != nil {
 			return err
 		}

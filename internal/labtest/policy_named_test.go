@@ -13,6 +13,7 @@ import (
 
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // namedTopology: the pods of issue 11 item 7, on two nodes.
@@ -83,7 +84,7 @@ func TestPolicyEgressNamedPorts(t *testing.T) {
 	mustLumen(t, name, "apply", "-f", writeFile(t, "pods.yaml", namedPods))
 	mustLumen(t, name, "apply", "-f", writeFile(t, "policy.yaml", namedEgressPolicy))
 
-	n1 := api.NewClient(lab.NodeSocket(name, "n1"))
+	n1 := api.NewClient(labpath.NodeSocket(name, "n1"))
 	ctx := context.Background()
 	za := pods["z/za"]
 	waitUntil(t, "z/za under the policy, with its warning", func() bool {
@@ -166,7 +167,7 @@ func TestPolicyEgressNamedPorts(t *testing.T) {
 	if !found {
 		t.Errorf("endpoint list -o json: no policy.warnings with %q on z/za", warn)
 	}
-	logs, _ := os.ReadFile(filepath.Join(lab.LogDir(name), "agent-n1.log"))
+	logs, _ := os.ReadFile(filepath.Join(labpath.LogDir(name), "agent-n1.log"))
 	if !strings.Contains(string(logs), "policy warning") || !strings.Contains(string(logs), "missing") {
 		t.Errorf("agent log does not report the warning:%s", labLogs(name))
 	}

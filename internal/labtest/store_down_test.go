@@ -12,6 +12,7 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 const storeDownTopology = `
@@ -74,7 +75,7 @@ func TestAgentStoreDown(t *testing.T) {
 	ctx := context.Background()
 	name := newLab(t)
 	up(t, name, writeTopology(t, storeDownTopology))
-	storeURL := lab.StoreURL(name)
+	storeURL := labpath.StoreURL(name)
 	waitStoreState(t, name, "n1", api.StateOK, storeURL)
 	before := endpointsOf(t, name, "n1")
 	if len(before) != 2 {

@@ -11,6 +11,7 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
 // Issue 11 item 5: a store that restarts empty while pods live must not
@@ -100,7 +101,7 @@ func TestStoreWipeIdentityReuse(t *testing.T) {
 		lives[i].ep = endpointOf(t, name, lives[i].node, lives[i].ref)
 		held[lives[i].ep.Identity] = lives[i].ref
 	}
-	c, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	c, err := kvstore.Dial(ctx, labpath.StoreURL(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestStoreWipeIdentityReuse(t *testing.T) {
 	}
 
 	// (b) The live endpoints' identities and announcements are back.
-	c, err = kvstore.Dial(ctx, lab.StoreURL(name))
+	c, err = kvstore.Dial(ctx, labpath.StoreURL(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestStoreWipeConflictFailsClosed(t *testing.T) {
 	if moved.Identity == cart.Identity || moved.Identity == intruder.Identity {
 		t.Fatalf("cart kept identity %d, which the store binds to intruder2", moved.Identity)
 	}
-	c, err := kvstore.Dial(ctx, lab.StoreURL(name))
+	c, err := kvstore.Dial(ctx, labpath.StoreURL(name))
 	if err != nil {
 		t.Fatal(err)
 	}

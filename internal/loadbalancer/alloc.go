@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -265,7 +266,7 @@ func (a *Allocator) assignClusterIPs(svc, prev *Service, cidrs []netip.Prefix, u
 		}
 		addr, found := allocateIP(cidr, svc.Key()+"/"+fam, used)
 		if !found {
-			el.add(&resource.FieldError{Path: path, Msg: fmt.Sprintf("no free address left in the service CIDR %s", cidr)})
+			el.add(&fielderr.Error{Path: path, Msg: fmt.Sprintf("no free address left in the service CIDR %s", cidr)})
 			return
 		}
 		ips[i] = addr.String()
@@ -360,7 +361,7 @@ func (a *Allocator) assignNodePorts(svc, prev *Service, used *checkedHolders, el
 		if p.NodePort == 0 {
 			n, ok := allocatePort(lo, hi, fmt.Sprintf("%s/%d/%s", svc.Key(), p.Port, p.Protocol), used, own)
 			if !ok {
-				el.add(&resource.FieldError{Path: fmt.Sprintf("spec.ports[%d].nodePort", i), Msg: fmt.Sprintf("no free node port left in %d-%d", lo, hi)})
+				el.add(&fielderr.Error{Path: fmt.Sprintf("spec.ports[%d].nodePort", i), Msg: fmt.Sprintf("no free node port left in %d-%d", lo, hi)})
 				return
 			}
 			p.NodePort = n

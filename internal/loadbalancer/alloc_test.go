@@ -20,7 +20,7 @@ func assigned(t *testing.T, obj *resource.Object) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := resource.Validate(obj); err != nil {
+	if err := testKinds.Validate(obj); err != nil {
 		t.Fatalf("assigned object no longer validates: %v", err)
 	}
 	return s

@@ -9,13 +9,14 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
 // errs collects field errors, skipping nils.
 type errs resource.ErrorList
 
-func (l *errs) add(es ...*resource.FieldError) {
+func (l *errs) add(es ...*fielderr.Error) {
 	for _, e := range es {
 		if e != nil {
 			*l = append(*l, e)
@@ -28,7 +29,7 @@ func (l *errs) addAll(es resource.ErrorList) { l.add(es...) }
 // decodeStrict decodes the JSON at path into v, rejecting unknown fields,
 // and words failures as field errors (like the resource package does for
 // its own kinds).
-func decodeStrict(path string, data []byte, v any) *resource.FieldError {
+func decodeStrict(path string, data []byte, v any) *fielderr.Error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -43,12 +44,12 @@ func decodeStrict(path string, data []byte, v any) *resource.FieldError {
 		if te.Field != "" {
 			path += "." + te.Field
 		}
-		return &resource.FieldError{Path: path, Msg: fmt.Sprintf("invalid value: must be %s, not %s", typeName(te.Type), te.Value)}
+		return &fielderr.Error{Path: path, Msg: fmt.Sprintf("invalid value: must be %s, not %s", typeName(te.Type), te.Value)}
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return &resource.FieldError{Path: path, Msg: "unknown field " + f}
+		return &fielderr.Error{Path: path, Msg: "unknown field " + f}
 	}
-	return &resource.FieldError{Path: path, Msg: "invalid value: " + strings.TrimPrefix(err.Error(), "json: ")}
+	return &fielderr.Error{Path: path, Msg: "invalid value: " + strings.TrimPrefix(err.Error(), "json: ")}
 }
 
 func typeName(t reflect.Type) string {
@@ -170,7 +171,7 @@ func parseIP(s string) (netip.Addr, error) {
 
 // nonSpecialIP checks an address that traffic can be sent to (like the API
 // server's ValidateNonSpecialIP for endpoints and external IPs).
-func nonSpecialIP(path, s string) *resource.FieldError {
+func nonSpecialIP(path, s string) *fielderr.Error {
 	a, err := parseIP(s)
 	if err != nil {
 		return resource.Invalid(path, s, err.Error())

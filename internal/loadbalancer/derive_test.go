@@ -96,7 +96,7 @@ func TestSlicesFor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := resource.Validate(obj); err != nil {
+		if err := testKinds.Validate(obj); err != nil {
 			t.Errorf("derived slice does not validate: %v", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/lumen-net/lumen/internal/fielderr"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -165,7 +166,7 @@ func validateEndpointSlice(obj *resource.Object) resource.ErrorList {
 		return resource.ErrorList(el)
 	}
 	if obj.Metadata.Labels[LabelServiceName] == "" {
-		el.add(&resource.FieldError{Path: "metadata.labels", Msg: fmt.Sprintf("required value: label %q names the service the slice belongs to", LabelServiceName)})
+		el.add(&fielderr.Error{Path: "metadata.labels", Msg: fmt.Sprintf("required value: label %q names the service the slice belongs to", LabelServiceName)})
 	}
 	switch {
 	case s.AddressType == "":
@@ -196,7 +197,7 @@ func validateEndpoints(s *EndpointSlice, el *errs) {
 		p := fmt.Sprintf("endpoints[%d]", i)
 		switch {
 		case len(ep.Addresses) == 0:
-			el.add(&resource.FieldError{Path: p + ".addresses", Msg: "required value: must contain at least 1 address"})
+			el.add(&fielderr.Error{Path: p + ".addresses", Msg: "required value: must contain at least 1 address"})
 		case len(ep.Addresses) > maxAddresses:
 			el.add(resource.Invalid(p+".addresses", len(ep.Addresses), fmt.Sprintf("too many: must have at most %d items", maxAddresses)))
 		}

@@ -4,8 +4,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/lumen-net/lumen/internal/resource"
 )
 
 func TestEndpointSliceDecode(t *testing.T) {
@@ -52,7 +50,7 @@ ports:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := resource.Validate(back); err != nil {
+	if err := testKinds.Validate(back); err != nil {
 		t.Fatal(err)
 	}
 	s2, _ := EndpointSliceOf(back)
@@ -105,7 +103,7 @@ func TestEndpointSliceErrors(t *testing.T) {
 		{"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\n",
 			`EndpointSlice default/s: metadata.labels: required value: label "kubernetes.io/service-name"`},
 	} {
-		_, err := resource.Decode("x.yaml", []byte(tc.doc))
+		_, err := testKinds.Decode("x.yaml", []byte(tc.doc))
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: unexpected error %v", tc.doc, err)
@@ -121,7 +119,7 @@ func TestEndpointSliceErrors(t *testing.T) {
 	for range MaxEndpointsPerSlice + 1 {
 		b.WriteString("- addresses: [10.0.0.1]\n")
 	}
-	if _, err := resource.Decode("x.yaml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "endpoints: invalid value 1001: too many") {
+	if _, err := testKinds.Decode("x.yaml", []byte(b.String())); err == nil || !strings.Contains(err.Error(), "endpoints: invalid value 1001: too many") {
 		t.Errorf("1001 endpoints: %v", err)
 	}
 }

@@ -22,7 +22,7 @@ func checkStable(t *testing.T, obj *resource.Object) {
 	if err != nil {
 		t.Fatalf("decoding the stored form of %s: %v", obj, err)
 	}
-	if err := resource.Validate(again); err != nil {
+	if err := testKinds.Validate(again); err != nil {
 		t.Fatalf("the stored form of %s does not validate: %v\n%s", obj, err, b)
 	}
 	b2, _ := json.Marshal(again)
@@ -44,7 +44,7 @@ func FuzzDecodeService(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		objs, err := resource.Decode("fuzz", data)
+		objs, err := testKinds.Decode("fuzz", data)
 		if err != nil {
 			return
 		}
@@ -89,7 +89,7 @@ func FuzzDecodeEndpointSlice(f *testing.F) {
 		s.Ports = []ServicePort{{Name: "http", Protocol: "TCP", Port: 80, NodePort: 30080}, {Name: "", Protocol: "UDP", Port: 80, NodePort: 30080}}
 	})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		objs, err := resource.Decode("fuzz", data)
+		objs, err := testKinds.Decode("fuzz", data)
 		if err != nil {
 			return
 		}
@@ -124,7 +124,7 @@ func FuzzServiceSpec(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, spec []byte) {
 		obj := &resource.Object{APIVersion: "v1", Kind: "Service", Metadata: resource.Metadata{Name: "f", Namespace: "shop"}, Spec: spec}
-		if err := resource.Validate(obj); err != nil {
+		if err := testKinds.Validate(obj); err != nil {
 			return
 		}
 		checkStable(t, obj)

@@ -7,10 +7,9 @@ import (
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
-// The kinds `lumen apply` accepts for load balancing. Importing this
-// package registers them.
-func init() {
-	resource.Register(resource.Kind{
+// Kinds are the kinds `lumen apply` accepts for load balancing.
+func Kinds() []resource.Kind {
+	return []resource.Kind{{
 		APIVersion:  "v1",
 		Kind:        "Service",
 		Namespaced:  true,
@@ -25,8 +24,7 @@ func init() {
 			{Header: "PORT(S)", Value: svcColumn(portsColumn)},
 			{Header: "SELECTOR", Value: svcColumn(func(s *Service) string { return labelString(s.Spec.Selector) })},
 		},
-	})
-	resource.Register(resource.Kind{
+	}, {
 		APIVersion: "discovery.k8s.io/v1",
 		Kind:       "EndpointSlice",
 		Namespaced: true,
@@ -53,7 +51,7 @@ func init() {
 				return orNone(strings.Join(as, ","))
 			})},
 		},
-	})
+	}}
 }
 
 func svcColumn(f func(*Service) string) func(*resource.Object) string {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/ipproto"
 )
 
 // Protocol is an L4 protocol, numbered like the IP header's protocol field
@@ -13,20 +15,16 @@ type Protocol uint8
 
 // The protocols a Service port can use.
 const (
-	TCP  Protocol = 6
-	UDP  Protocol = 17
-	SCTP Protocol = 132
+	TCP  = Protocol(ipproto.TCP)
+	UDP  = Protocol(ipproto.UDP)
+	SCTP = Protocol(ipproto.SCTP)
 )
 
 // String is the Kubernetes name: "TCP", "UDP", "SCTP".
 func (p Protocol) String() string {
 	switch p {
-	case TCP:
-		return "TCP"
-	case UDP:
-		return "UDP"
-	case SCTP:
-		return "SCTP"
+	case TCP, UDP, SCTP:
+		return ipproto.Name(uint8(p))
 	}
 	return "proto-" + strconv.Itoa(int(p))
 }
@@ -46,13 +44,13 @@ func (p *Protocol) UnmarshalText(b []byte) error {
 
 // ParseProtocol reads a Kubernetes protocol name; "" is TCP, the default.
 func ParseProtocol(s string) (Protocol, error) {
-	switch s {
-	case "TCP", "":
+	if s == "" {
 		return TCP, nil
-	case "UDP":
-		return UDP, nil
-	case "SCTP":
-		return SCTP, nil
+	}
+	for _, p := range []Protocol{TCP, UDP, SCTP} {
+		if s == p.String() { // case-sensitive, as Kubernetes
+			return p, nil
+		}
 	}
 	return 0, fmt.Errorf("unsupported protocol %q: supported: TCP, UDP, SCTP", s)
 }

@@ -11,7 +11,7 @@ import (
 
 func decodeOne(t *testing.T, doc string) *resource.Object {
 	t.Helper()
-	objs, err := resource.Decode("x.yaml", []byte(doc))
+	objs, err := testKinds.Decode("x.yaml", []byte(doc))
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
@@ -155,7 +155,7 @@ func TestServiceErrors(t *testing.T) {
 		{svc(`[1]`), "spec: invalid value: must be an object"},
 		{"apiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec: {ports: [{port: 80}]}\n", `metadata.name: invalid value "Web"`},
 	} {
-		_, err := resource.Decode("x.yaml", []byte(tc.doc))
+		_, err := testKinds.Decode("x.yaml", []byte(tc.doc))
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: unexpected error %v", tc.doc, err)
@@ -176,7 +176,7 @@ metadata: {name: web}
 spec: {type: LoadBalancer, sessionAffinity: ClientIP, externalIPs: [192.0.2.7], ports: [{name: h, port: 80, targetPort: web}, {name: u, port: 80, protocol: UDP}]}
 `)
 	again := *obj
-	if err := resource.Validate(&again); err != nil {
+	if err := testKinds.Validate(&again); err != nil {
 		t.Fatal(err)
 	}
 	if string(again.Spec) != string(obj.Spec) {
@@ -209,7 +209,7 @@ func TestServiceStatusApplied(t *testing.T) {
 	if _, ok := obj.Other["status"]; !ok {
 		t.Fatal("status dropped by validation")
 	}
-	if err := resource.Validate(obj); err != nil {
+	if err := testKinds.Validate(obj); err != nil {
 		t.Fatalf("validating again: %v", err)
 	}
 	svc, err := ServiceOf(obj)
@@ -256,7 +256,7 @@ func TestServiceStatusApplied(t *testing.T) {
 		{svcDoc("LoadBalancer", "{phase: Ready}"), `status: unknown field "phase"`},
 		{svcDoc("ClusterIP", "{loadBalancer: {ingress: [{ip: 192.0.2.1}]}}"), "status.loadBalancer.ingress: forbidden: may only be used when `spec.type` is 'LoadBalancer'"},
 	} {
-		_, err := resource.Decode("x.yaml", []byte(tc.doc))
+		_, err := testKinds.Decode("x.yaml", []byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.doc, err, tc.want)
 		}

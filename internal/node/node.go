@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/bpfconst"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/reconcile"
@@ -30,9 +31,9 @@ const (
 
 // Reserved identities used in the ipcache.
 const (
-	idHost       = 1
-	idWorld      = 2
-	idRemoteNode = 6
+	idHost       = bpfconst.IdentityHost
+	idWorld      = bpfconst.IdentityWorld
+	idRemoteNode = bpfconst.IdentityRemoteNode
 )
 
 // Node is a node as announced in the store.

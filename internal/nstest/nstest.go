@@ -12,17 +12,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/lumen-net/lumen/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/lumen-net/lumen/internal/netnsutil"
+	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // netnsDir is where iproute2 and netns.NewNamed keep named namespaces.
@@ -46,10 +47,10 @@ func New(t testing.TB, tag string) *NS {
 	once.(*sync.Once).Do(func() { Sweep(t, tag) })
 
 	name := fmt.Sprintf("lmn-%s-%d-%s", tag, os.Getpid(), testutil.Suffix())
-	h, err := newNamed(name)
+	h, err := netnsutil.NewNamed(name)
 	if err != nil {
 		_ = netns.DeleteNamed(name)
-		t.Fatalf("creating namespace %s: %v", name, err)
+		t.Fatal(err)
 	}
 	ns := &NS{Name: name, Handle: h}
 	t.Cleanup(func() { ns.close(t) })
@@ -76,40 +77,6 @@ func (ns *NS) close(t testing.TB) {
 	if err := netns.DeleteNamed(ns.Name); err != nil && !os.IsNotExist(err) {
 		t.Errorf("deleting namespace %s: %v", ns.Name, err)
 	}
-}
-
-// newNamed creates a named namespace without leaving any thread of ours in
-// it: NewNamed switches the calling thread, so it runs on a fresh locked
-// goroutine that switches back; if that fails the goroutine exits still
-// locked and Go discards the thread.
-func newNamed(name string) (netns.NsHandle, error) {
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	resc := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			resc <- result{netns.None(), fmt.Errorf("getting current namespace: %w", err)}
-			return
-		}
-		defer origin.Close()
-		h, err := netns.NewNamed(name)
-		if err != nil {
-			resc <- result{netns.None(), err}
-			return
-		}
-		if err := netns.Set(origin); err != nil {
-			resc <- result{h, fmt.Errorf("switching back from %s: %w", name, err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		resc <- result{h, nil}
-	}()
-	r := <-resc
-	return r.h, r.err
 }
 
 // Sweep deletes namespaces lmn-<tag>-<pid>-* left behind by test processes
@@ -147,30 +114,7 @@ func Sweep(t testing.TB, tag string) {
 
 // Do runs fn on a locked OS thread switched into the namespace.
 func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// A fresh goroutine, so a failed switch back only poisons this thread,
-		// which Go discards because the goroutine exits while still locked.
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer origin.Close()
-		if err := netns.Set(ns.Handle); err != nil {
-			errc <- fmt.Errorf("entering %s: %w", ns.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(origin); err != nil {
-			errc <- fmt.Errorf("leaving %s: %w", ns.Name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return netnsutil.Do(ns.Handle, fn)
 }
 
 // Veth creates a veth pair with nameA in a and nameB in b, sets both up and

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 func TestNewAndSweep(t *testing.T) {
@@ -27,7 +29,7 @@ func TestNewAndSweep(t *testing.T) {
 	dead := fmt.Sprintf("lmn-nst-%d-x", cmd.Process.Pid)
 	live := fmt.Sprintf("lmn-nst-%d-y", os.Getppid())
 	for _, name := range []string{dead, live} {
-		h, err := newNamed(name)
+		h, err := netnsutil.NewNamed(name)
 		if err != nil {
 			t.Fatal(err)
 		}

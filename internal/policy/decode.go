@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // Policy kinds.
@@ -28,7 +29,7 @@ type Policy struct {
 	rules []*rule
 	// Unenforced lists what DecodeLenient could not enforce as written
 	// (empty from Decode): see DecodeLenient for what stands in for it.
-	Unenforced []FieldError
+	Unenforced []fielderr.Error
 }
 
 // String names the policy like error messages and RuleRefs do:
@@ -121,17 +122,10 @@ type peer struct {
 	except    []netip.Prefix
 }
 
-// FieldError is one problem with one field, worded like the Kubernetes API
-// server: `spec.ingress[0].toPorts[0].ports[1].port: invalid value "x": ...`.
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-// Unsupported reports whether the error is about a field Lumen does not
-// implement (or know), rather than a malformed value.
-func (e FieldError) Unsupported() bool {
-	return e.Msg == msgNotSupported || strings.HasPrefix(e.Msg, "unknown field ") || strings.HasPrefix(e.Msg, msgL7)
+// Unsupported reports whether fe is about a field Lumen does not implement
+// (or know), rather than a malformed value.
+func Unsupported(fe fielderr.Error) bool {
+	return fe.Msg == msgNotSupported || strings.HasPrefix(fe.Msg, "unknown field ") || strings.HasPrefix(fe.Msg, msgL7)
 }
 
 const (
@@ -139,18 +133,11 @@ const (
 	msgL7           = "L7 rules are not supported yet"
 )
 
-func (e FieldError) Error() string {
-	if e.Path == "" {
-		return e.Msg
-	}
-	return e.Path + ": " + e.Msg
-}
-
 // DecodeError is the failure to decode or validate one policy object; every
 // line of its message names the object.
 type DecodeError struct {
 	Object string // "CiliumNetworkPolicy shop/allow-web"
-	Errs   []FieldError
+	Errs   []fielderr.Error
 }
 
 func (e *DecodeError) Error() string {
@@ -173,16 +160,16 @@ const maxErrors = 50
 func Decode(data []byte) (p *Policy, err error) {
 	j, err := yamlToJSON(data)
 	if err != nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: err.Error()}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: err.Error()}}}
 	}
 	d := json.NewDecoder(bytes.NewReader(j))
 	d.UseNumber()
 	var v any
 	if err := d.Decode(&v); err != nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "decoding JSON: " + err.Error()}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: "decoding JSON: " + err.Error()}}}
 	}
 	if v == nil {
-		return nil, &DecodeError{Object: "policy", Errs: []FieldError{{Path: "<document>", Msg: "empty document"}}}
+		return nil, &DecodeError{Object: "policy", Errs: []fielderr.Error{{Path: "<document>", Msg: "empty document"}}}
 	}
 	w := &walker{}
 	p = w.policy(v)
@@ -249,7 +236,7 @@ func yamlToJSON(data []byte) (j []byte, err error) {
 }
 
 type walker struct {
-	errs []FieldError
+	errs []fielderr.Error
 	n    int // errors found (errs is bounded): scopes compare it before and after
 	// lenient: keep what can be kept (DecodeLenient); fatal: the object
 	// cannot be used at all.
@@ -259,7 +246,7 @@ type walker struct {
 func (w *walker) errf(path, format string, a ...any) {
 	w.n++
 	if len(w.errs) < maxErrors {
-		w.errs = append(w.errs, FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+		w.errs = append(w.errs, fielderr.Error{Path: path, Msg: fmt.Sprintf(format, a...)})
 	}
 }
 
@@ -434,252 +421,4 @@ func (w *walker) policy(v any) *Policy {
 		w.ciliumPolicy(p, m["spec"], m["specs"])
 	}
 	return p
-}
-
-func (w *walker) metadata(p *Policy, v any) {
-	md, ok := v.(map[string]any)
-	if !ok {
-		if v == nil {
-			w.required("metadata.name")
-		} else {
-			w.errf("metadata", "must be an object, not %s", typeName(v))
-		}
-		return
-	}
-	if name, ok := md["name"]; !ok || name == nil {
-		w.required("metadata.name")
-	} else if s, ok := w.str("metadata.name", name); ok {
-		if !dnsSubdomain(s) {
-			w.invalid("metadata.name", s, "must be a lowercase RFC 1123 subdomain")
-		} else {
-			p.Name = s
-		}
-	}
-	ns := ""
-	if v := md["namespace"]; v != nil {
-		if s, ok := w.str("metadata.namespace", v); ok {
-			if s != "" && !dnsLabel(s) {
-				w.invalid("metadata.namespace", s, "must be a lowercase RFC 1123 label")
-			} else {
-				ns = s
-			}
-		}
-	}
-	switch p.Kind {
-	case KindCiliumClusterwideNetworkPolicy:
-		// Cluster-scoped: the API server ignores a namespace.
-	default:
-		if ns == "" {
-			ns = "default" // what kubectl does for namespaced kinds
-		}
-		p.Namespace = ns
-	}
-}
-
-var (
-	dnsLabelRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	qualNameRE  = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-	ianaSvcRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
-	hasLetterRE = regexp.MustCompile(`[a-z]`)
-)
-
-func dnsLabel(s string) bool { return len(s) <= 63 && dnsLabelRE.MatchString(s) }
-
-func dnsSubdomain(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, part := range strings.Split(s, ".") {
-		if !dnsLabel(part) {
-			return false
-		}
-	}
-	return true
-}
-
-// qualifiedName validates a Kubernetes label key: [prefix/]name.
-func qualifiedName(s string) string {
-	prefix, name, hasPrefix := strings.Cut(s, "/")
-	if !hasPrefix {
-		name, prefix = prefix, ""
-	}
-	switch {
-	case hasPrefix && !dnsSubdomain(prefix):
-		return "the prefix must be a lowercase RFC 1123 subdomain"
-	case name == "" || len(name) > 63 || !qualNameRE.MatchString(name):
-		return "must be a qualified name: alphanumerics, '-', '_' or '.', at most 63 characters, starting and ending with an alphanumeric, with an optional DNS subdomain prefix and '/'"
-	}
-	return ""
-}
-
-func labelValue(s string) bool { return s == "" || len(s) <= 63 && qualNameRE.MatchString(s) }
-
-// portName validates an IANA service name (a named port).
-func portName(s string) string {
-	switch {
-	case len(s) > 15:
-		return "must be no more than 15 characters"
-	case !ianaSvcRE.MatchString(s):
-		return "must contain only lowercase alphanumerics and '-', starting and ending with an alphanumeric"
-	case strings.Contains(s, "--"):
-		return "must not contain consecutive hyphens"
-	case !hasLetterRE.MatchString(s):
-		return "must contain at least one letter"
-	}
-	return ""
-}
-
-// selectorKeys says how the keys of a label selector are read.
-type selectorKeys int
-
-const (
-	keysPod       selectorKeys = iota // Kubernetes pod labels: source k8s, no prefix allowed
-	keysNamespace                     // Kubernetes namespace labels: k8s:io.cilium.k8s.namespace.labels.<key>
-	keysCilium                        // Cilium: optional "source:" prefix, k8s by default
-)
-
-func (w *walker) selectorKey(path string, key string, mode selectorKeys) (src, k string, ok bool) {
-	src, k = SourceK8s, key
-	if mode == keysCilium {
-		if s, rest, found := strings.Cut(key, ":"); found {
-			if !validSource(s) {
-				w.invalid(path, key, "invalid label source "+fmt.Sprintf("%q", s))
-				return "", "", false
-			}
-			src, k = s, rest
-		}
-	}
-	if msg := qualifiedName(k); msg != "" {
-		w.invalid(path, key, msg)
-		return "", "", false
-	}
-	if mode == keysNamespace {
-		if k == namespaceNameLabel {
-			// Kubernetes sets this label on every namespace to its name.
-			return SourceK8s, PodNamespaceLabel, true
-		}
-		k = NamespaceLabelsPrefix + k
-	}
-	if (src == SourceK8s || src == SourceAny) && k == NamespaceLabelsPrefix+namespaceNameLabel {
-		k = PodNamespaceLabel
-	}
-	return src, k, true
-}
-
-// labelSelector decodes a Kubernetes LabelSelector. A nil value is the
-// empty selector (everything).
-func (w *walker) labelSelector(path string, v any, mode selectorKeys) *selector {
-	s := newSelector()
-	m := w.object(path, v, "matchLabels", "matchExpressions")
-	if m == nil {
-		return s
-	}
-	if v := m["matchLabels"]; v != nil {
-		if _, ok := v.(map[string]any); !ok {
-			w.errf(child(path, "matchLabels"), "must be an object, not %s", typeName(v))
-		}
-	}
-	if raw, ok := m["matchLabels"].(map[string]any); ok {
-		for _, key := range slices.Sorted(mapKeys(raw)) {
-			p := child(child(path, "matchLabels"), key)
-			val, ok := w.str(p, raw[key])
-			if !ok {
-				continue
-			}
-			if !labelValue(val) {
-				w.invalid(p, val, "must be a label value: at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
-				continue
-			}
-			src, k, ok := w.selectorKey(p, key, mode)
-			if ok {
-				s.add(requirement{source: src, key: k, op: opIn, values: []string{val}})
-			}
-		}
-	}
-	for i, e := range w.list(child(path, "matchExpressions"), m["matchExpressions"]) {
-		ep := index(child(path, "matchExpressions"), i)
-		em := w.object(ep, e, "key", "operator", "values")
-		if em == nil {
-			if e == nil {
-				w.required(child(ep, "key"))
-			}
-			continue
-		}
-		var src, k string
-		keyOK := false
-		if em["key"] == nil {
-			w.required(child(ep, "key"))
-		} else if key, ok := w.str(child(ep, "key"), em["key"]); ok {
-			src, k, keyOK = w.selectorKey(child(ep, "key"), key, mode)
-		}
-		op := ""
-		if em["operator"] == nil {
-			w.required(child(ep, "operator"))
-		} else if o, ok := w.str(child(ep, "operator"), em["operator"]); ok {
-			switch o {
-			case opIn, opNotIn, opExists, opDoesNotExist:
-				op = o
-			default:
-				w.unsupported(child(ep, "operator"), o, opIn, opNotIn, opExists, opDoesNotExist)
-			}
-		}
-		var values []string
-		valsOK := true
-		for j, x := range w.list(child(ep, "values"), em["values"]) {
-			vp := index(child(ep, "values"), j)
-			if s, ok := w.str(vp, x); !ok {
-				valsOK = false
-			} else if !labelValue(s) {
-				w.invalid(vp, s, "must be a label value")
-				valsOK = false
-			} else {
-				values = append(values, s)
-			}
-		}
-		switch op {
-		case opIn, opNotIn:
-			if len(values) == 0 && valsOK {
-				w.errf(child(ep, "values"), "required value: must be non-empty when operator is %s", op)
-				valsOK = false
-			}
-		case opExists, opDoesNotExist:
-			if len(values) > 0 {
-				w.errf(child(ep, "values"), "must be empty when operator is %s", op)
-				valsOK = false
-			}
-		}
-		if keyOK && op != "" && valsOK {
-			s.add(requirement{source: src, key: k, op: op, values: values})
-		}
-	}
-	return s
-}
-
-func mapKeys(m map[string]any) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
-// cidr parses a prefix ("10.0.0.0/8"); allowAddr also accepts a bare address
-// (a host prefix), as Cilium's fromCIDR does.
-func (w *walker) cidr(path string, v any, allowAddr bool) (netip.Prefix, bool) {
-	s, ok := w.str(path, v)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), true
-	}
-	if allowAddr {
-		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
-			return netip.PrefixFrom(a, a.BitLen()), true
-		}
-	}
-	w.invalid(path, s, "must be a valid CIDR (e.g. 10.0.0.0/8 or fd00::/64)")
-	return netip.Prefix{}, false
 }

@@ -303,8 +303,8 @@ func TestDecodeLenientNamesTheField(t *testing.T) {
 			t.Fatalf("Unenforced %v, want %v", p.Unenforced, c.want)
 		}
 		for i, fe := range p.Unenforced {
-			if fe.Path != c.want[i] || fe.Unsupported() != c.unsupported {
-				t.Errorf("Unenforced[%d] = %+v (unsupported %v), want path %s unsupported %v", i, fe, fe.Unsupported(), c.want[i], c.unsupported)
+			if fe.Path != c.want[i] || Unsupported(fe) != c.unsupported {
+				t.Errorf("Unenforced[%d] = %+v (unsupported %v), want path %s unsupported %v", i, fe, Unsupported(fe), c.want[i], c.unsupported)
 			}
 			if !strings.Contains(err.Error(), fe.Path) {
 				t.Errorf("error %q does not name %s", err, fe.Path)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // Label sources used by Lumen.
@@ -30,13 +32,13 @@ const (
 // Reserved identities. Labels, not numbers, are the truth: a node identity
 // may for instance also carry reserved:kube-apiserver.
 const (
-	IdentityHost          uint32 = 1
-	IdentityWorld         uint32 = 2
-	IdentityUnmanaged     uint32 = 3
-	IdentityHealth        uint32 = 4
-	IdentityInit          uint32 = 5
-	IdentityRemoteNode    uint32 = 6
-	IdentityKubeAPIServer uint32 = 7
+	IdentityHost          uint32 = bpfconst.IdentityHost
+	IdentityWorld         uint32 = bpfconst.IdentityWorld
+	IdentityUnmanaged     uint32 = bpfconst.IdentityUnmanaged
+	IdentityHealth        uint32 = bpfconst.IdentityHealth
+	IdentityInit          uint32 = bpfconst.IdentityInit
+	IdentityRemoteNode    uint32 = bpfconst.IdentityRemoteNode
+	IdentityKubeAPIServer uint32 = bpfconst.IdentityKubeAPIServer
 )
 
 // Label is one label of an identity, "source:key=value" (the value may be

@@ -3,42 +3,27 @@ package policy
 import (
 	"fmt"
 	"slices"
-	"strconv"
+
+	"github.com/lumen-net/lumen/internal/ipproto"
 )
 
 // IP protocol numbers used in keys. ProtoAny (0) matches every protocol and
 // only ever comes with "any port".
 const (
-	ProtoAny  uint8 = 0
-	ProtoTCP  uint8 = 6
-	ProtoUDP  uint8 = 17
-	ProtoSCTP uint8 = 132
+	ProtoAny  = ipproto.Any
+	ProtoTCP  = ipproto.TCP
+	ProtoUDP  = ipproto.UDP
+	ProtoSCTP = ipproto.SCTP
 	// ICMP keys carry the ICMP type in the port field (16 bits: exact).
-	ProtoICMP   uint8 = 1
-	ProtoICMPv6 uint8 = 58
+	ProtoICMP   = ipproto.ICMP
+	ProtoICMPv6 = ipproto.ICMPv6
 )
 
 // portProtos are the protocols Cilium's "ANY" expands to when a port is given.
 var portProtos = []uint8{ProtoTCP, ProtoUDP, ProtoSCTP}
 
 // ProtoName is "TCP", "UDP", "SCTP", "any" or the number.
-func ProtoName(p uint8) string {
-	switch p {
-	case ProtoAny:
-		return "any"
-	case ProtoTCP:
-		return "TCP"
-	case ProtoUDP:
-		return "UDP"
-	case ProtoSCTP:
-		return "SCTP"
-	case ProtoICMP:
-		return "ICMP"
-	case ProtoICMPv6:
-		return "ICMPv6"
-	}
-	return strconv.Itoa(int(p))
-}
+func ProtoName(p uint8) string { return ipproto.Name(p) }
 
 // PortProto is a port number with its protocol (a container's named port).
 type PortProto struct {

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/ipproto"
 	"github.com/lumen-net/lumen/internal/policy"
 )
 
@@ -30,7 +30,10 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 		return nil, ErrBadRequest{fmt.Errorf("direction %q: want ingress or egress", req.Direction)}
 	}
 	// ICMP: the port is the message type, as in the policy map.
-	proto, ok := map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58, "any": 0, "": 6}[strings.ToLower(req.Protocol)]
+	proto, ok := ipproto.TCP, true
+	if req.Protocol != "" {
+		proto, ok = ipproto.Parse(req.Protocol)
+	}
 	if !ok {
 		return nil, ErrBadRequest{fmt.Errorf("protocol %q: want tcp, udp, sctp, icmp, icmpv6 or any", req.Protocol)}
 	}

@@ -3,6 +3,7 @@ package policysync
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/resource"
@@ -19,11 +20,8 @@ var policyKinds = []resource.Kind{
 // KindNames are the kinds holding policies.
 var KindNames = []string{"NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"}
 
-func init() {
-	for _, k := range policyKinds {
-		resource.Register(k)
-	}
-}
+// Kinds are the policy kinds.
+func Kinds() []resource.Kind { return slices.Clone(policyKinds) }
 
 func validate(obj *resource.Object) resource.ErrorList {
 	_, err := decodeObject(obj)
@@ -34,7 +32,7 @@ func validate(obj *resource.Object) resource.ErrorList {
 	if errors.As(err, &de) {
 		out := make(resource.ErrorList, 0, len(de.Errs))
 		for _, fe := range de.Errs {
-			out = append(out, &resource.FieldError{Path: fe.Path, Msg: fe.Msg})
+			out = append(out, &fe)
 		}
 		return out
 	}

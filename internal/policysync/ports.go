@@ -2,7 +2,8 @@ package policysync
 
 import (
 	"slices"
-	"strings"
+
+	"github.com/lumen-net/lumen/internal/ipproto"
 
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/node"
@@ -81,12 +82,10 @@ func (s *Syncer) namedPorts() portSet {
 	return out
 }
 
+// protoNumber reads a container port's protocol; TCP unless UDP or SCTP.
 func protoNumber(p string) uint8 {
-	switch strings.ToUpper(p) {
-	case "UDP":
-		return 17
-	case "SCTP":
-		return 132
+	if n, ok := ipproto.Parse(p); ok && (n == ipproto.UDP || n == ipproto.SCTP) {
+		return n
 	}
-	return 6
+	return ipproto.TCP
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -257,18 +257,12 @@ func rollingUpdate(t *testing.T, l *lab, target string) {
 	defer ns.Close()
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		// a socket keeps the namespace it was made in
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			return nil, err
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			return nil, err
-		}
-		defer netns.Set(orig)
-		return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+		var c net.Conn
+		err := netnsutil.Do(ns, func() (err error) {
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
 	}
 	tr := &http.Transport{DialContext: dial, MaxIdleConns: 1, MaxConnsPerHost: 1, IdleConnTimeout: time.Hour}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}

@@ -7,17 +7,17 @@ import (
 	"strings"
 )
 
-// The core kinds every Lumen node understands.
-func init() {
-	Register(Kind{
+// NamespaceKind and PodKind are the core kinds every Lumen node understands.
+var (
+	NamespaceKind = &Kind{
 		APIVersion:  "v1",
 		Kind:        "Namespace",
 		NameIsLabel: true,
 		ShortNames:  []string{"ns"},
 		Validate:    validateNamespace,
 		Columns:     []Column{{Header: "LABELS", Value: func(o *Object) string { return labelString(o.Metadata.Labels) }}},
-	})
-	Register(Kind{
+	}
+	PodKind = &Kind{
 		APIVersion: "v1",
 		Kind:       "Pod",
 		Namespaced: true,
@@ -43,8 +43,11 @@ func init() {
 			}},
 			{Header: "LABELS", Value: func(o *Object) string { return labelString(o.Metadata.Labels) }},
 		},
-	})
-}
+	}
+)
+
+// CoreKinds are Namespace and Pod.
+func CoreKinds() []Kind { return []Kind{*NamespaceKind, *PodKind} }
 
 // MetadataNameLabel is the label the API server puts on every namespace.
 const MetadataNameLabel = "kubernetes.io/metadata.name"

@@ -28,11 +28,11 @@ func (e *DocError) Unwrap() error { return e.Err }
 // skipped. If any document is bad it returns an error describing every bad
 // document and no objects, so that nothing of a bad file gets applied.
 // source names the input in errors (a file name, or "<stdin>").
-func Decode(source string, data []byte) ([]Object, error) {
+func (r *Registry) Decode(source string, data []byte) ([]Object, error) {
 	var objs []Object
 	var errs []string
 	for _, doc := range splitDocuments(data) {
-		obj, err := decodeDocument(doc.text)
+		obj, err := r.decodeDocument(doc.text)
 		if err != nil {
 			errs = append(errs, (&DocError{Source: source, Line: doc.line, Err: err}).Error())
 			continue
@@ -48,7 +48,7 @@ func Decode(source string, data []byte) ([]Object, error) {
 }
 
 // decodeDocument returns nil, nil for an empty document.
-func decodeDocument(doc []byte) (*Object, error) {
+func (r *Registry) decodeDocument(doc []byte) (*Object, error) {
 	js, err := yaml.YAMLToJSON(doc)
 	if err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
@@ -60,7 +60,7 @@ func decodeDocument(doc []byte) (*Object, error) {
 	if obj == nil || len(errs) > 0 {
 		return nil, objectError(obj, errs)
 	}
-	if err := Validate(obj); err != nil {
+	if err := r.Validate(obj); err != nil {
 		return nil, err
 	}
 	return obj, nil
@@ -68,7 +68,7 @@ func decodeDocument(doc []byte) (*Object, error) {
 
 // Validate checks obj like the API server would and fills in defaults (the
 // namespace of namespaced kinds, kind-specific defaults).
-func Validate(obj *Object) error {
+func (r *Registry) Validate(obj *Object) error {
 	if obj.APIVersion == "" || obj.Kind == "" {
 		var errs ErrorList
 		if obj.APIVersion == "" {
@@ -79,7 +79,7 @@ func Validate(obj *Object) error {
 		}
 		return objectError(obj, errs)
 	}
-	kind, err := LookupKind(obj.APIVersion, obj.Kind)
+	kind, err := r.LookupKind(obj.APIVersion, obj.Kind)
 	if err != nil {
 		return err
 	}

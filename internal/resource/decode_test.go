@@ -38,7 +38,7 @@ spec:
 `
 
 func TestDecodeGood(t *testing.T) {
-	objs, err := Decode("good.yaml", []byte(goodManifest))
+	objs, err := testKinds.Decode("good.yaml", []byte(goodManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,9 +97,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"- a\n- b\n", "must be an object"},
 		{"a: [\n", "x.yaml:1: invalid YAML"},
 	} {
-		_, err := Decode("x.yaml", []byte(tc.doc))
+		_, err := testKinds.Decode("x.yaml", []byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Decode(%q)\n  error: %v\n  want:  %s", tc.doc, err, tc.want)
+			t.Errorf("testKinds.Decode(%q)\n  error: %v\n  want:  %s", tc.doc, err, tc.want)
 		}
 	}
 }
@@ -108,7 +108,7 @@ func TestDecodeErrors(t *testing.T) {
 // reported with its line.
 func TestDecodeAllOrNothing(t *testing.T) {
 	in := "apiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n---\n\n# bad one\napiVersion: v1\nkind: Namespace\nmetadata: {name: Bad}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
-	objs, err := Decode("f.yaml", []byte(in))
+	objs, err := testKinds.Decode("f.yaml", []byte(in))
 	if objs != nil || err == nil {
 		t.Fatalf("Decode = %v, %v; want no objects and an error", objs, err)
 	}
@@ -120,7 +120,7 @@ func TestDecodeAllOrNothing(t *testing.T) {
 }
 
 func TestDecodeEmpty(t *testing.T) {
-	objs, err := Decode("e.yaml", []byte("---\n# nothing\n---\n"))
+	objs, err := testKinds.Decode("e.yaml", []byte("---\n# nothing\n---\n"))
 	if err != nil || len(objs) != 0 {
 		t.Fatalf("Decode = %v, %v; want nothing", objs, err)
 	}
@@ -144,15 +144,15 @@ func TestKeys(t *testing.T) {
 
 func TestResolveKind(t *testing.T) {
 	for _, n := range []string{"pod", "Pods", "po", "Pod"} {
-		if k, err := ResolveKind(n); err != nil || k.Kind != "Pod" {
-			t.Errorf("ResolveKind(%q) = %v, %v", n, k, err)
+		if k, err := testKinds.ResolveKind(n); err != nil || k.Kind != "Pod" {
+			t.Errorf("testKinds.ResolveKind(%q) = %v, %v", n, k, err)
 		}
 	}
-	if k, err := ResolveKind("ns"); err != nil || k.Kind != "Namespace" {
-		t.Errorf("ResolveKind(ns) = %v, %v", k, err)
+	if k, err := testKinds.ResolveKind("ns"); err != nil || k.Kind != "Namespace" {
+		t.Errorf("testKinds.ResolveKind(ns) = %v, %v", k, err)
 	}
-	if _, err := ResolveKind("widgets"); err == nil {
-		t.Error("ResolveKind(widgets) succeeded")
+	if _, err := testKinds.ResolveKind("widgets"); err == nil {
+		t.Error("testKinds.ResolveKind(widgets) succeeded")
 	}
 }
 
@@ -164,7 +164,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("--- &a [*a]\n"))
 	f.Add([]byte("...\n---\n- 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		objs, err := Decode("fuzz", data)
+		objs, err := testKinds.Decode("fuzz", data)
 		if err != nil {
 			return
 		}
@@ -179,7 +179,7 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				t.Fatalf("unmarshal %s: %v", b, err)
 			}
-			if err := Validate(back); err != nil {
+			if err := testKinds.Validate(back); err != nil {
 				t.Fatalf("revalidating %s: %v", b, err)
 			}
 			b2, _ := json.Marshal(back)

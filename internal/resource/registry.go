@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 )
 
-// Kind describes one resource kind. Features register theirs with Register.
+// Kind describes one resource kind. Each feature lists its own (CoreKinds
+// here); internal/kinds gathers them into the Registry.
 type Kind struct {
 	APIVersion string // "v1", "cilium.io/v2"
 	Kind       string // "Pod"
@@ -57,43 +57,42 @@ func (k *Kind) allowsField(f string) bool {
 	return slices.Contains(k.Fields, f)
 }
 
-var (
-	kindsMu sync.RWMutex
-	kinds   = map[string]*Kind{} // by Kind name
-)
-
-// Register adds a kind; it panics on a duplicate or incomplete kind, which
-// is a programming error caught at init.
-func Register(k Kind) {
-	if k.APIVersion == "" || k.Kind == "" {
-		panic("resource.Register: APIVersion and Kind are required")
-	}
-	kindsMu.Lock()
-	defer kindsMu.Unlock()
-	if _, dup := kinds[k.Kind]; dup {
-		panic("resource.Register: duplicate kind " + k.Kind)
-	}
-	kinds[k.Kind] = &k
+// Registry is the set of kinds one program understands: `lumen apply`
+// validates against it, the Kubernetes adapter watches its kinds. It is
+// built explicitly (see internal/kinds) and never changes afterwards.
+type Registry struct {
+	byName map[string]*Kind // by Kind name
+	sorted []*Kind
 }
 
-// Kinds returns the registered kinds sorted by name.
-func Kinds() []*Kind {
-	kindsMu.RLock()
-	defer kindsMu.RUnlock()
-	out := make([]*Kind, 0, len(kinds))
-	for _, name := range sortedKeys(kinds) {
-		out = append(out, kinds[name])
+// NewRegistry returns a registry of kinds; a duplicate or incomplete kind
+// is an error.
+func NewRegistry(kinds ...Kind) (*Registry, error) {
+	r := &Registry{byName: map[string]*Kind{}}
+	for i := range kinds {
+		k := &kinds[i]
+		if k.APIVersion == "" || k.Kind == "" {
+			return nil, fmt.Errorf("kind %d (%q %q): APIVersion and Kind are required", i, k.APIVersion, k.Kind)
+		}
+		if _, dup := r.byName[k.Kind]; dup {
+			return nil, fmt.Errorf("duplicate kind %s", k.Kind)
+		}
+		r.byName[k.Kind] = k
 	}
-	return out
+	for _, name := range sortedKeys(r.byName) {
+		r.sorted = append(r.sorted, r.byName[name])
+	}
+	return r, nil
 }
+
+// Kinds returns the kinds sorted by name.
+func (r *Registry) Kinds() []*Kind { return slices.Clone(r.sorted) }
 
 // LookupKind finds the kind of a manifest by apiVersion and kind.
-func LookupKind(apiVersion, kind string) (*Kind, error) {
-	kindsMu.RLock()
-	k, ok := kinds[kind]
-	kindsMu.RUnlock()
+func (r *Registry) LookupKind(apiVersion, kind string) (*Kind, error) {
+	k, ok := r.byName[kind]
 	if !ok {
-		return nil, fmt.Errorf("unknown kind %q (apiVersion %q); known kinds: %s", kind, apiVersion, knownKinds())
+		return nil, fmt.Errorf("unknown kind %q (apiVersion %q); known kinds: %s", kind, apiVersion, r.knownKinds())
 	}
 	if k.APIVersion != apiVersion {
 		return nil, fmt.Errorf("kind %s: unsupported apiVersion %q: want %q", kind, apiVersion, k.APIVersion)
@@ -103,19 +102,19 @@ func LookupKind(apiVersion, kind string) (*Kind, error) {
 
 // ResolveKind finds a kind by any name kubectl accepts: "Pod", "pod",
 // "pods", "po".
-func ResolveKind(name string) (*Kind, error) {
+func (r *Registry) ResolveKind(name string) (*Kind, error) {
 	n := strings.ToLower(name)
-	for _, k := range Kinds() {
+	for _, k := range r.sorted {
 		if n == strings.ToLower(k.Kind) || n == k.PluralName() || slices.Contains(k.ShortNames, n) {
 			return k, nil
 		}
 	}
-	return nil, fmt.Errorf("unknown resource type %q; known: %s", name, knownKinds())
+	return nil, fmt.Errorf("unknown resource type %q; known: %s", name, r.knownKinds())
 }
 
-func knownKinds() string {
+func (r *Registry) knownKinds() string {
 	var names []string
-	for _, k := range Kinds() {
+	for _, k := range r.sorted {
 		names = append(names, k.String())
 	}
 	return strings.Join(names, ", ")

@@ -13,6 +13,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // Metadata is the part of Kubernetes' ObjectMeta that Lumen uses.
@@ -161,7 +163,7 @@ func ParseKey(key string) (kind, namespace, name string, ok bool) {
 
 // decodeStrict decodes the JSON at path into v, rejecting fields v does not
 // have, and words failures as field errors.
-func decodeStrict(path string, data []byte, v any) *FieldError {
+func decodeStrict(path string, data []byte, v any) *fielderr.Error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -176,12 +178,12 @@ func decodeStrict(path string, data []byte, v any) *FieldError {
 		if te.Field != "" {
 			path += "." + te.Field
 		}
-		return &FieldError{Path: path, Msg: fmt.Sprintf("invalid value: must be %s, not %s", typeName(te.Type), te.Value)}
+		return &fielderr.Error{Path: path, Msg: fmt.Sprintf("invalid value: must be %s, not %s", typeName(te.Type), te.Value)}
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return &FieldError{Path: path, Msg: "unknown field " + f}
+		return &fielderr.Error{Path: path, Msg: "unknown field " + f}
 	}
-	return &FieldError{Path: path, Msg: "invalid value: " + strings.TrimPrefix(err.Error(), "json: ")}
+	return &fielderr.Error{Path: path, Msg: "invalid value: " + strings.TrimPrefix(err.Error(), "json: ")}
 }
 
 func typeName(t reflect.Type) string {

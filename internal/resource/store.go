@@ -31,13 +31,15 @@ type Result struct {
 }
 
 // NotFoundError says an object does not exist.
-type NotFoundError struct{ Kind, Namespace, Name string }
+type NotFoundError struct {
+	Kind, Namespace, Name string
+	Plural                string // the kind's plural, "pods"; default the lower-case kind plus "s"
+}
 
 func (e *NotFoundError) Error() string {
-	k, _ := ResolveKind(e.Kind)
-	what := strings.ToLower(e.Kind) + "s"
-	if k != nil {
-		what = k.PluralName()
+	what := e.Plural
+	if what == "" {
+		what = strings.ToLower(e.Kind) + "s"
 	}
 	if e.Namespace != "" {
 		return fmt.Sprintf("%s %q not found in namespace %q", what, e.Name, e.Namespace)
@@ -65,8 +67,8 @@ var alwaysNamespaces = []string{"default", "kube-system", "kube-public", "kube-n
 
 // Apply checks every object (Preflight), then creates or updates each in
 // order. An object that fails the checks writes nothing of the batch.
-func Apply(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
-	if err := Preflight(ctx, c, objs); err != nil {
+func (r *Registry) Apply(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
+	if err := r.Preflight(ctx, c, objs); err != nil {
 		return nil, err
 	}
 	var results []Result
@@ -85,11 +87,11 @@ func Apply(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, err
 // a namespace that exists, in the store or created by the batch, for the
 // kinds that say so (the API server rejects objects in a missing namespace). Every failure is
 // reported, naming the object.
-func Preflight(ctx context.Context, c *kvstore.Client, objs []Object) error {
+func (r *Registry) Preflight(ctx context.Context, c *kvstore.Client, objs []Object) error {
 	var errs []error
 	inBatch := map[string]bool{}
 	for i := range objs {
-		if err := Validate(&objs[i]); err != nil {
+		if err := r.Validate(&objs[i]); err != nil {
 			return err
 		}
 		if objs[i].Kind == "Namespace" {
@@ -105,7 +107,7 @@ func Preflight(ctx context.Context, c *kvstore.Client, objs []Object) error {
 			errs = append(errs, fmt.Errorf("%s: object is %d bytes encoded, more than the store's limit of %d", obj, len(b), MaxObjectBytes))
 		}
 		ns := obj.Metadata.Namespace
-		if k, err := LookupKind(obj.APIVersion, obj.Kind); err != nil || !k.NamespaceMustExist ||
+		if k, err := r.LookupKind(obj.APIVersion, obj.Kind); err != nil || !k.NamespaceMustExist ||
 			ns == "" || inBatch[ns] || slices.Contains(alwaysNamespaces, ns) {
 			continue
 		}
@@ -157,14 +159,14 @@ func applyOne(ctx context.Context, c *kvstore.Client, obj *Object) (Action, erro
 // deletes every namespaced object in it, as in Kubernetes; namespaces go
 // last so that the objects in them are reported deleted. Missing objects get
 // the NotFound action, not an error.
-func Delete(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
+func (r *Registry) Delete(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, error) {
 	objs = slices.Clone(objs)
 	slices.SortStableFunc(objs, func(a, b Object) int {
 		return cmp.Compare(boolInt(a.Kind == "Namespace"), boolInt(b.Kind == "Namespace"))
 	})
 	var results []Result
 	for _, obj := range objs {
-		kind, err := LookupKind(obj.APIVersion, obj.Kind)
+		kind, err := r.LookupKind(obj.APIVersion, obj.Kind)
 		if err != nil {
 			return results, err
 		}
@@ -178,7 +180,7 @@ func Delete(ctx context.Context, c *kvstore.Client, objs []Object) ([]Result, er
 			return results, fmt.Errorf("deleting %s: %w", &obj, err)
 		}
 		if deleted && obj.Kind == "Namespace" {
-			for _, k := range Kinds() {
+			for _, k := range r.sorted {
 				if k.Namespaced {
 					if _, err := c.DeletePrefix(ctx, NamespacePrefix(k.Kind, obj.Metadata.Name)); err != nil {
 						return results, fmt.Errorf("deleting the %s of namespace %s: %w", k.PluralName(), obj.Metadata.Name, err)
@@ -205,7 +207,7 @@ func Get(ctx context.Context, c kvstore.Store, kind *Kind, namespace, name strin
 		return nil, fmt.Errorf("reading %s %s: %w", kind.Kind, name, err)
 	}
 	if !ok {
-		return nil, &NotFoundError{Kind: kind.Kind, Namespace: namespace, Name: name}
+		return nil, &NotFoundError{Kind: kind.Kind, Namespace: namespace, Name: name, Plural: kind.PluralName()}
 	}
 	return Unmarshal(kv.Value)
 }
@@ -234,7 +236,7 @@ func List(ctx context.Context, c kvstore.Store, kind *Kind, namespace string) ([
 
 // GetPod reads a pod.
 func GetPod(ctx context.Context, c kvstore.Store, namespace, name string) (*Pod, error) {
-	obj, err := Get(ctx, c, mustKind("Pod"), namespace, name)
+	obj, err := Get(ctx, c, PodKind, namespace, name)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +245,7 @@ func GetPod(ctx context.Context, c kvstore.Store, namespace, name string) (*Pod,
 
 // GetNamespace reads a namespace.
 func GetNamespace(ctx context.Context, c kvstore.Store, name string) (*Namespace, error) {
-	obj, err := Get(ctx, c, mustKind("Namespace"), "", name)
+	obj, err := Get(ctx, c, NamespaceKind, "", name)
 	if err != nil {
 		return nil, err
 	}
@@ -270,10 +272,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-func mustKind(name string) *Kind {
-	kindsMu.RLock()
-	defer kindsMu.RUnlock()
-	return kinds[name]
 }

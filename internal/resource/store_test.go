@@ -18,7 +18,7 @@ func actions(rs []Result) string {
 
 func mustDecode(t *testing.T, s string) []Object {
 	t.Helper()
-	objs, err := Decode("test.yaml", []byte(s))
+	objs, err := testKinds.Decode("test.yaml", []byte(s))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestApplyGetListDelete(t *testing.T) {
 	c := kvstoretest.Client(t)
 	ctx := context.Background()
 
-	rs, err := Apply(ctx, c, mustDecode(t, goodManifest))
+	rs, err := testKinds.Apply(ctx, c, mustDecode(t, goodManifest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestApplyGetListDelete(t *testing.T) {
 		t.Fatalf("first apply: %s", got)
 	}
 	changed := strings.Replace(goodManifest, "app: web", "app: web2", 1)
-	rs, err = Apply(ctx, c, mustDecode(t, changed))
+	rs, err = testKinds.Apply(ctx, c, mustDecode(t, changed))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestApplyGetListDelete(t *testing.T) {
 		t.Errorf("GetPod(nope) = %v", err)
 	}
 
-	podKind, _ := ResolveKind("pods")
+	podKind, _ := testKinds.ResolveKind("pods")
 	all, err := List(ctx, c, podKind, "")
 	if err != nil || len(all) != 2 {
 		t.Fatalf("List all pods = %d, %v", len(all), err)
@@ -79,7 +79,7 @@ func TestApplyGetListDelete(t *testing.T) {
 
 	// Deleting the namespace takes its pods along; deleting again finds nothing.
 	ns := mustDecode(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n")
-	rs, err = Delete(ctx, c, ns)
+	rs, err = testKinds.Delete(ctx, c, ns)
 	if err != nil || actions(rs) != "namespace/prod deleted" {
 		t.Fatalf("Delete = %s, %v", actions(rs), err)
 	}
@@ -89,7 +89,7 @@ func TestApplyGetListDelete(t *testing.T) {
 	if _, err := GetPod(ctx, c, "default", "web"); err != nil {
 		t.Errorf("pod default/web went away with namespace prod: %v", err)
 	}
-	rs, err = Delete(ctx, c, ns)
+	rs, err = testKinds.Delete(ctx, c, ns)
 	if err != nil || actions(rs) != "namespace/prod not found" {
 		t.Fatalf("Delete again = %s, %v", actions(rs), err)
 	}
@@ -99,7 +99,7 @@ func TestApplyRejectsInvalidBeforeWriting(t *testing.T) {
 	c := kvstoretest.Client(t)
 	objs := mustDecode(t, goodManifest)
 	objs[2].Spec = []byte(`{"containers":[{"name":"db","ports":[{"containerPort":70000}]}]}`)
-	if _, err := Apply(context.Background(), c, objs); err == nil {
+	if _, err := testKinds.Apply(context.Background(), c, objs); err == nil {
 		t.Fatal("Apply accepted an invalid object")
 	}
 	kvs, _, err := c.List(context.Background(), Prefix)

@@ -4,51 +4,38 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
-// FieldError is one problem with one field, worded like the Kubernetes API
-// server: "spec.containers[0].ports[1].containerPort: invalid value 70000:
-// must be between 1 and 65535".
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e *FieldError) Error() string {
-	if e.Path == "" {
-		return e.Msg
-	}
-	return e.Path + ": " + e.Msg
-}
-
 // ErrorList collects the field errors of one object.
-type ErrorList []*FieldError
+type ErrorList []*fielderr.Error
 
 // Invalid reports a bad value.
-func Invalid(path string, value any, detail string) *FieldError {
-	return &FieldError{Path: path, Msg: fmt.Sprintf("invalid value %s: %s", show(value), detail)}
+func Invalid(path string, value any, detail string) *fielderr.Error {
+	return &fielderr.Error{Path: path, Msg: fmt.Sprintf("invalid value %s: %s", show(value), detail)}
 }
 
 // Required reports a missing value.
-func Required(path string) *FieldError { return &FieldError{Path: path, Msg: "required value"} }
+func Required(path string) *fielderr.Error { return &fielderr.Error{Path: path, Msg: "required value"} }
 
 // Unsupported reports a value outside a fixed set.
-func Unsupported(path string, value any, supported ...string) *FieldError {
+func Unsupported(path string, value any, supported ...string) *fielderr.Error {
 	q := make([]string, len(supported))
 	for i, s := range supported {
 		q[i] = fmt.Sprintf("%q", s)
 	}
-	return &FieldError{Path: path, Msg: fmt.Sprintf("unsupported value %s: supported values: %s", show(value), strings.Join(q, ", "))}
+	return &fielderr.Error{Path: path, Msg: fmt.Sprintf("unsupported value %s: supported values: %s", show(value), strings.Join(q, ", "))}
 }
 
 // Duplicate reports a value that must be unique.
-func Duplicate(path string, value any) *FieldError {
-	return &FieldError{Path: path, Msg: "duplicate value " + show(value)}
+func Duplicate(path string, value any) *fielderr.Error {
+	return &fielderr.Error{Path: path, Msg: "duplicate value " + show(value)}
 }
 
 // Unknown reports a field the kind does not have.
-func Unknown(path, field string) *FieldError {
-	return &FieldError{Path: path, Msg: fmt.Sprintf("unknown field %q", field)}
+func Unknown(path, field string) *fielderr.Error {
+	return &fielderr.Error{Path: path, Msg: fmt.Sprintf("unknown field %q", field)}
 }
 
 func show(v any) string {
@@ -82,7 +69,7 @@ var (
 )
 
 // DNSLabel checks an RFC 1123 label (namespace names, container names).
-func DNSLabel(path, v string) *FieldError {
+func DNSLabel(path, v string) *fielderr.Error {
 	switch {
 	case v == "":
 		return Required(path)
@@ -95,7 +82,7 @@ func DNSLabel(path, v string) *FieldError {
 }
 
 // DNSSubdomain checks an RFC 1123 subdomain (most object names).
-func DNSSubdomain(path, v string) *FieldError {
+func DNSSubdomain(path, v string) *fielderr.Error {
 	switch {
 	case v == "":
 		return Required(path)
@@ -108,7 +95,7 @@ func DNSSubdomain(path, v string) *FieldError {
 }
 
 // QualifiedName checks a label or annotation key: [prefix/]name.
-func QualifiedName(path, key string) *FieldError {
+func QualifiedName(path, key string) *fielderr.Error {
 	name := key
 	if i := strings.LastIndexByte(key, '/'); i >= 0 {
 		prefix := key[:i]
@@ -129,7 +116,7 @@ func QualifiedName(path, key string) *FieldError {
 }
 
 // LabelValue checks a label value (may be empty).
-func LabelValue(path, v string) *FieldError {
+func LabelValue(path, v string) *fielderr.Error {
 	switch {
 	case v == "":
 		return nil
@@ -156,7 +143,7 @@ func Labels(path string, labels map[string]string) ErrorList {
 }
 
 // PortName checks an IANA service name (container port names).
-func PortName(path, v string) *FieldError {
+func PortName(path, v string) *fielderr.Error {
 	switch {
 	case len(v) > 15:
 		return Invalid(path, v, "must be no more than 15 characters")
@@ -171,7 +158,7 @@ func PortName(path, v string) *FieldError {
 }
 
 // Port checks a port number.
-func Port(path string, p int64) *FieldError {
+func Port(path string, p int64) *fielderr.Error {
 	if p < 1 || p > 65535 {
 		return Invalid(path, p, "must be between 1 and 65535")
 	}
@@ -179,7 +166,7 @@ func Port(path string, p int64) *FieldError {
 }
 
 // add appends the non-nil errors.
-func (l *ErrorList) add(errs ...*FieldError) {
+func (l *ErrorList) add(errs ...*fielderr.Error) {
 	for _, e := range errs {
 		if e != nil {
 			*l = append(*l, e)

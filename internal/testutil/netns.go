@@ -1,10 +1,11 @@
 package testutil
 
 import (
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/lumen-net/lumen/internal/netnsutil"
 )
 
 // NewNetNS creates a named network namespace "lmn-<prefix>-<random>" for the
@@ -12,39 +13,13 @@ import (
 func NewNetNS(t testing.TB, prefix string) (netns.NsHandle, string) {
 	t.Helper()
 	name := "lmn-" + prefix + "-" + Suffix()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	ns, err := netnsutil.NewNamed(name)
 	if err != nil {
-		t.Fatalf("getting current netns: %v", err)
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		t.Fatalf("creating netns %s: %v", name, err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("returning to original netns: %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ns.Close()
 		_ = netns.DeleteNamed(name)
 	})
 	return ns, name
-}
-
-// InNetNS runs fn on a thread switched into ns and switches back after.
-func InNetNS(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	return fn()
 }

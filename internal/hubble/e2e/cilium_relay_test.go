@@ -17,7 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
+	"github.com/lumen-net/lumen/internal/netnsutil"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -68,7 +69,7 @@ func (e *env) hubbleIn(ns netns.NsHandle, allowFail bool, args ...string) (strin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// Started from a thread inside ns, the child lives in ns.
-	err := testutil.InNetNS(ns, cmd.Run)
+	err := netnsutil.Do(ns, cmd.Run)
 	if err != nil && !allowFail {
 		e.t.Fatalf("hubble %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errb.String())
 	}
@@ -106,7 +107,7 @@ func TestCiliumRelay(t *testing.T) {
 	}
 
 	const relayAddr = "127.0.0.1:4245"
-	peerService := "unix://" + filepath.Join(lab.NodeDir(e.lab, "n1"), "hubble.sock")
+	peerService := "unix://" + filepath.Join(labpath.NodeDir(e.lab, "n1"), "hubble.sock")
 	relayArgs := []string{"serve",
 		"--peer-service", peerService,
 		"--listen-address", relayAddr,
@@ -120,7 +121,7 @@ func TestCiliumRelay(t *testing.T) {
 	relay := exec.Command(relayBin, relayArgs...)
 	var relayLog syncBuffer
 	relay.Stdout, relay.Stderr = &relayLog, &relayLog
-	if err := testutil.InNetNS(ns, relay.Start); err != nil {
+	if err := netnsutil.Do(ns, relay.Start); err != nil {
 		t.Fatalf("starting hubble-relay: %v", err)
 	}
 	t.Cleanup(func() {

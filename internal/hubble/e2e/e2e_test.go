@@ -26,6 +26,7 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -215,7 +216,7 @@ func setup(t *testing.T) *env {
 	})
 	e.lumen("lab", "up", "-f", topo)
 	for _, n := range []string{"n1", "n2"} {
-		e.sock[n] = "unix://" + filepath.Join(lab.NodeDir(e.lab, n), "hubble.sock")
+		e.sock[n] = "unix://" + filepath.Join(labpath.NodeDir(e.lab, n), "hubble.sock")
 		var eps []api.Endpoint
 		if err := json.Unmarshal([]byte(e.lumen("--node", n, "endpoint", "list", "-o", "json")), &eps); err != nil {
 			t.Fatal(err)

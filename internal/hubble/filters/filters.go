@@ -16,28 +16,25 @@ import (
 	"strings"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 // Func is a compiled filter.
 type Func func(*flowpb.Flow) bool
 
-// FieldError is a filter that cannot be compiled; Field is the protobuf
-// path ("whitelist[0].source_ip").
-type FieldError struct {
-	Field  string
-	Value  string
-	Reason string
-}
-
-func (e *FieldError) Error() string {
-	if e.Value == "" {
-		return e.Field + ": " + e.Reason
+// Invalid is the error for a filter field that cannot be compiled; field
+// is the protobuf path ("whitelist[0].source_ip"), value what was sent
+// (empty: not shown), quoted and cut short when long, as a client may
+// send anything.
+func Invalid(field, value, reason string) *fielderr.Error {
+	switch {
+	case value == "":
+		return &fielderr.Error{Path: field, Msg: reason}
+	case len(value) > 100:
+		return fielderr.New(field, "invalid value %q... (%d characters): %s", value[:100], len(value), reason)
 	}
-	v := e.Value
-	if len(v) > 100 { // a client may send anything: echo the start
-		return fmt.Sprintf("%s: invalid value %q... (%d characters): %s", e.Field, v[:100], len(v), e.Reason)
-	}
-	return fmt.Sprintf("%s: invalid value %q: %s", e.Field, v, e.Reason)
+	return fielderr.New(field, "invalid value %q: %s", value, reason)
 }
 
 // Filters is a compiled pair of allow (whitelist) and deny (blacklist) lists.
@@ -224,7 +221,7 @@ func Compile(ff *flowpb.FlowFilter, path string) (Func, error) {
 		ws := ff.TcpFlags
 		for i, w := range ws {
 			if w == nil || !(w.FIN || w.SYN || w.RST || w.PSH || w.ACK || w.URG || w.ECE || w.CWR || w.NS) {
-				b.fail(&FieldError{Field: fmt.Sprintf("%s.tcp_flags[%d]", path, i), Reason: "no flag set"})
+				b.fail(Invalid(fmt.Sprintf("%s.tcp_flags[%d]", path, i), "", "no flag set"))
 			}
 		}
 		b.add(func(f *flowpb.Flow) bool {
@@ -279,7 +276,7 @@ type builder struct {
 
 func (b *builder) add(f Func) { b.fs = append(b.fs, f) }
 
-func (b *builder) fail(err *FieldError) {
+func (b *builder) fail(err *fielderr.Error) {
 	if b.err == nil {
 		b.err = err
 	}
@@ -289,7 +286,7 @@ func (b *builder) field(name string, i int) string { return fmt.Sprintf("%s.%s[%
 
 func (b *builder) unsupported(name string, set bool, why string) {
 	if set {
-		b.fail(&FieldError{Field: b.path + "." + name, Reason: "not supported: " + why})
+		b.fail(Invalid(b.path+"."+name, "", "not supported: "+why))
 	}
 }
 
@@ -304,7 +301,7 @@ func (b *builder) ips(name string, vals []string, get func(*flowpb.Flow) string)
 		if strings.Contains(v, "/") {
 			p, err := netip.ParsePrefix(v)
 			if err != nil {
-				b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: "want an IP address or CIDR"})
+				b.fail(Invalid(b.field(name, i), v, "want an IP address or CIDR"))
 				continue
 			}
 			prefixes = append(prefixes, p.Masked())
@@ -312,7 +309,7 @@ func (b *builder) ips(name string, vals []string, get func(*flowpb.Flow) string)
 		}
 		a, err := netip.ParseAddr(v)
 		if err != nil {
-			b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: "want an IP address or CIDR"})
+			b.fail(Invalid(b.field(name, i), v, "want an IP address or CIDR"))
 			continue
 		}
 		exact = append(exact, a.Unmap().String())
@@ -351,7 +348,7 @@ func (b *builder) names(name string, vals []string, get func(*flowpb.Flow) (ns, 
 	var nfs []nf
 	for i, v := range vals {
 		if v == "" || v == "/" {
-			b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: "want [namespace/][name-prefix]"})
+			b.fail(Invalid(b.field(name, i), v, "want [namespace/][name-prefix]"))
 			continue
 		}
 		parts := strings.Split(v, "/")
@@ -361,7 +358,7 @@ func (b *builder) names(name string, vals []string, get func(*flowpb.Flow) (ns, 
 		case 2:
 			nfs = append(nfs, nf{parts[0], parts[1]})
 		default:
-			b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: "want [namespace/][name-prefix]"})
+			b.fail(Invalid(b.field(name, i), v, "want [namespace/][name-prefix]"))
 		}
 	}
 	b.add(func(f *flowpb.Flow) bool {
@@ -386,7 +383,7 @@ func (b *builder) labels(name string, vals []string, get func(*flowpb.Flow) []st
 	for i, v := range vals {
 		s, err := ParseSelector(v)
 		if err != nil {
-			b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: err.Error()})
+			b.fail(Invalid(b.field(name, i), v, err.Error()))
 			continue
 		}
 		sels = append(sels, s)
@@ -413,9 +410,9 @@ func (b *builder) protocols(vals []string) {
 		case "tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6":
 			ps = append(ps, p)
 		case "http", "dns", "kafka":
-			b.fail(&FieldError{Field: b.field("protocol", i), Value: v, Reason: "not supported: Lumen records no L7 data"})
+			b.fail(Invalid(b.field("protocol", i), v, "not supported: Lumen records no L7 data"))
 		default:
-			b.fail(&FieldError{Field: b.field("protocol", i), Value: v, Reason: "want tcp, udp, sctp, icmp, icmpv4 or icmpv6"})
+			b.fail(Invalid(b.field("protocol", i), v, "want tcp, udp, sctp, icmp, icmpv4 or icmpv6"))
 		}
 	}
 	b.add(func(f *flowpb.Flow) bool {
@@ -440,7 +437,7 @@ func (b *builder) ports(name string, vals []string, get func(*flowpb.Layer4) (ui
 	for i, v := range vals {
 		n, err := strconv.ParseUint(v, 10, 16)
 		if err != nil {
-			b.fail(&FieldError{Field: b.field(name, i), Value: v, Reason: "want a port number 0-65535"})
+			b.fail(Invalid(b.field(name, i), v, "want a port number 0-65535"))
 			continue
 		}
 		ps = append(ps, uint32(n))
@@ -462,7 +459,7 @@ func (b *builder) nodeNames(vals []string) {
 	for i, v := range vals {
 		re, err := nodePattern(v)
 		if err != nil {
-			b.fail(&FieldError{Field: b.field("node_name", i), Value: v, Reason: err.Error()})
+			b.fail(Invalid(b.field("node_name", i), v, err.Error()))
 			continue
 		}
 		alts = append(alts, re)

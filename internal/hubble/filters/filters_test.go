@@ -7,6 +7,8 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/lumen-net/lumen/internal/fielderr"
 )
 
 func ep(ns, pod string, id uint32, labels ...string) *flowpb.Endpoint {
@@ -154,13 +156,13 @@ func TestInvalidFilters(t *testing.T) {
 	}
 	for _, c := range cases {
 		_, err := New(c.allow, c.deny)
-		var fe *FieldError
+		var fe *fielderr.Error
 		if !errors.As(err, &fe) {
 			t.Errorf("%s: error %v, want a FieldError", c.field, err)
 			continue
 		}
-		if fe.Field != c.field || !strings.HasPrefix(err.Error(), c.field+": ") {
-			t.Errorf("error %q names field %q, want %q", err, fe.Field, c.field)
+		if fe.Path != c.field || !strings.HasPrefix(err.Error(), c.field+": ") {
+			t.Errorf("error %q names field %q, want %q", err, fe.Path, c.field)
 		}
 	}
 }
@@ -254,8 +256,8 @@ func FuzzCompile(f *testing.F) {
 			{SourceLabel: []string{s}}, {SourcePort: []string{s}}, {Protocol: []string{s}}} {
 			fs, err := New([]*flowpb.FlowFilter{one}, nil)
 			if err != nil {
-				var fe *FieldError
-				if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "whitelist[0].") {
+				var fe *fielderr.Error
+				if !errors.As(err, &fe) || !strings.HasPrefix(fe.Path, "whitelist[0].") {
 					t.Fatalf("%q: error %v is not a FieldError naming the field", s, err)
 				}
 				continue
@@ -304,8 +306,8 @@ func TestSelectorBounds(t *testing.T) {
 		}
 	}
 	_, err := New([]*flowpb.FlowFilter{{SourceLabel: []string{n("k", 100000)}}}, nil)
-	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Field != "whitelist[0].source_label[0]" || len(err.Error()) > 400 ||
+	var fe *fielderr.Error
+	if !errors.As(err, &fe) || fe.Path != "whitelist[0].source_label[0]" || len(err.Error()) > 400 ||
 		!strings.Contains(err.Error(), "(100000 characters)") {
 		t.Fatalf("100k-character key: %v", err)
 	}

@@ -5,21 +5,23 @@ import (
 	"sort"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // Reserved security identities (Cilium's numbers).
 const (
-	IdentityUnknown     = 0
-	IdentityHost        = 1
-	IdentityWorld       = 2
-	IdentityUnmanaged   = 3
-	IdentityHealth      = 4
-	IdentityInit        = 5
-	IdentityRemoteNode  = 6
-	IdentityKubeAPI     = 7
-	IdentityIngress     = 8
-	IdentityWorldIPv4   = 9
-	IdentityWorldIPv6   = 10
+	IdentityUnknown     = bpfconst.IdentityUnknown
+	IdentityHost        = bpfconst.IdentityHost
+	IdentityWorld       = bpfconst.IdentityWorld
+	IdentityUnmanaged   = bpfconst.IdentityUnmanaged
+	IdentityHealth      = bpfconst.IdentityHealth
+	IdentityInit        = bpfconst.IdentityInit
+	IdentityRemoteNode  = bpfconst.IdentityRemoteNode
+	IdentityKubeAPI     = bpfconst.IdentityKubeAPIServer
+	IdentityIngress     = bpfconst.IdentityIngress
+	IdentityWorldIPv4   = bpfconst.IdentityWorldIPv4
+	IdentityWorldIPv6   = bpfconst.IdentityWorldIPv6
 	MinClusterIdentity  = 256
 	reservedLabelPrefix = "reserved:"
 )

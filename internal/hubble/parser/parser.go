@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/lumen-net/lumen/internal/bpfconst"
 	"github.com/lumen-net/lumen/internal/datapath"
 )
 
@@ -31,8 +32,8 @@ const (
 
 // Drop reasons a policy verdict event turns into (Cilium's numbers).
 const (
-	dropPolicy     = 133 // POLICY_DENIED: no rule allows it
-	dropPolicyDeny = 181 // POLICY_DENY: a deny rule matched
+	dropPolicy     = bpfconst.DropPolicy     // POLICY_DENIED: no rule allows it
+	dropPolicyDeny = bpfconst.DropPolicyDeny // POLICY_DENY: a deny rule matched
 )
 
 // ErrUnknownType is returned for events of a type the parser does not know.

@@ -59,10 +59,12 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+
+	"github.com/lumen-net/lumen/internal/bpfconst"
 )
 
 // DefaultTableSize is Cilium's default M.
-const DefaultTableSize = 16381
+const DefaultTableSize = bpfconst.MaglevTableSize
 
 // MaxTableSize bounds M (a table is M ints; Cilium's largest is 131071).
 const MaxTableSize = 1<<24 - 3 // 16777213, the largest prime below 2^24

@@ -1,4 +1,4 @@
-package cli
+package benchcmd
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/bench"
+	"github.com/lumen-net/lumen/internal/cli"
 )
 
 func newBenchFlowsCmd() *cobra.Command {
@@ -35,7 +36,7 @@ func newBenchFlowsCmd() *cobra.Command {
 The rate part needs root (--no-rate leaves it out).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -44,7 +45,7 @@ The rate part needs root (--no-rate leaves it out).`,
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rep)
+				return cli.PrintJSON(os.Stdout, rep)
 			}
 			printFlowsReport(rep)
 			return nil

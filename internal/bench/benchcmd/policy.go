@@ -1,4 +1,4 @@
-package cli
+package benchcmd
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/bench"
+	"github.com/lumen-net/lumen/internal/cli"
 )
 
 func newBenchPolicyCmd() *cobra.Command {
@@ -34,7 +35,7 @@ select one endpoint, over IDENTITIES identities, and measures in one run:
 Needs root.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -43,7 +44,7 @@ Needs root.`,
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rep)
+				return cli.PrintJSON(os.Stdout, rep)
 			}
 			ms := func(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Microseconds())/1000) }
 			fmt.Printf("Endpoint selected by %d rules, %d identities: %d policy entries, %d map entries (agent capacity %d per endpoint)\n\n",

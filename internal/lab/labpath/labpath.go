@@ -1,8 +1,7 @@
-// Package lab builds and runs the local lab: a set of network namespaces that
-// play the role of nodes and pods, with one lumen-agent per node, an embedded
-// store, pods plugged in through lumen-cni and echo servers to probe. It never
-// touches the host network namespace.
-package lab
+// Package labpath names where a local lab keeps its state, sockets and
+// network namespaces, for the lab and for the commands that talk to a
+// running lab's agents (without linking the lab itself).
+package labpath
 
 import (
 	"fmt"

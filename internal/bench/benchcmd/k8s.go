@@ -1,4 +1,4 @@
-package cli
+package benchcmd
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/bench/k8sscale"
+	"github.com/lumen-net/lumen/internal/cli"
 )
 
 func newBenchK8sScaleCmd() *cobra.Command {
@@ -40,7 +41,7 @@ CPU, and in CES mode the mean time from an endpoint change to its slice
 write. The ratios compare the two modes of this one run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -54,7 +55,7 @@ write. The ratios compare the two modes of this one run.`,
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rep)
+				return cli.PrintJSON(os.Stdout, rep)
 			}
 			printK8sScale(rep)
 			return nil

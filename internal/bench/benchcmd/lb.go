@@ -1,4 +1,4 @@
-package cli
+package benchcmd
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/bench"
+	"github.com/lumen-net/lumen/internal/cli"
 	"github.com/lumen-net/lumen/internal/lab"
 )
 
@@ -42,7 +43,7 @@ It builds a one-node lab of its own (named lbbench<pid>) and removes it.
 Needs root and iptables (iptables-legacy-restore, or --iptables nft).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -58,14 +59,14 @@ Needs root and iptables (iptables-legacy-restore, or --iptables nft).`,
 			if !asJSON {
 				o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			rep, err := bench.LBBench(ctx, o)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(os.Stdout, rep)
+				return cli.PrintJSON(os.Stdout, rep)
 			}
 			printLBReport(rep, o)
 			return nil
@@ -123,7 +124,7 @@ func newBenchLBClientCmd() *cobra.Command {
 					return err
 				}
 			}
-			return printJSON(os.Stdout, bench.RunLBClient(bench.LBClientOptions{
+			return cli.PrintJSON(os.Stdout, bench.RunLBClient(bench.LBClientOptions{
 				Target: target, Conns: conns, Warm: warm, Parallel: parallel, ConnectOnly: connectOnly, Timeout: timeout,
 			}))
 		},

@@ -1,4 +1,6 @@
-package cli
+// Package benchcmd is `lumen bench`: the commands that run the benchmark
+// suite of package bench. cmd/lumen adds them to the user commands of cli.
+package benchcmd
 
 import (
 	"fmt"
@@ -9,9 +11,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lumen-net/lumen/internal/bench"
+	"github.com/lumen-net/lumen/internal/cli"
 )
 
-func newBenchCmd() *cobra.Command {
+// New is `lumen bench`.
+func New() *cobra.Command {
 	b := &cobra.Command{Use: "bench", Short: "Measure Lumen against baselines in one run (prints ratios)"}
 	var repeats uint32
 	var endpoints int
@@ -22,7 +26,7 @@ func newBenchCmd() *cobra.Command {
 		Short: "Per-packet cost of the pod programs against an empty program, and pod-to-pod TCP throughput against a bare veth pair",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -46,7 +50,7 @@ func newBenchCmd() *cobra.Command {
 				report.Throughput = tp
 			}
 			if asJSON {
-				return printJSON(os.Stdout, report)
+				return cli.PrintJSON(os.Stdout, report)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "PROGRAM PATH (%d endpoints, %d runs)\tNS/PACKET\tEMPTY PROGRAM\tRATIO\n", endpoints+2, repeats)

@@ -1,4 +1,4 @@
-package cli
+package labcmd
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lumen-net/lumen/internal/cli"
 	"github.com/lumen-net/lumen/internal/lab"
 )
 
@@ -19,7 +20,7 @@ func newLabKubectlCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Flag parsing is off so kubectl gets its own flags; pick out
 			// --lab, which the root command would otherwise have parsed.
-			name := g.lab
+			name := cli.LabName()
 			var rest []string
 			for i := 0; i < len(args); i++ {
 				switch a := args[i]; {
@@ -48,7 +49,7 @@ func newLabAPIProxyCmd() *cobra.Command {
 			if netns == "" || listen == "" || target == "" {
 				return fmt.Errorf("--netns, --listen and --target are required")
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			return lab.RunAPIProxy(ctx, netns, listen, target, slog.Default())
 		},

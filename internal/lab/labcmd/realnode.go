@@ -1,4 +1,4 @@
-package cli
+package labcmd
 
 import (
 	"errors"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lumen-net/lumen/internal/cli"
 )
 
 // realNodeScript finds hack/realnode.sh (the real-node lab: real kubelets
@@ -44,7 +46,7 @@ func runRealNode(cmd *cobra.Command, args ...string) error {
 		return err
 	}
 	c := exec.CommandContext(cmd.Context(), script, args...)
-	c.Env = append(os.Environ(), "LAB="+g.lab)
+	c.Env = append(os.Environ(), "LAB="+cli.LabName())
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	return c.Run()
 }

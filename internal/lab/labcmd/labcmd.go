@@ -1,4 +1,6 @@
-package cli
+// Package labcmd is `lumen lab`: the commands that build, inspect and tear
+// down the local lab. cmd/lumen adds them to the user commands of cli.
+package labcmd
 
 import (
 	"context"
@@ -7,20 +9,21 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lumen-net/lumen/internal/cli"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/lab"
+	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
-func newLabCmd() *cobra.Command {
+// New is `lumen lab`.
+func New() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "lab",
 		Short: "Run a local multi-node lab in network namespaces",
@@ -57,14 +60,6 @@ func labLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-// signalContext ends when the user interrupts the command.
-func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
-	if parent == nil {
-		parent = context.Background()
-	}
-	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-}
-
 func newLabUpCmd() *cobra.Command {
 	var file, routing, binDir string
 	var keep, k8s, ces, k8sKVStore, kubelet bool
@@ -78,33 +73,33 @@ func newLabUpCmd() *cobra.Command {
 			if kubelet {
 				return runRealNode(cmd, "up")
 			}
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
 			if file == "" {
 				return fmt.Errorf("missing -f TOPOLOGY (see examples/lab/topology.yaml)")
 			}
-			if err := lab.ValidateName(g.lab); err != nil {
+			if err := labpath.ValidateName(cli.LabName()); err != nil {
 				return err
 			}
 			topo, err := lab.LoadTopology(file)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			var kube *lab.K8sOptions
 			if k8s || ces || k8sKVStore {
 				kube = &lab.K8sOptions{EndpointSlices: ces, KVStoreIdentities: k8sKVStore}
 			}
 			_, err = lab.Up(ctx, lab.UpOptions{
-				Lab: g.lab, Topology: topo, Routing: routing, BinDir: binDir,
+				Lab: cli.LabName(), Topology: topo, Routing: routing, BinDir: binDir,
 				Keep: keep, Log: labLogger(), AgentTimeout: agentTimeout, ReadyTimeout: readyTimeout,
 				K8s: kube,
 			})
 			if err != nil {
-				return fmt.Errorf("lab %s: %w", g.lab, err)
+				return fmt.Errorf("lab %s: %w", cli.LabName(), err)
 			}
 			return printLabStatus(ctx, asJSON)
 		},
@@ -134,8 +129,8 @@ func newLabDownCmd() *cobra.Command {
 			if kubelet {
 				return runRealNode(cmd, "down")
 			}
-			if err := lab.Down(g.lab, labLogger()); err != nil {
-				return fmt.Errorf("lab %s: %w", g.lab, err)
+			if err := lab.Down(cli.LabName(), labLogger()); err != nil {
+				return fmt.Errorf("lab %s: %w", cli.LabName(), err)
 			}
 			return nil
 		},
@@ -151,7 +146,7 @@ func newLabStatusCmd() *cobra.Command {
 		PreRunE: labNeedsRoot,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -161,12 +156,12 @@ func newLabStatusCmd() *cobra.Command {
 }
 
 func printLabStatus(ctx context.Context, asJSON bool) error {
-	r, err := lab.Status(ctx, g.lab)
+	r, err := lab.Status(ctx, cli.LabName())
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		return printJSON(os.Stdout, r)
+		return cli.PrintJSON(os.Stdout, r)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	storeState := "not running"
@@ -190,7 +185,7 @@ func printLabStatus(ctx context.Context, asJSON bool) error {
 		if n.Agent.Message != "" {
 			health += " (" + n.Agent.Message + ")"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", n.Name, dash(n.Zone), strings.Join(n.NodeIPs, ","),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", n.Name, cli.Dash(n.Zone), strings.Join(n.NodeIPs, ","),
 			strings.Join(n.PodCIDRs, ","), n.Agent.PID, health, n.Agent.Endpoints)
 	}
 	fmt.Fprintln(w)
@@ -200,8 +195,8 @@ func printLabStatus(ctx context.Context, asJSON bool) error {
 		for i, pt := range p.Ports {
 			ports[i] = pt.String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Namespace, p.Node, dash(p.IPv4), dash(p.IPv6),
-			dash(strings.Join(ports, ",")), dash(formatLabels(p.Labels)))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Namespace, p.Node, cli.Dash(p.IPv4), cli.Dash(p.IPv6),
+			cli.Dash(strings.Join(ports, ",")), cli.Dash(formatLabels(p.Labels)))
 	}
 	if len(r.Clients) > 0 {
 		fmt.Fprintln(w)
@@ -250,7 +245,7 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
   lumen lab probe frontend '[fd00:10:200:2::3]:80/udp'
   lumen lab probe --matrix --family all -o json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := jsonOutput()
+			asJSON, err := cli.JSONOutput()
 			if err != nil {
 				return err
 			}
@@ -264,7 +259,7 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 			if !matrix && len(args) != 2 {
 				return fmt.Errorf("want FROM TO:PORT/PROTO, or --matrix")
 			}
-			st, err := lab.LoadState(g.lab)
+			st, err := lab.LoadState(cli.LabName())
 			if err != nil {
 				return err
 			}
@@ -295,7 +290,7 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 					}
 				}
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			results := lab.RunProbes(ctx, specs, timeout, parallel)
 			ok := true
@@ -309,7 +304,7 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 				if results == nil {
 					results = []lab.ProbeResult{}
 				}
-				if err := printJSON(os.Stdout, results); err != nil {
+				if err := cli.PrintJSON(os.Stdout, results); err != nil {
 					return err
 				}
 			} else {
@@ -318,7 +313,7 @@ SCTP probes on a kernel without SCTP are reported as unsupported.`,
 				}
 			}
 			if !ok {
-				return ExitError{Code: 1}
+				return cli.ExitError{Code: 1}
 			}
 			return nil
 		},
@@ -357,7 +352,7 @@ func newLabExecCmd() *cobra.Command {
 			if cmd.ArgsLenAtDash() != 1 {
 				return fmt.Errorf("want POD -- CMD [ARGS...]")
 			}
-			st, err := lab.LoadState(g.lab)
+			st, err := lab.LoadState(cli.LabName())
 			if err != nil {
 				return err
 			}
@@ -378,7 +373,7 @@ func newLabExecCmd() *cobra.Command {
 					}
 				}
 				if nsName == "" {
-					return fmt.Errorf("no node %q in lab %q", name, g.lab)
+					return fmt.Errorf("no node %q in lab %q", name, cli.LabName())
 				}
 			} else {
 				return err
@@ -393,7 +388,7 @@ func newLabExecCmd() *cobra.Command {
 			if errors.Is(err, exec.ErrNotFound) {
 				// Like a shell: 127 for a command that does not exist.
 				fmt.Fprintln(os.Stderr, "Error:", err)
-				return ExitError{Code: 127}
+				return cli.ExitError{Code: 127}
 			}
 			return err
 		},
@@ -409,9 +404,9 @@ func newLabRestartAgentCmd() *cobra.Command {
 		Hidden:  true,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
-			p, err := lab.RestartAgent(ctx, g.lab, args[0], timeout, labLogger())
+			p, err := lab.RestartAgent(ctx, cli.LabName(), args[0], timeout, labLogger())
 			if err != nil {
 				return err
 			}
@@ -434,7 +429,7 @@ func newLabKVStoreCmd() *cobra.Command {
 			if dataDir == "" || listen == "" {
 				return fmt.Errorf("--data-dir and --listen are required")
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			return kvstore.Serve(ctx, kvstore.ServerConfig{
 				DataDir:   dataDir,
@@ -467,7 +462,7 @@ func newLabServeCmd() *cobra.Command {
 			if cfg.SCTP, err = lab.ParsePortList(sctp); err != nil {
 				return fmt.Errorf("--sctp: %w", err)
 			}
-			ctx, cancel := signalContext(cmd.Context())
+			ctx, cancel := cli.SignalContext(cmd.Context())
 			defer cancel()
 			return lab.Serve(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 		},
