@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/kinds"
+
 	"k8s.io/client-go/rest"
 
 	"github.com/lumen-net/lumen/internal/bgp"
@@ -115,7 +117,7 @@ func TestOneWatchPerKind(t *testing.T) {
 	}
 
 	const nodeName = "watch-count-node"
-	store := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: nodeName, NodeIP: "10.77.0.1"})
+	store := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: nodeName, NodeIP: "10.77.0.1", Kinds: kinds.Registry()})
 	kinds := slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
 	tables := clusterstate.New(store, kinds, nil)
 	go tables.Run(ctx)
