@@ -46,7 +46,7 @@ type Tables struct {
 
 // NodeTables are the tables the node manager reads.
 func (t *Tables) NodeTables() node.Tables {
-	return node.Tables{Nodes: t.Nodes, Endpoints: t.Endpoints}
+	return node.Tables{Nodes: t.Nodes, Endpoints: t.Endpoints, Pods: t.Pods()}
 }
 
 // New declares the tables of an agent fed from store (nil: the node is

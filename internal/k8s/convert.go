@@ -264,6 +264,7 @@ func ciliumEndpointFor(ep node.Endpoint, nodeIP string, labels identity.Labels) 
 		Identity:   &EndpointIdentity{ID: int64(ep.Identity), Labels: labels.Strings()},
 		Networking: &EndpointNetworking{Addressing: []AddressPair{{IPv4: ep.IPv4, IPv6: ep.IPv6}}, NodeIP: nodeIP},
 		State:      "ready",
+		NamedPorts: namedPortsOut(ep.NamedPorts),
 	}
 	return cep
 }
@@ -297,6 +298,7 @@ func endpointOf(cep *CiliumEndpoint) (node.Endpoint, error) {
 	}
 	ep.Identity = uint32(st.Identity.ID)
 	ep.Labels = podLabels(st.Identity.Labels)
+	ep.NamedPorts = namedPortsIn(st.NamedPorts)
 	if st.Networking != nil {
 		ep.NodeIP = st.Networking.NodeIP
 		if err := addressing(&ep, st.Networking.Addressing); err != nil {
@@ -322,6 +324,35 @@ func addressing(ep *node.Endpoint, pairs []AddressPair) error {
 		}
 	}
 	return nil
+}
+
+// namedPortsOut writes an endpoint's named ports as Cilium's status does.
+func namedPortsOut(ps []node.NamedPort) []NamedPort {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]NamedPort, len(ps))
+	for i, p := range ps {
+		out[i] = NamedPort{Name: p.Name, Port: p.Port, Protocol: p.Protocol}
+	}
+	return out
+}
+
+// namedPortsIn reads Cilium's named ports; nameless or zero ports (written
+// by someone else) cannot be referred to and are left out.
+func namedPortsIn(ps []NamedPort) []node.NamedPort {
+	var out []node.NamedPort
+	for _, p := range ps {
+		if p.Name == "" || p.Port == 0 {
+			continue
+		}
+		proto := strings.ToUpper(p.Protocol)
+		if proto == "" {
+			proto = "TCP"
+		}
+		out = append(out, node.NamedPort{Name: p.Name, Port: p.Port, Protocol: proto})
+	}
+	return out
 }
 
 // podLabels recovers a pod's own labels from its identity's labels.
@@ -369,6 +400,7 @@ func cesKVs(nodeName func(ip string) string) converter {
 				return nil, fmt.Errorf("endpoints[%d].id: out of range: %d", i, ce.IdentityID)
 			}
 			ep.Identity = uint32(ce.IdentityID)
+			ep.NamedPorts = namedPortsIn(ce.NamedPorts)
 			if ce.Networking != nil {
 				ep.NodeIP = ce.Networking.NodeIP
 				if err := addressing(&ep, ce.Networking.Addressing); err != nil {

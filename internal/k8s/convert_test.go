@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,6 +135,54 @@ func TestEndpointRoundTrip(t *testing.T) {
 	u, _ = toUnstructured(cep)
 	if _, err := cepKV(u); err == nil {
 		t.Error("identity 0 accepted")
+	}
+}
+
+// TestEndpointNamedPortsRoundTrip: an endpoint's named ports go into its
+// CiliumEndpoint's status.named-ports (Cilium's field) and come back, from
+// the CiliumEndpoint and from a slice (endpoints[].named-ports), so that
+// other nodes resolve egress named ports without the Pod.
+func TestEndpointNamedPortsRoundTrip(t *testing.T) {
+	ports := []node.NamedPort{{Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "http", Port: 8080, Protocol: "TCP"}}
+	ep := node.Endpoint{Node: "n1", ContainerID: "c1", PodName: "web", Namespace: "shop", IPv4: "10.200.1.2", Identity: 300, NamedPorts: ports}
+	cep := ciliumEndpointFor(ep, "10.99.0.1", nil)
+	u, err := toUnstructured(cep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ := unstructured.NestedSlice(u.Object, "status", "named-ports")
+	if len(got) != 2 || got[0].(map[string]any)["name"] != "dns" || got[0].(map[string]any)["protocol"] != "UDP" {
+		t.Fatalf("status.named-ports = %v", got)
+	}
+	kvs, err := cepKV(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back node.Endpoint
+	if err := json.Unmarshal(kvs[0].Value, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.NamedPorts, ports) {
+		t.Errorf("from the CiliumEndpoint: named ports %+v, want %+v", back.NamedPorts, ports)
+	}
+
+	// In a slice; a port without a protocol is TCP, one without a name
+	// cannot be referred to.
+	ces := &CiliumEndpointSlice{Namespace: "shop", Endpoints: []CoreCiliumEndpoint{{Name: "web", IdentityID: 300,
+		NamedPorts: []NamedPort{{Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "http", Port: 8080}, {Port: 9}}}}}
+	ces.APIVersion, ces.Kind, ces.Name = "cilium.io/v2alpha1", "CiliumEndpointSlice", "ces-1"
+	if u, err = toUnstructured(ces); err != nil {
+		t.Fatal(err)
+	}
+	if kvs, err = cesKVs(func(string) string { return "n1" })(u); err != nil {
+		t.Fatal(err)
+	}
+	back = node.Endpoint{}
+	if err := json.Unmarshal(kvs[0].Value, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.NamedPorts, ports) {
+		t.Errorf("from the slice: named ports %+v, want %+v", back.NamedPorts, ports)
 	}
 }
 

@@ -231,7 +231,7 @@ func (st *State) Kube() (kubernetes.Interface, error) {
 func createPod(ctx context.Context, cs kubernetes.Interface, pod *PodState) error {
 	var ports []corev1.ContainerPort
 	for _, p := range pod.Ports {
-		ports = append(ports, corev1.ContainerPort{ContainerPort: int32(p.Port), Protocol: corev1.Protocol(strings.ToUpper(p.Protocol))})
+		ports = append(ports, corev1.ContainerPort{Name: p.Name, ContainerPort: int32(p.Port), Protocol: corev1.Protocol(strings.ToUpper(p.Protocol))})
 	}
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, Labels: pod.Labels},

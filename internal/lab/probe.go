@@ -147,6 +147,9 @@ func ParseTarget(s string) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("invalid target %q: %w", s, err)
 	}
+	if port.Name != "" {
+		return Target{}, fmt.Errorf("invalid target %q: want a port number, not a name", s)
+	}
 	t := Target{Host: host, Port: port}
 	if strings.HasPrefix(host, "[") {
 		if !strings.HasSuffix(host, "]") {

@@ -22,9 +22,9 @@ func testState() *State {
 			{Name: "n2", NetNS: "lmn-t-n2"},
 		},
 		Pods: []PodState{
-			{Name: "web", Namespace: "shop", Node: "n1", IPv4: "10.200.1.2", IPv6: "fd00:10:200:1::2", Ports: []Port{{80, ProtoTCP}, {80, ProtoUDP}}},
-			{Name: "web", Namespace: "tools", Node: "n2", IPv4: "10.200.2.2", IPv6: "fd00:10:200:2::2", Ports: []Port{{80, ProtoTCP}}},
-			{Name: "db", Namespace: "shop", Node: "n2", IPv4: "10.200.2.3", Ports: []Port{{5432, ProtoTCP}}},
+			{Name: "web", Namespace: "shop", Node: "n1", IPv4: "10.200.1.2", IPv6: "fd00:10:200:1::2", Ports: []Port{{Port: 80, Protocol: ProtoTCP}, {Port: 80, Protocol: ProtoUDP}}},
+			{Name: "web", Namespace: "tools", Node: "n2", IPv4: "10.200.2.2", IPv6: "fd00:10:200:2::2", Ports: []Port{{Port: 80, Protocol: ProtoTCP}}},
+			{Name: "db", Namespace: "shop", Node: "n2", IPv4: "10.200.2.3", Ports: []Port{{Port: 5432, Protocol: ProtoTCP}}},
 		},
 	}
 }
@@ -61,10 +61,10 @@ func TestParseTarget(t *testing.T) {
 		port  Port
 		isPod bool
 	}{
-		{"web:80/tcp", "web", "", Port{80, ProtoTCP}, true},
-		{"shop/web:81/UDP", "shop/web", "", Port{81, ProtoUDP}, true},
-		{"10.200.1.2:80/udp", "10.200.1.2", "10.200.1.2", Port{80, ProtoUDP}, false},
-		{"[fd00::1]:80/sctp", "[fd00::1]", "fd00::1", Port{80, ProtoSCTP}, false},
+		{"web:80/tcp", "web", "", Port{Port: 80, Protocol: ProtoTCP}, true},
+		{"shop/web:81/UDP", "shop/web", "", Port{Port: 81, Protocol: ProtoUDP}, true},
+		{"10.200.1.2:80/udp", "10.200.1.2", "10.200.1.2", Port{Port: 80, Protocol: ProtoUDP}, false},
+		{"[fd00::1]:80/sctp", "[fd00::1]", "fd00::1", Port{Port: 80, Protocol: ProtoSCTP}, false},
 	}
 	for _, c := range cases {
 		got, err := ParseTarget(c.in)
@@ -186,7 +186,7 @@ func TestContainerID(t *testing.T) {
 }
 
 func TestServeConfig(t *testing.T) {
-	c := ServeConfigFor([]Port{{80, ProtoTCP}, {81, ProtoTCP}, {80, ProtoUDP}, {80, ProtoSCTP}})
+	c := ServeConfigFor([]Port{{Port: 80, Protocol: ProtoTCP}, {Port: 81, Protocol: ProtoTCP}, {Port: 80, Protocol: ProtoUDP}, {Port: 80, Protocol: ProtoSCTP}})
 	want := []string{"--tcp", "80,81", "--udp", "80", "--sctp", "80"}
 	if got := c.Args(); !reflect.DeepEqual(got, want) {
 		t.Errorf("args = %q", got)

@@ -64,7 +64,7 @@ func topologyObjects(t *Topology) ([]resource.Object, error) {
 	for _, p := range t.Pods {
 		ports := make([]resource.ContainerPort, 0, len(p.Ports))
 		for _, port := range p.Ports {
-			ports = append(ports, resource.ContainerPort{ContainerPort: int32(port.Port), Protocol: strings.ToUpper(port.Protocol)})
+			ports = append(ports, resource.ContainerPort{Name: port.Name, ContainerPort: int32(port.Port), Protocol: strings.ToUpper(port.Protocol)})
 		}
 		spec, err := json.Marshal(resource.PodSpec{
 			NodeName:   p.Node,

@@ -78,18 +78,25 @@ type Pod struct {
 	Ports     []Port            `json:"ports,omitempty"`
 }
 
-// Port is a port a pod serves, written "80/tcp".
+// Port is a port a pod serves, written "80/tcp", or "http=80/tcp" for a
+// named container port (policies may name it).
 type Port struct {
 	Port     uint16
 	Protocol string
+	Name     string // optional
 }
 
-func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Port, p.Protocol) }
+func (p Port) String() string {
+	if p.Name != "" {
+		return fmt.Sprintf("%s=%d/%s", p.Name, p.Port, p.Protocol)
+	}
+	return fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+}
 
-// MarshalJSON writes the port as "80/tcp".
+// MarshalJSON writes the port as "80/tcp" ("http=80/tcp").
 func (p Port) MarshalJSON() ([]byte, error) { return json.Marshal(p.String()) }
 
-// UnmarshalJSON reads "80/tcp".
+// UnmarshalJSON reads "80/tcp" ("http=80/tcp").
 func (p *Port) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -103,9 +110,20 @@ func (p *Port) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ParsePort parses "PORT/PROTO" with PROTO one of tcp, udp, sctp.
+// portName is a container port name as Kubernetes accepts it
+// (IANA_SVC_NAME): up to 15 lowercase letters, digits and inner dashes,
+// with at least one letter and no "--".
+var portName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$`)
+
+// ParsePort parses "[NAME=]PORT/PROTO" with PROTO one of tcp, udp, sctp.
 func ParsePort(s string) (Port, error) {
-	num, proto, ok := strings.Cut(s, "/")
+	name, rest, named := strings.Cut(s, "=")
+	if !named {
+		name, rest = "", s
+	} else if !portName.MatchString(name) || strings.Contains(name, "--") || !strings.ContainsAny(name, "abcdefghijklmnopqrstuvwxyz") {
+		return Port{}, fmt.Errorf("invalid port %q: name %q must be up to 15 lowercase letters, digits and inner dashes, with a letter", s, name)
+	}
+	num, proto, ok := strings.Cut(rest, "/")
 	if !ok {
 		return Port{}, fmt.Errorf("invalid port %q: want PORT/PROTO, e.g. 80/tcp", s)
 	}
@@ -119,7 +137,7 @@ func ParsePort(s string) (Port, error) {
 	default:
 		return Port{}, fmt.Errorf("invalid port %q: protocol must be tcp, udp or sctp", s)
 	}
-	return Port{Port: uint16(n), Protocol: proto}, nil
+	return Port{Name: name, Port: uint16(n), Protocol: proto}, nil
 }
 
 // TopologyError lists every problem found in a topology.
@@ -479,12 +497,16 @@ func (t *Topology) validateNodesAndPods() []*fielderr.Error {
 				fail(p+".labels."+k, "%s", msg)
 			}
 		}
-		seen := map[Port]int{}
+		seen, names := map[Port]int{}, map[string]int{}
 		for j, port := range pod.Ports {
-			if k, dup := seen[port]; dup {
+			if k, dup := seen[Port{Port: port.Port, Protocol: port.Protocol}]; dup {
 				fail(fmt.Sprintf("%s.ports[%d]", p, j), "duplicate port %q (also ports[%d])", port.String(), k)
 			}
-			seen[port] = j
+			seen[Port{Port: port.Port, Protocol: port.Protocol}] = j
+			if k, dup := names[port.Name]; dup && port.Name != "" {
+				fail(fmt.Sprintf("%s.ports[%d]", p, j), "duplicate port name %q (also ports[%d])", port.Name, k)
+			}
+			names[port.Name] = j
 		}
 	}
 	return errs

@@ -41,7 +41,7 @@ func TestParseTopology(t *testing.T) {
 		t.Fatalf("pods = %+v", topo.Pods)
 	}
 	web := topo.Pods[0]
-	want := []Port{{80, ProtoTCP}, {81, ProtoTCP}, {80, ProtoUDP}, {80, ProtoSCTP}}
+	want := []Port{{Port: 80, Protocol: ProtoTCP}, {Port: 81, Protocol: ProtoTCP}, {Port: 80, Protocol: ProtoUDP}, {Port: 80, Protocol: ProtoSCTP}}
 	if len(web.Ports) != len(want) {
 		t.Fatalf("ports = %v", web.Ports)
 	}
@@ -96,6 +96,14 @@ pods: [{name: a, node: n1, ports: [80]}]`, []string{`pods[0].ports[0]: invalid p
 		{"duplicate port", `
 nodes: [{name: n1}]
 pods: [{name: a, node: n1, ports: ["80/tcp", "80/TCP"]}]`, []string{`pods[0].ports[1]: duplicate port "80/tcp"`}},
+		{"named ports", `
+nodes: [{name: n1}]
+pods: [{name: a, node: n1, ports: ["web=80/tcp", "web=81/tcp", "api=80/tcp"]}]`, []string{
+			`pods[0].ports[1]: duplicate port name "web"`, `pods[0].ports[2]: duplicate port "api=80/tcp"`}},
+		{"bad port names", `
+nodes: [{name: n1}]
+pods: [{name: a, node: n1, ports: ["Web=82/tcp", "1=83/tcp"]}]`, []string{
+			`pods[0].ports[0]: invalid port "Web=82/tcp": name "Web"`, `pods[0].ports[1]: invalid port "1=83/tcp": name "1"`}},
 		{"no nodes", `pods: []`, []string{`nodes: at least one node is required`}},
 		{"empty", ``, []string{`topology: is empty`}},
 		{"not a mapping", `[1, 2]`, []string{`topology: must be a mapping`}},
@@ -186,7 +194,7 @@ func TestLoadTopologyExample(t *testing.T) {
 }
 
 func TestPortJSON(t *testing.T) {
-	b, err := json.Marshal([]Port{{80, ProtoTCP}, {53, ProtoUDP}})
+	b, err := json.Marshal([]Port{{Port: 80, Protocol: ProtoTCP}, {Port: 53, Protocol: ProtoUDP}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +202,7 @@ func TestPortJSON(t *testing.T) {
 		t.Errorf("marshal = %s", b)
 	}
 	var ps []Port
-	if err := json.Unmarshal(b, &ps); err != nil || len(ps) != 2 || ps[1] != (Port{53, ProtoUDP}) {
+	if err := json.Unmarshal(b, &ps); err != nil || len(ps) != 2 || ps[1] != (Port{Port: 53, Protocol: ProtoUDP}) {
 		t.Errorf("unmarshal = %v, %v", ps, err)
 	}
 	if err := json.Unmarshal([]byte(`["1/icmp"]`), &ps); err == nil {

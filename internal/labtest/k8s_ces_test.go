@@ -72,6 +72,14 @@ func TestKubernetesLabCES(t *testing.T) {
 		}
 		return "frontend " + frontendIP + " missing from n2's ipcache"
 	})
+	// An egress named port resolves on the destination's node: cart (n1)
+	// does not watch catalog's Pod (n2), its slice carries the port.
+	kubectl(t, name, cartEgressAdminPolicy, "apply", "-f", "-")
+	waitReach(t, name, "shop/cart", "catalog:80/tcp", false)
+	waitReach(t, name, "shop/cart", "catalog:81/tcp", true)
+	kubectl(t, name, "", "delete", "cnp", "-n", "shop", "cart-to-catalog-admin")
+	waitReach(t, name, "shop/cart", "catalog:80/tcp", true)
+
 	kubectl(t, name, k8sCatalogPolicy, "apply", "-f", "-")
 	checkPolicy(t, name, true)
 	if probe(t, name, "shop/cart", "catalog:80/tcp") {
@@ -85,3 +93,15 @@ func listEndpoints(t *testing.T, labName, node string) []api.Endpoint {
 	decode(t, mustLumen(t, labName, "--node", node, "endpoint", "list", "-o", "json"), &eps)
 	return eps
 }
+
+// cartEgressAdminPolicy lets cart reach catalog's port named admin (81/tcp
+// in the example topology) and nothing else.
+const cartEgressAdminPolicy = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cart-to-catalog-admin, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: cart}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: catalog}}]
+    toPorts: [{ports: [{port: admin, protocol: TCP}]}]
+`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/lumen-net/lumen/internal/api"
@@ -50,7 +51,8 @@ func (m *Manager) unannounced() []api.Endpoint {
 // CiliumEndpointSlice, keyed by pod) as the same pod of this node.
 func (m *Manager) storeHas(want Endpoint) bool {
 	same := func(have Endpoint) bool {
-		return have.IPv4 == want.IPv4 && have.IPv6 == want.IPv6 && have.Identity == want.Identity
+		return have.IPv4 == want.IPv4 && have.IPv6 == want.IPv6 && have.Identity == want.Identity &&
+			slices.Equal(have.NamedPorts, want.NamedPorts)
 	}
 	if have, ok := m.eps.Get(m.endpointKey(want.ContainerID)); ok {
 		return same(have) && have.Node == want.Node
@@ -106,6 +108,7 @@ func (m *Manager) announcement(ep api.Endpoint) Endpoint {
 	return Endpoint{
 		Node: m.local.Name, ContainerID: ep.ContainerID, PodName: ep.PodName, Namespace: ep.Namespace,
 		IPv4: ep.IPv4, IPv6: ep.IPv6, Identity: ep.Identity, Labels: ep.Labels,
+		NamedPorts: m.localNamedPorts(ep.Namespace, ep.PodName),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/reconcile"
+	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
 )
 
@@ -60,6 +61,10 @@ type Endpoint struct {
 	// NodeIP is the node's address when only that is known (Kubernetes
 	// CiliumEndpointSlices); Node may then be empty.
 	NodeIP string `json:"nodeIP,omitempty"`
+	// NamedPorts are the pod's named container ports: egress rules naming
+	// a port resolve it on the destination, which may run on another node
+	// (whose Pod this node does not watch).
+	NamedPorts []NamedPort `json:"namedPorts,omitempty"`
 }
 
 // Route is a route to another node's pod CIDR (native routing).
@@ -93,6 +98,7 @@ type Manager struct {
 	// too), as the store holds them.
 	nodes *state.Table[Node]
 	eps   *state.Table[Endpoint]
+	pods  *state.Table[*resource.Object] // nil: announcements carry no named ports
 	loop  *reconcile.Loop
 
 	mu        sync.Mutex
@@ -124,7 +130,7 @@ func New(local Node, store kvstore.Store, tables Tables, ipc IPCache, nw Network
 	}
 	m := &Manager{
 		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
-		nodes: tables.Nodes, eps: tables.Endpoints,
+		nodes: tables.Nodes, eps: tables.Endpoints, pods: tables.Pods,
 		changed: make(chan struct{}, 1), pending: map[string]error{},
 	}
 	// Nothing is reconciled before both tables listed the store, so that
@@ -222,10 +228,21 @@ func (m *Manager) Run(ctx context.Context) {
 		return
 	}
 	nodes, eps := m.nodes.Subscribe(), m.eps.Subscribe()
+	// A pod's named ports are announced with its endpoint: a Pod that
+	// arrives after its endpoint, or changes, is announced again.
+	var podsChanged <-chan struct{}
+	if m.pods != nil {
+		podsChanged = m.pods.Changed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-podsChanged:
+			if m.eps.IsSynced() {
+				m.republish(ctx)
+			}
+			continue
 		case <-nodes.Changed():
 			// Announced at every listing: a store that lost its data
 			// learns the node again.

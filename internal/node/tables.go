@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
 )
 
@@ -16,12 +17,17 @@ const (
 	ByNode = "node"
 	// ByPod finds endpoints by "namespace/pod".
 	ByPod = "pod"
+	// ByNamedPort finds endpoints by the name of one of their ports.
+	ByNamedPort = "namedport"
 )
 
 // Tables are the state tables the manager reads.
 type Tables struct {
 	Nodes     *state.Table[Node]
 	Endpoints *state.Table[Endpoint]
+	// Pods (optional) are this node's Pods: their named ports go into
+	// the endpoints' announcements.
+	Pods *state.Table[*resource.Object]
 }
 
 // NodesSpec is the table of nodes announced under NodesPrefix.
@@ -48,6 +54,13 @@ func EndpointsSpec() state.Spec[Endpoint] {
 				return nil
 			}
 			return []string{e.Namespace + "/" + e.PodName}
+		},
+		ByNamedPort: func(e Endpoint) []string {
+			out := make([]string, 0, len(e.NamedPorts))
+			for _, p := range e.NamedPorts {
+				out = append(out, p.Name)
+			}
+			return out
 		},
 	}}
 }

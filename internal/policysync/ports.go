@@ -54,27 +54,48 @@ func podPorts(obj *resource.Object, names []string) map[string]policy.PortProto 
 	return out
 }
 
-// namedPorts prepares the named ports of this pass.
+// namedPorts prepares the named ports of this pass. A peer's ports come
+// from its endpoint's announcement (which carries them, as Cilium's
+// CiliumEndpoint does: in Kubernetes mode the Pods table holds only this
+// node's Pods) and, for announcements without them (agents that predate
+// them), from its Pod when this node has it.
 func (s *Syncer) namedPorts() portSet {
 	out := portSet{pods: s.pods, peers: map[uint32]map[string][]policy.PortProto{}}
-	if s.pods == nil || s.endpoints == nil {
+	if s.endpoints == nil {
 		return out
 	}
-	names := s.egressPortNames()
-	for _, name := range names {
+	add := func(id uint32, name string, pp policy.PortProto) {
+		m := out.peers[id]
+		if m == nil {
+			m = map[string][]policy.PortProto{}
+			out.peers[id] = m
+		}
+		if !slices.Contains(m[name], pp) {
+			m[name] = append(m[name], pp)
+		}
+	}
+	for _, name := range s.egressPortNames() {
+		for _, ep := range s.endpoints.Index(node.ByNamedPort, name) {
+			if ep.Identity == 0 {
+				continue
+			}
+			for _, np := range ep.NamedPorts {
+				if np.Name == name {
+					add(ep.Identity, name, policy.PortProto{Port: np.Port, Proto: protoNumber(np.Protocol)})
+				}
+			}
+		}
+		if s.pods == nil {
+			continue
+		}
 		for _, obj := range s.pods.Index(clusterstate.ByNamedPort, name) {
-			ports := podPorts(obj, []string{name})
+			pp, ok := podPorts(obj, []string{name})[name]
+			if !ok {
+				continue
+			}
 			for _, ep := range s.endpoints.Index(node.ByPod, obj.Metadata.Namespace+"/"+obj.Metadata.Name) {
-				if ep.Identity == 0 {
-					continue
-				}
-				m := out.peers[ep.Identity]
-				if m == nil {
-					m = map[string][]policy.PortProto{}
-					out.peers[ep.Identity] = m
-				}
-				if pp, ok := ports[name]; ok && !slices.Contains(m[name], pp) {
-					m[name] = append(m[name], pp)
+				if ep.Identity != 0 && len(ep.NamedPorts) == 0 {
+					add(ep.Identity, name, pp)
 				}
 			}
 		}

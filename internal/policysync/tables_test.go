@@ -18,6 +18,7 @@ import (
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/identity"
+	"github.com/lumen-net/lumen/internal/ipproto"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	"github.com/lumen-net/lumen/internal/node"
@@ -301,6 +302,41 @@ func TestNamedPorts(t *testing.T) {
 	if n := f.store.lists.Load() - lists; n != 0 {
 		t.Errorf("%d store LISTs resolving named ports, want 0", n)
 	}
+}
+
+// TestRemoteNamedPorts: an egress named port resolves on a destination on
+// another node whose Pod this node does not hold (Kubernetes mode watches
+// this node's Pods only) from the named ports its endpoint announces, and
+// follows the announcement.
+func TestRemoteNamedPorts(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	web, db := f.identity(map[string]string{"app": "web"}), f.identity(map[string]string{"app": "db"})
+	f.put(resource.Key("Pod", "shop", "web"), pod("web", map[string]string{"app": "web"}))
+	remote := node.Endpoint{Node: "n2", ContainerID: "cdb", Namespace: "shop", PodName: "db", IPv4: "10.0.2.5", Identity: db,
+		NamedPorts: []node.NamedPort{{Name: "pg", Port: 5432, Protocol: "TCP"}, {Name: "dns", Port: 53, Protocol: "UDP"}}}
+	f.put(node.EndpointsPrefix+"n2/cdb", remote)
+	f.putRaw(resource.Key("CiliumNetworkPolicy", "shop", "web"), cnp("web", `{"endpointSelector":{"matchLabels":{"app":"web"}},
+"egress":[{"toEndpoints":[{"matchLabels":{"app":"db"}}],"toPorts":[{"ports":[{"port":"pg","protocol":"TCP"},{"port":"dns","protocol":"UDP"}]}]}]}`))
+	f.realize(api.Endpoint{ID: 5, ContainerID: "c5", Namespace: "shop", PodName: "web", Identity: web})
+	f.until(func() error {
+		e := f.pm.get(5)
+		udp := slices.ContainsFunc(e, func(x datapath.PolicyEntry) bool {
+			return x.Identity == db && x.Egress && x.Port == 53 && x.Proto == ipproto.UDP
+		})
+		if !hasEntry(e, db, true, 5432) || !udp {
+			return fmt.Errorf("entries %+v", e)
+		}
+		return nil
+	})
+	remote.NamedPorts = []node.NamedPort{{Name: "pg", Port: 6432, Protocol: "TCP"}}
+	f.put(node.EndpointsPrefix+"n2/cdb", remote)
+	f.until(func() error {
+		e := f.pm.get(5)
+		if !hasEntry(e, db, true, 6432) || hasEntry(e, db, true, 5432) || hasEntry(e, db, true, 53) {
+			return fmt.Errorf("entries %+v after the announcement changed", e)
+		}
+		return nil
+	})
 }
 
 // TestUnparsablePolicyFailsClosed: a policy with a part Lumen cannot
