@@ -1,4 +1,4 @@
-package main
+package labelwatch
 
 import (
 	"context"
@@ -203,7 +203,7 @@ func TestLabelSync(t *testing.T) {
 		api.Endpoint{ID: 3, ContainerID: "cx", Identity: 5},                                                       // no pod: never touched
 		api.Endpoint{ID: 4, ContainerID: "cg", PodName: "ghost", Namespace: "shop", Identity: webID, Labels: web}, // not in the store
 	)
-	w := newLabelWatcher(nil, alloc, eps, quiet)
+	w := New(nil, alloc, eps, quiet)
 	st := newLabelState()
 	st.apply(kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}, quiet)
 	st.apply(kindNamespace, kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", nil)}}, quiet)
@@ -314,10 +314,10 @@ func TestLabelWatcherRun(t *testing.T) {
 	store := &chanStore{chans: map[string]chan kvstore.Update{
 		resource.KindPrefix("Pod"): make(chan kvstore.Update), resource.KindPrefix("Namespace"): make(chan kvstore.Update),
 	}}
-	w := newLabelWatcher(store, alloc, eps, quiet)
+	w := New(store, alloc, eps, quiet)
 	w.settle = time.Millisecond
 	done := make(chan struct{})
-	go func() { w.run(ctx); close(done) }()
+	go func() { _ = w.Run(ctx); close(done) }()
 
 	next := func(what string) {
 		t.Helper()

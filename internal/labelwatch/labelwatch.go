@@ -1,4 +1,6 @@
-package main
+// Package labelwatch follows pod and namespace label changes and moves
+// local endpoints to the identity of their new label set.
+package labelwatch
 
 import (
 	"context"
@@ -15,7 +17,7 @@ import (
 )
 
 // Label changes: an endpoint's identity comes from its pod's labels and its
-// namespace's labels (identities.resolve). When either changes later
+// namespace's labels (podidentity.Resolver). When either changes later
 // (`kubectl label pod`, `lumen apply` of the Pod or Namespace), the agent
 // allocates the new label set's identity and moves the endpoint to it, as
 // Cilium does: its policy, endpoint map entry, persisted state and
@@ -41,9 +43,9 @@ type endpointUpdater interface {
 	UpdateIdentity(ctx context.Context, containerID string, id uint32, labels map[string]string) (api.Endpoint, error)
 }
 
-// labelWatcher follows Pods and Namespaces in the store and re-resolves the
+// Watcher follows Pods and Namespaces in the store and re-resolves the
 // identity of local endpoints whose label set changed.
-type labelWatcher struct {
+type Watcher struct {
 	store  kvstore.Store
 	alloc  labelAllocator
 	eps    endpointUpdater
@@ -52,15 +54,16 @@ type labelWatcher struct {
 	retry  time.Duration
 }
 
-func newLabelWatcher(store kvstore.Store, alloc labelAllocator, eps endpointUpdater, log *slog.Logger) *labelWatcher {
-	return &labelWatcher{store: store, alloc: alloc, eps: eps, log: log.With("subsys", "labels"), settle: labelSettle, retry: labelRetry}
+// New returns a watcher; store may be nil (labels never change).
+func New(store kvstore.Store, alloc labelAllocator, eps endpointUpdater, log *slog.Logger) *Watcher {
+	return &Watcher{store: store, alloc: alloc, eps: eps, log: log.With("subsys", "labels"), settle: labelSettle, retry: labelRetry}
 }
 
-// run follows the store until ctx ends. Without a store labels come from
+// Run follows the store until ctx ends. Without a store labels come from
 // CNI requests only and never change.
-func (w *labelWatcher) run(ctx context.Context) {
+func (w *Watcher) Run(ctx context.Context) error {
 	if w.store == nil {
-		return
+		return nil
 	}
 	podCh := w.store.ListAndWatch(ctx, resource.KindPrefix("Pod"))
 	nsCh := w.store.ListAndWatch(ctx, resource.KindPrefix("Namespace"))
@@ -78,7 +81,7 @@ func (w *labelWatcher) run(ctx context.Context) {
 	for podCh != nil || nsCh != nil {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case u, ok := <-podCh:
 			if !ok {
 				podCh = nil
@@ -105,12 +108,13 @@ func (w *labelWatcher) run(ctx context.Context) {
 			}
 		}
 	}
+	return nil
 }
 
 // sync moves every local endpoint touched by the changes since the last
 // pass whose label set differs from its identity's. It reports whether
 // every update succeeded; failed endpoints stay pending.
-func (w *labelWatcher) sync(ctx context.Context, st *labelState) bool {
+func (w *Watcher) sync(ctx context.Context, st *labelState) bool {
 	failed := map[string]bool{}
 	for _, ep := range w.eps.List() {
 		if ep.PodName == "" {
@@ -286,7 +290,7 @@ func (s *labelState) clean(keep map[string]bool) {
 }
 
 // desired returns a pod's labels and security label set, computed as
-// identities.resolve does: a namespace missing from the store has just the
+// podidentity.Resolver does: a namespace missing from the store has just the
 // label the API server would give it.
 func (s *labelState) desired(namespace, pod string) (map[string]string, identity.Labels, bool) {
 	podLabels, ok := s.pods[namespace+"/"+pod]
