@@ -8,16 +8,20 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 
 	"github.com/vishvananda/netns"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/bgp"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/devices"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/ipam"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/lbsync"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/podidentity"
 	"github.com/lumen-net/lumen/internal/policysync"
@@ -40,6 +44,9 @@ type agent struct {
 	store    kvstore.Store    // nil: a node alone
 	storeMon *kvstore.Monitor // etcd answering (nil: no etcd)
 	kube     *k8s.Store       // nil: not Kubernetes mode
+	// tables are what the agent reads of the cluster, one watch per kind,
+	// shared by every subsystem that reads it.
+	tables *clusterstate.Tables
 
 	pods      *ipam.IPAM
 	ids       *podidentity.Resolver
@@ -149,7 +156,14 @@ func (a *agent) connectStore(ctx context.Context) error {
 			return err
 		}
 	}
+	a.tables = clusterstate.New(a.store, agentKinds(), a.log)
+	a.run(runFunc(func(ctx context.Context) error { a.tables.Run(ctx); return nil }))
 	return nil
+}
+
+// agentKinds are the resource kinds the agent's controllers read.
+func agentKinds() []string {
+	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
 }
 
 // restoreEndpoints builds IPAM, identities, the node manager and the
@@ -167,7 +181,7 @@ func (a *agent) restoreEndpoints(ctx context.Context, policy *policyOf) error {
 	}
 	local := node.Node{Name: cfg.NodeName, Zone: cfg.Zone, PodCIDRv4: prefixString(cfg.v4), PodCIDRv6: prefixString(cfg.v6),
 		IPv4: addrString(a.nodeIPv4), IPv6: addrString(a.nodeIPv6), Labels: hostLabels(cfg)}
-	a.nodes = node.New(local, a.store, a.dp, a.nw, cfg.Routing == "vxlan", a.log)
+	a.nodes = node.New(local, a.store, a.tables.NodeTables(), a.dp, a.nw, cfg.Routing == "vxlan", a.log)
 	// Policy map, adopted as the previous agent left it: nothing is flushed
 	// until the policies are known again.
 	if a.policyMap, err = a.dp.Policy(); err != nil {

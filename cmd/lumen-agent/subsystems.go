@@ -17,6 +17,7 @@ import (
 	"github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/policysync"
+	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/status"
 )
 
@@ -102,6 +103,9 @@ func (a *agent) observe(started time.Time, policies *policysync.Syncer, services
 	devs *deviceattach.Attacher, sockLB api.SubsystemStatus) (*status.Aggregator, error) {
 	cfg := a.cfg
 	reg := metrics.New(a.dp.Counters, func() int { return len(a.eps.List()) })
+	if err := reg.Register(append(reconcile.DefaultMetrics.Collectors(), a.tables.Collector())...); err != nil {
+		return nil, err
+	}
 	if err := registerPolicyMetrics(reg, policies); err != nil {
 		return nil, err
 	}

@@ -358,3 +358,15 @@ func isLocal(lbls Labels) bool {
 	}
 	return false
 }
+
+// Entry is one cluster identity as stored under IDsPrefix.
+type Entry struct {
+	ID     ID
+	Labels Labels
+}
+
+// DecodeEntry decodes a stored identity (a state table's rows).
+func DecodeEntry(kv kvstore.KV) (Entry, error) {
+	id, ls, err := parseIDEntry(kv)
+	return Entry{ID: id, Labels: ls}, err
+}

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lumen-net/lumen/internal/hubble/peer"
@@ -29,6 +28,7 @@ const (
 	fieldManager     = "lumen-agent"
 	peerFieldManager = "lumen-agent-hubble"
 	labelsIndex      = "labels"
+	ipIndex          = "ip"
 )
 
 // StoreOptions configure the Kubernetes store of one agent.
@@ -55,10 +55,8 @@ type Store struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	localIP string // this node's address, for its CiliumEndpoints
-	idInf   cache.SharedIndexInformer
-	nodeInf cache.SharedIndexInformer
-	bgCtx   context.Context
+	localIP string     // this node's address, for its CiliumEndpoints
+	inf     *informers // one per resource kind, shared by every reader
 
 	reporter *policyReporter // conditions and events on policies Lumen cannot fully enforce
 }
@@ -70,7 +68,10 @@ func NewStore(ctx context.Context, c *Clients, opts StoreOptions) *Store {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), bgCtx: ctx, localIP: opts.NodeIP}
+	s := &Store{c: c, opts: opts, log: opts.Log.With("subsys", "k8s"), localIP: opts.NodeIP}
+	if c != nil && c.Dynamic != nil {
+		s.inf = newInformers(ctx, c.Dynamic)
+	}
 	if c != nil && c.Core != nil && c.Dynamic != nil {
 		s.reporter = newPolicyReporter(ctx, c, s.log)
 	}
@@ -86,7 +87,7 @@ func (s *Store) ListAndWatch(ctx context.Context, prefix string) <-chan kvstore.
 		close(ch)
 		return ch
 	}
-	return stream(ctx, s.c.Dynamic, spec, s.log)
+	return stream(ctx, s.inf.get(spec), spec, s.log)
 }
 
 func (s *Store) watchSpec(prefix string) (watchSpec, error) {
@@ -103,7 +104,7 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 		if kind.Kind == "Pod" && s.opts.NodeName != "" {
 			// Like Cilium, an agent follows only its own node's pods: other
 			// nodes' endpoints come as CiliumEndpoints (or slices).
-			spec.tweak = func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + s.opts.NodeName }
+			spec.fieldSelector = "spec.nodeName=" + s.opts.NodeName
 		}
 		return spec, nil
 	case prefix == node.NodesPrefix:
@@ -496,42 +497,23 @@ func (s *Store) CreateAll(ctx context.Context, kvs ...kvstore.KV) (bool, []kvsto
 	return true, nil, nil
 }
 
-// identities starts (once) an informer of CiliumIdentities indexed by
-// label set and waits until it has synced.
+// identities returns the shared informer of CiliumIdentities (indexed by
+// label set) once it has synced.
 func (s *Store) identities(ctx context.Context) (cache.SharedIndexInformer, error) {
-	inf := s.informer(&s.idInf, CiliumIdentities, labelsIndex, func(u *unstructured.Unstructured) []string {
-		_, ls, err := identityOf(u)
-		if err != nil {
-			return nil
-		}
-		return []string{ls.String()}
-	})
+	inf := s.inf.get(watchSpec{gvr: CiliumIdentities})
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return nil, fmt.Errorf("waiting for CiliumIdentities: %w", ctx.Err())
 	}
 	return inf, nil
 }
 
-// informer starts (once) the informer kept in *slot: every object of gvr,
-// indexed by index. It runs until the store's context ends.
-func (s *Store) informer(slot *cache.SharedIndexInformer, gvr schema.GroupVersionResource, index string, keys func(*unstructured.Unstructured) []string) cache.SharedIndexInformer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if *slot == nil {
-		*slot = dynamicinformer.NewFilteredDynamicInformer(s.c.Dynamic, gvr, "", 0, cache.Indexers{
-			index: func(obj any) ([]string, error) { return keys(obj.(*unstructured.Unstructured)), nil },
-		}, nil).Informer()
-		go (*slot).RunWithContext(s.bgCtx)
-	}
-	return *slot
-}
-
 // identityLabels returns the labels of a known identity, nil if unknown.
 func (s *Store) identityLabels(id identity.ID) identity.Labels {
-	s.mu.Lock()
-	inf := s.idInf
-	s.mu.Unlock()
-	if inf == nil || !inf.HasSynced() {
+	if s.inf == nil {
+		return nil
+	}
+	inf := s.inf.get(watchSpec{gvr: CiliumIdentities})
+	if !inf.HasSynced() {
 		return nil
 	}
 	o, ok, _ := inf.GetIndexer().GetByKey(strconv.FormatUint(uint64(id), 10))
@@ -547,18 +529,8 @@ func (s *Store) identityLabels(id identity.ID) identity.Labels {
 
 // nodeNameOf maps a node address to the node's name ("" when unknown).
 func (s *Store) nodeNameOf(ip string) string {
-	inf := s.informer(&s.nodeInf, CiliumNodes, "ip", func(u *unstructured.Unstructured) []string {
-		var cn CiliumNode
-		if err := fromUnstructured(u, &cn); err != nil {
-			return nil
-		}
-		var ips []string
-		for _, a := range cn.Spec.Addresses {
-			ips = append(ips, a.IP)
-		}
-		return ips
-	})
-	objs, _ := inf.GetIndexer().ByIndex("ip", ip)
+	inf := s.inf.get(watchSpec{gvr: CiliumNodes})
+	objs, _ := inf.GetIndexer().ByIndex(ipIndex, ip)
 	if len(objs) == 0 {
 		return ""
 	}

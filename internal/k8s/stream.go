@@ -8,8 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
@@ -23,33 +21,38 @@ type converter func(obj *unstructured.Unstructured) ([]kvstore.KV, error)
 
 // watchSpec says what one ListAndWatch follows.
 type watchSpec struct {
-	gvr       schema.GroupVersionResource
-	namespace string
-	tweak     dynamicinformer.TweakListOptionsFunc
-	convert   converter
+	gvr           schema.GroupVersionResource
+	namespace     string
+	fieldSelector string
+	convert       converter
 }
 
-// stream runs an informer for spec and delivers its entries as kvstore
-// updates: one Resync listing once the informer has synced, then events.
-// When the API server comes back after an outage the informer relists and
-// the differences arrive as events, so consumers converge without a flush.
-func stream(ctx context.Context, dyn dynamic.Interface, spec watchSpec, log *slog.Logger) <-chan kvstore.Update {
+// stream follows spec's shared informer and delivers its entries as
+// kvstore updates: one Resync listing once the informer has synced (for
+// this handler), then events. When the API server comes back after an
+// outage the informer relists and the differences arrive as events, so
+// consumers converge without a flush.
+func stream(ctx context.Context, inf cache.SharedIndexInformer, spec watchSpec, log *slog.Logger) <-chan kvstore.Update {
 	out := make(chan kvstore.Update)
 	st := &streamState{
 		vals: map[string][]byte{}, keysOf: map[string][]string{}, owner: map[string]string{},
 		kick: make(chan struct{}, 1), log: log.With("resource", spec.gvr.Resource),
 		convert: spec.convert,
 	}
-	inf := dynamicinformer.NewFilteredDynamicInformer(dyn, spec.gvr, spec.namespace, 0, cache.Indexers{}, spec.tweak).Informer()
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { st.upsert(obj) },
 		UpdateFunc: func(_, obj any) { st.upsert(obj) },
 		DeleteFunc: func(obj any) { st.remove(obj) },
 	})
-	go inf.RunWithContext(ctx)
+	if err != nil { // the informer stopped: the store's context ended
+		st.log.Error("cannot follow the Kubernetes API", "err", err)
+		close(out)
+		return out
+	}
 	go func() {
 		defer close(out)
-		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		defer func() { _ = inf.RemoveEventHandler(reg) }()
+		if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 			return
 		}
 		st.mu.Lock()

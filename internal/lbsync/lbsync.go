@@ -142,6 +142,9 @@ type computed struct {
 
 var kinds = []string{"Service", "EndpointSlice", "Pod"}
 
+// Kinds are the resource kinds lbsync reads.
+var Kinds = append([]string(nil), kinds...)
+
 // nodesListed is the synced flag of the node manager's first listing.
 const nodesListed = "nodes"
 

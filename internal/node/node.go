@@ -6,8 +6,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -20,6 +18,8 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/reconcile"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Store key prefixes.
@@ -88,21 +88,19 @@ type Manager struct {
 	net    Network
 	tunnel bool
 	log    *slog.Logger
+	// nodes and eps are the cluster's nodes and endpoints (this node's
+	// too), as the store holds them.
+	nodes *state.Table[Node]
+	eps   *state.Table[Endpoint]
+	loop  *reconcile.Loop
 
 	mu        sync.Mutex
-	nodes     map[string]Node
-	endpoints map[string]Endpoint // by store key
-	synced    bool
-	// listedNodes and listedEndpoints: the store was listed once. Until
-	// both, nothing is reconciled, so that a restarted agent does not
-	// flush the routes, neighbours and ipcache entries it inherited.
-	listedNodes, listedEndpoints bool
-	lastErr                      error
-	kick                         chan struct{}
-	extra                        map[netip.Prefix]uint32
-	overrides                    map[netip.Prefix]uint32
-	changed                      chan struct{}
-	subs                         []chan struct{}
+	synced    bool  // the local node was announced
+	lastErr   error // of the last announcement
+	extra     map[netip.Prefix]uint32
+	overrides map[netip.Prefix]uint32
+	changed   chan struct{}
+	subs      []chan struct{}
 	// localEndpoints returns this node's endpoints, which every listing
 	// of the store re-publishes where the store lacks them.
 	localEndpoints func() []api.Endpoint
@@ -117,13 +115,25 @@ func (m *Manager) SetLocalEndpoints(f func() []api.Endpoint) {
 	m.mu.Unlock()
 }
 
-// New returns a manager; store may be nil.
-func New(local Node, store kvstore.Store, ipc IPCache, nw Network, tunnel bool, log *slog.Logger) *Manager {
-	return &Manager{
+// New returns a manager. store may be nil (the node is alone: tables are
+// then ignored); otherwise tables are fed from it (state.Tables.Run).
+func New(local Node, store kvstore.Store, tables Tables, ipc IPCache, nw Network, tunnel bool, log *slog.Logger) *Manager {
+	if store == nil || tables.Nodes == nil || tables.Endpoints == nil {
+		tables = staticTables()
+	}
+	m := &Manager{
 		local: local, store: store, ipc: ipc, net: nw, tunnel: tunnel, log: log,
-		nodes: map[string]Node{}, endpoints: map[string]Endpoint{}, kick: make(chan struct{}, 1),
+		nodes: tables.Nodes, eps: tables.Endpoints,
 		changed: make(chan struct{}, 1), pending: map[string]error{},
 	}
+	// Nothing is reconciled before both tables listed the store, so that
+	// a restarted agent does not flush the routes, neighbours and ipcache
+	// entries it inherited.
+	m.loop = reconcile.New(reconcile.Config{
+		Name: "nodes", Inputs: []reconcile.Input{m.nodes, m.eps}, Reconcile: m.reconcile,
+		MaxBackoff: 3 * time.Second, Log: log,
+	})
+	return m
 }
 
 // Local returns the local node.
@@ -131,11 +141,9 @@ func (m *Manager) Local() Node { return m.local }
 
 // Nodes returns every known node, the local one included.
 func (m *Manager) Nodes() []Node {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	out := []Node{m.local}
-	for name, n := range m.nodes {
-		if name != m.local.Name {
+	for _, n := range m.nodes.List() {
+		if n.Name != m.local.Name {
 			out = append(out, n)
 		}
 	}
@@ -156,15 +164,7 @@ func (m *Manager) Subscribe() <-chan struct{} {
 }
 
 // Endpoints returns every endpoint announced in the store, local ones too.
-func (m *Manager) Endpoints() []Endpoint {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]Endpoint, 0, len(m.endpoints))
-	for _, ep := range m.endpoints {
-		out = append(out, ep)
-	}
-	return out
-}
+func (m *Manager) Endpoints() []Endpoint { return m.eps.List() }
 
 // Health reports the manager's state for /v1/status.
 func (m *Manager) Health() api.SubsystemStatus {
@@ -175,20 +175,24 @@ func (m *Manager) Health() api.SubsystemStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := api.SubsystemStatus{Name: "cluster", State: api.StateOK}
+	lastErr := m.lastErr
+	if lastErr == nil {
+		lastErr = m.loop.Err()
+	}
 	switch {
 	case m.store == nil:
 		st.State, st.Message = api.StateDisabled, "no kvstore: single node"
 		return st
-	case m.lastErr != nil:
-		st.State, st.Message = api.StateDegraded, m.lastErr.Error()
+	case lastErr != nil:
+		st.State, st.Message = api.StateDegraded, lastErr.Error()
 	case !m.synced:
 		st.State, st.Message = api.StateDegraded, "waiting for the kvstore"
 	default:
-		st.Message = fmt.Sprintf("%d nodes, %d remote endpoints", len(m.nodes), m.remoteEndpointCount())
+		st.Message = fmt.Sprintf("%d nodes, %d remote endpoints", m.nodes.Len(), m.remoteEndpointCount())
 	}
 	var why string
 	switch {
-	case !m.listedEndpoints && local > 0:
+	case !m.eps.IsSynced() && local > 0:
 		why = fmt.Sprintf("%d local endpoints not announced yet (endpoints not listed from the kvstore)", local)
 	case len(m.pending) > 0:
 		ids := slices.Sorted(maps.Keys(m.pending))
@@ -206,105 +210,32 @@ func (m *Manager) localFunc() func() []api.Endpoint {
 	return m.localEndpoints
 }
 
-// unannounced returns the local endpoints the store (as last listed and
-// watched) does not hold as this node has them.
-func (m *Manager) unannounced() []api.Endpoint {
-	f := m.localFunc()
-	if f == nil || m.store == nil {
-		return nil
-	}
-	local := f()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []api.Endpoint
-	for _, ep := range local {
-		if !m.storeHas(m.announcement(ep)) {
-			out = append(out, ep)
-		}
-	}
-	return out
-}
-
-// storeHas reports whether the store announces want: under its key, or (a
-// CiliumEndpointSlice, keyed by pod) as the same pod of this node. Called
-// with mu held.
-func (m *Manager) storeHas(want Endpoint) bool {
-	same := func(have Endpoint) bool {
-		return have.IPv4 == want.IPv4 && have.IPv6 == want.IPv6 && have.Identity == want.Identity
-	}
-	if have, ok := m.endpoints[m.endpointKey(want.ContainerID)]; ok {
-		return same(have) && have.Node == want.Node
-	}
-	for _, have := range m.endpoints {
-		if have.ContainerID == "" && have.Namespace == want.Namespace && have.PodName == want.PodName &&
-			(have.Node == m.local.Name || (have.NodeIP != "" && (have.NodeIP == m.local.IPv4 || have.NodeIP == m.local.IPv6))) {
-			return same(have)
-		}
-	}
-	return false
-}
-
-// republish announces again every local endpoint the store does not hold as
-// this node has it (after the store lost its data, or an agent restarted
-// while it was unreachable).
-func (m *Manager) republish(ctx context.Context) {
-	var errs []error
-	n := 0
-	for _, ep := range m.unannounced() {
-		if err := m.Publish(ctx, ep); err != nil {
-			errs = append(errs, fmt.Errorf("announcing endpoint %s: %w", ep.ContainerID, err))
-			continue
-		}
-		n++
-	}
-	if n > 0 {
-		m.log.Info("re-announced local endpoints the store lacked", "endpoints", n)
-	}
-	if len(errs) > 0 {
-		m.log.Warn("re-announcing local endpoints", "err", errors.Join(errs...))
-	}
-}
-
 func (m *Manager) remoteEndpointCount() int {
-	n := 0
-	for _, ep := range m.endpoints {
-		if ep.Node != m.local.Name {
-			n++
-		}
-	}
-	return n
+	return m.eps.Len() - len(m.eps.Index(ByNode, m.local.Name))
 }
 
 // Run announces the node and follows the store until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
-	go m.reconcileLoop(ctx)
-	m.trigger()
+	go m.loop.Run(ctx)
 	if m.store == nil {
 		return
 	}
-	nodes := m.store.ListAndWatch(ctx, NodesPrefix)
-	eps := m.store.ListAndWatch(ctx, EndpointsPrefix)
+	nodes, eps := m.nodes.Subscribe(), m.eps.Subscribe()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case u, ok := <-nodes:
-			if !ok {
-				return
-			}
-			m.applyNodes(u)
-			if u.Resync {
+		case <-nodes.Changed():
+			// Announced at every listing: a store that lost its data
+			// learns the node again.
+			if _, listed := nodes.Drain(); listed {
 				m.announce(ctx)
 			}
-		case u, ok := <-eps:
-			if !ok {
-				return
-			}
-			if m.applyEndpoints(u) {
+		case <-eps.Changed():
+			if keys, listed := eps.Drain(); listed || m.lostLocal(keys) {
 				m.republish(ctx)
 			}
 		}
-		m.trigger()
 		select {
 		case m.changed <- struct{}{}:
 		default:
@@ -320,78 +251,15 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// announce (re)writes the local node; called on every listing so that a
-// store that lost its data learns the node again.
-func (m *Manager) announce(ctx context.Context) {
-	b, _ := json.Marshal(m.local)
-	if _, err := m.store.Put(ctx, NodesPrefix+m.local.Name, b); err != nil {
-		m.setErr(fmt.Errorf("announcing node: %w", err))
-		return
-	}
-	m.mu.Lock()
-	m.synced = true
-	m.mu.Unlock()
-}
-
-func (m *Manager) applyNodes(u kvstore.Update) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if u.Resync {
-		m.listedNodes = true
-		m.nodes = map[string]Node{}
-		for _, kv := range u.KVs {
-			m.putNode(kv)
+// lostLocal reports whether one of keys, changed, is a deleted endpoint
+// of this node (it may still be live: announced again).
+func (m *Manager) lostLocal(keys []string) bool {
+	for _, k := range keys {
+		if _, ok := m.eps.Get(k); !ok && strings.HasPrefix(k, EndpointsPrefix+m.local.Name+"/") {
+			return true
 		}
 	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			delete(m.nodes, strings.TrimPrefix(ev.KV.Key, NodesPrefix))
-			continue
-		}
-		m.putNode(ev.KV)
-	}
-}
-
-func (m *Manager) putNode(kv kvstore.KV) {
-	var n Node
-	if err := json.Unmarshal(kv.Value, &n); err != nil || n.Name == "" {
-		m.log.Warn("skipping malformed node in store", "key", kv.Key, "err", err)
-		return
-	}
-	m.nodes[n.Name] = n
-}
-
-// applyEndpoints applies one update and reports whether it may have left
-// local endpoints unannounced (a listing, a deletion of one of ours).
-func (m *Manager) applyEndpoints(u kvstore.Update) (check bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	check = u.Resync
-	if u.Resync {
-		m.listedEndpoints = true
-		m.endpoints = map[string]Endpoint{}
-		for _, kv := range u.KVs {
-			m.putEndpoint(kv)
-		}
-	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			delete(m.endpoints, ev.KV.Key)
-			check = check || strings.HasPrefix(ev.KV.Key, EndpointsPrefix+m.local.Name+"/")
-			continue
-		}
-		m.putEndpoint(ev.KV)
-	}
-	return check
-}
-
-func (m *Manager) putEndpoint(kv kvstore.KV) {
-	var ep Endpoint
-	if err := json.Unmarshal(kv.Value, &ep); err != nil {
-		m.log.Warn("skipping malformed endpoint in store", "key", kv.Key, "err", err)
-		return
-	}
-	m.endpoints[kv.Key] = ep
+	return false
 }
 
 // SetExtraIPCache sets the ipcache entries other subsystems need (CIDR
@@ -401,7 +269,7 @@ func (m *Manager) SetExtraIPCache(entries map[netip.Prefix]uint32) {
 	m.mu.Lock()
 	m.extra = entries
 	m.mu.Unlock()
-	m.trigger()
+	m.loop.Kick()
 }
 
 // SetIPCacheOverrides sets entries that win over node and endpoint entries
@@ -411,120 +279,17 @@ func (m *Manager) SetIPCacheOverrides(entries map[netip.Prefix]uint32) {
 	m.mu.Lock()
 	m.overrides = entries
 	m.mu.Unlock()
-	m.trigger()
+	m.loop.Kick()
 }
 
 // IsRemoteNodeIP reports whether a is the address of another known node.
 func (m *Manager) IsRemoteNodeIP(a netip.Addr) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for name, n := range m.nodes {
-		if name != m.local.Name && (n.IPv4 == a.String() || n.IPv6 == a.String()) {
+	for _, n := range m.nodes.Index(ByIP, a.String()) {
+		if n.Name != m.local.Name {
 			return true
 		}
 	}
 	return false
-}
-
-// Publish announces a local endpoint.
-func (m *Manager) Publish(ctx context.Context, ep api.Endpoint) error {
-	if m.store == nil {
-		return nil
-	}
-	b, _ := json.Marshal(m.announcement(ep))
-	_, err := m.store.Put(ctx, m.endpointKey(ep.ContainerID), b)
-	m.mu.Lock()
-	if err != nil {
-		m.pending[ep.ContainerID] = err
-	} else {
-		delete(m.pending, ep.ContainerID)
-	}
-	m.mu.Unlock()
-	return err
-}
-
-func (m *Manager) announcement(ep api.Endpoint) Endpoint {
-	return Endpoint{
-		Node: m.local.Name, ContainerID: ep.ContainerID, PodName: ep.PodName, Namespace: ep.Namespace,
-		IPv4: ep.IPv4, IPv6: ep.IPv6, Identity: ep.Identity, Labels: ep.Labels,
-	}
-}
-
-// Unpublish withdraws a local endpoint.
-func (m *Manager) Unpublish(ctx context.Context, ep api.Endpoint) error {
-	if m.store == nil {
-		return nil
-	}
-	m.mu.Lock()
-	delete(m.pending, ep.ContainerID)
-	m.mu.Unlock()
-	_, err := m.store.Delete(ctx, m.endpointKey(ep.ContainerID))
-	return err
-}
-
-// PruneEndpoints removes this node's announced endpoints that are not in keep
-// (left behind by a crash between a pod's deletion and its withdrawal).
-func (m *Manager) PruneEndpoints(ctx context.Context, keep map[string]bool) error {
-	if m.store == nil {
-		return nil
-	}
-	kvs, _, err := m.store.List(ctx, EndpointsPrefix+m.local.Name+"/")
-	if err != nil {
-		return err
-	}
-	for _, kv := range kvs {
-		if !keep[strings.TrimPrefix(kv.Key, EndpointsPrefix+m.local.Name+"/")] {
-			_, _ = m.store.Delete(ctx, kv.Key)
-		}
-	}
-	return nil
-}
-
-func (m *Manager) endpointKey(containerID string) string {
-	return EndpointsPrefix + m.local.Name + "/" + containerID
-}
-
-func (m *Manager) trigger() {
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (m *Manager) setErr(err error) {
-	m.mu.Lock()
-	m.lastErr = err
-	m.mu.Unlock()
-	if err != nil {
-		m.log.Warn("node sync", "err", err)
-	}
-}
-
-// reconcileLoop converges on every change, and retries every few seconds
-// after a failure.
-func (m *Manager) reconcileLoop(ctx context.Context) {
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.kick:
-		case <-retry.C:
-		}
-		m.mu.Lock()
-		ready := m.store == nil || (m.listedNodes && m.listedEndpoints)
-		m.mu.Unlock()
-		if !ready {
-			retry.Reset(200 * time.Millisecond)
-			continue
-		}
-		err := m.reconcile()
-		m.setErr(err)
-		if err != nil {
-			retry.Reset(3 * time.Second)
-		}
-	}
 }
 
 // desired computes the ipcache, routes and next hops from the known nodes
@@ -558,7 +323,8 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 	var hops []netip.Addr
 	var nodeAddrs [][2]netip.Addr // address, its node's IPv4
 	tunnels := map[string]netip.Addr{}
-	for name, n := range m.nodes {
+	for _, n := range m.nodes.List() {
+		name := n.Name
 		if name == m.local.Name {
 			continue
 		}
@@ -598,7 +364,7 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 			routes = append(routes, Route{Dst: p.Masked(), Gw: v6})
 		}
 	}
-	for _, ep := range m.endpoints {
+	for _, ep := range m.eps.List() {
 		if ep.Node == m.local.Name {
 			continue
 		}
@@ -633,7 +399,7 @@ func (m *Manager) desired() (map[netip.Prefix]datapath.IPCacheEntry, []Route, []
 	return ipc, routes, hops
 }
 
-func (m *Manager) reconcile() error {
+func (m *Manager) reconcile(context.Context) error {
 	want, routes, hops := m.desired()
 	have, err := m.ipc.ListIPCache()
 	if err != nil {

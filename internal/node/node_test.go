@@ -16,6 +16,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // memIPCache keeps ipcache entries in memory (the manager's output is not
@@ -72,7 +73,10 @@ func TestRepublishLocalEndpoints(t *testing.T) {
 	c := kvstoretest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := New(Node{Name: "n1", IPv4: "10.99.0.1"}, c, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ts := state.New(c, nil)
+	tables := Tables{Nodes: state.Register(ts, NodesSpec()), Endpoints: state.Register(ts, EndpointsSpec())}
+	go ts.Run(ctx)
+	m := New(Node{Name: "n1", IPv4: "10.99.0.1"}, c, tables, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	m.SetLocalEndpoints(func() []api.Endpoint { return localEndpoints })
 	go m.Run(ctx)
 
@@ -110,7 +114,8 @@ func TestHealthWithStoreDown(t *testing.T) {
 	}
 	defer c.Close()
 	c.Timeout = time.Second
-	m := New(Node{Name: "n1"}, c, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tables := Tables{Nodes: state.NewTable(NodesSpec(), nil), Endpoints: state.NewTable(EndpointsSpec(), nil)}
+	m := New(Node{Name: "n1"}, c, tables, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	m.SetLocalEndpoints(func() []api.Endpoint { return localEndpoints })
 	h := m.Health()
 	if h.State != api.StateDegraded || !strings.Contains(h.Message, "2 local endpoints not announced yet") {
@@ -119,9 +124,7 @@ func TestHealthWithStoreDown(t *testing.T) {
 	if err := m.Publish(context.Background(), localEndpoints[0]); err == nil {
 		t.Fatal("publishing to a store that is not there succeeded")
 	}
-	m.mu.Lock()
-	m.listedEndpoints = true // as if listed once before the store went away
-	m.mu.Unlock()
+	tables.Endpoints.Apply(kvstore.Update{Resync: true}) // as if listed once before the store went away
 	h = m.Health()
 	if h.State != api.StateDegraded || !strings.Contains(h.Message, "1 local endpoints not announced: c1: kvstore unix://") {
 		t.Errorf("health after a failed announcement: %+v", h)
