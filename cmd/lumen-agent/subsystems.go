@@ -110,7 +110,7 @@ func (a *agent) observe(started time.Time, policies *policysync.Syncer, services
 		return nil, err
 	}
 	hs, err := hubbleserver.New(cfg.hubbleServer(), hubbleserver.Deps{Datapath: a.dp, Registry: reg, Endpoints: a.eps, Nodes: a.nodes,
-		Identities: a.ids.Allocator(), Store: a.store, PodCIDRs: []netip.Prefix{cfg.v4, cfg.v6}, Log: a.log})
+		Identities: a.ids.Allocator(), Store: a.store, Peers: a.tables.Peers, RemoteEndpoints: a.tables.Endpoints, PodCIDRs: []netip.Prefix{cfg.v4, cfg.v6}, Log: a.log})
 	if err != nil {
 		return nil, err
 	}

@@ -6,66 +6,53 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Announcer announces self and follows the other nodes' announcements.
 type Announcer struct {
 	store kvstore.Store
+	peers *state.Table[peer.Peer]
 	svc   *peer.Service
 	self  peer.Peer
 	log   *slog.Logger
 }
 
-// New returns an announcer; store may be nil (a node alone: the Peer
-// service lists self only).
-func New(store kvstore.Store, svc *peer.Service, self peer.Peer, log *slog.Logger) *Announcer {
-	return &Announcer{store: store, svc: svc, self: self, log: log}
+// New returns an announcer writing to store and reading the announcements
+// from peers (the table of peer.StorePrefix); store may be nil (a node
+// alone: the Peer service lists self only).
+func New(store kvstore.Store, peers *state.Table[peer.Peer], svc *peer.Service, self peer.Peer, log *slog.Logger) *Announcer {
+	return &Announcer{store: store, peers: peers, svc: svc, self: self, log: log}
 }
 
-// Run follows the store until ctx ends.
+// Run follows the table until ctx ends.
 func (a *Announcer) Run(ctx context.Context) error {
 	if a.store == nil {
 		return nil
 	}
 	b, _ := json.Marshal(a.self)
-	peers := map[string]peer.Peer{}
-	for u := range a.store.ListAndWatch(ctx, peer.StorePrefix) {
-		if u.Resync {
-			peers = map[string]peer.Peer{}
-			for _, kv := range u.KVs {
-				putPeer(peers, kv, a.log)
-			}
-			// (Re)announce on every listing: the store may have lost it.
+	sub := a.peers.Subscribe()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.Changed():
+		}
+		// (Re)announce on every listing: the store may have lost it.
+		if _, all := sub.Drain(); all {
 			if _, err := a.store.Put(ctx, peer.StorePrefix+a.self.Name, b); err != nil && ctx.Err() == nil {
 				a.log.Warn("announcing hubble peer", "err", err)
 			}
-			peers[a.self.Name] = a.self
 		}
-		for _, e := range u.Events {
-			if e.Type == kvstore.EventDelete {
-				delete(peers, strings.TrimPrefix(e.KV.Key, peer.StorePrefix))
-				continue
+		list := []peer.Peer{a.self}
+		for _, p := range a.peers.List() {
+			if p.Name != a.self.Name {
+				list = append(list, p)
 			}
-			putPeer(peers, e.KV, a.log)
-		}
-		list := make([]peer.Peer, 0, len(peers))
-		for _, p := range peers {
-			list = append(list, p)
 		}
 		a.svc.Set(list)
 	}
-	return nil
-}
-
-func putPeer(peers map[string]peer.Peer, kv kvstore.KV, log *slog.Logger) {
-	var p peer.Peer
-	if err := json.Unmarshal(kv.Value, &p); err != nil || p.Name == "" || p.Address == "" {
-		log.Warn("skipping malformed hubble peer", "key", kv.Key, "err", err)
-		return
-	}
-	peers[p.Name] = p
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/kvstore"
 )
@@ -43,6 +44,8 @@ func startStore(t *testing.T) *kvstore.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func names(ps []peer.Peer) []string {
 	var out []string
@@ -81,8 +84,10 @@ func TestAnnouncer(t *testing.T) {
 	}
 	svc := peer.NewService()
 	self := peer.Peer{Name: "n1", Address: "unix:///run/n1/hubble.sock"}
-	done := make(chan error, 1)
-	go func() { done <- New(store, svc, self, slog.New(slog.NewTextHandler(io.Discard, nil))).Run(ctx) }()
+	tables := clusterstate.New(store, nil, quiet)
+	done := make(chan error, 2)
+	go func() { tables.Run(ctx); done <- nil }()
+	go func() { done <- New(store, tables.Peers, svc, self, quiet).Run(ctx) }()
 
 	waitPeers(t, svc, "n1", "n2")
 	kv, ok, err := store.Get(ctx, peer.StorePrefix+"n1")
@@ -99,15 +104,18 @@ func TestAnnouncer(t *testing.T) {
 	waitPeers(t, svc, "n1")
 
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
 	}
 }
 
 // TestAnnouncerWithoutStore: a node alone announces nowhere and returns.
 func TestAnnouncerWithoutStore(t *testing.T) {
 	svc := peer.NewService()
-	if err := New(nil, svc, peer.Peer{Name: "n1", Address: "x"}, slog.Default()).Run(context.Background()); err != nil {
+	tables := clusterstate.New(nil, nil, quiet)
+	if err := New(nil, tables.Peers, svc, peer.Peer{Name: "n1", Address: "x"}, quiet).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

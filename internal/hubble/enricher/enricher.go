@@ -1,10 +1,9 @@
 // Package enricher names the endpoints of flows: local endpoints, the
-// store's remote endpoints, nodes and identities, by address.
+// cluster's remote endpoints, nodes and identities, by address.
 package enricher
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -15,8 +14,8 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/hubble/parser"
 	"github.com/lumen-net/lumen/internal/identity"
-	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Endpoints lists this node's endpoints.
@@ -33,7 +32,9 @@ type Deps struct {
 	Endpoints  Endpoints
 	Nodes      Nodes
 	Identities *identity.Allocator // nil: labels from the endpoints only
-	Store      kvstore.Store       // nil: no remote endpoints
+	// Remote is the cluster's endpoints (the table of node.EndpointsPrefix);
+	// nil: none.
+	Remote *state.Table[node.Endpoint]
 }
 
 // Enricher maps addresses to flow endpoints from an immutable snapshot,
@@ -41,16 +42,15 @@ type Deps struct {
 // (rate limited) when an address of this node's pod CIDRs is unknown, so a
 // new pod's first packets are named.
 type Enricher struct {
-	d      Deps
-	snap   atomic.Pointer[map[netip.Addr]*flowpb.Endpoint]
-	mu     sync.Mutex // serializes rebuilds; guards remote and last
-	remote map[string]node.Endpoint
-	last   time.Time
+	d    Deps
+	snap atomic.Pointer[map[netip.Addr]*flowpb.Endpoint]
+	mu   sync.Mutex // serializes rebuilds; guards last
+	last time.Time
 }
 
 // New returns an enricher with a first snapshot.
 func New(d Deps) *Enricher {
-	e := &Enricher{d: d, remote: map[string]node.Endpoint{}}
+	e := &Enricher{d: d}
 	e.rebuild()
 	return e
 }
@@ -78,11 +78,12 @@ func (e *Enricher) local(ip netip.Addr) bool {
 	return false
 }
 
-// Run follows the store's endpoints and rebuilds until ctx ends.
+// Run rebuilds when the cluster's endpoints change and every few seconds
+// (local endpoints and nodes) until ctx ends.
 func (e *Enricher) Run(ctx context.Context) error {
-	var updates <-chan kvstore.Update
-	if e.d.Store != nil {
-		updates = e.d.Store.ListAndWatch(ctx, node.EndpointsPrefix)
+	var changed <-chan struct{}
+	if e.d.Remote != nil {
+		changed = e.d.Remote.Changed()
 	}
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -90,39 +91,10 @@ func (e *Enricher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-updates:
-			if !ok {
-				updates = nil
-				continue
-			}
-			e.applyRemote(u)
+		case <-changed:
 		case <-t.C:
 		}
 		e.rebuild()
-	}
-}
-
-func (e *Enricher) applyRemote(u kvstore.Update) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	put := func(kv kvstore.KV) {
-		var ep node.Endpoint
-		if err := json.Unmarshal(kv.Value, &ep); err == nil {
-			e.remote[kv.Key] = ep
-		}
-	}
-	if u.Resync {
-		e.remote = map[string]node.Endpoint{}
-		for _, kv := range u.KVs {
-			put(kv)
-		}
-	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			delete(e.remote, ev.KV.Key)
-			continue
-		}
-		put(ev.KV)
 	}
 }
 
@@ -153,7 +125,11 @@ func (e *Enricher) rebuild() {
 		add(n.IPv4, parser.ReservedEndpoint(id))
 		add(n.IPv6, parser.ReservedEndpoint(id))
 	}
-	for _, r := range e.remote {
+	var remote []node.Endpoint
+	if e.d.Remote != nil {
+		remote = e.d.Remote.List()
+	}
+	for _, r := range remote {
 		if r.Node == e.d.NodeName {
 			continue // the local list below is authoritative
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/metrics"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Config is the agent's Hubble settings.
@@ -59,9 +60,13 @@ type Deps struct {
 	Endpoints  enricher.Endpoints
 	Nodes      Nodes
 	Identities *identity.Allocator
-	Store      kvstore.Store // nil: no peers nor remote endpoints
-	PodCIDRs   []netip.Prefix
-	Log        *slog.Logger
+	Store      kvstore.Store // where this node announces itself; nil: nowhere
+	// Peers and RemoteEndpoints are the cluster's Hubble announcements and
+	// endpoints.
+	Peers           *state.Table[peer.Peer]
+	RemoteEndpoints *state.Table[node.Endpoint]
+	PodCIDRs        []netip.Prefix
+	Log             *slog.Logger
 }
 
 // Server holds the event reader and, with Hubble, the observer, its gRPC
@@ -100,7 +105,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("registering hubble metrics: %w", err)
 	}
 	s.enricher = enricher.New(enricher.Deps{NodeName: cfg.NodeName, PodCIDRs: d.PodCIDRs, Endpoints: d.Endpoints,
-		Nodes: d.Nodes, Identities: d.Identities, Store: d.Store})
+		Nodes: d.Nodes, Identities: d.Identities, Remote: d.RemoteEndpoints})
 	p := parser.New(parser.Options{NodeName: cfg.NodeName, Enricher: s.enricher, InterfaceName: interfaceName, NodeLabels: flowNodeLabels(cfg)})
 	self := peer.Peer{Name: cfg.NodeName, Address: "unix://" + cfg.SocketPath}
 	if cfg.ListenAddress != "" {
@@ -122,7 +127,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		rd.Close()
 		return nil, fmt.Errorf("hubble: %w", err)
 	}
-	s.announce = announce.New(d.Store, peers, self, s.log)
+	s.announce = announce.New(d.Store, d.Peers, peers, self, s.log)
 	s.ringLoss = ringloss.New(d.Datapath, s.obs, hm, s.log)
 	s.log.Info("hubble ready", "listen", s.srv.Addrs(), "capacity", cfg.Capacity, "metrics", cfg.MetricGroups)
 	return s, nil
