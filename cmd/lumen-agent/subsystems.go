@@ -36,7 +36,7 @@ func (a *agent) startPolicy() *policysync.Syncer {
 		PolicyStatus:  policyStatus(a.kube),
 	}, a.log)
 	a.run(runFunc(func(ctx context.Context) error { policies.Run(ctx); return nil }),
-		labelwatch.New(a.store, a.ids.Allocator(), a.eps, a.log))
+		labelwatch.New(a.tables.Pods(), a.tables.Namespaces(), a.ids.Allocator(), a.eps, a.log))
 	return policies
 }
 
