@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/bgp"
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -166,10 +164,9 @@ func agentKinds() []string {
 	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
 }
 
-// restoreEndpoints builds IPAM, identities, the node manager and the
-// endpoint manager, and restores what the previous agent left: the
-// datapath first, from local state only (the store may be down).
-func (a *agent) restoreEndpoints(ctx context.Context, policy *policyOf) error {
+// buildCluster builds IPAM, identities, the node manager and the policy
+// map.
+func (a *agent) buildCluster() error {
 	cfg := a.cfg
 	var err error
 	if a.pods, err = ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json")); err != nil {
@@ -187,9 +184,17 @@ func (a *agent) restoreEndpoints(ctx context.Context, policy *policyOf) error {
 	if a.policyMap, err = a.dp.Policy(); err != nil {
 		return fmt.Errorf("loading policy map: %w", err)
 	}
-	a.eps, err = endpoint.New(a.dp, cfg.StateDir, endpoint.Hooks{
+	return nil
+}
+
+// restoreEndpoints builds the endpoint manager, whose endpoints wait on
+// policies for their policy, and restores what the previous agent left:
+// the datapath first, from local state only (the store may be down).
+func (a *agent) restoreEndpoints(ctx context.Context, policies endpoint.Policy) error {
+	var err error
+	a.eps, err = endpoint.New(a.dp, a.cfg.StateDir, endpoint.Hooks{
 		Identity:  a.ids.Resolve,
-		Policy:    policy.regenerate,
+		Policy:    policies,
 		Owns:      a.ownsIPs,
 		AddRoute:  a.nw.addEndpointRoute,
 		DelRoute:  a.nw.delEndpointRoute,
@@ -225,16 +230,4 @@ func (a *agent) ownsIPs(owner string, ips []netip.Addr) bool {
 		}
 	}
 	return true
-}
-
-// policyOf hands endpoint creation to the policy syncer, which is built
-// from the endpoint manager: set once the syncer exists, before the API
-// serves any creation.
-type policyOf struct{ s *policysync.Syncer }
-
-func (p *policyOf) regenerate(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error) {
-	if p.s == nil {
-		return api.EndpointPolicy{}, errors.New("policy syncer not built yet")
-	}
-	return p.s.Regenerate(ctx, ep)
 }

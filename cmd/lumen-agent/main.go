@@ -58,13 +58,15 @@ func run(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := a.connectStore(ctx); err != nil {
 		return err
 	}
-	policy := &policyOf{}
-	if err := a.restoreEndpoints(ctx, policy); err != nil {
+	if err := a.buildCluster(); err != nil {
+		return err
+	}
+	policies := a.newPolicy()
+	if err := a.restoreEndpoints(ctx, policies); err != nil {
 		return err
 	}
 	a.run(a.ids)
-	policies := a.startPolicy()
-	policy.s = policies
+	a.startEndpoints()
 	services, bgpCP, err := a.startServices()
 	if err != nil {
 		return err

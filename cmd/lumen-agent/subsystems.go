@@ -21,11 +21,10 @@ import (
 	"github.com/lumen-net/lumen/internal/status"
 )
 
-// startPolicy builds the policy syncer and the label watcher (pod and
-// namespace label changes move endpoints to their new identity).
-func (a *agent) startPolicy() *policysync.Syncer {
+// newPolicy builds the policy syncer, the only writer of the policy map.
+func (a *agent) newPolicy() *policysync.Syncer {
 	cfg := a.cfg
-	policies := policysync.New(a.store, a.ids.Allocator(), a.eps, a.policyMap, a.nodes, policysync.Options{
+	policies := policysync.New(a.tables, a.ids.Allocator(), a.policyMap, a.nodes, policysync.Options{
 		MaxEntries:    cfg.PolicyMapMaxEntries,
 		Audit:         cfg.PolicyAuditMode,
 		KubeAPIServer: cfg.apiServer,
@@ -34,10 +33,18 @@ func (a *agent) startPolicy() *policysync.Syncer {
 		HostLabels:    hostLabels(cfg),
 		SetHostFlags:  a.dp.SetHostFlags,
 		PolicyStatus:  policyStatus(a.kube),
+		Metrics:       reconcile.DefaultMetrics,
 	}, a.log)
-	a.run(runFunc(func(ctx context.Context) error { policies.Run(ctx); return nil }),
-		labelwatch.New(a.tables.Pods(), a.tables.Namespaces(), a.ids.Allocator(), a.eps, a.log))
+	a.run(runFunc(func(ctx context.Context) error { policies.Run(ctx); return nil }))
 	return policies
+}
+
+// startEndpoints runs the endpoint manager's policy pulls and the label
+// watcher (pod and namespace label changes move endpoints to their new
+// identity).
+func (a *agent) startEndpoints() {
+	a.run(runFunc(func(ctx context.Context) error { a.eps.Run(ctx); return nil }),
+		labelwatch.New(a.tables.Pods(), a.tables.Namespaces(), a.ids.Allocator(), a.eps, a.log))
 }
 
 // startServices builds the load balancer's syncer (this node's frontends

@@ -53,11 +53,8 @@ type Hooks struct {
 	// AddRoute / DelRoute manage the host route to a pod through its veth.
 	AddRoute func(ip netip.Addr, ifindex int) error
 	DelRoute func(ip netip.Addr, ifindex int) error
-	// Policy computes the endpoint's policy, writes its policy map entries
-	// and returns its enforcement state; called before the endpoint is
-	// wired, so that a new pod is never reachable before its policy is in
-	// force.
-	Policy func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error)
+	// Policy is the only writer of the endpoints' policy map entries.
+	Policy Policy
 	// Publish / Unpublish announce the endpoint to other nodes.
 	Publish   func(ctx context.Context, ep api.Endpoint) error
 	Unpublish func(ctx context.Context, ep api.Endpoint) error
@@ -72,16 +69,12 @@ type Manager struct {
 	log   *slog.Logger
 	eps   map[string]*api.Endpoint
 
-	// policyGen counts the policy results applied to each endpoint, so that
-	// UpdateIdentity notices one applied while it computed its own.
-	policyGen map[string]uint64
+	// idMu serialises identity changes: each waits for its policy without
+	// mu, and none may start from an identity another is replacing.
+	idMu sync.Mutex
 	// identities is a copy of the endpoints' identities readable without mu:
 	// the identity allocator asks for it while Create holds mu.
 	identities atomic.Pointer[[]uint32]
-	// recheck marks endpoints whose identity changed: the next SetPolicy may
-	// carry a policy computed for the old identity (the policy syncer
-	// listed the endpoint before the change) and is recomputed instead.
-	recheck map[string]bool
 }
 
 // New returns a manager that keeps endpoint state files in stateDir.
@@ -90,8 +83,7 @@ func New(dp Datapath, stateDir string, hooks Hooks, log *slog.Logger) (*Manager,
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating endpoint state dir: %w", err)
 	}
-	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{},
-		policyGen: map[string]uint64{}, recheck: map[string]bool{}}, nil
+	return &Manager{dp: dp, hooks: hooks, dir: dir, log: log, eps: map[string]*api.Endpoint{}}, nil
 }
 
 // List returns the endpoints sorted by ID.
@@ -171,21 +163,28 @@ func (m *Manager) Create(ctx context.Context, req *api.EndpointRequest) (api.End
 		}
 		ep.Identity, ep.Labels = id, labels
 	}
+	// The policy first (waited for with mu held: the policy writer never
+	// takes it), so that a new pod is never reachable without it.
 	if m.hooks.Policy != nil {
-		pol, err := m.hooks.Policy(ctx, *ep)
+		pol, err := m.hooks.Policy.Realize(*ep)(ctx)
 		if err != nil {
-			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s: %w", req.Namespace, req.PodName, err)
+			return api.Endpoint{}, fmt.Errorf("policy of %s/%s (identity %d): %w", req.Namespace, req.PodName, ep.Identity, err)
 		}
-		ep.Policy = pol
+		ep.Policy = m.realized(ep, pol)
+	}
+	fail := func(err error) (api.Endpoint, error) {
+		m.unwire(ep)
+		if m.hooks.Policy != nil {
+			m.hooks.Policy.Forget(ep.ContainerID)
+		}
+		return api.Endpoint{}, err
 	}
 	if err := m.wire(ep); err != nil {
-		m.unwire(ep)
-		return api.Endpoint{}, err
+		return fail(err)
 	}
 	ep.State = api.EndpointReady
 	if err := m.save(ep); err != nil {
-		m.unwire(ep)
-		return api.Endpoint{}, err
+		return fail(err)
 	}
 	m.eps[ep.ContainerID] = ep
 	m.snapIdentities()
@@ -203,10 +202,11 @@ func (m *Manager) Delete(ctx context.Context, containerID string) error {
 		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 	}
 	m.unwire(ep)
+	if m.hooks.Policy != nil {
+		m.hooks.Policy.Forget(containerID)
+	}
 	delete(m.eps, containerID)
 	m.snapIdentities()
-	delete(m.policyGen, containerID)
-	delete(m.recheck, containerID)
 	if err := os.Remove(m.file(containerID)); err != nil && !os.IsNotExist(err) {
 		m.log.Warn("removing endpoint state", "container", containerID, "err", err)
 	}
@@ -257,6 +257,11 @@ func (m *Manager) Restore() (gone []api.Endpoint, err error) {
 		ep.State = api.EndpointReady
 		m.eps[ep.ContainerID] = ep
 		m.snapIdentities()
+		if m.hooks.Policy != nil {
+			// Served once policies are known; until then the policy map
+			// keeps what the previous agent wrote.
+			m.hooks.Policy.Realize(*ep)
+		}
 		m.log.Info("endpoint restored", "id", ep.ID, "container", ep.ContainerID, "pod", ep.Namespace+"/"+ep.PodName)
 	}
 	return gone, nil
@@ -332,111 +337,15 @@ func (m *Manager) wire(ep *api.Endpoint) error {
 	return m.dp.Attach(datapath.HookToContainer, ep.HostIfIndex)
 }
 
-// policyFlags are the datapath flags of an endpoint's enforcement state.
-func policyFlags(p api.EndpointPolicy) uint16 {
-	var f uint16
-	if p.IngressEnforced {
-		f |= datapath.EndpointIngressEnforced
-	}
-	if p.EgressEnforced {
-		f |= datapath.EndpointEgressEnforced
-	}
-	if p.Audit {
-		f |= datapath.EndpointAudit
-	}
-	return f
-}
-
-// SetPolicy records an endpoint's enforcement state and writes its flags
-// into the endpoint map. The state is persisted, so a restarted agent
-// enforces from its first packet.
-//
-// The first call after an identity change recomputes the policy through
-// Hooks.Policy instead of trusting p: the caller may have computed p (and
-// written its map entries) for the endpoint as it was before the change.
-func (m *Manager) SetPolicy(containerID string, p api.EndpointPolicy) error {
-	m.mu.Lock()
-	if m.recheck[containerID] && m.hooks.Policy != nil {
-		delete(m.recheck, containerID)
-		m.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		err := m.refreshPolicy(ctx, containerID)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			return err
-		}
-		m.log.Warn("recomputing policy after an identity change", "container", containerID, "err", err)
-		m.mu.Lock()
-		m.recheck[containerID] = true // the next round tries again
-	}
-	defer m.mu.Unlock()
-	ep, ok := m.eps[containerID]
-	if !ok {
-		return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-	}
-	return m.applyPolicy(ep, p)
-}
-
-// applyPolicy records p as ep's enforcement state. Called with mu held.
-func (m *Manager) applyPolicy(ep *api.Endpoint, p api.EndpointPolicy) error {
-	m.policyGen[ep.ContainerID]++
-	changedFlags := policyFlags(ep.Policy) != policyFlags(p)
-	ep.Policy = p
-	if changedFlags {
-		if err := m.writeMap(ep); err != nil {
-			return err
-		}
-	}
-	return m.save(ep)
-}
-
-// refreshPolicy computes containerID's policy for the endpoint as it is now
-// and applies it.
-func (m *Manager) refreshPolicy(ctx context.Context, containerID string) error {
-	for range 3 {
-		m.mu.Lock()
-		ep, ok := m.eps[containerID]
-		if !ok {
-			m.mu.Unlock()
-			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		}
-		snap, gen := *ep, m.policyGen[containerID]
-		m.mu.Unlock()
-		pol, err := m.hooks.Policy(ctx, snap)
-		if err != nil {
-			return fmt.Errorf("computing policy of %s/%s: %w", snap.Namespace, snap.PodName, err)
-		}
-		m.mu.Lock()
-		ep, ok = m.eps[containerID]
-		switch {
-		case !ok:
-			// Deleted meanwhile: an endpoint that reuses its id gets its
-			// policy recomputed at the next SetPolicy.
-			if owner := m.ownerOf(snap.ID); owner != "" {
-				m.recheck[owner] = true
-			}
-			m.mu.Unlock()
-			return fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		case ep.Identity != snap.Identity || m.policyGen[containerID] != gen:
-			// Changed meanwhile: what we wrote may be outdated already.
-			m.mu.Unlock()
-			continue
-		}
-		err = m.applyPolicy(ep, pol)
-		m.mu.Unlock()
-		return err
-	}
-	return fmt.Errorf("endpoint for container %q: changed during every policy computation", containerID)
-}
-
 // UpdateIdentity moves containerID's endpoint to identity id with pod labels
 // labels, after its pod's or namespace's labels changed. The policy of the
-// new identity is computed and written first, so the endpoint is never
-// without policy; then the endpoint map entries switch to the new identity,
-// the state is persisted and the endpoint announced again (other nodes'
-// ipcache). An update to the identity the endpoint already has only records
-// the labels.
+// new identity is realized first, so the endpoint is never without policy;
+// then the endpoint map entries switch to the new identity, the state is
+// persisted and the endpoint announced again (other nodes' ipcache). An
+// update to the identity the endpoint already has only records the labels.
 func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uint32, labels map[string]string) (api.Endpoint, error) {
+	m.idMu.Lock()
+	defer m.idMu.Unlock()
 	m.mu.Lock()
 	ep, ok := m.eps[containerID]
 	if !ok {
@@ -458,79 +367,59 @@ func (m *Manager) UpdateIdentity(ctx context.Context, containerID string, id uin
 	old := ep.Identity
 	next := *ep
 	next.Identity, next.Labels = id, maps.Clone(labels)
-	gen := m.policyGen[containerID]
+	var wait func(context.Context) (api.EndpointPolicy, error)
+	if m.hooks.Policy != nil {
+		// Queued under mu: a Delete's Forget comes after it.
+		wait = m.hooks.Policy.Realize(next)
+	}
 	m.mu.Unlock()
 
-	// The policy is computed without the lock: the policy syncer lists
-	// endpoints meanwhile. Whatever it writes for the old identity is
-	// caught by policyGen (before the swap) or recheck (after it).
-	if m.hooks.Policy != nil {
-		pol, err := m.hooks.Policy(ctx, next)
+	if wait != nil {
+		pol, err := wait(ctx)
 		if err != nil {
-			return api.Endpoint{}, fmt.Errorf("computing policy of %s/%s for identity %d: %w", next.Namespace, next.PodName, id, err)
+			return api.Endpoint{}, fmt.Errorf("policy of %s/%s for identity %d: %w", next.Namespace, next.PodName, id, err)
 		}
 		next.Policy = pol
 	}
 
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	ep, ok = m.eps[containerID]
-	if !ok || ep.Identity != old {
-		// Deleted (its id maybe reused already) or changed meanwhile: the
-		// entries just written belong to nobody. Whoever has the id now
-		// gets its own policy again.
-		owner := m.ownerOf(next.ID)
-		m.mu.Unlock()
-		if owner != "" && m.hooks.Policy != nil {
-			if err := m.refreshPolicy(ctx, owner); err != nil && !errors.Is(err, ErrNotFound) {
-				m.log.Warn("recomputing policy", "container", owner, "err", err)
-			}
-		}
-		if !ok {
-			return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
-		}
-		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: identity changed concurrently", containerID)
+	if !ok {
+		// Deleted meanwhile: its Forget followed our request.
+		return api.Endpoint{}, fmt.Errorf("endpoint for container %q: %w", containerID, ErrNotFound)
 	}
-	raced := m.policyGen[containerID] != gen
 	prev := *ep
-	ep.Identity, ep.Labels, ep.Policy = next.Identity, next.Labels, next.Policy
+	ep.Identity, ep.Labels = next.Identity, next.Labels
+	if m.hooks.Policy != nil {
+		// The latest result: the writer may have recomputed it already.
+		ep.Policy = m.realized(ep, next.Policy)
+	}
 	m.snapIdentities()
 	if err := m.writeMap(ep); err != nil {
-		// Back to the old identity; its policy is computed again below.
+		// Back to the old identity and its policy.
 		ep.Identity, ep.Labels, ep.Policy = prev.Identity, prev.Labels, prev.Policy
 		m.snapIdentities()
 		if werr := m.writeMap(ep); werr != nil {
 			m.log.Error("restoring endpoint map entry", "container", containerID, "err", werr)
 		}
-		m.mu.Unlock()
 		if m.hooks.Policy != nil {
-			if perr := m.refreshPolicy(ctx, containerID); perr != nil {
+			if pol, perr := m.hooks.Policy.Realize(*ep)(ctx); perr != nil {
 				m.log.Error("restoring the policy of the old identity", "container", containerID, "err", perr)
+			} else if err := m.applyPolicy(ep, m.realized(ep, pol)); err != nil {
+				m.log.Error("restoring the policy of the old identity", "container", containerID, "err", err)
 			}
 		}
 		return api.Endpoint{}, fmt.Errorf("switching endpoint %d to identity %d: %w", prev.ID, id, err)
 	}
-	m.policyGen[containerID]++
 	if err := m.save(ep); err != nil {
 		// A restarted agent restores the old identity; the label watcher
 		// then changes it again.
 		m.log.Warn("persisting endpoint identity", "container", containerID, "err", err)
 	}
-	if m.hooks.Policy != nil {
-		m.recheck[containerID] = true
-	}
 	m.publish(ctx, *ep)
-	out := *ep
-	m.mu.Unlock()
-	m.log.Info("endpoint identity changed", "id", out.ID, "container", containerID, "pod", out.Namespace+"/"+out.PodName, "from", old, "to", id)
-	if raced {
-		// A policy computed for the old identity was applied while we
-		// computed the new one, and may have overwritten its entries.
-		if err := m.refreshPolicy(ctx, containerID); err != nil {
-			return out, fmt.Errorf("recomputing policy of endpoint %d after its identity change: %w", out.ID, err)
-		}
-		out, _ = m.Get(containerID)
-	}
-	return out, nil
+	m.log.Info("endpoint identity changed", "id", ep.ID, "container", containerID, "pod", ep.Namespace+"/"+ep.PodName, "from", old, "to", id)
+	return *ep, nil
 }
 
 func (m *Manager) writeMap(ep *api.Endpoint) error {
@@ -562,17 +451,6 @@ func (m *Manager) unwire(ep *api.Endpoint) {
 	}
 	_ = m.dp.Detach(datapath.HookFromContainer, ep.HostIfIndex)
 	_ = m.dp.Detach(datapath.HookToContainer, ep.HostIfIndex)
-}
-
-// ownerOf returns the container of endpoint id, "" if none. Called with mu
-// held.
-func (m *Manager) ownerOf(id uint16) string {
-	for cid, ep := range m.eps {
-		if ep.ID == id {
-			return cid
-		}
-	}
-	return ""
 }
 
 func (m *Manager) freeID() uint16 {

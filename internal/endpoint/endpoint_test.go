@@ -28,8 +28,114 @@ type recorder struct {
 	entries map[netip.Addr]datapath.EndpointInfo
 	failAt  int // UpsertEndpoint fails at this call (1-based), 0: never
 	upserts int
-	// during runs inside the Policy hook (a concurrent policy syncer).
+	// during runs while the policy writer serves a request (concurrent
+	// changes).
 	during func()
+}
+
+// writer is the policy writer as internal/policysync behaves: requests are
+// served one at a time in the order queued (here when some caller waits),
+// the map by endpoint id holds what was written last.
+type writer struct {
+	r       *recorder
+	mu      sync.Mutex
+	queue   []*fakeReq
+	records map[string]fakeRecord
+	byID    map[uint16]uint32 // policy map: endpoint id -> identity written
+	ids     map[string]uint16 // container -> endpoint id
+	changed chan struct{}
+	after   func() // runs once when a wait returns
+}
+
+type fakeReq struct {
+	ep     api.Endpoint
+	forget bool
+	served bool
+	pol    api.EndpointPolicy
+	err    error
+}
+
+type fakeRecord struct {
+	pol api.EndpointPolicy
+	id  uint32
+}
+
+func (w *writer) Realize(ep api.Endpoint) func(context.Context) (api.EndpointPolicy, error) {
+	req := &fakeReq{ep: ep}
+	w.mu.Lock()
+	w.queue = append(w.queue, req)
+	w.mu.Unlock()
+	return func(context.Context) (api.EndpointPolicy, error) {
+		w.flush()
+		if w.after != nil {
+			f := w.after
+			w.after = nil
+			f()
+		}
+		return req.pol, req.err
+	}
+}
+
+func (w *writer) Forget(cid string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.queue = append(w.queue, &fakeReq{ep: api.Endpoint{ContainerID: cid}, forget: true})
+}
+
+func (w *writer) Realized(cid string) (api.EndpointPolicy, uint32, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	rec, ok := w.records[cid]
+	return rec.pol, rec.id, ok
+}
+
+func (w *writer) Changed() <-chan struct{} { return w.changed }
+
+// set records a recomputed result, as a reconcile does.
+func (w *writer) set(cid string, id uint32, pol api.EndpointPolicy) {
+	w.mu.Lock()
+	w.records[cid] = fakeRecord{pol, id}
+	w.mu.Unlock()
+}
+
+// flush serves every queued request in order.
+func (w *writer) flush() {
+	for {
+		w.mu.Lock()
+		if len(w.queue) == 0 {
+			w.mu.Unlock()
+			return
+		}
+		req := w.queue[0]
+		w.queue = w.queue[1:]
+		w.mu.Unlock()
+		if req.forget {
+			w.mu.Lock()
+			if id, ok := w.ids[req.ep.ContainerID]; ok {
+				delete(w.byID, id)
+			}
+			delete(w.records, req.ep.ContainerID)
+			delete(w.ids, req.ep.ContainerID)
+			w.mu.Unlock()
+			continue
+		}
+		w.r.add("policy identity=%d", req.ep.Identity)
+		if w.r.during != nil {
+			f := w.r.during
+			w.r.during = nil
+			f()
+		}
+		if req.ep.Identity == 666 {
+			req.err = errors.New("not synchronised")
+			continue
+		}
+		req.pol = policyOf(req.ep.Identity)
+		w.mu.Lock()
+		w.records[req.ep.ContainerID] = fakeRecord{req.pol, req.ep.Identity}
+		w.byID[req.ep.ID] = req.ep.Identity
+		w.ids[req.ep.ContainerID] = req.ep.ID
+		w.mu.Unlock()
+	}
 }
 
 func (r *recorder) add(format string, args ...any) {
@@ -72,20 +178,16 @@ func policyOf(id uint32) api.EndpointPolicy {
 
 func newTestManager(t *testing.T) (*Manager, *recorder) {
 	t.Helper()
+	m, r, _ := newTestManagerWriter(t)
+	return m, r
+}
+
+func newTestManagerWriter(t *testing.T) (*Manager, *recorder, *writer) {
+	t.Helper()
 	r := &recorder{entries: map[netip.Addr]datapath.EndpointInfo{}}
+	w := &writer{r: r, records: map[string]fakeRecord{}, byID: map[uint16]uint32{}, ids: map[string]uint16{}, changed: make(chan struct{}, 1)}
 	m, err := New(r, t.TempDir(), Hooks{
-		Policy: func(ctx context.Context, ep api.Endpoint) (api.EndpointPolicy, error) {
-			r.add("policy identity=%d", ep.Identity)
-			if r.during != nil {
-				f := r.during
-				r.during = nil
-				f()
-			}
-			if ep.Identity == 666 {
-				return api.EndpointPolicy{}, errors.New("not synchronised")
-			}
-			return policyOf(ep.Identity), nil
-		},
+		Policy: w,
 		Publish: func(ctx context.Context, ep api.Endpoint) error {
 			r.add("publish identity=%d labels=%v", ep.Identity, ep.Labels)
 			return nil
@@ -103,7 +205,9 @@ func newTestManager(t *testing.T) (*Manager, *recorder) {
 	if err := m.save(ep); err != nil {
 		t.Fatal(err)
 	}
-	return m, r
+	w.set("c1", 1000, policyOf(1000))
+	w.ids["c1"], w.byID[7] = 7, 1000
+	return m, r, w
 }
 
 func persisted(t *testing.T, m *Manager, cid string) api.Endpoint {
@@ -204,97 +308,126 @@ func TestUpdateIdentityMapFailureRollsBack(t *testing.T) {
 	}
 }
 
-// TestStalePolicyAfterIdentityChange: the policy syncer lists endpoints,
-// computes and writes their policy, then calls SetPolicy. When it listed the
-// endpoint before an identity change, what it wrote is for the old
-// identity: the manager recomputes instead of trusting it.
+// TestStalePolicyAfterIdentityChange: the policy writer recomputes every
+// endpoint when policies change; a result still for the old identity
+// (computed before the identity change was served) is not applied, later
+// results for the endpoint's identity are.
 func TestStalePolicyAfterIdentityChange(t *testing.T) {
 	ctx := context.Background()
-	m, r := newTestManager(t)
+	m, r, w := newTestManagerWriter(t)
 	if _, err := m.UpdateIdentity(ctx, "c1", 1001, map[string]string{"app": "db"}); err != nil {
 		t.Fatal(err)
 	}
 	r.take()
-	if err := m.SetPolicy("c1", policyOf(1000)); err != nil { // computed for the old identity
+	w.set("c1", 1000, policyOf(1000)) // computed for the old identity
+	m.mu.Lock()
+	if err := m.pullPolicies(); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.take(); len(got) == 0 || got[0] != "policy identity=1001" {
-		t.Errorf("stale SetPolicy not recomputed for the new identity: %v", got)
-	}
+	m.mu.Unlock()
 	if ep, _ := m.Get("c1"); ep.Policy.Entries != 1001 {
-		t.Errorf("policy after a stale SetPolicy: %+v", ep.Policy)
+		t.Errorf("policy after a stale result: %+v", ep.Policy)
+	}
+	if got := r.take(); len(got) != 0 {
+		t.Errorf("a stale result touched the map: %v", got)
 	}
 	// Later results are taken as they are.
-	if err := m.SetPolicy("c1", api.EndpointPolicy{Entries: 42}); err != nil {
+	w.set("c1", 1001, api.EndpointPolicy{Entries: 42})
+	m.mu.Lock()
+	if err := m.pullPolicies(); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.take(); slices.Contains(got, "policy identity=1001") {
-		t.Errorf("second SetPolicy recomputed again: %v", got)
-	}
+	m.mu.Unlock()
 	if ep, _ := m.Get("c1"); ep.Policy.Entries != 42 {
-		t.Errorf("second SetPolicy not applied: %+v", ep.Policy)
+		t.Errorf("later result not applied: %+v", ep.Policy)
+	}
+	if p := persisted(t, m, "c1"); p.Policy.Entries != 42 {
+		t.Errorf("later result not persisted: %+v", p.Policy)
 	}
 }
 
-// TestPolicyAppliedDuringIdentityChange: the syncer applies a policy for
-// the old identity while UpdateIdentity computes the new one; the new
-// identity's policy is computed again after the switch.
+// TestPolicyAppliedDuringIdentityChange: the writer's results for the old
+// identity are pulled while the new identity's policy is realized; the
+// endpoint ends with the new identity's, and a result recomputed for the
+// new identity before the switch wins over the one Realize returned.
 func TestPolicyAppliedDuringIdentityChange(t *testing.T) {
-	m, r := newTestManager(t)
+	m, r, w := newTestManagerWriter(t)
 	r.during = func() {
-		if err := m.SetPolicy("c1", policyOf(1000)); err != nil {
+		w.set("c1", 1000, api.EndpointPolicy{Entries: 999})
+		m.mu.Lock()
+		if err := m.pullPolicies(); err != nil {
 			t.Error(err)
 		}
+		m.mu.Unlock()
 	}
 	ep, err := m.UpdateIdentity(context.Background(), "c1", 1001, map[string]string{"app": "db"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := r.take()
-	if n := slices.Index(got, "publish identity=1001 labels=map[app:db]"); n < 0 || !slices.Contains(got[n:], "policy identity=1001") {
-		t.Errorf("policy not recomputed after the switch: %v", got)
-	}
 	if ep.Policy.Entries != 1001 {
 		t.Errorf("policy %+v, want the new identity's", ep.Policy)
 	}
+
+	// Recomputed (policies changed) between Realize and the switch.
+	w.after = func() { w.set("c1", 2001, api.EndpointPolicy{Entries: 77}) }
+	if ep, err = m.UpdateIdentity(context.Background(), "c1", 2001, map[string]string{"app": "api"}); err != nil {
+		t.Fatal(err)
+	}
+	if ep.Policy.Entries != 77 {
+		t.Errorf("policy %+v, want the one recomputed last", ep.Policy)
+	}
 }
 
-func TestDeleteForgetsIdentityState(t *testing.T) {
-	m, _ := newTestManager(t)
+func TestDeleteForgetsPolicy(t *testing.T) {
+	m, _, w := newTestManagerWriter(t)
 	if _, err := m.UpdateIdentity(context.Background(), "c1", 1001, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Delete(context.Background(), "c1"); err != nil {
 		t.Fatal(err)
 	}
-	if m.recheck["c1"] || m.policyGen["c1"] != 0 {
-		t.Error("state of a deleted endpoint kept")
+	w.flush()
+	if _, _, ok := w.Realized("c1"); ok {
+		t.Error("policy of a deleted endpoint kept")
 	}
-	if err := m.SetPolicy("c1", api.EndpointPolicy{}); !errors.Is(err, ErrNotFound) {
-		t.Errorf("SetPolicy of a deleted endpoint: %v", err)
+	if _, ok := w.byID[7]; ok {
+		t.Error("policy map entries of a deleted endpoint kept")
 	}
 }
 
 // TestIdentityChangeOfDeletedEndpoint: the pod goes away while the new
-// identity's policy is computed, and a new pod gets its endpoint id. The
-// entries written for the old pod are replaced by the new pod's policy.
+// identity's policy is realized, and a new pod gets its endpoint id. The
+// requests are served in the order the manager made them, so the new pod's
+// policy is the one in the map.
 func TestIdentityChangeOfDeletedEndpoint(t *testing.T) {
-	m, r := newTestManager(t)
+	m, r, w := newTestManagerWriter(t)
 	r.during = func() {
 		if err := m.Delete(context.Background(), "c1"); err != nil {
 			t.Error(err)
 		}
+		c2 := api.Endpoint{ID: 7, ContainerID: "c2", IPv4: "10.0.0.8", MAC: "02:00:00:00:00:09", HostMAC: "02:00:00:00:00:0a", Identity: 2000}
 		m.mu.Lock()
-		m.eps["c2"] = &api.Endpoint{ID: 7, ContainerID: "c2", IPv4: "10.0.0.8", MAC: "02:00:00:00:00:09", HostMAC: "02:00:00:00:00:0a", Identity: 2000}
+		wait := w.Realize(c2) // as Create does
+		m.eps["c2"] = &c2
 		m.mu.Unlock()
+		_ = wait // served by the flush below
 	}
 	if _, err := m.UpdateIdentity(context.Background(), "c1", 1001, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("identity change of a deleted endpoint: %v, want ErrNotFound", err)
 	}
+	w.flush()
 	got := r.take()
 	if got[len(got)-1] != "policy identity=2000" {
-		t.Errorf("the endpoint reusing the id did not get its policy back: %v", got)
+		t.Errorf("the endpoint reusing the id did not get its policy: %v", got)
 	}
+	if w.byID[7] != 2000 {
+		t.Errorf("policy map of endpoint 7 holds identity %d's policy, want 2000's", w.byID[7])
+	}
+	m.mu.Lock()
+	if err := m.pullPolicies(); err != nil {
+		t.Error(err)
+	}
+	m.mu.Unlock()
 	if ep, _ := m.Get("c2"); ep.Policy.Entries != 2000 {
 		t.Errorf("policy of the new endpoint: %+v", ep.Policy)
 	}
@@ -320,5 +453,56 @@ func TestCreateRefusesNonVeth(t *testing.T) {
 	_, err = m.Create(context.Background(), &api.EndpointRequest{ContainerID: "c9", HostIfName: "eth0", MAC: "02:00:00:00:00:09", IPv4: "10.0.0.9"})
 	if err == nil || !strings.Contains(err.Error(), `hostIfName "eth0": not the host side of container "c9"'s veth`) {
 		t.Fatalf("Create on eth0: %v", err)
+	}
+}
+
+// TestCreateWaitsForPolicy: a new pod's policy is written before the pod
+// is wired; when it cannot be, the ADD fails naming the pod and nothing of
+// it is left (no endpoint, no map entry).
+func TestCreateWaitsForPolicy(t *testing.T) {
+	ns := nstest.New(t, "eppol")
+	m, r, w := newTestManagerWriter(t)
+	m.hooks.Identity = func(_ context.Context, req *api.EndpointRequest) (uint32, map[string]string, error) {
+		if req.Labels["app"] == "evil" {
+			return 666, req.Labels, nil
+		}
+		return 1003, req.Labels, nil
+	}
+	create := func(cid, ip string, labels map[string]string) (api.Endpoint, error) {
+		name := api.HostIfName(cid)
+		if err := ns.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "p" + cid}); err != nil {
+			t.Fatal(err)
+		}
+		var ep api.Endpoint
+		err := ns.Do(func() error {
+			var err error
+			ep, err = m.Create(context.Background(), &api.EndpointRequest{ContainerID: cid, PodName: cid, Namespace: "shop",
+				HostIfName: name, MAC: "02:00:00:00:01:01", IPv4: ip, Labels: labels})
+			return err
+		})
+		return ep, err
+	}
+	r.take()
+	ep, err := create("c3", "10.0.0.3", map[string]string{"app": "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.take()
+	if len(got) < 2 || got[0] != "policy identity=1003" || !strings.HasPrefix(got[1], "upsert 10.0.0.3 identity=1003 flags=1") {
+		t.Errorf("calls %v: want the policy first, then the map entry with its flags", got)
+	}
+	if ep.Policy.Entries != 1003 || w.byID[ep.ID] != 1003 {
+		t.Errorf("endpoint policy %+v, policy map %v", ep.Policy, w.byID)
+	}
+
+	_, err = create("c4", "10.0.0.4", map[string]string{"app": "evil"})
+	if err == nil || !strings.Contains(err.Error(), "policy of shop/c4 (identity 666)") {
+		t.Fatalf("Create whose policy cannot be realized: %v", err)
+	}
+	if _, gerr := m.Get("c4"); !errors.Is(gerr, ErrNotFound) {
+		t.Errorf("endpoint kept after a failed ADD: %v", gerr)
+	}
+	if got := r.take(); slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "10.0.0.4") }) {
+		t.Errorf("map written for a pod without policy: %v", got)
 	}
 }

@@ -43,6 +43,7 @@ type Allocator struct {
 	nextLocal   ID
 	nextCluster ID // in-memory mode only
 	synced      bool
+	syncedCh    chan struct{} // closed with synced
 	changed     chan struct{}
 
 	// What this node holds, so that a store that lost it gets it back and
@@ -65,12 +66,16 @@ func NewAllocator(kv kvstore.Store) *Allocator {
 		nextLocal:   MinLocal,
 		nextCluster: MinCluster,
 		changed:     make(chan struct{}, 1),
+		syncedCh:    make(chan struct{}),
 		held:        map[ID]Labels{},
 		conflicts:   map[ID]string{},
 	}
 	for id := range reservedNames {
 		ls, _ := ReservedLabels(id)
 		a.remember(id, ls)
+	}
+	if kv == nil {
+		close(a.syncedCh)
 	}
 	return a
 }
@@ -155,6 +160,9 @@ func (a *Allocator) Run(ctx context.Context) {
 			// empty): create it again before anyone allocates over it.
 			a.republish(ctx, u.KVs)
 			a.mu.Lock()
+			if !a.synced {
+				close(a.syncedCh)
+			}
 			a.synced = true
 			a.mu.Unlock()
 			select {
@@ -232,6 +240,10 @@ func (a *Allocator) Snapshot() map[ID]Labels {
 
 // Changed is signalled (coalesced) whenever a new identity becomes known.
 func (a *Allocator) Changed() <-chan struct{} { return a.changed }
+
+// SyncedC is closed once the cluster identities have been listed (at once
+// in memory mode).
+func (a *Allocator) SyncedC() <-chan struct{} { return a.syncedCh }
 
 // Synced reports whether the cluster identities have been listed once
 // (always true in memory mode).

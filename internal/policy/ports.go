@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -114,17 +115,24 @@ func describePorts(proto string, port string, endPort int64) string {
 // port: its entries then depend on the cluster's pods, not only on
 // identities.
 func (p *Policy) HasEgressNamedPorts() bool {
+	return len(p.NamedPorts(true)) > 0
+}
+
+// NamedPorts returns the port names the policy's egress rules (egress) or
+// ingress rules (!egress) use, each once.
+func (p *Policy) NamedPorts(egress bool) []string {
+	var out []string
 	for _, r := range p.rules {
 		for _, s := range r.sections {
-			if !s.egress {
+			if s.egress != egress {
 				continue
 			}
 			for _, ps := range s.ports {
-				if ps.name != "" {
-					return true
+				if ps.name != "" && !slices.Contains(out, ps.name) {
+					out = append(out, ps.name)
 				}
 			}
 		}
 	}
-	return false
+	return out
 }

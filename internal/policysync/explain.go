@@ -48,7 +48,7 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 		return s.explainHost(ctx, node, req, peer, egress, proto, identityOf)
 	}
 	var ep *api.Endpoint
-	for _, e := range s.eps.List() {
+	for _, e := range s.Endpoints() {
 		if strconv.Itoa(int(e.ID)) == req.Endpoint || e.ContainerID == req.Endpoint || e.Namespace+"/"+e.PodName == req.Endpoint ||
 			e.IPv4 == req.Endpoint || e.IPv6 == req.Endpoint {
 			e := e
@@ -59,18 +59,22 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 	if ep == nil {
 		return nil, ErrBadRequest{fmt.Errorf("endpoint %q: not an endpoint of node %s", req.Endpoint, node)}
 	}
-	eng, _, err := s.rebuild(ctx)
+	eng, err := s.rebuild(ctx)
 	if err != nil {
 		return nil, err
 	}
-	peers, own := s.namedPorts(ctx)
+	ports := s.namedPorts()
 	s.mu.Lock()
 	lbls := s.idents[ep.Identity]
+	audit := false
+	if r := s.records[ep.ContainerID]; r != nil {
+		audit = r.pol.Audit
+	}
 	peerID := identityOf(peer)
 	peerLabels := s.idents[peerID]
 	s.mu.Unlock()
 	pol, err := eng.Compute(policy.EndpointInfo{Identity: ep.Identity, Labels: lbls, Namespace: ep.Namespace,
-		NamedPorts: own[ep.Namespace+"/"+ep.PodName], PeerNamedPorts: peers})
+		NamedPorts: ports.own(ep.Namespace, ep.PodName), PeerNamedPorts: ports.peers})
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +86,7 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 		Allowed: x.Allowed(), Reason: x.Reason, Rules: rules(x.Rules), Overridden: rules(x.Overridden),
 		EnforcedBy: x.EnforcedBy, SelectedBy: x.SelectedBy, Warnings: x.Warnings,
 	}
-	if ep.Policy.Audit && !out.Allowed {
+	if audit && !out.Allowed {
 		out.Reason += " (audit mode: reported, not dropped)"
 	}
 	return out, nil
@@ -90,7 +94,7 @@ func (s *Syncer) Explain(ctx context.Context, node string, req *api.ExplainReque
 
 // explainHost explains the host firewall's verdict.
 func (s *Syncer) explainHost(ctx context.Context, node string, req *api.ExplainRequest, peer netip.Addr, egress bool, proto uint8, identityOf func(netip.Addr) uint32) (*api.Explanation, error) {
-	eng, _, err := s.rebuild(ctx)
+	eng, err := s.rebuild(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 // A stored policy with parts Lumen cannot enforce is kept (failing closed
 // on those parts), counted and reported; fixed, it is no longer.
 func TestPutFailsClosedAndReports(t *testing.T) {
-	s := New(nil, nil, nil, nil, nil, Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(nil, nil, nil, nil, Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	key := resource.Key("CiliumNetworkPolicy", "shop", "rule1")
 	l7 := `{"apiVersion":"cilium.io/v2","kind":"CiliumNetworkPolicy","metadata":{"name":"rule1","namespace":"shop"},
 "spec":{"endpointSelector":{"matchLabels":{"app":"service"}},"ingress":[{"fromEndpoints":[{"matchLabels":{"env":"prod"}}]},
