@@ -5,45 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/hubble/peer"
-	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 )
-
-// startStore runs an embedded etcd for the test and returns a client.
-func startStore(t *testing.T) *kvstore.Client {
-	t.Helper()
-	dir := t.TempDir()
-	ep := "unix://" + filepath.Join(dir, "etcd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan error, 1)
-	go func() {
-		done <- kvstore.Serve(ctx, kvstore.ServerConfig{DataDir: filepath.Join(dir, "data"), ClientURL: ep, OnReady: func() { close(ready) }})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("starting etcd: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("etcd: %v", err)
-		}
-	})
-	c, err := kvstore.New(ep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -72,7 +41,7 @@ func waitPeers(t *testing.T, svc *peer.Service, want ...string) {
 // follows the other nodes' announcements (malformed ones skipped), and Run
 // returns when ctx ends.
 func TestAnnouncer(t *testing.T) {
-	store := startStore(t)
+	store := kvstoretest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	other, _ := json.Marshal(peer.Peer{Name: "n2", Address: "10.0.0.2:4244"})
