@@ -154,14 +154,20 @@ func (a *agent) connectStore(ctx context.Context) error {
 			return err
 		}
 	}
-	a.tables = clusterstate.New(a.store, agentKinds(), a.log)
+	a.tables = clusterstate.New(a.store, agentKinds(cfg), a.log)
 	a.run(runFunc(func(ctx context.Context) error { a.tables.Run(ctx); return nil }))
 	return nil
 }
 
-// agentKinds are the resource kinds the agent's controllers read.
-func agentKinds() []string {
-	return slices.Concat(policysync.KindNames, lbsync.Kinds, []string{bgp.PolicyKind})
+// agentKinds are the resource kinds the agent's controllers read
+// (CiliumBGPPeeringPolicies only with the BGP control plane: their CRD
+// may not exist otherwise).
+func agentKinds(cfg *config) []string {
+	kinds := slices.Concat(policysync.KindNames, lbsync.Kinds)
+	if cfg.EnableBGPControlPlane {
+		kinds = append(kinds, bgp.PolicyKind)
+	}
+	return kinds
 }
 
 // buildCluster builds IPAM, identities, the node manager and the policy
@@ -172,7 +178,7 @@ func (a *agent) buildCluster() error {
 	if a.pods, err = ipam.New(cfg.v4, cfg.v6, filepath.Join(cfg.StateDir, "ipam.json")); err != nil {
 		return err
 	}
-	a.ids = podidentity.New(a.store, a.log)
+	a.ids = podidentity.New(a.store, a.tables.Identities, a.log)
 	if err := a.ids.Allocator().SetStateFile(filepath.Join(cfg.StateDir, "identities.json")); err != nil {
 		return err
 	}

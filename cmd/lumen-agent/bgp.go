@@ -13,8 +13,10 @@ import (
 	"strings"
 
 	"github.com/lumen-net/lumen/internal/bgp"
-	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/lbsync"
+	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // bgpConfig holds the agent's BGP settings (flags and YAML keys): Cilium
@@ -54,8 +56,8 @@ func (b *bgpConfig) validate(kvstoreSet bool) error {
 }
 
 // newBGP builds the BGP control plane the flags ask for (off when none
-// does), announcing from services.
-func newBGP(cfg *config, store kvstore.Store, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgp.Subsystem, error) {
+// does), announcing from services and reading the tables.
+func newBGP(cfg *config, tables *clusterstate.Tables, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgp.Subsystem, error) {
 	opts := bgp.Options{
 		ConfigFile:   cfg.BGPConfigPath,
 		Announce:     bgp.AnnounceOptions{PodCIDR: cfg.BGPAnnouncePodCIDR, LBIP: cfg.BGPAnnounceLBIP},
@@ -67,14 +69,19 @@ func newBGP(cfg *config, store kvstore.Store, services *lbsync.Syncer, nodeIPv4,
 	if cfg.level <= slog.LevelDebug {
 		level.Set(slog.LevelInfo)
 	}
+	var policies *state.Table[*resource.Object]
+	if opts.ControlPlane {
+		policies = tables.Kind(bgp.PolicyKind)
+	}
 	s, err := bgp.NewSubsystem(opts, bgp.Sources{
 		NodeLabels: hostLabels(cfg),
 		NodeIPs:    func() (netip.Addr, netip.Addr) { return nodeIPv4, nodeIPv6 },
 		PodCIDRs:   validPrefixes(cfg.v4, cfg.v6),
 		Frontends:  services.Services,
 		// Until lbsync has read the store, its frontends are incomplete.
-		Ready: func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
-		Store: store,
+		Ready:    func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
+		Services: tables.Kind("Service"),
+		Policies: policies,
 	}, log.With("subsys", "bgp"), level)
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)

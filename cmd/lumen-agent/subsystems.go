@@ -51,7 +51,8 @@ func (a *agent) startEndpoints() {
 // and backends), BGP, and the cluster's nodes.
 func (a *agent) startServices() (*lbsync.Syncer, *bgp.Subsystem, error) {
 	cfg := a.cfg
-	services, err := lbsync.New(a.store, a.dp, a.nodes, lbsync.Options{
+	lbTables := lbsync.Tables{Services: a.tables.Kind("Service"), EndpointSlices: a.tables.Kind("EndpointSlice"), Pods: a.tables.Pods()}
+	services, err := lbsync.New(a.store, lbTables, a.dp, a.nodes, lbsync.Options{
 		Maglev: cfg.LBAlgorithm == "maglev", MaglevSize: uint64(cfg.MaglevTableSize), MaglevSeed: cfg.MaglevSeed,
 		StateDir: cfg.StateDir,
 		// Kubernetes' EndpointSlice controller writes the slices there.
@@ -63,7 +64,7 @@ func (a *agent) startServices() (*lbsync.Syncer, *bgp.Subsystem, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	bgpCP, err := newBGP(cfg, a.store, services, a.nodeIPv4, a.nodeIPv6, a.log)
+	bgpCP, err := newBGP(cfg, a.tables, services, a.nodeIPv4, a.nodeIPv6, a.log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
-	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
+	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Options choose where the configuration comes from.
@@ -55,8 +56,9 @@ type Sources struct {
 	// ReadyTimeout) nothing is announced, so that a restarted agent does
 	// not send its End-of-RIB with half of its routes.
 	Ready func() bool
-	// Store holds Services and CiliumBGPPeeringPolicies; nil: none.
-	Store kvstore.Store
+	// Services and Policies (CiliumBGPPeeringPolicies) are state tables;
+	// nil: none.
+	Services, Policies *state.Table[*resource.Object]
 }
 
 // Controller turns the configuration and the node's state into the
@@ -66,22 +68,22 @@ type Controller struct {
 	src     Sources
 	log     *slog.Logger
 	speaker *Speaker
-	kick    chan struct{}
 
-	mu          sync.Mutex
-	file        *FileConfig
-	fileStamp   fileStamp
-	fileErr     error
-	policies    map[string]*PeeringPolicy // by store key
-	policyErrs  map[string]error
-	services    map[string]*lb.Service // by store key
-	synced      map[string]bool
-	configErr   error // from resolving the configuration for this node
-	applyErr    error
-	notes       []string // what could not be announced
-	policyName  string
-	started     time.Time
-	routerCount int
+	mu         sync.Mutex
+	file       *FileConfig
+	fileStamp  fileStamp
+	fileErr    error
+	policies   map[string]*PeeringPolicy // by store key
+	policyErrs map[string]error
+	services   map[string]*lb.Service // by store key
+	// revisions of the tables services and policies were decoded from
+	svcRev, policyRev uint64
+	configErr         error // from resolving the configuration for this node
+	applyErr          error
+	notes             []string // what could not be announced
+	policyName        string
+	started           time.Time
+	routerCount       int
 }
 
 type fileStamp struct {
@@ -102,9 +104,9 @@ func NewController(opts Options, src Sources, log *slog.Logger, gobgpLevel *slog
 		return nil, errors.New("bgp-config-path and enable-bgp-control-plane: choose one (the ConfigMap form or CiliumBGPPeeringPolicy)")
 	}
 	c := &Controller{
-		opts: opts, src: src, log: log, speaker: NewSpeaker(log, gobgpLevel), kick: make(chan struct{}, 1),
+		opts: opts, src: src, log: log, speaker: NewSpeaker(log, gobgpLevel),
 		policies: map[string]*PeeringPolicy{}, policyErrs: map[string]error{}, services: map[string]*lb.Service{},
-		synced: map[string]bool{}, started: time.Now(),
+		started: time.Now(),
 	}
 	if opts.ConfigFile != "" {
 		fc, st, err := loadFile(opts.ConfigFile)
@@ -132,97 +134,79 @@ func loadFile(path string) (*FileConfig, fileStamp, error) {
 // leaves the sessions the way a crash would (see Speaker.Close), so that
 // the routers keep the routes while the agent restarts.
 func (c *Controller) Run(ctx context.Context) {
-	if c.src.Store != nil {
-		go c.watch(ctx, "Service")
-		if c.opts.ControlPlane {
-			go c.watch(ctx, PolicyKind)
-		}
+	var inputs []reconcile.Input
+	if c.src.Services != nil {
+		inputs = append(inputs, c.src.Services)
 	}
-	t := time.NewTicker(c.opts.Interval)
-	defer t.Stop()
-	for {
-		c.reloadFile()
-		c.converge(ctx)
-		select {
-		case <-ctx.Done():
-			closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c.speaker.Close(closeCtx, true)
-			cancel()
-			return
-		case <-t.C:
-		case <-c.kick:
-		}
+	if c.opts.ControlPlane && c.src.Policies != nil {
+		inputs = append(inputs, c.src.Policies)
 	}
-}
-
-func (c *Controller) trigger() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// watch follows one kind in the store.
-func (c *Controller) watch(ctx context.Context, kind string) {
-	for u := range c.src.Store.ListAndWatch(ctx, resource.KindPrefix(kind)) {
-		c.mu.Lock()
-		if u.Resync {
-			c.clear(kind)
-			for _, kv := range u.KVs {
-				c.put(kind, kv)
-			}
-			c.synced[kind] = true
-		}
-		for _, ev := range u.Events {
-			if ev.Type == kvstore.EventDelete {
-				c.remove(kind, ev.KV.Key)
-			} else {
-				c.put(kind, ev.KV)
+	// The speaker's timers, the file and lbsync's frontends are polled
+	// every Interval besides the tables' changes.
+	tick := make(chan struct{}, 1)
+	loop := reconcile.New(reconcile.Config{
+		Name: "bgp", Inputs: inputs, Triggers: []<-chan struct{}{tick},
+		Reconcile: func(ctx context.Context) error {
+			c.reloadFile()
+			return c.converge(ctx)
+		},
+		MinBackoff: min(100*time.Millisecond, c.opts.Interval), MaxBackoff: c.opts.Interval, Log: c.log,
+	})
+	go func() {
+		t := time.NewTicker(c.opts.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				select {
+				case tick <- struct{}{}:
+				default:
+				}
 			}
 		}
-		c.mu.Unlock()
-		c.trigger()
-	}
+	}()
+	loop.Run(ctx)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c.speaker.Close(closeCtx, true)
+	cancel()
 }
 
-func (c *Controller) clear(kind string) {
-	if kind == PolicyKind {
+// decodeInputs decodes the tables' services and policies again when they
+// changed. An object that does not decode keeps its previous version
+// (services) or is reported (policies). Called with mu held.
+func (c *Controller) decodeInputs() {
+	if t := c.src.Services; t != nil && t.Revision() != c.svcRev {
+		c.svcRev = t.Revision()
+		services := map[string]*lb.Service{}
+		for key, obj := range t.All() {
+			svc, err := lb.ServiceOf(obj)
+			if err != nil {
+				c.log.Warn("BGP: skipping malformed object in the store", "key", key, "err", err)
+				if old, ok := c.services[key]; ok {
+					services[key] = old
+				}
+				continue
+			}
+			services[key] = svc
+		}
+		c.services = services
+	}
+	if t := c.src.Policies; t != nil && c.opts.ControlPlane && t.Revision() != c.policyRev {
+		c.policyRev = t.Revision()
 		clear(c.policies)
 		clear(c.policyErrs)
-	} else {
-		clear(c.services)
-	}
-}
-
-func (c *Controller) remove(kind, key string) {
-	if kind == PolicyKind {
-		delete(c.policies, key)
-		delete(c.policyErrs, key)
-	} else {
-		delete(c.services, key)
-	}
-}
-
-func (c *Controller) put(kind string, kv kvstore.KV) {
-	obj, err := resource.Unmarshal(kv.Value)
-	if err == nil && kind == PolicyKind {
-		var p *PeeringPolicy
-		if p, err = PolicyOf(obj); err == nil {
-			c.policies[kv.Key] = p
-			delete(c.policyErrs, kv.Key)
-			return
-		}
-		delete(c.policies, kv.Key)
-		c.policyErrs[kv.Key] = err
-	}
-	if err == nil && kind == "Service" {
-		var svc *lb.Service
-		if svc, err = lb.ServiceOf(obj); err == nil {
-			c.services[kv.Key] = svc
-			return
+		for key, obj := range t.All() {
+			p, err := PolicyOf(obj)
+			if err != nil {
+				c.policyErrs[key] = err
+				c.log.Warn("BGP: skipping malformed object in the store", "key", key, "err", err)
+				continue
+			}
+			c.policies[key] = p
 		}
 	}
-	c.log.Warn("BGP: skipping malformed object in the store", "key", kv.Key, "err", err)
 }
 
 // reloadFile reads the configuration file again when it changed; a bad
@@ -277,7 +261,7 @@ func (c *Controller) routers() ([]VirtualRouter, error) {
 
 // ready reports whether the inputs are complete enough to announce.
 func (c *Controller) ready() bool {
-	if c.src.Store != nil && (!c.synced["Service"] || (c.opts.ControlPlane && !c.synced[PolicyKind])) {
+	if c.src.Services != nil && !c.src.Services.IsSynced() || c.opts.ControlPlane && c.src.Policies != nil && !c.src.Policies.IsSynced() {
 		return false
 	}
 	if c.src.Ready != nil && !c.src.Ready() && time.Since(c.started) < c.opts.ReadyTimeout {
@@ -286,12 +270,15 @@ func (c *Controller) ready() bool {
 	return true
 }
 
-func (c *Controller) converge(ctx context.Context) {
+// converge applies the desired state to the speaker; the error is the
+// speaker's (retried with back-off).
+func (c *Controller) converge(ctx context.Context) error {
 	c.mu.Lock()
 	if !c.ready() {
 		c.mu.Unlock()
-		return
+		return nil
 	}
+	c.decodeInputs()
 	vrs, err := c.routers()
 	c.configErr = err
 	specs, notes := c.desired(vrs)
@@ -308,6 +295,7 @@ func (c *Controller) converge(ctx context.Context) {
 	c.applyErr = err
 	c.routerCount = len(specs)
 	c.mu.Unlock()
+	return err
 }
 
 // serviceLabels are a service's labels plus the names Cilium lets

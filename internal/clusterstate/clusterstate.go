@@ -60,7 +60,7 @@ func New(store kvstore.Store, kinds []string, log *slog.Logger) *Tables {
 		Tables:     ts,
 		Nodes:      state.Register(ts, node.NodesSpec()),
 		Endpoints:  state.Register(ts, node.EndpointsSpec()),
-		Identities: state.Register(ts, state.Spec[identity.Entry]{Name: "identities", Prefix: identity.IDsPrefix, Decode: identity.DecodeEntry}),
+		Identities: state.Register(ts, identity.EntriesSpec()),
 		Peers:      state.Register(ts, state.Spec[peer.Peer]{Name: "hubble-peers", Prefix: peer.StorePrefix, Decode: decodePeer}),
 		Resources:  map[string]*state.Table[*resource.Object]{},
 	}

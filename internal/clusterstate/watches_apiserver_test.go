@@ -77,9 +77,9 @@ func (b *watchBody) Close() error {
 // (its tables for every kind its controllers read), plus a ListAndWatch of
 // every prefix that subsystems not yet reading tables still follow
 // themselves (policysync, the label watcher, the Hubble enricher and peer
-// announcer, the identity allocator, the pod CIDR wait) and the store's
-// own identity and node-address lookups, then counts the watch requests
-// the API server sees.
+// announcer, the pod CIDR wait, the identity allocator's Run), and the
+// store's own identity lookups, then counts the watches open on the API
+// server.
 func TestOneWatchPerKind(t *testing.T) {
 	bin, err := controlplane.BinDir()
 	if err != nil {

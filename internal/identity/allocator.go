@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Store keys of cluster identities: both directions are written in one
@@ -146,19 +147,53 @@ func (a *Allocator) Lookup(id ID) (Labels, bool) {
 
 // Run keeps the cache of cluster identities equal to the store until ctx
 // ends, so that Lookup knows identities allocated by other nodes. It does
-// nothing in memory mode.
+// nothing in memory mode. An agent whose state tables already follow the
+// identities calls Follow instead.
 func (a *Allocator) Run(ctx context.Context) {
 	if a.kv == nil {
 		return
 	}
-	for u := range a.kv.ListAndWatch(ctx, IDsPrefix) {
-		for _, kv := range u.KVs {
-			a.learn(kv)
+	t := state.NewTable(EntriesSpec(), nil)
+	go func() {
+		for u := range a.kv.ListAndWatch(ctx, IDsPrefix) {
+			t.Apply(u)
 		}
-		if u.Resync {
+	}()
+	a.Follow(ctx, t)
+}
+
+// EntriesSpec is the table of cluster identities (IDsPrefix).
+func EntriesSpec() state.Spec[Entry] {
+	return state.Spec[Entry]{Name: "identities", Prefix: IDsPrefix, Decode: DecodeEntry}
+}
+
+// Follow keeps the cache of cluster identities equal to t, the table of
+// the store's identities, until ctx ends.
+func (a *Allocator) Follow(ctx context.Context, t *state.Table[Entry]) {
+	if a.kv == nil {
+		return
+	}
+	sub := t.Subscribe()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.Changed():
+		}
+		keys, listed := sub.Drain()
+		if listed {
+			stored := map[ID]Labels{}
+			for _, e := range t.List() {
+				a.mu.Lock()
+				a.remember(e.ID, e.Labels)
+				a.mu.Unlock()
+				stored[e.ID] = e.Labels
+			}
 			// The store may have lost what this node holds (restarted
 			// empty): create it again before anyone allocates over it.
-			a.republish(ctx, u.KVs)
+			// A listing that lacks known ids (a wiped store) forgets
+			// nothing: endpoints may still use them.
+			a.republish(ctx, stored)
 			a.mu.Lock()
 			if !a.synced {
 				close(a.syncedCh)
@@ -169,19 +204,20 @@ func (a *Allocator) Run(ctx context.Context) {
 			case a.changed <- struct{}{}:
 			default:
 			}
+			continue
 		}
-		for _, e := range u.Events {
-			if e.Type == kvstore.EventPut {
-				a.learn(e.KV)
+		for _, k := range keys {
+			if e, ok := t.Get(k); ok {
+				a.mu.Lock()
+				a.remember(e.ID, e.Labels)
+				a.mu.Unlock()
 				continue
 			}
 			// Deleted by garbage collection (lumen-operator): forget it, so
 			// that the label set, should it come back, gets an identity that
-			// exists. A listing that lacks known ids (a wiped store) forgets
-			// nothing: endpoints may still use them.
-			// An identity a local endpoint still holds is created again
-			// with the same number and labels instead.
-			n, err := strconv.ParseUint(strings.TrimPrefix(e.KV.Key, IDsPrefix), 10, 32)
+			// exists. An identity a local endpoint still holds is created
+			// again with the same number and labels instead.
+			n, err := strconv.ParseUint(strings.TrimPrefix(k, IDsPrefix), 10, 32)
 			if err != nil || !ID(n).IsCluster() {
 				continue
 			}
@@ -192,17 +228,6 @@ func (a *Allocator) Run(ctx context.Context) {
 			a.forget(ID(n))
 		}
 	}
-}
-
-func (a *Allocator) learn(kv kvstore.KV) {
-	id, ls, err := parseIDEntry(kv)
-	if err != nil {
-		slog.Warn("ignoring bad identity entry", "key", kv.Key, "err", err)
-		return
-	}
-	a.mu.Lock()
-	a.remember(id, ls)
-	a.mu.Unlock()
 }
 
 func (a *Allocator) remember(id ID, ls Labels) {

@@ -189,17 +189,11 @@ func (a *Allocator) inUseIDs() map[ID]bool {
 	return used
 }
 
-// republish creates again, after a listing of the store, every identity this
+// republish creates again, after a listing of the store (stored), every identity this
 // node's endpoints hold that the listing lacks, and checks that the store
 // binds the others to the same labels. Held identities no endpoint uses any
 // more are dropped from the state file.
-func (a *Allocator) republish(ctx context.Context, listing []kvstore.KV) {
-	stored := map[ID]Labels{}
-	for _, kv := range listing {
-		if id, ls, err := parseIDEntry(kv); err == nil {
-			stored[id] = ls
-		}
-	}
+func (a *Allocator) republish(ctx context.Context, stored map[ID]Labels) {
 	local := a.localIDs()
 	a.mu.Lock()
 	pruned := false

@@ -50,7 +50,7 @@ func benchSyncer(b *testing.B, m Maps, n int) *Syncer {
 	for i := range n {
 		svcs.KVs = append(svcs.KVs, benchService(fmt.Sprintf("svc%d", i), benchIP(i+1)))
 	}
-	s, err := New(nil, m, nodes, Options{Local: func() lb.NodeInfo { return localNode }}, quiet)
+	s, err := New(nil, Tables{}, m, nodes, Options{Local: func() lb.NodeInfo { return localNode }}, quiet)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func BenchmarkAddServiceDatapath(b *testing.B) {
 			benchAdd(b, dp, n)
 			// The next size starts from empty maps.
 			b.StopTimer()
-			s, err := New(nil, dp, &fakeNodes{}, Options{Local: func() lb.NodeInfo { return localNode }}, quiet)
+			s, err := New(nil, Tables{}, dp, &fakeNodes{}, Options{Local: func() lb.NodeInfo { return localNode }}, quiet)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -28,7 +28,9 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Options configure the syncer.
@@ -85,14 +87,30 @@ type SyncStats struct {
 	Latency time.Duration `json:"latencyNs"`
 }
 
+// Tables are the state tables the syncer reads.
+type Tables struct {
+	Services, EndpointSlices, Pods *state.Table[*resource.Object]
+}
+
+func (t Tables) of(kind string) *state.Table[*resource.Object] {
+	switch kind {
+	case "Service":
+		return t.Services
+	case "EndpointSlice":
+		return t.EndpointSlices
+	}
+	return t.Pods
+}
+
 // Syncer converges the load-balancing maps.
 type Syncer struct {
-	store kvstore.Store
-	dp    Maps
-	nodes Nodes
-	opts  Options
-	log   *slog.Logger
-	kick  chan struct{}
+	store  kvstore.Store // nil: no store (tables are then ignored)
+	tables Tables
+	dp     Maps
+	nodes  Nodes
+	opts   Options
+	log    *slog.Logger
+	kick   chan struct{}
 
 	// in: the store's objects, the node manager's view, and what changed
 	// since the last reconcile.
@@ -148,10 +166,14 @@ var Kinds = append([]string(nil), kinds...)
 // nodesListed is the synced flag of the node manager's first listing.
 const nodesListed = "nodes"
 
-// New returns a syncer. Nothing is written before Run has listed the store.
-func New(store kvstore.Store, dp Maps, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
+// New returns a syncer reading tables (fed from store; store nil: no
+// store). Nothing is written before Run has read the tables' listings.
+func New(store kvstore.Store, tables Tables, dp Maps, nodes Nodes, opts Options, log *slog.Logger) (*Syncer, error) {
+	if store != nil && (tables.Services == nil || tables.EndpointSlices == nil || (tables.Pods == nil && !opts.ControllerSlices)) {
+		return nil, fmt.Errorf("lbsync: tables of Services, EndpointSlices and Pods are needed with a store: %+v", tables)
+	}
 	s := &Syncer{
-		store: store, dp: dp, nodes: nodes, opts: opts, log: log, kick: make(chan struct{}, 1),
+		store: store, tables: tables, dp: dp, nodes: nodes, opts: opts, log: log, kick: make(chan struct{}, 1),
 		in: inputs{
 			synced: map[string]bool{}, services: map[string]*lb.Service{}, byNS: map[string]map[string]*lb.Service{},
 			slices: map[string]*lb.EndpointSlice{}, slicesOf: map[string]map[string]*lb.EndpointSlice{},
@@ -173,34 +195,33 @@ func New(store kvstore.Store, dp Maps, nodes Nodes, opts Options, log *slog.Logg
 	return s, nil
 }
 
-// Run follows the store until ctx ends.
+// Run follows the tables until ctx ends.
 func (s *Syncer) Run(ctx context.Context) {
-	go s.loop(ctx)
+	// Writes wait until every input is in (isSynced): the loop's first
+	// passes before that do nothing, the listings kick it again.
+	loop := reconcile.New(reconcile.Config{
+		Name: "load-balancer", Triggers: []<-chan struct{}{s.kick},
+		Reconcile: func(context.Context) error {
+			if !s.isSynced() {
+				return nil
+			}
+			return s.reconcile()
+		},
+		MaxBackoff: 2 * time.Second, Log: s.log,
+	})
+	go loop.Run(ctx)
 	if s.store == nil {
-		s.trigger()
 		return
 	}
 	if !s.opts.ControllerSlices {
 		go s.awaitNodeListing(ctx)
 	}
-	type upd struct {
-		kind string
-		u    kvstore.Update
-	}
-	ch := make(chan upd)
-	for _, kind := range kinds {
-		if kind == "Pod" && s.opts.ControllerSlices {
-			continue
-		}
-		go func() {
-			for u := range s.store.ListAndWatch(ctx, resource.KindPrefix(kind)) {
-				select {
-				case ch <- upd{kind, u}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+	svcs, slices := s.tables.Services.Subscribe(), s.tables.EndpointSlices.Subscribe()
+	var pods <-chan struct{} // nil: not followed
+	var podSub *state.Subscription
+	if !s.opts.ControllerSlices {
+		podSub = s.tables.Pods.Subscribe()
+		pods = podSub.Changed()
 	}
 	for {
 		select {
@@ -208,10 +229,40 @@ func (s *Syncer) Run(ctx context.Context) {
 			return
 		case <-s.nodes.Changed():
 			s.nodesChanged()
-		case x := <-ch:
-			s.apply(x.kind, x.u)
+		case <-svcs.Changed():
+			s.applyTable("Service", svcs)
+		case <-slices.Changed():
+			s.applyTable("EndpointSlice", slices)
+		case <-pods:
+			s.applyTable("Pod", podSub)
 		}
 		s.trigger()
+	}
+}
+
+// applyTable records the changes of one table and marks what they touch
+// dirty; a listing replaces everything of the kind.
+func (s *Syncer) applyTable(kind string, sub *state.Subscription) {
+	keys, listed := sub.Drain()
+	t := s.tables.of(kind)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noteChange()
+	if listed {
+		s.clearKind(kind)
+		for key, obj := range t.All() {
+			s.putObject(kind, key, obj)
+		}
+		s.in.synced[kind] = true
+		s.in.full = true
+		return
+	}
+	for _, key := range keys {
+		if obj, ok := t.Get(key); ok {
+			s.putObject(kind, key, obj)
+		} else {
+			s.remove(kind, key)
+		}
 	}
 }
 
@@ -244,16 +295,7 @@ func (s *Syncer) apply(kind string, u kvstore.Update) {
 	in := &s.in
 	s.noteChange()
 	if u.Resync {
-		switch kind {
-		case "Service":
-			clear(in.services)
-			clear(in.byNS)
-		case "EndpointSlice":
-			clear(in.slices)
-			clear(in.slicesOf)
-		case "Pod":
-			clear(in.pods)
-		}
+		s.clearKind(kind)
 		for _, kv := range u.KVs {
 			s.put(kind, kv)
 		}
@@ -266,6 +308,21 @@ func (s *Syncer) apply(kind string, u kvstore.Update) {
 			continue
 		}
 		s.put(kind, ev.KV)
+	}
+}
+
+// clearKind forgets every object of kind. Called with mu held.
+func (s *Syncer) clearKind(kind string) {
+	in := &s.in
+	switch kind {
+	case "Service":
+		clear(in.services)
+		clear(in.byNS)
+	case "EndpointSlice":
+		clear(in.slices)
+		clear(in.slicesOf)
+	case "Pod":
+		clear(in.pods)
 	}
 }
 
@@ -284,13 +341,18 @@ func (s *Syncer) put(kind string, kv kvstore.KV) {
 		s.remove(kind, kv.Key)
 		return
 	}
+	s.putObject(kind, kv.Key, obj)
+}
+
+// putObject records one object of kind stored under key. Called with mu held.
+func (s *Syncer) putObject(kind, key string, obj *resource.Object) {
 	in := &s.in
 	switch kind {
 	case "Service":
 		svc, err := lb.ServiceOf(obj)
 		if err != nil {
-			s.log.Error("skipping invalid service", "key", kv.Key, "err", err)
-			s.remove(kind, kv.Key)
+			s.log.Error("skipping invalid service", "key", key, "err", err)
+			s.remove(kind, key)
 			return
 		}
 		in.services[svc.Key()] = svc
@@ -302,28 +364,28 @@ func (s *Syncer) put(kind string, kv kvstore.KV) {
 	case "EndpointSlice":
 		sl, err := lb.EndpointSliceOf(obj)
 		if err != nil {
-			s.log.Error("skipping invalid endpoint slice", "key", kv.Key, "err", err)
-			s.remove(kind, kv.Key)
+			s.log.Error("skipping invalid endpoint slice", "key", key, "err", err)
+			s.remove(kind, key)
 			return
 		}
-		s.remove(kind, kv.Key) // it may have moved to another service
-		in.slices[kv.Key] = sl
+		s.remove(kind, key) // it may have moved to another service
+		in.slices[key] = sl
 		if svc := sl.ServiceKey(); svc != "" {
 			if in.slicesOf[svc] == nil {
 				in.slicesOf[svc] = map[string]*lb.EndpointSlice{}
 			}
-			in.slicesOf[svc][kv.Key] = sl
+			in.slicesOf[svc][key] = sl
 			in.dirty[svc] = true
 		}
 	case "Pod":
 		p, err := lb.PodOf(obj)
 		if err != nil {
-			s.remove(kind, kv.Key)
+			s.remove(kind, key)
 			return
 		}
-		key := p.Namespace + "/" + p.Name
-		s.markPod(in.pods[key])
-		in.pods[key] = p
+		name := p.Namespace + "/" + p.Name
+		s.markPod(in.pods[name])
+		in.pods[name] = p
 		s.markPod(p)
 	}
 }
@@ -377,27 +439,6 @@ func (s *Syncer) trigger() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
-	}
-}
-
-func (s *Syncer) loop(ctx context.Context) {
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		case <-retry.C:
-		}
-		if !s.isSynced() {
-			retry.Reset(200 * time.Millisecond)
-			continue
-		}
-		if err := s.reconcile(); err != nil {
-			s.log.Warn("load-balancer sync", "err", err)
-			retry.Reset(2 * time.Second)
-		}
 	}
 }
 

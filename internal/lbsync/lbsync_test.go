@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
+	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
@@ -314,7 +315,7 @@ func newTestSyncer(t testing.TB, m Maps, w *world, opts Options) *Syncer {
 	if opts.Local == nil {
 		opts.Local = func() lb.NodeInfo { return w.local }
 	}
-	s, err := New(nil, m, w.nodes, opts, quiet)
+	s, err := New(nil, Tables{}, m, w.nodes, opts, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -616,7 +617,7 @@ func TestLBSyncRunWithStore(t *testing.T) {
 	if _, err := c.Put(ctx, obj.Key(), mustJSON(obj)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(c, newFakeMaps(t), &fakeNodes{}, Options{ControllerSlices: true, StateDir: t.TempDir(),
+	s, err := New(c, storeTables(ctx, c), newFakeMaps(t), &fakeNodes{}, Options{ControllerSlices: true, StateDir: t.TempDir(),
 		Local: func() lb.NodeInfo { return localNode }}, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -684,7 +685,7 @@ func TestLBSyncWaitsForNodeListing(t *testing.T) {
 	}
 	m := newFakeMaps(t)
 	nodes := &fakeNodes{}
-	s, err := New(c, m, nodes, Options{StateDir: t.TempDir(), Local: func() lb.NodeInfo { return localNode }}, quiet)
+	s, err := New(c, storeTables(ctx, c), m, nodes, Options{StateDir: t.TempDir(), Local: func() lb.NodeInfo { return localNode }}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -705,4 +706,11 @@ func TestLBSyncWaitsForNodeListing(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// storeTables are the syncer's tables fed from c, as the agent builds them.
+func storeTables(ctx context.Context, c kvstore.Store) Tables {
+	ts := clusterstate.New(c, Kinds, quiet)
+	go ts.Run(ctx)
+	return Tables{Services: ts.Kind("Service"), EndpointSlices: ts.Kind("EndpointSlice"), Pods: ts.Pods()}
 }

@@ -101,6 +101,11 @@ func TestRepublishLocalEndpoints(t *testing.T) {
 	if _, err := c.Put(ctx, EndpointsPrefix+"n1/c2", b); err != nil {
 		t.Fatal(err)
 	}
+	// A listing holds the wrong announcement: wait until the table does.
+	waitFor(t, "the wrong announcement in the table", func() bool {
+		ep, ok := tables.Endpoints.Get(EndpointsPrefix + "n1/c2")
+		return ok && ep.Identity == 999
+	})
 	m.republish(ctx) // what a listing does
 	waitFor(t, "a wrong announcement corrected", func() bool { return announced("c2", 257) })
 }

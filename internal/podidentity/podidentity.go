@@ -16,21 +16,24 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Resolver resolves an endpoint's labels (from its Pod and Namespace in
 // the store, as the Kubernetes API would give them) and its identity.
 type Resolver struct {
 	store kvstore.Store
+	ids   *state.Table[identity.Entry]
 	alloc *identity.Allocator
 	log   *slog.Logger
 	moves sync.WaitGroup // moveOff goroutines, joined by Run
 }
 
-// New returns a resolver with its own allocator; store may be nil (local
-// allocation only).
-func New(store kvstore.Store, log *slog.Logger) *Resolver {
-	return &Resolver{store: store, alloc: identity.NewAllocator(store), log: log}
+// New returns a resolver with its own allocator, which learns the
+// cluster's identities from ids (the table of identity.IDsPrefix); store
+// may be nil (local allocation only).
+func New(store kvstore.Store, ids *state.Table[identity.Entry], log *slog.Logger) *Resolver {
+	return &Resolver{store: store, ids: ids, alloc: identity.NewAllocator(store), log: log}
 }
 
 // Allocator is the resolver's identity allocator.
@@ -39,7 +42,7 @@ func (i *Resolver) Allocator() *identity.Allocator { return i.alloc }
 // Run follows the cluster's identities so that Lookup knows every one,
 // until ctx ends and every endpoint move it started has returned.
 func (i *Resolver) Run(ctx context.Context) error {
-	i.alloc.Run(ctx)
+	i.alloc.Follow(ctx, i.ids)
 	<-ctx.Done() // without a store the allocator returns at once
 	i.moves.Wait()
 	return nil

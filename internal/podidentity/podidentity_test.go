@@ -12,6 +12,7 @@ import (
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -37,7 +38,7 @@ func TestResolveFromStore(t *testing.T) {
 	put(resource.Object{APIVersion: "v1", Kind: "Pod", Metadata: resource.Metadata{Name: "a", Namespace: "shop", Labels: podLabels}, Spec: spec})
 	put(resource.Object{APIVersion: "v1", Kind: "Namespace", Metadata: resource.Metadata{Name: "shop", Labels: nsLabels}})
 
-	r := New(store, quiet)
+	r := New(store, state.NewTable(identity.EntriesSpec(), quiet), quiet)
 	id, labels, err := r.Resolve(ctx, &api.EndpointRequest{PodName: "a", Namespace: "shop", Labels: map[string]string{"app": "stale"}})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestResolveFromStore(t *testing.T) {
 // when none is given; Run returns once ctx ends.
 func TestResolveWithoutStore(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := New(nil, quiet)
+	r := New(nil, state.NewTable(identity.EntriesSpec(), quiet), quiet)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	req := map[string]string{"app": "db"}

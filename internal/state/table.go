@@ -270,11 +270,12 @@ func (t *Table[T]) apply(u kvstore.Update) {
 	if len(changed) > 0 {
 		t.rev++
 	}
-	subs := slices.Clone(t.subs)
-	t.mu.Unlock()
 	if u.Resync {
+		// Under mu: a subscriber either is in subs or sees the table synced.
 		t.markSynced()
 	}
+	subs := slices.Clone(t.subs)
+	t.mu.Unlock()
 	if len(changed) > 0 || u.Resync {
 		for _, s := range subs {
 			s.note(changed, u.Resync)
