@@ -22,11 +22,13 @@ import (
 // Resolver resolves an endpoint's labels (from its Pod and Namespace in
 // the store, as the Kubernetes API would give them) and its identity.
 type Resolver struct {
-	store kvstore.Store
-	ids   *state.Table[identity.Entry]
-	alloc *identity.Allocator
-	log   *slog.Logger
-	moves sync.WaitGroup // moveOff goroutines, joined by Run
+	store   kvstore.Store
+	ids     *state.Table[identity.Entry]
+	alloc   *identity.Allocator
+	log     *slog.Logger
+	mu      sync.Mutex
+	stopped bool           // Run is joining moves: start no more
+	moves   sync.WaitGroup // moveOff goroutines, joined by Run
 }
 
 // New returns a resolver with its own allocator, which learns the
@@ -44,6 +46,9 @@ func (i *Resolver) Allocator() *identity.Allocator { return i.alloc }
 func (i *Resolver) Run(ctx context.Context) error {
 	i.alloc.Follow(ctx, i.ids)
 	<-ctx.Done() // without a store the allocator returns at once
+	i.mu.Lock()
+	i.stopped = true
+	i.mu.Unlock()
 	i.moves.Wait()
 	return nil
 }
@@ -101,7 +106,11 @@ func (i *Resolver) Track(ctx context.Context, eps *endpoint.Manager, nodes *node
 		},
 	})
 	i.alloc.OnConflict(func(id identity.ID, lbls identity.Labels) {
-		i.moves.Go(func() { i.moveOff(ctx, eps, id, lbls) })
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		if !i.stopped {
+			i.moves.Go(func() { i.moveOff(ctx, eps, id, lbls) })
+		}
 	})
 }
 
