@@ -540,6 +540,10 @@ func (s *Store) nodeNameOf(ip string) string {
 // PodCIDRs waits until this node's CiliumNode has pod CIDRs (allocated by
 // lumen-operator) and returns them.
 func (s *Store) PodCIDRs(ctx context.Context) ([]string, error) {
+	// Stop following the nodes on return: an unread stream would queue
+	// every later CiliumNode change for the agent's lifetime.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for u := range s.ListAndWatch(ctx, node.NodesPrefix) {
 		kvs := u.KVs
 		for _, e := range u.Events {

@@ -288,7 +288,9 @@ func objectName(kind, key string) string {
 	return strings.TrimPrefix(key, resource.KindPrefix(kind))
 }
 
-// apply records a store update and marks what it touches dirty.
+// apply records a raw store update and marks what it touches dirty, like
+// applyTable does for table changes: the unit tests and benchmarks drive
+// the syncer with it, without a store.
 func (s *Syncer) apply(kind string, u kvstore.Update) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

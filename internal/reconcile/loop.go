@@ -163,7 +163,9 @@ func (l *Loop) Run(ctx context.Context) {
 	poll := append(slices.Clone(cases), reflect.SelectCase{Dir: reflect.SelectDefault})
 	drain := func() {
 		for {
-			if i, _, _ := reflect.Select(poll); i == len(poll)-1 || i == 0 {
+			// Stop at nothing raised, ctx's end, or a closed signal
+			// (which the wait below reports).
+			if i, _, ok := reflect.Select(poll); i == len(poll)-1 || i == 0 || !ok {
 				return
 			}
 		}
