@@ -31,8 +31,6 @@ const (
 	ByNode = node.ByNode
 	// ByNamedPort finds Pods by the name of a container port.
 	ByNamedPort = "namedport"
-	// ByPod finds endpoints by their pod, as "namespace/name".
-	ByPod = node.ByPod
 )
 
 // Tables are the agent's tables. Resources holds one table per resource

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/lumen-net/lumen/internal/clusterstate"
+	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
@@ -62,7 +63,7 @@ func (s *Syncer) namedPorts() portSet {
 	for _, name := range names {
 		for _, obj := range s.pods.Index(clusterstate.ByNamedPort, name) {
 			ports := podPorts(obj, []string{name})
-			for _, ep := range s.endpoints.Index(clusterstate.ByPod, obj.Metadata.Namespace+"/"+obj.Metadata.Name) {
+			for _, ep := range s.endpoints.Index(node.ByPod, obj.Metadata.Namespace+"/"+obj.Metadata.Name) {
 				if ep.Identity == 0 {
 					continue
 				}
