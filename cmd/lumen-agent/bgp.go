@@ -2,11 +2,9 @@ package main
 
 // BGP: the embedded speaker announcing this node's pod CIDRs and the
 // addresses of selected LoadBalancer services to the data centre's
-// routers (internal/bgp). It runs on its own goroutine: a router that is
-// down or slow never holds up the agent.
+// routers (internal/bgp).
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +12,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/bgp"
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/lbsync"
@@ -58,27 +55,13 @@ func (b *bgpConfig) validate(kvstoreSet bool) error {
 	return nil
 }
 
-// bgpSubsystem is the running control plane, or nil when BGP is off.
-type bgpSubsystem struct {
-	c *bgp.Controller
-}
-
-// startBGP starts the BGP controller when configured. It returns at once:
-// sessions come up in the background.
-func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgpSubsystem, error) {
+// newBGP builds the BGP control plane the flags ask for (off when none
+// does), announcing from services and reading the tables.
+func newBGP(cfg *config, tables *clusterstate.Tables, services *lbsync.Syncer, nodeIPv4, nodeIPv6 netip.Addr, log *slog.Logger) (*bgp.Subsystem, error) {
 	opts := bgp.Options{
 		ConfigFile:   cfg.BGPConfigPath,
 		Announce:     bgp.AnnounceOptions{PodCIDR: cfg.BGPAnnouncePodCIDR, LBIP: cfg.BGPAnnounceLBIP},
 		ControlPlane: cfg.EnableBGPControlPlane,
-	}
-	if !opts.Enabled() {
-		return &bgpSubsystem{}, nil
-	}
-	var cidrs []netip.Prefix
-	for _, p := range []netip.Prefix{cfg.v4, cfg.v6} {
-		if p.IsValid() {
-			cidrs = append(cidrs, p)
-		}
 	}
 	// GoBGP's own log only at warning level, unless the agent debugs.
 	level := &slog.LevelVar{}
@@ -90,10 +73,10 @@ func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, ser
 	if opts.ControlPlane {
 		policies = tables.Kind(bgp.PolicyKind)
 	}
-	c, err := bgp.NewController(opts, bgp.Sources{
+	s, err := bgp.NewSubsystem(opts, bgp.Sources{
 		NodeLabels: hostLabels(cfg),
 		NodeIPs:    func() (netip.Addr, netip.Addr) { return nodeIPv4, nodeIPv6 },
-		PodCIDRs:   cidrs,
+		PodCIDRs:   validPrefixes(cfg.v4, cfg.v6),
 		Frontends:  services.Services,
 		// Until lbsync has read the store, its frontends are incomplete.
 		Ready:    func() bool { return !strings.HasPrefix(services.Health().Message, "waiting") },
@@ -103,27 +86,5 @@ func startBGP(ctx context.Context, cfg *config, tables *clusterstate.Tables, ser
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %w", err)
 	}
-	go c.Run(ctx)
-	return &bgpSubsystem{c: c}, nil
-}
-
-func (b *bgpSubsystem) health() api.SubsystemStatus {
-	if b.c == nil {
-		return api.SubsystemStatus{Name: "bgp", State: api.StateDisabled, Message: "--bgp-config-path or --enable-bgp-control-plane not set"}
-	}
-	return b.c.Health()
-}
-
-func (b *bgpSubsystem) peers(ctx context.Context) []api.BGPPeer {
-	if b.c == nil {
-		return []api.BGPPeer{}
-	}
-	return b.c.Peers(ctx)
-}
-
-func (b *bgpSubsystem) routes(ctx context.Context) []api.BGPRoute {
-	if b.c == nil {
-		return []api.BGPRoute{}
-	}
-	return b.c.Routes(ctx)
+	return s, nil
 }

@@ -1,43 +1,21 @@
 package main
 
-// Flow observability: the ring-buffer reader feeds the Hubble observer,
-// which serves the Observer and Peer gRPC services on <state-dir>/hubble.sock
-// (and optionally TCP with TLS). The enricher names the endpoints of flows
-// from local endpoints, the store's remote endpoints, nodes and identities.
+// Flow observability's flags: the server itself is internal/hubble/server.
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/netip"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/cilium/ebpf/ringbuf"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lumen-net/lumen/internal/datapath"
-	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/hubble"
 	hubblemetrics "github.com/lumen-net/lumen/internal/hubble/metrics"
 	"github.com/lumen-net/lumen/internal/hubble/observer"
-	"github.com/lumen-net/lumen/internal/hubble/parser"
-	"github.com/lumen-net/lumen/internal/hubble/peer"
-	"github.com/lumen-net/lumen/internal/hubble/reader"
+	hubbleserver "github.com/lumen-net/lumen/internal/hubble/server"
 	"github.com/lumen-net/lumen/internal/hubble/transport"
-	"github.com/lumen-net/lumen/internal/identity"
-	"github.com/lumen-net/lumen/internal/kvstore"
-	"github.com/lumen-net/lumen/internal/metrics"
-	"github.com/lumen-net/lumen/internal/node"
 )
 
 // hubbleConfig holds the agent's Hubble settings (flags and YAML keys).
@@ -156,338 +134,18 @@ func (h *hubbleConfig) validate(stateDir string) error {
 	return nil
 }
 
-// startHubble starts reading datapath events; with Hubble enabled it also
-// starts the observer and its gRPC server. It returns once listening.
-func startHubble(ctx context.Context, cfg *config, dp *datapath.Datapath, reg *metrics.Registry, eps *endpoint.Manager,
-	nodes *node.Manager, ids *identity.Allocator, store kvstore.Store, log *slog.Logger) error {
-	rd, err := dp.OpenEvents()
-	if err != nil {
-		return err
+// hubbleServer is the server configuration of the flags.
+func (c *config) hubbleServer() hubbleserver.Config {
+	hc := hubbleserver.Config{
+		Enabled: c.EnableHubble, NodeName: c.NodeName, Zone: c.Zone, NodeLabels: c.nodeLabels,
+		SocketPath: c.HubbleSocketPath, ListenAddress: c.HubbleListenAddress,
+		Capacity: c.HubbleEventBufferCapacity, QueueSize: c.HubbleEventQueueSize, MetricGroups: c.hubbleMetricGroups,
 	}
-	go func() { <-ctx.Done(); rd.Close() }()
-	if !cfg.EnableHubble {
-		go readEvents(ctx, rd, reg, nil, log)
-		return nil
+	if c.HubbleListenAddress != "" && c.HubbleTLSCertFile != "" {
+		hc.TLS = &transport.ServerTLS{CertFile: c.HubbleTLSCertFile, KeyFile: c.HubbleTLSKeyFile, ClientCAFiles: c.HubbleTLSClientCAFiles}
 	}
-	log = log.With("subsys", "hubble")
-	hm, err := hubblemetrics.New(cfg.hubbleMetricGroups)
-	if err != nil {
-		return err
-	}
-	if err := reg.Register(hm.Collectors()...); err != nil {
-		return fmt.Errorf("registering hubble metrics: %w", err)
-	}
-	enr := newEnricher(cfg, eps, nodes, ids, store, log)
-	go enr.run(ctx)
-	p := parser.New(parser.Options{NodeName: cfg.NodeName, Enricher: enr, InterfaceName: interfaceName, NodeLabels: flowNodeLabels(cfg)})
-	self := peer.Peer{Name: cfg.NodeName, Address: "unix://" + cfg.HubbleSocketPath}
-	var tlsFiles *transport.ServerTLS
-	if cfg.HubbleListenAddress != "" {
-		self.Address = tcpPeerAddress(cfg.HubbleListenAddress, nodes.Local())
-		if cfg.HubbleTLSCertFile != "" {
-			tlsFiles = &transport.ServerTLS{CertFile: cfg.HubbleTLSCertFile, KeyFile: cfg.HubbleTLSKeyFile, ClientCAFiles: cfg.HubbleTLSClientCAFiles}
-			self.TLSServerName = cfg.NodeName
-		}
-	}
-	obs := observer.New(observer.Options{
-		NodeName: cfg.NodeName, Address: self.Address, Parser: p, Capacity: cfg.HubbleEventBufferCapacity,
-		QueueSize: cfg.HubbleEventQueueSize, Metrics: hm, Log: log,
-	})
-	go obs.Run(ctx)
-	peers := peer.NewService()
-	peers.Set([]peer.Peer{self})
-	srv, err := transport.Start(transport.ServerOptions{
-		UnixSocket: cfg.HubbleSocketPath, TCPAddress: cfg.HubbleListenAddress, TLS: tlsFiles, Log: log,
-	}, transport.Services{Observer: obs, Peer: peers})
-	if err != nil {
-		return fmt.Errorf("hubble: %w", err)
-	}
-	go func() { <-ctx.Done(); srv.Stop() }()
-	go announcePeers(ctx, store, peers, self, log)
-	go readEvents(ctx, rd, reg, obs, log)
-	go watchRingLoss(ctx, dp, obs, hm, log)
-	log.Info("hubble ready", "listen", srv.Addrs(), "capacity", cfg.HubbleEventBufferCapacity, "metrics", cfg.hubbleMetricGroups)
-	return nil
+	return hc
 }
-
-// readEvents drains the ring buffer: events are only decoded there;
-// parsing happens in the observer's goroutine. When the parser falls behind
-// the reader waits, so that events wait in the ring buffer (4 MiB by
-// default) rather than being dropped from the smaller queue.
-func readEvents(ctx context.Context, rd *ringbuf.Reader, reg *metrics.Registry, obs *observer.Observer, log *slog.Logger) {
-	var counters [256]prometheus.Counter
-	counters[datapath.EventTrace] = reg.Events.WithLabelValues("trace")
-	counters[datapath.EventDrop] = reg.Events.WithLabelValues("drop")
-	counters[datapath.EventPolicy] = reg.Events.WithLabelValues("policy")
-	o := reader.Options{Log: log, Count: func(typ uint8) {
-		if c := counters[typ]; c != nil {
-			c.Inc()
-		}
-	}}
-	if obs != nil {
-		o.Sink = func(ev *datapath.Event) { obs.EnqueueWait(ctx, ev) }
-	}
-	if err := reader.Run(ctx, rd, o); err != nil {
-		log.Error("reading events", "err", err)
-	}
-}
-
-// watchRingLoss turns the datapath's count of events it could not put in
-// the ring buffer into lost-event reports.
-func watchRingLoss(ctx context.Context, dp *datapath.Datapath, obs *observer.Observer, hm *hubblemetrics.Metrics, log *slog.Logger) {
-	var last uint64
-	first := true
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := dp.EventsLost()
-		if err != nil {
-			log.Debug("reading datapath counters", "err", err)
-			continue
-		}
-		// The counter survives agent restarts: report only what is new.
-		if !first && n > last {
-			obs.RecordLost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, n-last)
-			hm.OnLost(hubblemetrics.LostRingBuffer, n-last)
-		}
-		last, first = n, false
-	}
-}
-
-// tcpPeerAddress is how other hosts reach this node's TCP listener.
-func tcpPeerAddress(listen string, local node.Node) string {
-	host, port, _ := net.SplitHostPort(listen)
-	if a, err := netip.ParseAddr(host); err == nil && !a.IsUnspecified() {
-		return net.JoinHostPort(host, port)
-	}
-	switch {
-	case local.IPv4 != "":
-		return net.JoinHostPort(local.IPv4, port)
-	case local.IPv6 != "":
-		return net.JoinHostPort(local.IPv6, port)
-	}
-	return net.JoinHostPort("localhost", port)
-}
-
-// announcePeers writes this node's Hubble address to the store and keeps
-// the Peer service equal to every node's announcement.
-func announcePeers(ctx context.Context, store kvstore.Store, svc *peer.Service, self peer.Peer, log *slog.Logger) {
-	if store == nil {
-		return
-	}
-	b, _ := json.Marshal(self)
-	peers := map[string]peer.Peer{}
-	for u := range store.ListAndWatch(ctx, peer.StorePrefix) {
-		if u.Resync {
-			peers = map[string]peer.Peer{}
-			for _, kv := range u.KVs {
-				putPeer(peers, kv, log)
-			}
-			// (Re)announce on every listing: the store may have lost it.
-			if _, err := store.Put(ctx, peer.StorePrefix+self.Name, b); err != nil && ctx.Err() == nil {
-				log.Warn("announcing hubble peer", "err", err)
-			}
-			peers[self.Name] = self
-		}
-		for _, e := range u.Events {
-			if e.Type == kvstore.EventDelete {
-				delete(peers, strings.TrimPrefix(e.KV.Key, peer.StorePrefix))
-				continue
-			}
-			putPeer(peers, e.KV, log)
-		}
-		list := make([]peer.Peer, 0, len(peers))
-		for _, p := range peers {
-			list = append(list, p)
-		}
-		svc.Set(list)
-	}
-}
-
-func putPeer(peers map[string]peer.Peer, kv kvstore.KV, log *slog.Logger) {
-	var p peer.Peer
-	if err := json.Unmarshal(kv.Value, &p); err != nil || p.Name == "" || p.Address == "" {
-		log.Warn("skipping malformed hubble peer", "key", kv.Key, "err", err)
-		return
-	}
-	peers[p.Name] = p
-}
-
-// flowNodeLabels are the node's labels as flows carry them ("key=value",
-// sorted), with its zone as the Kubernetes topology label.
-func flowNodeLabels(cfg *config) []string {
-	ls := map[string]string{}
-	if cfg.Zone != "" {
-		ls["topology.kubernetes.io/zone"] = cfg.Zone
-	}
-	for k, v := range cfg.nodeLabels {
-		ls[k] = v
-	}
-	out := make([]string, 0, len(ls))
-	for k, v := range ls {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func interfaceName(ifindex int) string {
-	if i, err := net.InterfaceByIndex(ifindex); err == nil {
-		return i.Name
-	}
-	return ""
-}
-
-// enricher maps addresses to flow endpoints from an immutable snapshot,
-// rebuilt when remote endpoints change, every few seconds, and at once
-// (rate limited) when an address of this node's pod CIDRs is unknown, so a
-// new pod's first packets are named.
-type enricher struct {
-	cfg    *config
-	eps    *endpoint.Manager
-	nodes  *node.Manager
-	ids    *identity.Allocator
-	store  kvstore.Store
-	log    *slog.Logger
-	snap   atomic.Pointer[map[netip.Addr]*flowpb.Endpoint]
-	mu     sync.Mutex // serializes rebuilds; guards remote and last
-	remote map[string]node.Endpoint
-	last   time.Time
-}
-
-func newEnricher(cfg *config, eps *endpoint.Manager, nodes *node.Manager, ids *identity.Allocator, store kvstore.Store, log *slog.Logger) *enricher {
-	e := &enricher{cfg: cfg, eps: eps, nodes: nodes, ids: ids, store: store, log: log, remote: map[string]node.Endpoint{}}
-	e.rebuild()
-	return e
-}
-
-// EndpointByIP implements parser.Enricher.
-func (e *enricher) EndpointByIP(ip netip.Addr) *flowpb.Endpoint {
-	ip = ip.Unmap()
-	if ep, ok := (*e.snap.Load())[ip]; ok {
-		return ep
-	}
-	if (e.cfg.v4.Contains(ip) || e.cfg.v6.Contains(ip)) && e.rebuildIfStale(200*time.Millisecond) {
-		if ep, ok := (*e.snap.Load())[ip]; ok {
-			return ep
-		}
-	}
-	return parser.ReservedEndpoint(parser.IdentityWorld)
-}
-
-func (e *enricher) run(ctx context.Context) {
-	var updates <-chan kvstore.Update
-	if e.store != nil {
-		updates = e.store.ListAndWatch(ctx, node.EndpointsPrefix)
-	}
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case u, ok := <-updates:
-			if !ok {
-				updates = nil
-				continue
-			}
-			e.applyRemote(u)
-		case <-t.C:
-		}
-		e.rebuild()
-	}
-}
-
-func (e *enricher) applyRemote(u kvstore.Update) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	put := func(kv kvstore.KV) {
-		var ep node.Endpoint
-		if err := json.Unmarshal(kv.Value, &ep); err == nil {
-			e.remote[kv.Key] = ep
-		}
-	}
-	if u.Resync {
-		e.remote = map[string]node.Endpoint{}
-		for _, kv := range u.KVs {
-			put(kv)
-		}
-	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			delete(e.remote, ev.KV.Key)
-			continue
-		}
-		put(ev.KV)
-	}
-}
-
-func (e *enricher) rebuildIfStale(age time.Duration) bool {
-	e.mu.Lock()
-	stale := time.Since(e.last) >= age
-	e.mu.Unlock()
-	if stale {
-		e.rebuild()
-	}
-	return stale
-}
-
-func (e *enricher) rebuild() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m := map[netip.Addr]*flowpb.Endpoint{}
-	add := func(ip string, ep *flowpb.Endpoint) {
-		if a, err := netip.ParseAddr(ip); err == nil {
-			m[a.Unmap()] = ep
-		}
-	}
-	for _, n := range e.nodes.Nodes() {
-		id := uint32(parser.IdentityRemoteNode)
-		if n.Name == e.cfg.NodeName {
-			id = parser.IdentityHost
-		}
-		add(n.IPv4, parser.ReservedEndpoint(id))
-		add(n.IPv6, parser.ReservedEndpoint(id))
-	}
-	for _, r := range e.remote {
-		if r.Node == e.cfg.NodeName {
-			continue // the local list below is authoritative
-		}
-		ep := &flowpb.Endpoint{Identity: r.Identity, ClusterName: "default", Namespace: r.Namespace, PodName: r.PodName,
-			Labels: e.labels(r.Identity, r.Namespace, r.Labels)}
-		add(r.IPv4, ep)
-		add(r.IPv6, ep)
-	}
-	for _, l := range e.eps.List() {
-		ep := &flowpb.Endpoint{ID: uint32(l.ID), Identity: l.Identity, ClusterName: "default", Namespace: l.Namespace, PodName: l.PodName,
-			Labels: e.labels(l.Identity, l.Namespace, l.Labels)}
-		add(l.IPv4, ep)
-		add(l.IPv6, ep)
-	}
-	e.snap.Store(&m)
-	e.last = time.Now()
-}
-
-// labels are the identity's labels when known, else the pod's own.
-func (e *enricher) labels(id uint32, ns string, pod map[string]string) []string {
-	if e.ids != nil {
-		if ls, ok := e.ids.Lookup(identity.ID(id)); ok {
-			return ls.Strings()
-		}
-	}
-	if ls, ok := identity.ReservedLabels(identity.ID(id)); ok && id != parser.IdentityInit {
-		return ls.Strings()
-	}
-	return parser.PodLabels(ns, pod)
-}
-
-// Make sure the enricher stays what the parser expects.
-var _ parser.Enricher = (*enricher)(nil)
 
 // The version reported to Hubble clients follows the agent's.
 func init() { hubble.Version = "lumen-" + version }

@@ -168,15 +168,31 @@ const (
 func (d *Datapath) hook(h Hook) (*ebpf.Program, ebpf.AttachType, string) {
 	switch h {
 	case HookFromContainer:
-		return d.lxc.FromContainer, ebpf.AttachTCXIngress, "from_container"
+		return d.lxc.FromContainer, ebpf.AttachTCXIngress, hookName(h)
 	case HookToContainer:
-		return d.lxc.ToContainer, ebpf.AttachTCXEgress, "to_container"
+		return d.lxc.ToContainer, ebpf.AttachTCXEgress, hookName(h)
 	case HookFromNetdev:
-		return d.host.FromNetdev, ebpf.AttachTCXIngress, "from_netdev"
+		return d.host.FromNetdev, ebpf.AttachTCXIngress, hookName(h)
 	case HookToNetdev:
-		return d.host.ToNetdev, ebpf.AttachTCXEgress, "to_netdev"
+		return d.host.ToNetdev, ebpf.AttachTCXEgress, hookName(h)
 	default:
-		return d.overlay.FromOverlay, ebpf.AttachTCXIngress, "from_overlay"
+		return d.overlay.FromOverlay, ebpf.AttachTCXIngress, hookName(HookFromOverlay)
+	}
+}
+
+// hookName names hook's program in its link pin.
+func hookName(h Hook) string {
+	switch h {
+	case HookFromContainer:
+		return "from_container"
+	case HookToContainer:
+		return "to_container"
+	case HookFromNetdev:
+		return "from_netdev"
+	case HookToNetdev:
+		return "to_netdev"
+	default:
+		return "from_overlay"
 	}
 }
 
@@ -240,21 +256,4 @@ func (d *Datapath) Attached() ([]string, error) {
 		out = append(out, e.Name())
 	}
 	return out, nil
-}
-
-// PruneLinks detaches every pinned link whose name keep does not accept.
-func (d *Datapath) PruneLinks(keep func(ifindex int, program string) bool) error {
-	names, err := d.Attached()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, n := range names {
-		var ifindex int
-		var prog string
-		if _, err := fmt.Sscanf(n, "%d_%s", &ifindex, &prog); err != nil || !keep(ifindex, prog) {
-			errs = append(errs, unpinLink(filepath.Join(d.opts.BPFFS, "links", n)))
-		}
-	}
-	return errors.Join(errs...)
 }

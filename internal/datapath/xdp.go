@@ -28,7 +28,7 @@ func (d *Datapath) AttachXDP(ifindex int) error {
 			return fmt.Errorf("device %s: %w", l0.Attrs().Name, ErrXDPBond)
 		}
 	}
-	pin := d.linkPin(ifindex, "xdp_nodeport")
+	pin := d.linkPin(ifindex, xdpProgram)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 		err = l.Update(d.xdp.XdpNodeport)
 		l.Close()
@@ -50,7 +50,7 @@ func (d *Datapath) AttachXDP(ifindex int) error {
 
 // DetachXDP removes the accelerator from a device (no error if absent).
 func (d *Datapath) DetachXDP(ifindex int) error {
-	return unpinLink(filepath.Join(d.opts.BPFFS, "links", fmt.Sprintf("%d_xdp_nodeport", ifindex)))
+	return unpinLink(d.linkPin(ifindex, xdpProgram))
 }
 
 // XDPPassProgram is an XDP program that passes everything: veth peers

@@ -11,6 +11,9 @@
 //   - metrics: Prometheus metrics derived from flows
 //   - transport: unix/TCP listeners, TLS and mTLS, client dialing
 //   - printer: flow output for `lumen observe`
+//   - server: the agent's flow pipeline (reader -> observer -> gRPC), with
+//     enricher (names of flow endpoints), announce (peer announcements in
+//     the store), reader and ringloss (lost-event reports)
 package hubble
 
 // ObserverServiceName is the gRPC health service the hubble CLI checks.

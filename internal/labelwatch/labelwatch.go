@@ -1,4 +1,6 @@
-package main
+// Package labelwatch follows pod and namespace label changes and moves
+// local endpoints to the identity of their new label set.
+package labelwatch
 
 import (
 	"context"
@@ -10,12 +12,12 @@ import (
 	"github.com/lumen-net/lumen/internal/api"
 	"github.com/lumen-net/lumen/internal/endpoint"
 	"github.com/lumen-net/lumen/internal/identity"
-	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 // Label changes: an endpoint's identity comes from its pod's labels and its
-// namespace's labels (identities.resolve). When either changes later
+// namespace's labels (podidentity.Resolver). When either changes later
 // (`kubectl label pod`, `lumen apply` of the Pod or Namespace), the agent
 // allocates the new label set's identity and moves the endpoint to it, as
 // Cilium does: its policy, endpoint map entry, persisted state and
@@ -41,10 +43,11 @@ type endpointUpdater interface {
 	UpdateIdentity(ctx context.Context, containerID string, id uint32, labels map[string]string) (api.Endpoint, error)
 }
 
-// labelWatcher follows Pods and Namespaces in the store and re-resolves the
+// Watcher follows the Pod and Namespace tables and re-resolves the
 // identity of local endpoints whose label set changed.
-type labelWatcher struct {
-	store  kvstore.Store
+type Watcher struct {
+	pods   *state.Table[*resource.Object]
+	nss    *state.Table[*resource.Object]
 	alloc  labelAllocator
 	eps    endpointUpdater
 	log    *slog.Logger
@@ -52,18 +55,15 @@ type labelWatcher struct {
 	retry  time.Duration
 }
 
-func newLabelWatcher(store kvstore.Store, alloc labelAllocator, eps endpointUpdater, log *slog.Logger) *labelWatcher {
-	return &labelWatcher{store: store, alloc: alloc, eps: eps, log: log.With("subsys", "labels"), settle: labelSettle, retry: labelRetry}
+// New returns a watcher of the pods and namespaces tables. Without a store
+// they stay empty: labels come from CNI requests only and never change.
+func New(pods, namespaces *state.Table[*resource.Object], alloc labelAllocator, eps endpointUpdater, log *slog.Logger) *Watcher {
+	return &Watcher{pods: pods, nss: namespaces, alloc: alloc, eps: eps, log: log.With("subsys", "labels"), settle: labelSettle, retry: labelRetry}
 }
 
-// run follows the store until ctx ends. Without a store labels come from
-// CNI requests only and never change.
-func (w *labelWatcher) run(ctx context.Context) {
-	if w.store == nil {
-		return
-	}
-	podCh := w.store.ListAndWatch(ctx, resource.KindPrefix("Pod"))
-	nsCh := w.store.ListAndWatch(ctx, resource.KindPrefix("Namespace"))
+// Run follows the tables until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	podSub, nsSub := w.pods.Subscribe(), w.nss.Subscribe()
 	st := newLabelState()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -75,24 +75,18 @@ func (w *labelWatcher) run(ctx context.Context) {
 			armed = true
 		}
 	}
-	for podCh != nil || nsCh != nil {
+	for {
 		select {
 		case <-ctx.Done():
-			return
-		case u, ok := <-podCh:
-			if !ok {
-				podCh = nil
-				continue
-			}
-			if st.apply(kindPod, u, w.log) {
+			return nil
+		case <-podSub.Changed():
+			keys, all := podSub.Drain()
+			if st.apply(kindPod, w.pods, keys, all) {
 				arm(w.settle)
 			}
-		case u, ok := <-nsCh:
-			if !ok {
-				nsCh = nil
-				continue
-			}
-			if st.apply(kindNamespace, u, w.log) {
+		case <-nsSub.Changed():
+			keys, all := nsSub.Drain()
+			if st.apply(kindNamespace, w.nss, keys, all) {
 				arm(w.settle)
 			}
 		case <-timer.C:
@@ -110,7 +104,7 @@ func (w *labelWatcher) run(ctx context.Context) {
 // sync moves every local endpoint touched by the changes since the last
 // pass whose label set differs from its identity's. It reports whether
 // every update succeeded; failed endpoints stay pending.
-func (w *labelWatcher) sync(ctx context.Context, st *labelState) bool {
+func (w *Watcher) sync(ctx context.Context, st *labelState) bool {
 	failed := map[string]bool{}
 	for _, ep := range w.eps.List() {
 		if ep.PodName == "" {
@@ -186,9 +180,10 @@ func newLabelState() *labelState {
 	}
 }
 
-// apply takes one update of kind's objects and reports whether any labels
-// changed (status and spec updates of a pod do not count).
-func (s *labelState) apply(kind string, u kvstore.Update, log *slog.Logger) bool {
+// apply takes the rows of kind's table whose store keys changed (all:
+// every row, after a listing) and reports whether any labels changed
+// (status and spec updates of a pod do not count).
+func (s *labelState) apply(kind string, rows *state.Table[*resource.Object], keys []string, all bool) bool {
 	m, dirty := s.pods, s.dirtyPods
 	if kind == kindNamespace {
 		m, dirty = s.nss, s.dirtyNS
@@ -207,15 +202,13 @@ func (s *labelState) apply(kind string, u kvstore.Update, log *slog.Logger) bool
 		dirty[key] = true
 		changed = true
 	}
-	if u.Resync {
+	if all {
 		seen := map[string]bool{}
-		for _, kv := range u.KVs {
-			key, labels, ok := labelsOf(kind, kv, log)
-			if !ok {
-				continue
+		for storeKey, obj := range rows.All() {
+			if key, ok := objectKey(kind, storeKey); ok {
+				seen[key] = true
+				set(key, obj.Metadata.Labels, true)
 			}
-			seen[key] = true
-			set(key, labels, true)
 		}
 		for key := range m {
 			if !seen[key] {
@@ -227,16 +220,17 @@ func (s *labelState) apply(kind string, u kvstore.Update, log *slog.Logger) bool
 			changed = true // the first pass waits for both kinds
 		}
 	}
-	for _, ev := range u.Events {
-		if ev.Type == kvstore.EventDelete {
-			if key, ok := objectKey(kind, ev.KV.Key); ok {
-				set(key, nil, false)
-			}
+	for _, storeKey := range keys {
+		key, ok := objectKey(kind, storeKey)
+		if !ok {
 			continue
 		}
-		if key, labels, ok := labelsOf(kind, ev.KV, log); ok {
-			set(key, labels, true)
+		obj, present := rows.Get(storeKey)
+		var labels map[string]string
+		if present {
+			labels = obj.Metadata.Labels
 		}
+		set(key, labels, present)
 	}
 	return changed
 }
@@ -252,19 +246,6 @@ func objectKey(kind, storeKey string) (string, bool) {
 		return ns + "/" + name, true
 	}
 	return name, true
-}
-
-func labelsOf(kind string, kv kvstore.KV, log *slog.Logger) (string, map[string]string, bool) {
-	key, ok := objectKey(kind, kv.Key)
-	if !ok {
-		return "", nil, false
-	}
-	obj, err := resource.Unmarshal(kv.Value)
-	if err != nil {
-		log.Warn("ignoring undecodable object", "key", kv.Key, "err", err)
-		return "", nil, false
-	}
-	return key, obj.Metadata.Labels, true
 }
 
 // ready reports whether pods and namespaces were both listed: before, a
@@ -286,7 +267,7 @@ func (s *labelState) clean(keep map[string]bool) {
 }
 
 // desired returns a pod's labels and security label set, computed as
-// identities.resolve does: a namespace missing from the store has just the
+// podidentity.Resolver does: a namespace missing from the store has just the
 // label the API server would give it.
 func (s *labelState) desired(namespace, pod string) (map[string]string, identity.Labels, bool) {
 	podLabels, ok := s.pods[namespace+"/"+pod]

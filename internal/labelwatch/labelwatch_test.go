@@ -1,4 +1,4 @@
-package main
+package labelwatch
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/resource"
+	"github.com/lumen-net/lumen/internal/state"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -51,16 +52,41 @@ func put(kvs ...kvstore.KV) kvstore.Update {
 	return u
 }
 
+// feeder holds a Pod and a Namespace table, fed as the store feeds the
+// agent's, and a subscription to each as the watcher holds them.
+type feeder struct {
+	tables map[string]*state.Table[*resource.Object]
+	subs   map[string]*state.Subscription
+}
+
+func newFeeder() *feeder {
+	f := &feeder{tables: map[string]*state.Table[*resource.Object]{}, subs: map[string]*state.Subscription{}}
+	for _, kind := range []string{kindPod, kindNamespace} {
+		f.tables[kind] = state.NewTable(state.Spec[*resource.Object]{Name: kind, Prefix: resource.KindPrefix(kind),
+			Decode: func(kv kvstore.KV) (*resource.Object, error) { return resource.Unmarshal(kv.Value) }}, quiet)
+		f.subs[kind] = f.tables[kind].Subscribe()
+	}
+	return f
+}
+
+// apply feeds u to kind's table and s the changes, as Run does.
+func (f *feeder) apply(s *labelState, kind string, u kvstore.Update) bool {
+	f.tables[kind].Apply(u)
+	keys, all := f.subs[kind].Drain()
+	return s.apply(kind, f.tables[kind], keys, all)
+}
+
 func TestLabelStateChangeDetection(t *testing.T) {
 	s := newLabelState()
+	f := newFeeder()
 	web := map[string]string{"app": "web"}
-	if !s.apply(kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}, quiet) {
+	if !f.apply(s, kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}) {
 		t.Fatal("first listing reported no change")
 	}
 	if s.ready() {
 		t.Fatal("ready before the namespaces were listed")
 	}
-	s.apply(kindNamespace, kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", nil)}}, quiet)
+	f.apply(s, kindNamespace, kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", nil)}})
 	if !s.ready() {
 		t.Fatal("not ready after both listings")
 	}
@@ -70,19 +96,19 @@ func TestLabelStateChangeDetection(t *testing.T) {
 	s.clean(nil)
 
 	// Same labels, other spec (a status or spec update): nothing to do.
-	if s.apply(kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "web"}, "n2")), quiet) {
+	if f.apply(s, kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "web"}, "n2"))) {
 		t.Error("an update that keeps the labels counts as a change")
 	}
 	if s.dirty("shop", "a") {
 		t.Error("pod a pending after an update that kept its labels")
 	}
 	// Same labels in a new listing (a resync after a store outage).
-	if s.apply(kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}, quiet) {
+	if f.apply(s, kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}) {
 		t.Error("an identical listing counts as a change")
 	}
 
 	// A relabel.
-	if !s.apply(kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "db"}, "n1")), quiet) {
+	if !f.apply(s, kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "db"}, "n1"))) {
 		t.Fatal("relabel not detected")
 	}
 	if !s.dirty("shop", "a") || s.dirty("shop", "b") {
@@ -99,7 +125,7 @@ func TestLabelStateChangeDetection(t *testing.T) {
 	s.clean(nil)
 
 	// A namespace relabel touches every pod in it.
-	if !s.apply(kindNamespace, put(nsKV(t, "shop", map[string]string{"team": "x"})), quiet) {
+	if !f.apply(s, kindNamespace, put(nsKV(t, "shop", map[string]string{"team": "x"}))) {
 		t.Fatal("namespace relabel not detected")
 	}
 	if !s.dirty("shop", "a") || !s.dirty("shop", "b") || s.dirty("other", "a") {
@@ -117,18 +143,18 @@ func TestLabelStateChangeDetection(t *testing.T) {
 
 	// Deletions: the pod is gone (nothing desired), the namespace falls
 	// back to the label the API server would give it.
-	s.apply(kindPod, kvstore.Update{Events: []kvstore.Event{{Type: kvstore.EventDelete, KV: kvstore.KV{Key: resource.Key("Pod", "shop", "b")}}}}, quiet)
+	f.apply(s, kindPod, kvstore.Update{Events: []kvstore.Event{{Type: kvstore.EventDelete, KV: kvstore.KV{Key: resource.Key("Pod", "shop", "b")}}}})
 	if _, _, ok := s.desired("shop", "b"); ok || !s.dirty("shop", "b") {
 		t.Errorf("deleted pod: desired ok=%v dirty=%v", ok, s.dirty("shop", "b"))
 	}
-	s.apply(kindNamespace, kvstore.Update{Resync: true}, quiet)
+	f.apply(s, kindNamespace, kvstore.Update{Resync: true})
 	_, lbls, _ = s.desired("shop", "a")
 	if lbls.String() != want.String() {
 		t.Errorf("namespace gone: label set %s, want %s", lbls, want)
 	}
 
 	// Undecodable values and foreign keys are ignored.
-	if s.apply(kindPod, put(kvstore.KV{Key: resource.Key("Pod", "shop", "c"), Value: []byte("{")}, kvstore.KV{Key: "/lumen/v1/other", Value: []byte("{}")}), quiet) {
+	if f.apply(s, kindPod, put(kvstore.KV{Key: resource.Key("Pod", "shop", "c"), Value: []byte("{")}, kvstore.KV{Key: "/lumen/v1/other", Value: []byte("{}")})) {
 		t.Error("garbage counted as a change")
 	}
 }
@@ -203,10 +229,11 @@ func TestLabelSync(t *testing.T) {
 		api.Endpoint{ID: 3, ContainerID: "cx", Identity: 5},                                                       // no pod: never touched
 		api.Endpoint{ID: 4, ContainerID: "cg", PodName: "ghost", Namespace: "shop", Identity: webID, Labels: web}, // not in the store
 	)
-	w := newLabelWatcher(nil, alloc, eps, quiet)
+	w := New(nil, nil, alloc, eps, quiet)
 	st := newLabelState()
-	st.apply(kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}}, quiet)
-	st.apply(kindNamespace, kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", nil)}}, quiet)
+	f := newFeeder()
+	f.apply(st, kindPod, kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1"), podKV(t, "shop", "b", web, "n1")}})
+	f.apply(st, kindNamespace, kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", nil)}})
 
 	// Everything listed matches: no update at all.
 	if !w.sync(ctx, st) {
@@ -217,9 +244,9 @@ func TestLabelSync(t *testing.T) {
 	}
 
 	// A burst of relabels of a between two passes: one update, to the last.
-	st.apply(kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "x"}, "n1")), quiet)
-	st.apply(kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "y"}, "n1")), quiet)
-	st.apply(kindPod, put(podKV(t, "shop", "a", db, "n1")), quiet)
+	f.apply(st, kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "x"}, "n1")))
+	f.apply(st, kindPod, put(podKV(t, "shop", "a", map[string]string{"app": "y"}, "n1")))
+	f.apply(st, kindPod, put(podKV(t, "shop", "a", db, "n1")))
 	w.sync(ctx, st)
 	if c := eps.takeCalls(); !slices.Equal(c, []string{fmt.Sprintf("ca=%d", dbID)}) {
 		t.Fatalf("burst: updates %v, want only ca=%d", c, dbID)
@@ -229,7 +256,7 @@ func TestLabelSync(t *testing.T) {
 	}
 
 	// Relabel back: the earlier identity again.
-	st.apply(kindPod, put(podKV(t, "shop", "a", web, "n1")), quiet)
+	f.apply(st, kindPod, put(podKV(t, "shop", "a", web, "n1")))
 	w.sync(ctx, st)
 	if c := eps.takeCalls(); !slices.Equal(c, []string{fmt.Sprintf("ca=%d", webID)}) {
 		t.Fatalf("relabel back: updates %v, want ca=%d", c, webID)
@@ -239,7 +266,7 @@ func TestLabelSync(t *testing.T) {
 	// the next pass, and only the failed endpoint is.
 	teamID := idOf(web, map[string]string{resource.MetadataNameLabel: "shop", "team": "t"})
 	eps.fail["cb"] = errors.New("map full")
-	st.apply(kindNamespace, put(nsKV(t, "shop", map[string]string{"team": "t"})), quiet)
+	f.apply(st, kindNamespace, put(nsKV(t, "shop", map[string]string{"team": "t"})))
 	if w.sync(ctx, st) {
 		t.Error("sync reported success with a failed update")
 	}
@@ -288,16 +315,6 @@ func TestLabelsChanged(t *testing.T) {
 	}
 }
 
-// chanStore is a kvstore.Store whose ListAndWatch channels the test feeds.
-type chanStore struct {
-	kvstore.Store // nil: only ListAndWatch is used
-	chans         map[string]chan kvstore.Update
-}
-
-func (s *chanStore) ListAndWatch(_ context.Context, prefix string) <-chan kvstore.Update {
-	return s.chans[prefix]
-}
-
 // TestLabelWatcherRun drives the loop: nothing happens before pods and
 // namespaces are both listed (else the namespace labels would be missing),
 // then a relabel moves the endpoint.
@@ -311,13 +328,12 @@ func TestLabelWatcherRun(t *testing.T) {
 	wantID, _ := alloc.Allocate(ctx, identity.PodLabels(web, "shop", nsl))
 	dbID, _ := alloc.Allocate(ctx, identity.PodLabels(map[string]string{"app": "db"}, "shop", nsl))
 	eps := newFakeEndpoints(api.Endpoint{ID: 1, ContainerID: "ca", PodName: "a", Namespace: "shop", Identity: uint32(staleID), Labels: web})
-	store := &chanStore{chans: map[string]chan kvstore.Update{
-		resource.KindPrefix("Pod"): make(chan kvstore.Update), resource.KindPrefix("Namespace"): make(chan kvstore.Update),
-	}}
-	w := newLabelWatcher(store, alloc, eps, quiet)
+	f := newFeeder()
+	pods, nss := f.tables[kindPod], f.tables[kindNamespace]
+	w := New(pods, nss, alloc, eps, quiet)
 	w.settle = time.Millisecond
 	done := make(chan struct{})
-	go func() { w.run(ctx); close(done) }()
+	go func() { _ = w.Run(ctx); close(done) }()
 
 	next := func(what string) {
 		t.Helper()
@@ -327,19 +343,18 @@ func TestLabelWatcherRun(t *testing.T) {
 			t.Fatalf("no update after %s", what)
 		}
 	}
-	store.chans[resource.KindPrefix("Pod")] <- kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1")}}
-	store.chans[resource.KindPrefix("Namespace")] <- kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", map[string]string{"team": "t"})}}
+	pods.Apply(kvstore.Update{Resync: true, KVs: []kvstore.KV{podKV(t, "shop", "a", web, "n1")}})
+	nss.Apply(kvstore.Update{Resync: true, KVs: []kvstore.KV{nsKV(t, "shop", map[string]string{"team": "t"})}})
 	next("listing")
-	store.chans[resource.KindPrefix("Pod")] <- put(podKV(t, "shop", "a", map[string]string{"app": "db"}, "n1"))
+	pods.Apply(put(podKV(t, "shop", "a", map[string]string{"app": "db"}, "n1")))
 	next("relabel")
 	if c := eps.takeCalls(); !slices.Equal(c, []string{fmt.Sprintf("ca=%d", wantID), fmt.Sprintf("ca=%d", dbID)}) {
 		t.Fatalf("updates %v, want ca=%d (listing with namespace labels) then ca=%d", c, wantID, dbID)
 	}
-	close(store.chans[resource.KindPrefix("Pod")])
-	close(store.chans[resource.KindPrefix("Namespace")])
+	cancel()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return after its channels closed")
+		t.Fatal("run did not return after ctx ended")
 	}
 }

@@ -1,6 +1,10 @@
-package main
+// Package deviceattach keeps from_netdev/to_netdev (and, with
+// acceleration, the XDP program) on the node's selected devices as the
+// device watcher reports them.
+package deviceattach
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,23 +14,57 @@ import (
 	"github.com/lumen-net/lumen/internal/devices"
 )
 
-// deviceState is the set of devices carrying from_netdev (and, with
+// Deps are what the attacher works with.
+type Deps struct {
+	Datapath *datapath.Datapath
+	// Initial is the first device list (attached by New); Updates the
+	// following ones, closed when the watch ends.
+	Initial []devices.Device
+	Updates <-chan []devices.Device
+	// XDP attaches xdp_nodeport too (--bpf-lb-acceleration=native).
+	XDP bool
+	Log *slog.Logger
+}
+
+// Attacher is the set of devices carrying from_netdev (and, with
 // acceleration, the XDP program).
-type deviceState struct {
+type Attacher struct {
+	dp      *datapath.Datapath
+	updates <-chan []devices.Device
+	log     *slog.Logger
+
 	mu   sync.Mutex
 	devs map[int]string
 	err  error
 	xdp  bool
 }
 
-func (s *deviceState) has(ifindex int) bool {
+// New attaches the programs to deps.Initial before returning, so that a
+// link prune after it keeps them.
+func New(deps Deps) *Attacher {
+	s := &Attacher{dp: deps.Datapath, updates: deps.Updates, log: deps.Log, xdp: deps.XDP}
+	s.attach(deps.Initial)
+	return s
+}
+
+// Run follows the device list until the watch ends.
+func (s *Attacher) Run(ctx context.Context) error {
+	for d := range s.updates {
+		s.attach(d)
+	}
+	return nil
+}
+
+// Has reports whether the device with ifindex carries the programs.
+func (s *Attacher) Has(ifindex int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.devs[ifindex]
 	return ok
 }
 
-func (s *deviceState) names() []string {
+// Names are the devices' names.
+func (s *Attacher) Names() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []string{}
@@ -36,7 +74,8 @@ func (s *deviceState) names() []string {
 	return out
 }
 
-func (s *deviceState) health() api.SubsystemStatus {
+// Health is the "devices" subsystem's status.
+func (s *Attacher) Health() api.SubsystemStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -52,9 +91,10 @@ func (s *deviceState) health() api.SubsystemStatus {
 	return api.SubsystemStatus{Name: "devices", State: api.StateOK, Message: strings.Join(names, ", ")}
 }
 
-// attachDevices puts from_netdev on every device of devs and takes it off
-// the devices that left the list.
-func attachDevices(dp *datapath.Datapath, s *deviceState, devs []devices.Device, log *slog.Logger) {
+// attach puts from_netdev on every device of devs and takes it off the
+// devices that left the list.
+func (s *Attacher) attach(devs []devices.Device) {
+	dp, log := s.dp, s.log
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := map[int]string{}

@@ -1,9 +1,13 @@
-package main
+// Package podidentity gives a new endpoint its labels (from its Pod and
+// Namespace in the store) and its identity, and keeps the identities local
+// endpoints hold known to the allocator.
+package podidentity
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/lumen-net/lumen/internal/api"
@@ -15,22 +19,43 @@ import (
 	"github.com/lumen-net/lumen/internal/state"
 )
 
-// identities resolves an endpoint's labels (from its Pod and Namespace in
+// Resolver resolves an endpoint's labels (from its Pod and Namespace in
 // the store, as the Kubernetes API would give them) and its identity.
-type identities struct {
-	store kvstore.Store
-	alloc *identity.Allocator
-	log   *slog.Logger
+type Resolver struct {
+	store   kvstore.Store
+	ids     *state.Table[identity.Entry]
+	alloc   *identity.Allocator
+	log     *slog.Logger
+	mu      sync.Mutex
+	stopped bool           // Run is joining moves: start no more
+	moves   sync.WaitGroup // moveOff goroutines, joined by Run
 }
 
-func newIdentities(store kvstore.Store, log *slog.Logger) *identities {
-	return &identities{store: store, alloc: identity.NewAllocator(store), log: log}
+// New returns a resolver with its own allocator, which learns the
+// cluster's identities from ids (the table of identity.IDsPrefix); store
+// may be nil (local allocation only).
+func New(store kvstore.Store, ids *state.Table[identity.Entry], log *slog.Logger) *Resolver {
+	return &Resolver{store: store, ids: ids, alloc: identity.NewAllocator(store), log: log}
 }
 
-// run follows the cluster's identities so that Lookup knows every one.
-func (i *identities) run(ctx context.Context, t *state.Table[identity.Entry]) { i.alloc.Follow(ctx, t) }
+// Allocator is the resolver's identity allocator.
+func (i *Resolver) Allocator() *identity.Allocator { return i.alloc }
 
-func (i *identities) resolve(ctx context.Context, req *api.EndpointRequest) (uint32, map[string]string, error) {
+// Run follows the cluster's identities so that Lookup knows every one,
+// until ctx ends and every endpoint move it started has returned.
+func (i *Resolver) Run(ctx context.Context) error {
+	i.alloc.Follow(ctx, i.ids)
+	<-ctx.Done() // without a store the allocator returns at once
+	i.mu.Lock()
+	i.stopped = true
+	i.mu.Unlock()
+	i.moves.Wait()
+	return nil
+}
+
+// Resolve is endpoint.Hooks.Identity: the labels and identity of the
+// endpoint req asks for.
+func (i *Resolver) Resolve(ctx context.Context, req *api.EndpointRequest) (uint32, map[string]string, error) {
 	podLabels := req.Labels
 	var nsLabels map[string]string
 	if i.store != nil && req.PodName != "" {
@@ -58,11 +83,11 @@ func (i *identities) resolve(ctx context.Context, req *api.EndpointRequest) (uin
 	return uint32(id), podLabels, nil
 }
 
-// track tells the allocator which identities this node's endpoints hold and
+// Track tells the allocator which identities this node's endpoints hold and
 // which every node announced, and moves local endpoints off a held number
 // the store binds to other labels (after it lost its data and another node
 // allocated the number first).
-func (i *identities) track(ctx context.Context, eps *endpoint.Manager, nodes *node.Manager) {
+func (i *Resolver) Track(ctx context.Context, eps *endpoint.Manager, nodes *node.Manager) {
 	i.alloc.SetInUse(identity.InUse{
 		// Lock-free: Allocate runs inside endpoint creation.
 		Local: func() []identity.ID {
@@ -81,14 +106,18 @@ func (i *identities) track(ctx context.Context, eps *endpoint.Manager, nodes *no
 		},
 	})
 	i.alloc.OnConflict(func(id identity.ID, lbls identity.Labels) {
-		go i.moveOff(ctx, eps, id, lbls)
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		if !i.stopped {
+			i.moves.Go(func() { i.moveOff(ctx, eps, id, lbls) })
+		}
 	})
 }
 
 // moveOff gives every local endpoint holding id the identity its labels
 // have now (a fresh number), policy first (UpdateIdentity). It retries
 // until no endpoint holds id or ctx ends.
-func (i *identities) moveOff(ctx context.Context, eps *endpoint.Manager, id identity.ID, lbls identity.Labels) {
+func (i *Resolver) moveOff(ctx context.Context, eps *endpoint.Manager, id identity.ID, lbls identity.Labels) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		left := 0
 		for _, ep := range eps.List() {
@@ -120,7 +149,8 @@ func (i *identities) moveOff(ctx context.Context, eps *endpoint.Manager, id iden
 	}
 }
 
-func (i *identities) health() api.SubsystemStatus {
+// Health is the "identity" subsystem's status.
+func (i *Resolver) Health() api.SubsystemStatus {
 	if i.store == nil {
 		return api.SubsystemStatus{Name: "identity", State: api.StateOK, Message: "local allocation (no kvstore)"}
 	}
