@@ -15,6 +15,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/node"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
@@ -37,8 +38,8 @@ const (
 // kind the agent follows, by kind name ("Pod", "Service", "CiliumNetworkPolicy").
 type Tables struct {
 	*state.Tables
-	Nodes      *state.Table[node.Node]
-	Endpoints  *state.Table[node.Endpoint]
+	Nodes      *state.Table[model.Node]
+	Endpoints  *state.Table[model.Endpoint]
 	Identities *state.Table[identity.Entry]
 	Peers      *state.Table[peer.Peer]
 	Resources  map[string]*state.Table[*resource.Object]

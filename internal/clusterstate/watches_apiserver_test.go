@@ -21,7 +21,7 @@ import (
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/lbsync"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/policysync"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/testutil"
@@ -125,7 +125,7 @@ func TestOneWatchPerKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Readers still on the store.
-	prefixes := []string{node.NodesPrefix, node.EndpointsPrefix, identity.IDsPrefix, peer.StorePrefix,
+	prefixes := []string{model.NodesPrefix, model.EndpointsPrefix, identity.IDsPrefix, peer.StorePrefix,
 		resource.KindPrefix("Pod"), resource.KindPrefix("Namespace")}
 	for _, k := range policysync.KindNames {
 		prefixes = append(prefixes, resource.KindPrefix(k))

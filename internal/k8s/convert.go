@@ -13,7 +13,7 @@ import (
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -185,8 +185,8 @@ func toUnstructured(obj any) (*unstructured.Unstructured, error) {
 }
 
 // nodeOf reads a CiliumNode as Lumen's node announcement.
-func nodeOf(cn *CiliumNode) node.Node {
-	n := node.Node{Name: cn.Name, Labels: cn.Labels, Zone: cn.Labels[ZoneLabel]}
+func nodeOf(cn *CiliumNode) model.Node {
+	n := model.Node{Name: cn.Name, Labels: cn.Labels, Zone: cn.Labels[ZoneLabel]}
 	for _, a := range cn.Spec.Addresses {
 		ip, err := netip.ParseAddr(a.IP)
 		if err != nil || a.Type != "InternalIP" {
@@ -220,13 +220,13 @@ func nodeKV(u *unstructured.Unstructured) ([]kvstore.KV, error) {
 		return nil, err
 	}
 	b, _ := json.Marshal(nodeOf(&cn))
-	return []kvstore.KV{{Key: node.NodesPrefix + cn.Name, Value: b}}, nil
+	return []kvstore.KV{{Key: model.NodesPrefix + cn.Name, Value: b}}, nil
 }
 
 // ciliumNodeFor is the part of a CiliumNode an agent owns (server-side
 // apply): addresses and labels, and the pod CIDRs only when they are
 // configured statically (otherwise lumen-operator owns them).
-func ciliumNodeFor(n node.Node) *CiliumNode {
+func ciliumNodeFor(n model.Node) *CiliumNode {
 	cn := &CiliumNode{}
 	cn.APIVersion, cn.Kind = CiliumNodes.GroupVersion().String(), "CiliumNode"
 	cn.Name = n.Name
@@ -251,7 +251,7 @@ func ciliumNodeFor(n node.Node) *CiliumNode {
 }
 
 // ciliumEndpointFor is the CiliumEndpoint of a local endpoint.
-func ciliumEndpointFor(ep node.Endpoint, nodeIP string, labels identity.Labels) *CiliumEndpoint {
+func ciliumEndpointFor(ep model.Endpoint, nodeIP string, labels identity.Labels) *CiliumEndpoint {
 	cep := &CiliumEndpoint{}
 	cep.APIVersion, cep.Kind = CiliumEndpoints.GroupVersion().String(), "CiliumEndpoint"
 	cep.Namespace, cep.Name = cepName(ep)
@@ -271,7 +271,7 @@ func ciliumEndpointFor(ep node.Endpoint, nodeIP string, labels identity.Labels) 
 
 // cepName is where an endpoint's CiliumEndpoint lives: its pod's namespace
 // and name (an endpoint without a pod is named after its container).
-func cepName(ep node.Endpoint) (namespace, name string) {
+func cepName(ep model.Endpoint) (namespace, name string) {
 	namespace, name = ep.Namespace, ep.PodName
 	if namespace == "" {
 		namespace = "default"
@@ -287,8 +287,8 @@ func cepName(ep node.Endpoint) (namespace, name string) {
 }
 
 // endpointOf reads a CiliumEndpoint as Lumen's endpoint announcement.
-func endpointOf(cep *CiliumEndpoint) (node.Endpoint, error) {
-	ep := node.Endpoint{Node: cep.Labels[NodeLabel], Namespace: cep.Namespace, PodName: cep.Name}
+func endpointOf(cep *CiliumEndpoint) (model.Endpoint, error) {
+	ep := model.Endpoint{Node: cep.Labels[NodeLabel], Namespace: cep.Namespace, PodName: cep.Name}
 	st := cep.Status
 	if x := st.ExternalIdentifiers; x != nil {
 		ep.ContainerID = x.ContainerID
@@ -308,7 +308,7 @@ func endpointOf(cep *CiliumEndpoint) (node.Endpoint, error) {
 	return ep, nil
 }
 
-func addressing(ep *node.Endpoint, pairs []AddressPair) error {
+func addressing(ep *model.Endpoint, pairs []AddressPair) error {
 	for i, p := range pairs {
 		if p.IPv4 != "" {
 			if a, err := netip.ParseAddr(p.IPv4); err != nil || !a.Is4() {
@@ -327,7 +327,7 @@ func addressing(ep *node.Endpoint, pairs []AddressPair) error {
 }
 
 // namedPortsOut writes an endpoint's named ports as Cilium's status does.
-func namedPortsOut(ps []node.NamedPort) []NamedPort {
+func namedPortsOut(ps []model.NamedPort) []NamedPort {
 	if len(ps) == 0 {
 		return nil
 	}
@@ -340,8 +340,8 @@ func namedPortsOut(ps []node.NamedPort) []NamedPort {
 
 // namedPortsIn reads Cilium's named ports; nameless or zero ports (written
 // by someone else) cannot be referred to and are left out.
-func namedPortsIn(ps []NamedPort) []node.NamedPort {
-	var out []node.NamedPort
+func namedPortsIn(ps []NamedPort) []model.NamedPort {
+	var out []model.NamedPort
 	for _, p := range ps {
 		if p.Name == "" || p.Port == 0 {
 			continue
@@ -350,7 +350,7 @@ func namedPortsIn(ps []NamedPort) []node.NamedPort {
 		if proto == "" {
 			proto = "TCP"
 		}
-		out = append(out, node.NamedPort{Name: p.Name, Port: p.Port, Protocol: proto})
+		out = append(out, model.NamedPort{Name: p.Name, Port: p.Port, Protocol: proto})
 	}
 	return out
 }
@@ -382,7 +382,7 @@ func cepKV(u *unstructured.Unstructured) ([]kvstore.KV, error) {
 		return nil, fmt.Errorf("metadata.labels[%s] and status.external-identifiers.container-id are required", NodeLabel)
 	}
 	b, _ := json.Marshal(ep)
-	return []kvstore.KV{{Key: node.EndpointsPrefix + ep.Node + "/" + ep.ContainerID, Value: b}}, nil
+	return []kvstore.KV{{Key: model.EndpointsPrefix + ep.Node + "/" + ep.ContainerID, Value: b}}, nil
 }
 
 // cesKVs reads a CiliumEndpointSlice as one announcement per endpoint. The
@@ -395,7 +395,7 @@ func cesKVs(nodeName func(ip string) string) converter {
 		}
 		var out []kvstore.KV
 		for i, ce := range ces.Endpoints {
-			ep := node.Endpoint{Namespace: ces.Namespace, PodName: ce.Name}
+			ep := model.Endpoint{Namespace: ces.Namespace, PodName: ce.Name}
 			if ce.IdentityID <= 0 || ce.IdentityID > int64(^uint32(0)) {
 				return nil, fmt.Errorf("endpoints[%d].id: out of range: %d", i, ce.IdentityID)
 			}
@@ -410,7 +410,7 @@ func cesKVs(nodeName func(ip string) string) converter {
 			ep.Node = nodeName(ep.NodeIP)
 			b, _ := json.Marshal(ep)
 			// Keyed by pod: a slice does not carry container ids.
-			out = append(out, kvstore.KV{Key: node.EndpointsPrefix + "ces/" + ces.Namespace + "/" + ce.Name, Value: b})
+			out = append(out, kvstore.KV{Key: model.EndpointsPrefix + "ces/" + ces.Namespace + "/" + ce.Name, Value: b})
 		}
 		return out, nil
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -111,7 +111,7 @@ func TestMalformedResourcesAreRejected(t *testing.T) {
 }
 
 func TestEndpointRoundTrip(t *testing.T) {
-	ep := node.Endpoint{Node: "n1", ContainerID: strings.Repeat("ab", 32), PodName: "web", Namespace: "shop",
+	ep := model.Endpoint{Node: "n1", ContainerID: strings.Repeat("ab", 32), PodName: "web", Namespace: "shop",
 		IPv4: "10.200.1.2", IPv6: "fd00::2", Identity: 300, Labels: map[string]string{"app": "web"}}
 	cep := ciliumEndpointFor(ep, "10.99.0.1", nil)
 	u, err := toUnstructured(cep)
@@ -122,11 +122,11 @@ func TestEndpointRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back node.Endpoint
+	var back model.Endpoint
 	if err := json.Unmarshal(kvs[0].Value, &back); err != nil {
 		t.Fatal(err)
 	}
-	if kvs[0].Key != node.EndpointsPrefix+"n1/"+ep.ContainerID || back.IPv4 != ep.IPv4 || back.IPv6 != ep.IPv6 ||
+	if kvs[0].Key != model.EndpointsPrefix+"n1/"+ep.ContainerID || back.IPv4 != ep.IPv4 || back.IPv6 != ep.IPv6 ||
 		back.Identity != 300 || back.NodeIP != "10.99.0.1" || back.PodName != "web" {
 		t.Errorf("round trip: %s %+v", kvs[0].Key, back)
 	}
@@ -143,8 +143,8 @@ func TestEndpointRoundTrip(t *testing.T) {
 // the CiliumEndpoint and from a slice (endpoints[].named-ports), so that
 // other nodes resolve egress named ports without the Pod.
 func TestEndpointNamedPortsRoundTrip(t *testing.T) {
-	ports := []node.NamedPort{{Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "http", Port: 8080, Protocol: "TCP"}}
-	ep := node.Endpoint{Node: "n1", ContainerID: "c1", PodName: "web", Namespace: "shop", IPv4: "10.200.1.2", Identity: 300, NamedPorts: ports}
+	ports := []model.NamedPort{{Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "http", Port: 8080, Protocol: "TCP"}}
+	ep := model.Endpoint{Node: "n1", ContainerID: "c1", PodName: "web", Namespace: "shop", IPv4: "10.200.1.2", Identity: 300, NamedPorts: ports}
 	cep := ciliumEndpointFor(ep, "10.99.0.1", nil)
 	u, err := toUnstructured(cep)
 	if err != nil {
@@ -158,7 +158,7 @@ func TestEndpointNamedPortsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back node.Endpoint
+	var back model.Endpoint
 	if err := json.Unmarshal(kvs[0].Value, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestEndpointNamedPortsRoundTrip(t *testing.T) {
 	if kvs, err = cesKVs(func(string) string { return "n1" })(u); err != nil {
 		t.Fatal(err)
 	}
-	back = node.Endpoint{}
+	back = model.Endpoint{}
 	if err := json.Unmarshal(kvs[0].Value, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -208,11 +208,11 @@ func TestSliceEndpointsMoveBetweenSlices(t *testing.T) {
 	st.upsert(slice("a", "web", "db"))
 	st.upsert(slice("b", "db"))
 	st.upsert(slice("a", "web"))
-	key := node.EndpointsPrefix + "ces/shop/db"
+	key := model.EndpointsPrefix + "ces/shop/db"
 	if _, ok := st.vals[key]; !ok {
 		t.Fatalf("db lost when it moved from slice a to b: %v", st.vals)
 	}
-	var ep node.Endpoint
+	var ep model.Endpoint
 	_ = json.Unmarshal(st.vals[key], &ep)
 	if ep.Node != "n1" || ep.Namespace != "shop" {
 		t.Errorf("slice endpoint %+v", ep)

@@ -18,7 +18,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -112,11 +112,11 @@ func (s *Store) watchSpec(prefix string) (watchSpec, error) {
 			spec.fieldSelector = "spec.nodeName=" + s.opts.NodeName
 		}
 		return spec, nil
-	case prefix == node.NodesPrefix:
+	case prefix == model.NodesPrefix:
 		return watchSpec{gvr: CiliumNodes, convert: nodeKV}, nil
-	case prefix == node.EndpointsPrefix && s.opts.EndpointSlices:
+	case prefix == model.EndpointsPrefix && s.opts.EndpointSlices:
 		return watchSpec{gvr: CiliumEndpointSlices, convert: cesKVs(s.nodeNameOf)}, nil
-	case prefix == node.EndpointsPrefix:
+	case prefix == model.EndpointsPrefix:
 		return watchSpec{gvr: CiliumEndpoints, convert: cepKV}, nil
 	case prefix == identity.IDsPrefix:
 		return watchSpec{gvr: CiliumIdentities, convert: identityKV}, nil
@@ -220,9 +220,9 @@ func (s *Store) List(ctx context.Context, prefix string) ([]kvstore.KV, int64, e
 	switch {
 	case prefix == identity.IDsPrefix:
 		gvr, conv = CiliumIdentities, identityKV
-	case strings.HasPrefix(prefix, node.EndpointsPrefix) && strings.Count(strings.TrimPrefix(prefix, node.EndpointsPrefix), "/") == 1:
+	case strings.HasPrefix(prefix, model.EndpointsPrefix) && strings.Count(strings.TrimPrefix(prefix, model.EndpointsPrefix), "/") == 1:
 		// One node's endpoints: its CiliumEndpoints, keyed by container.
-		nodeName := strings.TrimSuffix(strings.TrimPrefix(prefix, node.EndpointsPrefix), "/")
+		nodeName := strings.TrimSuffix(strings.TrimPrefix(prefix, model.EndpointsPrefix), "/")
 		gvr, conv = CiliumEndpoints, cepKV
 		opts.LabelSelector = NodeLabel + "=" + nodeName
 	default:
@@ -296,7 +296,7 @@ func (s *Store) PodCIDRs(ctx context.Context) ([]string, error) {
 	// every later CiliumNode change for the agent's lifetime.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for u := range s.ListAndWatch(ctx, node.NodesPrefix) {
+	for u := range s.ListAndWatch(ctx, model.NodesPrefix) {
 		kvs := u.KVs
 		for _, e := range u.Events {
 			if e.Type == kvstore.EventPut {
@@ -304,10 +304,10 @@ func (s *Store) PodCIDRs(ctx context.Context) ([]string, error) {
 			}
 		}
 		for _, kv := range kvs {
-			if kv.Key != node.NodesPrefix+s.opts.NodeName {
+			if kv.Key != model.NodesPrefix+s.opts.NodeName {
 				continue
 			}
-			var n node.Node
+			var n model.Node
 			if json.Unmarshal(kv.Value, &n) == nil && (n.PodCIDRv4 != "" || n.PodCIDRv6 != "") {
 				var out []string
 				for _, c := range []string{n.PodCIDRv4, n.PodCIDRv6} {

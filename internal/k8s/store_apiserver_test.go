@@ -15,7 +15,7 @@ import (
 	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/kinds"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
 
@@ -31,13 +31,13 @@ func TestCiliumNodeStaticThenOperatorPodCIDRs(t *testing.T) {
 	name := "static-then-op-" + testutil.Suffix()
 	defer c.Dynamic.Resource(k8s.CiliumNodes).Delete(context.Background(), name, metav1.DeleteOptions{})
 
-	announce := func(n node.Node) error {
+	announce := func(n model.Node) error {
 		st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: name, Kinds: kinds.Registry()})
 		b, _ := json.Marshal(n)
-		_, err := st.Put(ctx, node.NodesPrefix+name, b)
+		_, err := st.Put(ctx, model.NodesPrefix+name, b)
 		return err
 	}
-	static := node.Node{Name: name, IPv4: "10.77.0.11", PodCIDRv4: "10.244.7.0/24"}
+	static := model.Node{Name: name, IPv4: "10.77.0.11", PodCIDRv4: "10.244.7.0/24"}
 	if err := announce(static); err != nil {
 		t.Fatalf("agent with a static pod CIDR: %v", err)
 	}
@@ -46,7 +46,7 @@ func TestCiliumNodeStaticThenOperatorPodCIDRs(t *testing.T) {
 	}
 	// restarted without --ipv4-pod-cidr, twice (the second finds nothing to hand over)
 	for i := range 2 {
-		if err := announce(node.Node{Name: name, IPv4: "10.77.0.11"}); err != nil {
+		if err := announce(model.Node{Name: name, IPv4: "10.77.0.11"}); err != nil {
 			t.Fatalf("agent without a static pod CIDR (apply %d): %v", i+1, err)
 		}
 		if got := podCIDRs(t, c, name); !slices.Equal(got, []string{"10.244.7.0/24"}) {
@@ -74,8 +74,8 @@ func TestCiliumNodeStaticThenOperatorPodCIDRs(t *testing.T) {
 	fresh := name + "-b"
 	defer c.Dynamic.Resource(k8s.CiliumNodes).Delete(context.Background(), fresh, metav1.DeleteOptions{})
 	st := k8s.NewStore(ctx, c, k8s.StoreOptions{NodeName: fresh, Kinds: kinds.Registry()})
-	b, _ := json.Marshal(node.Node{Name: fresh, IPv4: "10.77.0.12"})
-	if _, err := st.Put(ctx, node.NodesPrefix+fresh, b); err != nil {
+	b, _ := json.Marshal(model.Node{Name: fresh, IPv4: "10.77.0.12"})
+	if _, err := st.Put(ctx, model.NodesPrefix+fresh, b); err != nil {
 		t.Fatalf("agent of a new node without static CIDRs: %v", err)
 	}
 	if got := podCIDRs(t, c, fresh); len(got) != 0 {

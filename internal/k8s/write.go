@@ -18,7 +18,7 @@ import (
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/kvstore"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -26,8 +26,8 @@ import (
 // endpoints and its Hubble peer announcement.
 func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error) {
 	switch {
-	case strings.HasPrefix(key, node.NodesPrefix):
-		var n node.Node
+	case strings.HasPrefix(key, model.NodesPrefix):
+		var n model.Node
 		if err := json.Unmarshal(value, &n); err != nil {
 			return 0, fmt.Errorf("node announcement: %w", err)
 		}
@@ -40,8 +40,8 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) (int64, error
 			s.mu.Unlock()
 		}
 		return 0, s.applyNode(ctx, n)
-	case strings.HasPrefix(key, node.EndpointsPrefix):
-		var ep node.Endpoint
+	case strings.HasPrefix(key, model.EndpointsPrefix):
+		var ep model.Endpoint
 		if err := json.Unmarshal(value, &ep); err != nil {
 			return 0, fmt.Errorf("endpoint announcement: %w", err)
 		}
@@ -69,7 +69,7 @@ const operatorFieldManager = "lumen-operator"
 // \"null\""). Pod CIDRs this agent owned from an earlier static run are
 // handed to lumen-operator first, so they stay on the node (its pods use
 // them) instead of being deleted with the agent's ownership.
-func (s *Store) applyNode(ctx context.Context, n node.Node) error {
+func (s *Store) applyNode(ctx context.Context, n model.Node) error {
 	cn := ciliumNodeFor(n)
 	u, err := toUnstructured(cn)
 	if err != nil {
@@ -137,7 +137,7 @@ func toAnySlice(ss []string) []any {
 	return out
 }
 
-func (s *Store) putEndpoint(ctx context.Context, ep node.Endpoint) error {
+func (s *Store) putEndpoint(ctx context.Context, ep model.Endpoint) error {
 	s.mu.Lock()
 	nodeIP := s.localIP
 	s.mu.Unlock()
@@ -179,8 +179,8 @@ func (s *Store) applyUnstructured(ctx context.Context, gvr schema.GroupVersionRe
 // Delete implements kvstore.Store.
 func (s *Store) Delete(ctx context.Context, key string) (bool, error) {
 	switch {
-	case strings.HasPrefix(key, node.EndpointsPrefix):
-		rest := strings.TrimPrefix(key, node.EndpointsPrefix)
+	case strings.HasPrefix(key, model.EndpointsPrefix):
+		rest := strings.TrimPrefix(key, model.EndpointsPrefix)
 		nodeName, cid, ok := strings.Cut(rest, "/")
 		if !ok {
 			return false, fmt.Errorf("bad endpoint key %q", key)
@@ -208,8 +208,8 @@ func (s *Store) Delete(ctx context.Context, key string) (bool, error) {
 		cn.APIVersion, cn.Kind = CiliumNodes.GroupVersion().String(), "CiliumNode"
 		cn.Name = strings.TrimPrefix(key, peer.StorePrefix)
 		return true, s.apply(ctx, CiliumNodes, "", cn, peerFieldManager)
-	case strings.HasPrefix(key, node.NodesPrefix):
-		err := s.c.Dynamic.Resource(CiliumNodes).Delete(ctx, strings.TrimPrefix(key, node.NodesPrefix), metav1.DeleteOptions{})
+	case strings.HasPrefix(key, model.NodesPrefix):
+		err := s.c.Dynamic.Resource(CiliumNodes).Delete(ctx, strings.TrimPrefix(key, model.NodesPrefix), metav1.DeleteOptions{})
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}

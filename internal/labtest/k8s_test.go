@@ -213,6 +213,16 @@ spec:
 		kubectl(t, name, "", "delete", "svc", "-n", "shop", "backend")
 	})
 
+	t.Run("egress-named-port-across-nodes", func(t *testing.T) {
+		// cart (n1) does not watch catalog's Pod (n2): catalog's
+		// CiliumEndpoint carries its named ports.
+		kubectl(t, name, cartEgressAdminPolicy, "apply", "-f", "-")
+		waitReach(t, name, "shop/cart", "catalog:80/tcp", false)
+		waitReach(t, name, "shop/cart", "catalog:81/tcp", true)
+		kubectl(t, name, "", "delete", "cnp", "-n", "shop", "cart-to-catalog-admin")
+		waitReach(t, name, "shop/cart", "catalog:80/tcp", true)
+	})
+
 	t.Run("policy", func(t *testing.T) {
 		checkPolicy(t, name, false)
 		kubectl(t, name, k8sCatalogPolicy, "apply", "-f", "-")

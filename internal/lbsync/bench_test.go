@@ -12,7 +12,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/testutil"
 )
@@ -37,14 +37,14 @@ func benchIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 96, byte(i >
 // reconciled once.
 func benchSyncer(b *testing.B, m Maps, n int) *Syncer {
 	b.Helper()
-	nodes := &fakeNodes{nodes: []node.Node{{Name: "n1", Zone: "a"}}}
+	nodes := &fakeNodes{nodes: []model.Node{{Name: "n1", Zone: "a"}}}
 	var pods kvstore.Update
 	pods.Resync = true
 	for i := range 3 {
 		obj := resource.Object{APIVersion: "v1", Kind: "Pod", Metadata: resource.Metadata{Namespace: "bench", Name: fmt.Sprintf("be%d", i), Labels: map[string]string{"app": "be"}}}
 		v, _ := json.Marshal(obj)
 		pods.KVs = append(pods.KVs, kvstore.KV{Key: obj.Key(), Value: v})
-		nodes.eps = append(nodes.eps, node.Endpoint{Node: "n1", ContainerID: fmt.Sprint(i), PodName: obj.Metadata.Name, Namespace: "bench", IPv4: fmt.Sprintf("10.200.0.%d", i+2)})
+		nodes.eps = append(nodes.eps, model.Endpoint{Node: "n1", ContainerID: fmt.Sprint(i), PodName: obj.Metadata.Name, Namespace: "bench", IPv4: fmt.Sprintf("10.200.0.%d", i+2)})
 	}
 	svcs := kvstore.Update{Resync: true}
 	for i := range n {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/lumen-net/lumen/internal/datapath"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 )
 
 // fakeMaps is the load-balancing maps in Go. Every write checks the order
@@ -237,18 +237,18 @@ func (f *fakeMaps) canon(t testing.TB) canonMaps {
 // change it with set.
 type fakeNodes struct {
 	mu    sync.Mutex
-	nodes []node.Node
-	eps   []node.Endpoint
+	nodes []model.Node
+	eps   []model.Endpoint
 	ch    chan struct{}
 }
 
-func (n *fakeNodes) Nodes() []node.Node {
+func (n *fakeNodes) Nodes() []model.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.nodes)
 }
 
-func (n *fakeNodes) Endpoints() []node.Endpoint {
+func (n *fakeNodes) Endpoints() []model.Endpoint {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.eps)
@@ -263,7 +263,7 @@ func (n *fakeNodes) Changed() <-chan struct{} {
 	return n.ch
 }
 
-func (n *fakeNodes) set(nodes []node.Node, eps []node.Endpoint) {
+func (n *fakeNodes) set(nodes []model.Node, eps []model.Endpoint) {
 	n.Changed()
 	n.mu.Lock()
 	n.nodes, n.eps = nodes, eps

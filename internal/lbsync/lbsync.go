@@ -27,7 +27,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
@@ -55,8 +55,8 @@ type Options struct {
 
 // Nodes is what the syncer needs of the node manager.
 type Nodes interface {
-	Nodes() []node.Node
-	Endpoints() []node.Endpoint
+	Nodes() []model.Node
+	Endpoints() []model.Endpoint
 	Changed() <-chan struct{}
 }
 
@@ -143,9 +143,9 @@ type inputs struct {
 
 	// The cluster as the node manager announces it (standalone slice
 	// derivation only).
-	epByKey  map[string]node.Endpoint   // node/containerID
-	epByNS   map[string][]node.Endpoint // namespace -> endpoints
-	nodeList []node.Node
+	epByKey  map[string]model.Endpoint   // node/containerID
+	epByNS   map[string][]model.Endpoint // namespace -> endpoints
+	nodeList []model.Node
 	nodeSig  string // what derivation reads of the nodes
 }
 
@@ -178,7 +178,7 @@ func New(store kvstore.Store, tables Tables, dp Maps, nodes Nodes, opts Options,
 			synced: map[string]bool{}, services: map[string]*lb.Service{}, byNS: map[string]map[string]*lb.Service{},
 			slices: map[string]*lb.EndpointSlice{}, slicesOf: map[string]map[string]*lb.EndpointSlice{},
 			pods: map[string]*lb.Pod{}, dirty: map[string]bool{}, full: true, nodesMoved: true,
-			epByKey: map[string]node.Endpoint{}, epByNS: map[string][]node.Endpoint{},
+			epByKey: map[string]model.Endpoint{}, epByNS: map[string][]model.Endpoint{},
 		},
 		cmp: computed{cands: map[string]map[fkey]*lb.Frontend{}, claims: map[fkey][]string{}},
 	}

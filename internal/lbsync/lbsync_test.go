@@ -24,7 +24,7 @@ import (
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -50,7 +50,7 @@ func newWorld(seed uint64, controller bool) *world {
 	w := &world{
 		rng:   rand.New(rand.NewPCG(seed, seed*7+1)),
 		store: map[string]map[string][]byte{"Service": {}, "Pod": {}, "EndpointSlice": {}},
-		nodes: &fakeNodes{nodes: []node.Node{
+		nodes: &fakeNodes{nodes: []model.Node{
 			{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}, {Name: "n3", Zone: "a"},
 		}},
 		local: localNode, nsvc: 8, npod: 12, nslice: 6, controll: controller,
@@ -172,8 +172,8 @@ func (w *world) putPod(i int) kvstore.Event {
 func (w *world) putEndpoint(i int) {
 	w.gen++
 	cid := fmt.Sprintf("c%d", i)
-	w.nodes.eps = slices.DeleteFunc(w.nodes.eps, func(e node.Endpoint) bool { return e.ContainerID == cid })
-	w.nodes.eps = append(w.nodes.eps, node.Endpoint{
+	w.nodes.eps = slices.DeleteFunc(w.nodes.eps, func(e model.Endpoint) bool { return e.ContainerID == cid })
+	w.nodes.eps = append(w.nodes.eps, model.Endpoint{
 		Node: w.pick("n1", "n2", "n3"), ContainerID: cid, PodName: fmt.Sprintf("p%d", i), Namespace: ns(i),
 		IPv4: fmt.Sprintf("10.1.%d.%d", w.rng.IntN(2), i+1), IPv6: fmt.Sprintf("fd00:1::%x", i+1),
 	})
@@ -285,7 +285,7 @@ func (w *world) step(s *Syncer) string {
 		i := w.rng.IntN(w.npod)
 		if w.chance(0.3) {
 			cid := fmt.Sprintf("c%d", i)
-			w.nodes.eps = slices.DeleteFunc(w.nodes.eps, func(e node.Endpoint) bool { return e.ContainerID == cid })
+			w.nodes.eps = slices.DeleteFunc(w.nodes.eps, func(e model.Endpoint) bool { return e.ContainerID == cid })
 		} else {
 			w.putEndpoint(i)
 		}
@@ -358,7 +358,7 @@ func expected(w *world) map[string][]string {
 	}
 	if !w.controll {
 		for _, svc := range svcs {
-			var mine []node.Endpoint
+			var mine []model.Endpoint
 			for _, e := range w.nodes.eps {
 				if e.Namespace == svc.Namespace {
 					mine = append(mine, e)
@@ -549,7 +549,7 @@ func checkNoLeaks(t *testing.T, s *Syncer, m *fakeMaps) {
 // says which.
 func TestLBSyncNoBackends(t *testing.T) {
 	w := &world{store: map[string]map[string][]byte{"Service": {}, "Pod": {}, "EndpointSlice": {}},
-		nodes: &fakeNodes{nodes: []node.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}}, local: localNode, controll: true}
+		nodes: &fakeNodes{nodes: []model.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}}, local: localNode, controll: true}
 	svc := func(name, ip string, nodePort int, extra string) {
 		spec := fmt.Sprintf(`{"type":"NodePort","clusterIP":%q,"clusterIPs":[%[1]q],"ipFamilies":["IPv4"],"ports":[{"name":"http","port":80,"protocol":"TCP","nodePort":%d}]%s}`, ip, nodePort, extra)
 		obj := resource.Object{APIVersion: "v1", Kind: "Service", Metadata: resource.Metadata{Namespace: "a", Name: name}, Spec: json.RawMessage(spec)}
@@ -669,9 +669,9 @@ func TestLBSyncWaitsForNodeListing(t *testing.T) {
 	c := kvstoretest.Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n1 := node.Node{Name: "n1", Zone: "a"}
-	ep := node.Endpoint{Node: "n1", ContainerID: "c1", PodName: "be0", Namespace: "bench", IPv4: "10.200.0.2"}
-	for k, v := range map[string]any{node.NodesPrefix + "n1": n1, node.EndpointsPrefix + "n1/c1": ep} {
+	n1 := model.Node{Name: "n1", Zone: "a"}
+	ep := model.Endpoint{Node: "n1", ContainerID: "c1", PodName: "be0", Namespace: "bench", IPv4: "10.200.0.2"}
+	for k, v := range map[string]any{model.NodesPrefix + "n1": n1, model.EndpointsPrefix + "n1/c1": ep} {
 		if _, err := c.Put(ctx, k, mustJSON(v)); err != nil {
 			t.Fatal(err)
 		}
@@ -694,7 +694,7 @@ func TestLBSyncWaitsForNodeListing(t *testing.T) {
 	if h := s.Health(); !strings.HasPrefix(h.Message, "waiting") {
 		t.Errorf("reconciled before the node manager listed the endpoints: %s", h.Message)
 	}
-	nodes.set([]node.Node{n1}, []node.Endpoint{ep})
+	nodes.set([]model.Node{n1}, []model.Endpoint{ep})
 	deadline := time.Now().Add(time.Minute)
 	for {
 		rows := s.Services()

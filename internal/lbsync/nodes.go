@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 )
 
 // nodeListingTimeout bounds the wait for the node manager's first listing
@@ -27,19 +27,19 @@ func (s *Syncer) awaitNodeListing(ctx context.Context) {
 	}()
 	deadline := time.Now().Add(nodeListingTimeout)
 	var wantNodes []string
-	wantEps := map[string]node.Endpoint{} // store key -> endpoint
+	wantEps := map[string]model.Endpoint{} // store key -> endpoint
 	for {
-		nkvs, _, err1 := s.store.List(ctx, node.NodesPrefix)
-		ekvs, _, err2 := s.store.List(ctx, node.EndpointsPrefix)
+		nkvs, _, err1 := s.store.List(ctx, model.NodesPrefix)
+		ekvs, _, err2 := s.store.List(ctx, model.EndpointsPrefix)
 		if err1 == nil && err2 == nil {
 			for _, kv := range nkvs {
-				var n node.Node
+				var n model.Node
 				if json.Unmarshal(kv.Value, &n) == nil && n.Name != "" {
 					wantNodes = append(wantNodes, n.Name)
 				}
 			}
 			for _, kv := range ekvs {
-				var e node.Endpoint
+				var e model.Endpoint
 				if json.Unmarshal(kv.Value, &e) == nil {
 					wantEps[kv.Key] = e
 				}
@@ -53,7 +53,7 @@ func (s *Syncer) awaitNodeListing(ctx context.Context) {
 	for {
 		have := s.nodes.Endpoints()
 		for k, e := range wantEps {
-			if slices.ContainsFunc(have, func(h node.Endpoint) bool { return sameEndpoint(h, e) }) {
+			if slices.ContainsFunc(have, func(h model.Endpoint) bool { return sameEndpoint(h, e) }) {
 				delete(wantEps, k)
 			} else if _, ok, err := s.store.Get(ctx, k); err == nil && !ok {
 				delete(wantEps, k) // gone since
@@ -61,7 +61,7 @@ func (s *Syncer) awaitNodeListing(ctx context.Context) {
 		}
 		names := s.nodes.Nodes()
 		wantNodes = slices.DeleteFunc(wantNodes, func(n string) bool {
-			return slices.ContainsFunc(names, func(h node.Node) bool { return h.Name == n })
+			return slices.ContainsFunc(names, func(h model.Node) bool { return h.Name == n })
 		})
 		if len(wantEps) == 0 && len(wantNodes) == 0 {
 			return

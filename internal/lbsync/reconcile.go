@@ -11,7 +11,7 @@ import (
 	"github.com/lumen-net/lumen/internal/datapath"
 	lb "github.com/lumen-net/lumen/internal/loadbalancer"
 	"github.com/lumen-net/lumen/internal/loadbalancer/maglev"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 )
 
 // change is one frontend entry to bring from old to new (nil: absent).
@@ -103,7 +103,7 @@ func (s *Syncer) refreshNodes() bool {
 	sig := nodeSignature(nodes)
 	moved := sig != in.nodeSig
 	in.nodeSig, in.nodeList = sig, nodes
-	byKey := make(map[string]node.Endpoint, len(eps))
+	byKey := make(map[string]model.Endpoint, len(eps))
 	for _, e := range eps {
 		byKey[e.Node+"/"+e.ContainerID] = e
 	}
@@ -136,7 +136,7 @@ func (s *Syncer) refreshNodes() bool {
 
 // nodeSignature is what slice derivation reads of the nodes: names, zones
 // and control-plane roles.
-func nodeSignature(nodes []node.Node) string {
+func nodeSignature(nodes []model.Node) string {
 	parts := make([]string, 0, len(nodes))
 	for _, n := range nodes {
 		_, cp := n.Labels["node-role.kubernetes.io/control-plane"]
@@ -147,7 +147,7 @@ func nodeSignature(nodes []node.Node) string {
 	return strings.Join(parts, "\x01")
 }
 
-func sameEndpoint(a, b node.Endpoint) bool {
+func sameEndpoint(a, b model.Endpoint) bool {
 	return a.Node == b.Node && a.ContainerID == b.ContainerID && a.PodName == b.PodName &&
 		a.Namespace == b.Namespace && a.IPv4 == b.IPv4 && a.IPv6 == b.IPv6
 }

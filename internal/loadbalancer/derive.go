@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -73,7 +73,7 @@ func SelectorMatches(selector, labels map[string]string) bool {
 // SlicesFor derives a service's EndpointSlices in standalone mode, doing
 // what the Kubernetes EndpointSlice controller does:
 //
-//   - the endpoints are the announced endpoints (node.Endpoint) of the pods
+//   - the endpoints are the announced endpoints (model.Endpoint) of the pods
 //     in the service's namespace whose labels match its selector (pods is
 //     keyed "namespace/name"; an endpoint without a stored pod is skipped);
 //     a service without a selector gets no slices;
@@ -94,7 +94,7 @@ func SelectorMatches(selector, labels map[string]string) bool {
 //
 // Slice names are "<service>-<ipv4|ipv6>-<hash of the port set>-<n>", so
 // they are stable while the port mapping is. Slices come sorted by name.
-func SlicesFor(svc *Service, endpoints []node.Endpoint, pods map[string]*Pod, nodes []node.Node) []*EndpointSlice {
+func SlicesFor(svc *Service, endpoints []model.Endpoint, pods map[string]*Pod, nodes []model.Node) []*EndpointSlice {
 	if len(svc.Spec.Selector) == 0 {
 		return nil
 	}
@@ -107,7 +107,7 @@ func SlicesFor(svc *Service, endpoints []node.Endpoint, pods map[string]*Pod, no
 		fams = []string{IPv4, IPv6}
 	}
 	eps := slices.Clone(endpoints)
-	slices.SortFunc(eps, func(a, b node.Endpoint) int {
+	slices.SortFunc(eps, func(a, b model.Endpoint) int {
 		return cmp.Or(cmp.Compare(a.PodName, b.PodName), cmp.Compare(a.Node, b.Node), cmp.Compare(a.ContainerID, b.ContainerID))
 	})
 	var out []*EndpointSlice
@@ -251,7 +251,7 @@ func hashString(s string) string {
 //
 // With evenly spread nodes and endpoints this is simply "each endpoint is
 // hinted for its own zone".
-func assignHints(eps []*Endpoint, nodes []node.Node) {
+func assignHints(eps []*Endpoint, nodes []model.Node) {
 	for _, ep := range eps {
 		ep.Hints = nil
 	}

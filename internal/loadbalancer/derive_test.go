@@ -6,7 +6,7 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -19,8 +19,8 @@ func pod(ns, name, nodeName string, labels map[string]string, ann map[string]str
 	}
 }
 
-func podEndpoint(p *Pod, v4, v6 string) node.Endpoint {
-	return node.Endpoint{Node: p.Spec.NodeName, ContainerID: "c-" + p.Name, PodName: p.Name, Namespace: p.Namespace, IPv4: v4, IPv6: v6}
+func podEndpoint(p *Pod, v4, v6 string) model.Endpoint {
+	return model.Endpoint{Node: p.Spec.NodeName, ContainerID: "c-" + p.Name, PodName: p.Name, Namespace: p.Namespace, IPv4: v4, IPv6: v6}
 }
 
 func sliceSummary(ss []*EndpointSlice) map[string][]string {
@@ -62,7 +62,7 @@ func TestSlicesFor(t *testing.T) {
 	for _, p := range []*Pod{p1, p2, p3, p4, other, elsewhere} {
 		pods[p.Namespace+"/"+p.Name] = p
 	}
-	eps := []node.Endpoint{
+	eps := []model.Endpoint{
 		podEndpoint(p1, "10.200.1.1", "fd00:200:1::1"),
 		podEndpoint(p2, "10.200.2.2", ""),
 		podEndpoint(p3, "10.200.2.3", "fd00:200:2::3"),
@@ -71,7 +71,7 @@ func TestSlicesFor(t *testing.T) {
 		podEndpoint(elsewhere, "10.200.1.8", ""),
 		{Node: "n1", ContainerID: "x", PodName: "web-9", Namespace: "shop", IPv4: "10.200.1.99"}, // no stored pod
 	}
-	nodes := []node.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}
+	nodes := []model.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}
 
 	got := sliceSummary(SlicesFor(svc, eps, pods, nodes))
 	want := map[string][]string{
@@ -123,7 +123,7 @@ func TestSlicesForChunksAndNames(t *testing.T) {
 		Ports: []ServicePort{{Name: "", Protocol: "TCP", Port: 80, TargetPort: FromInt(8080)}},
 	}}
 	pods := map[string]*Pod{}
-	var eps []node.Endpoint
+	var eps []model.Endpoint
 	for i := range 250 {
 		p := pod("shop", fmt.Sprintf("big-%d", i), "n1", map[string]string{"app": "big"}, nil)
 		pods["shop/"+p.Name] = p
@@ -150,7 +150,7 @@ func TestSlicesForChunksAndNames(t *testing.T) {
 
 // hintsOf derives the slices of a topology-aware service with n[zone]
 // ready endpoints per zone and returns, per endpoint zone, the hinted zones.
-func hintsOf(t *testing.T, endpointsPerZone map[string]int, nodes []node.Node) map[string][]string {
+func hintsOf(t *testing.T, endpointsPerZone map[string]int, nodes []model.Node) map[string][]string {
 	t.Helper()
 	svc := &Service{Namespace: "shop", Name: "topo", Annotations: map[string]string{AnnotationTopologyMode: "Auto"}, Spec: ServiceSpec{
 		Selector: map[string]string{"app": "topo"}, IPFamilies: []string{IPv4},
@@ -163,7 +163,7 @@ func hintsOf(t *testing.T, endpointsPerZone map[string]int, nodes []node.Node) m
 		}
 	}
 	pods := map[string]*Pod{}
-	var eps []node.Endpoint
+	var eps []model.Endpoint
 	i := 0
 	for _, z := range sortedKeys(endpointsPerZone) {
 		for range endpointsPerZone[z] {
@@ -197,11 +197,11 @@ func hintsOf(t *testing.T, endpointsPerZone map[string]int, nodes []node.Node) m
 }
 
 func TestSlicesForTopologyHints(t *testing.T) {
-	twoZones := []node.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}}
+	twoZones := []model.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}}
 	for _, tc := range []struct {
 		name  string
 		eps   map[string]int
-		nodes []node.Node
+		nodes []model.Node
 		want  map[string][]string
 	}{
 		{"even: own zone", map[string]int{"a": 2, "b": 2}, twoZones,
@@ -209,19 +209,19 @@ func TestSlicesForTopologyHints(t *testing.T) {
 		{"3:1 over two equal zones: one endpoint of a serves b", map[string]int{"a": 3, "b": 1}, twoZones,
 			map[string][]string{"a": {"b", "a", "a"}, "b": {"b"}}},
 		{"a zone without endpoints gets some", map[string]int{"a": 3, "b": 3},
-			[]node.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}, {Name: "c1", Zone: "c"}},
+			[]model.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}, {Name: "c1", Zone: "c"}},
 			map[string][]string{"a": {"c", "a", "a"}, "b": {"c", "b", "b"}}},
 		{"fewer endpoints than zones: none", map[string]int{"a": 1},
 			twoZones, map[string][]string{"a": {"none"}}},
 		{"over the overload threshold: none", map[string]int{"a": 2, "b": 2},
-			[]node.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}, {Name: "c1", Zone: "c"}},
+			[]model.Node{{Name: "a1", Zone: "a"}, {Name: "b1", Zone: "b"}, {Name: "c1", Zone: "c"}},
 			map[string][]string{"a": {"none", "none"}, "b": {"none", "none"}}},
 		{"a node without zone: none", map[string]int{"a": 2, "b": 2},
-			append(twoZones, node.Node{Name: "x"}), map[string][]string{"a": {"none", "none"}, "b": {"none", "none"}}},
+			append(twoZones, model.Node{Name: "x"}), map[string][]string{"a": {"none", "none"}, "b": {"none", "none"}}},
 		{"control-plane nodes do not count", map[string]int{"a": 2, "b": 2},
-			append(twoZones, node.Node{Name: "cp", Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}),
+			append(twoZones, model.Node{Name: "cp", Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}}),
 			map[string][]string{"a": {"a", "a"}, "b": {"b", "b"}}},
-		{"one zone: none", map[string]int{"a": 2}, []node.Node{{Name: "a1", Zone: "a"}, {Name: "a2", Zone: "a"}},
+		{"one zone: none", map[string]int{"a": 2}, []model.Node{{Name: "a1", Zone: "a"}, {Name: "a2", Zone: "a"}},
 			map[string][]string{"a": {"none", "none"}}},
 	} {
 		if got := hintsOf(t, tc.eps, tc.nodes); !reflect.DeepEqual(got, tc.want) {
@@ -233,7 +233,7 @@ func TestSlicesForTopologyHints(t *testing.T) {
 		Ports: []ServicePort{{Protocol: "TCP", Port: 80, TargetPort: FromInt(80)}}}}
 	pa := pod("shop", "pa", "a1", map[string]string{"app": "x"}, nil)
 	pb := pod("shop", "pb", "b1", map[string]string{"app": "x"}, nil)
-	ss := SlicesFor(svc, []node.Endpoint{podEndpoint(pa, "10.0.0.1", ""), podEndpoint(pb, "10.0.0.2", "")},
+	ss := SlicesFor(svc, []model.Endpoint{podEndpoint(pa, "10.0.0.1", ""), podEndpoint(pb, "10.0.0.2", "")},
 		map[string]*Pod{"shop/pa": pa, "shop/pb": pb}, twoZones)
 	for _, e := range ss[0].Endpoints {
 		if e.Hints != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 )
 
 // ep describes an endpoint compactly for tests: "10.0.0.1@n1/a" plus flags
@@ -287,8 +287,8 @@ func TestSlicesThenDesired(t *testing.T) {
 	}
 	p1, p2 := mk("web-1", "n1", nil), mk("web-2", "n2", nil)
 	pods := map[string]*Pod{"shop/web-1": p1, "shop/web-2": p2}
-	eps := []node.Endpoint{podEndpoint(p1, "10.200.1.1", ""), podEndpoint(p2, "10.200.2.1", "")}
-	nodes := []node.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}
+	eps := []model.Endpoint{podEndpoint(p1, "10.200.1.1", ""), podEndpoint(p2, "10.200.2.1", "")}
+	nodes := []model.Node{{Name: "n1", Zone: "a"}, {Name: "n2", Zone: "b"}}
 	check(t, "both serving", Desired([]*Service{svc}, SlicesFor(svc, eps, pods, nodes), n1a),
 		"ClusterIP 10.96.0.10:80/TCP internal Cluster [10.200.1.1:8080 10.200.2.1:8080]")
 	p2.Annotations = map[string]string{AnnotationTerminating: "true"}

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -59,9 +59,9 @@ func FuzzDecodeService(f *testing.F) {
 				t.Fatalf("a validated service does not read back: %v", err)
 			}
 			svcs = append(svcs, svc)
-			_ = SlicesFor(svc, []node.Endpoint{{Node: "n1", PodName: "p", Namespace: svc.Namespace, IPv4: "10.0.0.1", IPv6: "fd00::1"}},
+			_ = SlicesFor(svc, []model.Endpoint{{Node: "n1", PodName: "p", Namespace: svc.Namespace, IPv4: "10.0.0.1", IPv6: "fd00::1"}},
 				map[string]*Pod{svc.Namespace + "/p": {Pod: resource.Pod{Namespace: svc.Namespace, Name: "p", Labels: svc.Spec.Selector}}},
-				[]node.Node{{Name: "n1", Zone: "a"}})
+				[]model.Node{{Name: "n1", Zone: "a"}})
 		}
 		if err := (&Allocator{}).AssignAll(objs, nil); err == nil {
 			for i := range objs {

@@ -3,7 +3,7 @@ package loadbalancer
 import (
 	"testing"
 
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -26,8 +26,8 @@ func TestDesiredSamePortTwoProtocols(t *testing.T) {
 	}
 	p1 := pod("shop", "web-1", "n1", map[string]string{"app": "web"}, nil)
 	pods := map[string]*Pod{"shop/web-1": p1}
-	eps := []node.Endpoint{podEndpoint(p1, "10.200.1.1", "")}
-	slices := SlicesFor(svc, eps, pods, []node.Node{{Name: "n1", Zone: "a"}})
+	eps := []model.Endpoint{podEndpoint(p1, "10.200.1.1", "")}
+	slices := SlicesFor(svc, eps, pods, []model.Node{{Name: "n1", Zone: "a"}})
 	got := Desired([]*Service{svc}, slices, n1a)
 	check(t, "derived", got,
 		"ClusterIP 10.96.0.10:80/TCP internal Cluster [10.200.1.1:100]",

@@ -4,16 +4,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
-// NamedPort is a named container port of an endpoint's pod, as Cilium's
-// CiliumEndpoint status.named-ports has it.
-type NamedPort struct {
-	Name     string `json:"name"`
-	Port     uint16 `json:"port"`
-	Protocol string `json:"protocol,omitempty"` // TCP (default), UDP or SCTP
-}
+// NamedPort is a named container port of an endpoint's pod (model's).
+type NamedPort = model.NamedPort
 
 // PodNamedPorts returns the named container ports of a Pod, sorted by name
 // then protocol (so that equal pods announce equal endpoints).

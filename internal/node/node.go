@@ -19,15 +19,16 @@ import (
 	"github.com/lumen-net/lumen/internal/bpfconst"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/kvstore"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
 	"github.com/lumen-net/lumen/internal/state"
 )
 
-// Store key prefixes.
+// Store key prefixes (model's).
 const (
-	NodesPrefix     = "/lumen/v1/nodes/"
-	EndpointsPrefix = "/lumen/v1/endpoints/"
+	NodesPrefix     = model.NodesPrefix
+	EndpointsPrefix = model.EndpointsPrefix
 )
 
 // Reserved identities used in the ipcache.
@@ -37,35 +38,12 @@ const (
 	idRemoteNode = bpfconst.IdentityRemoteNode
 )
 
-// Node is a node as announced in the store.
-type Node struct {
-	Name      string            `json:"name"`
-	Zone      string            `json:"zone,omitempty"`
-	IPv4      string            `json:"ipv4,omitempty"`
-	IPv6      string            `json:"ipv6,omitempty"`
-	PodCIDRv4 string            `json:"podCIDRv4,omitempty"`
-	PodCIDRv6 string            `json:"podCIDRv6,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
-
-// Endpoint is an endpoint as announced in the store.
-type Endpoint struct {
-	Node        string            `json:"node"`
-	ContainerID string            `json:"containerID"`
-	PodName     string            `json:"podName,omitempty"`
-	Namespace   string            `json:"namespace,omitempty"`
-	IPv4        string            `json:"ipv4,omitempty"`
-	IPv6        string            `json:"ipv6,omitempty"`
-	Identity    uint32            `json:"identity"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	// NodeIP is the node's address when only that is known (Kubernetes
-	// CiliumEndpointSlices); Node may then be empty.
-	NodeIP string `json:"nodeIP,omitempty"`
-	// NamedPorts are the pod's named container ports: egress rules naming
-	// a port resolve it on the destination, which may run on another node
-	// (whose Pod this node does not watch).
-	NamedPorts []NamedPort `json:"namedPorts,omitempty"`
-}
+// Node and Endpoint are the announcements, defined in model (kept here
+// for the manager's callers).
+type (
+	Node     = model.Node
+	Endpoint = model.Endpoint
+)
 
 // Route is a route to another node's pod CIDR (native routing).
 type Route struct {

@@ -25,7 +25,7 @@ import (
 	"github.com/lumen-net/lumen/internal/clusterstate"
 	"github.com/lumen-net/lumen/internal/datapath"
 	"github.com/lumen-net/lumen/internal/identity"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/policy"
 	"github.com/lumen-net/lumen/internal/reconcile"
 	"github.com/lumen-net/lumen/internal/resource"
@@ -91,8 +91,8 @@ type Syncer struct {
 	kinds     map[string]*state.Table[*resource.Object] // policy kinds
 	subs      map[string]*state.Subscription
 	pods      *state.Table[*resource.Object]
-	endpoints *state.Table[node.Endpoint] // the cluster's, local ones included
-	identGen  atomic.Uint64               // new identities seen
+	endpoints *state.Table[model.Endpoint] // the cluster's, local ones included
+	identGen  atomic.Uint64                // new identities seen
 	identKick chan struct{}
 
 	// Overflows counts endpoints whose policy exceeded MaxEntries.

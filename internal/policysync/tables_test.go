@@ -21,7 +21,7 @@ import (
 	"github.com/lumen-net/lumen/internal/ipproto"
 	"github.com/lumen-net/lumen/internal/kvstore"
 	"github.com/lumen-net/lumen/internal/kvstore/kvstoretest"
-	"github.com/lumen-net/lumen/internal/node"
+	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/resource"
 )
 
@@ -277,7 +277,7 @@ func TestNamedPorts(t *testing.T) {
 	client := f.identity(map[string]string{"app": "client"})
 	f.put(resource.Key("Pod", "shop", "web"), pod("web", map[string]string{"app": "web"}, resource.ContainerPort{Name: "http", ContainerPort: 8080}))
 	f.put(resource.Key("Pod", "shop", "db"), pod("db", map[string]string{"app": "db"}, resource.ContainerPort{Name: "pg", ContainerPort: 5432}))
-	f.put(node.EndpointsPrefix+"n2/cdb", node.Endpoint{Node: "n2", ContainerID: "cdb", Namespace: "shop", PodName: "db", IPv4: "10.0.2.5", Identity: db})
+	f.put(model.EndpointsPrefix+"n2/cdb", model.Endpoint{Node: "n2", ContainerID: "cdb", Namespace: "shop", PodName: "db", IPv4: "10.0.2.5", Identity: db})
 	f.putRaw(resource.Key("CiliumNetworkPolicy", "shop", "web"), cnp("web", `{"endpointSelector":{"matchLabels":{"app":"web"}},
 "ingress":[{"fromEndpoints":[{"matchLabels":{"app":"client"}}],"toPorts":[{"ports":[{"port":"http","protocol":"TCP"}]}]}],
 "egress":[{"toEndpoints":[{"matchLabels":{"app":"db"}}],"toPorts":[{"ports":[{"port":"pg","protocol":"TCP"}]}]}]}`))
@@ -312,9 +312,9 @@ func TestRemoteNamedPorts(t *testing.T) {
 	f := newFixture(t, nil, nil)
 	web, db := f.identity(map[string]string{"app": "web"}), f.identity(map[string]string{"app": "db"})
 	f.put(resource.Key("Pod", "shop", "web"), pod("web", map[string]string{"app": "web"}))
-	remote := node.Endpoint{Node: "n2", ContainerID: "cdb", Namespace: "shop", PodName: "db", IPv4: "10.0.2.5", Identity: db,
-		NamedPorts: []node.NamedPort{{Name: "pg", Port: 5432, Protocol: "TCP"}, {Name: "dns", Port: 53, Protocol: "UDP"}}}
-	f.put(node.EndpointsPrefix+"n2/cdb", remote)
+	remote := model.Endpoint{Node: "n2", ContainerID: "cdb", Namespace: "shop", PodName: "db", IPv4: "10.0.2.5", Identity: db,
+		NamedPorts: []model.NamedPort{{Name: "pg", Port: 5432, Protocol: "TCP"}, {Name: "dns", Port: 53, Protocol: "UDP"}}}
+	f.put(model.EndpointsPrefix+"n2/cdb", remote)
 	f.putRaw(resource.Key("CiliumNetworkPolicy", "shop", "web"), cnp("web", `{"endpointSelector":{"matchLabels":{"app":"web"}},
 "egress":[{"toEndpoints":[{"matchLabels":{"app":"db"}}],"toPorts":[{"ports":[{"port":"pg","protocol":"TCP"},{"port":"dns","protocol":"UDP"}]}]}]}`))
 	f.realize(api.Endpoint{ID: 5, ContainerID: "c5", Namespace: "shop", PodName: "web", Identity: web})
@@ -328,8 +328,8 @@ func TestRemoteNamedPorts(t *testing.T) {
 		}
 		return nil
 	})
-	remote.NamedPorts = []node.NamedPort{{Name: "pg", Port: 6432, Protocol: "TCP"}}
-	f.put(node.EndpointsPrefix+"n2/cdb", remote)
+	remote.NamedPorts = []model.NamedPort{{Name: "pg", Port: 6432, Protocol: "TCP"}}
+	f.put(model.EndpointsPrefix+"n2/cdb", remote)
 	f.until(func() error {
 		e := f.pm.get(5)
 		if !hasEntry(e, db, true, 6432) || hasEntry(e, db, true, 5432) || hasEntry(e, db, true, 53) {
