@@ -196,8 +196,11 @@ func (s *Syncer) Run(ctx context.Context) {
 // last complete pass, then the manager's requests in order (computed with
 // the engine of the state just reconciled).
 func (s *Syncer) pass(ctx context.Context) error {
-	s.syncPolicies()
+	// Revisions first: a change landing between the two reads then makes
+	// the next pass differ from s.done, instead of being marked as done
+	// without having been read.
 	rev := s.revisions()
+	s.syncPolicies()
 	s.mu.Lock()
 	clean := s.lastErr == nil && s.done != nil && slices.Equal(rev, s.done)
 	s.mu.Unlock()
