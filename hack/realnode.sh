@@ -249,6 +249,27 @@ lumen_up() {
 		--set "ipam.operator.clusterPoolIPv4PodCIDRList={10.244.0.0/16}" ${HELM_ARGS:-}
 }
 
+# Native routing: the underlay routes each node's pod CIDR to the node (Lumen
+# does not masquerade pods), so pods reach the control plane (the API server
+# through the kubernetes Service, as CoreDNS does) and back.
+underlay_routes() {
+	local n cidr
+	for n in "${nodes[@]}"; do
+		wait_for 120 "$n's pod CIDR" sh -c "nsenter --net=/run/netns/$P-ul $KBIN/kubectl --kubeconfig=$D/cp/admin.kubeconfig get ciliumnode $n -o jsonpath='{.spec.ipam.podCIDRs[0]}' | grep -q /"
+		cidr=$(kubectl get ciliumnode $n -o jsonpath='{.spec.ipam.podCIDRs[0]}')
+		ip -n $P-ul route replace "$cidr" via 10.77.0.1${n#n}
+	done
+}
+
+# cluster DNS: CoreDNS as kube-dns at the kubelets' clusterDNS, when make
+# image made its image (hack/build-coredns.sh)
+dns_up() {
+	[[ -f $IMAGES/coredns.tar ]] || { log "no $IMAGES/coredns.tar: no cluster DNS (hack/build-coredns.sh; make image)"; return 0; }
+	log "CoreDNS as kube-dns (10.96.0.10)"
+	kubectl apply -f "$src/deploy/addons/coredns.yaml" >/dev/null
+	kubectl -n kube-system rollout status deploy/coredns --timeout=300s
+}
+
 up() {
 	for b in etcd kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler; do
 		[[ -x $KBIN/$b ]] || { log "$KBIN/$b missing: run hack/build-k8s.sh"; exit 1; }
@@ -275,6 +296,8 @@ up() {
 	wait_for 120 "nodes registered" sh -c "[ \$(nsenter --net=/run/netns/$P-ul $KBIN/kubectl --kubeconfig=$D/cp/admin.kubeconfig get nodes --no-headers | wc -l) = ${#nodes[@]} ]"
 	log "Lumen by its Helm chart"; lumen_up
 	wait_for 180 "nodes Ready" kubectl wait --for=condition=Ready nodes --all --timeout=5s
+	underlay_routes
+	dns_up
 	kubectl get nodes -o wide
 	kubectl -n kube-system get pods -o wide
 }

@@ -44,9 +44,9 @@ func requireTools(t *testing.T) {
 	out, _ := exec.Command(filepath.Join(root, "hack/build-k8s.sh"), "--bin-dir").Output()
 	kbin := strings.TrimSpace(string(out))
 	for _, p := range []string{kbin + "/kubelet", kbin + "/kube-scheduler", kbin + "/kube-apiserver", kbin + "/agnhost",
-		root + "/bin/images/lumen.tar", root + "/bin/images/agnhost.tar", "/usr/bin/containerd", "/usr/lib/cni/loopback"} {
+		root + "/bin/images/lumen.tar", root + "/bin/images/agnhost.tar", root + "/bin/images/coredns.tar", "/usr/bin/containerd", "/usr/lib/cni/loopback"} {
 		if _, err := os.Stat(p); err != nil {
-			testutil.Skip(t, fmt.Sprintf("%v (hack/build-k8s.sh, make image, hack/install-deps.sh)", err))
+			testutil.Skip(t, fmt.Sprintf("%v (hack/build-k8s.sh, hack/build-coredns.sh, make image, hack/install-deps.sh)", err))
 		}
 	}
 	if _, err := exec.Command(filepath.Join(root, "hack/build-helm.sh")).Output(); err != nil {
@@ -192,7 +192,8 @@ func (l *lab) connect(pod, addr string) error {
 }
 
 // TestRealNodes is the "done when": Lumen installed by its chart on
-// two real kubelets; pods on both nodes reach each other and a Service;
+// two real kubelets; pods on both nodes reach each other and a Service, also
+// by its DNS name (CoreDNS);
 // kubectl exec/logs work; a DaemonSet rolling update of the agents keeps
 // an established connection; a NetworkPolicy is enforced.
 func TestRealNodes(t *testing.T) {
@@ -215,6 +216,16 @@ func TestRealNodes(t *testing.T) {
 		if err := l.connect(c.pod, c.addr); err != nil {
 			t.Fatalf("%s -> %s: %v", c.pod, c.addr, err)
 		}
+	}
+	// cluster DNS (CoreDNS as kube-dns, through Lumen's Services): the
+	// Service by its full name and by the search path, from both nodes
+	for _, c := range []struct{ pod, addr string }{
+		{"client", "web.default.svc.cluster.local:80"}, {"other", "web.default.svc.cluster.local:80"}, {"client", "web:80"},
+	} {
+		eventually(t, time.Minute, c.pod+" -> "+c.addr, func() error { return l.connect(c.pod, c.addr) })
+	}
+	if out := l.must("exec", "other", "--", "dig", "+short", "+tcp", "web.default.svc.cluster.local"); strings.TrimSpace(out) != svc {
+		t.Errorf("dig over TCP web.default.svc.cluster.local: %q, want %s", out, svc)
 	}
 	// kubectl exec with output, and logs
 	if out := l.must("exec", "client", "--", "/agnhost", "dns-suffix"); out == "" {
