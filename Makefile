@@ -24,7 +24,7 @@ VERSION ?= dev
 # (Alpine's and Debian's images have them): SRC:DST, those present
 E2E_TOOLS := /bin/dash:/bin/sh /bin/nc.openbsd:/bin/nc /usr/bin/dig:/bin/dig /usr/bin/getent:/bin/getent \
 	/usr/bin/seq:/bin/seq /usr/bin/sleep:/bin/sleep /bin/hostname:/bin/hostname /usr/bin/cat:/bin/cat \
-	/usr/bin/curl:/bin/curl /usr/bin/timeout:/bin/timeout
+	/usr/bin/curl:/bin/curl /usr/bin/timeout:/bin/timeout /usr/bin/nslookup:/bin/nslookup
 static:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-operator ./internal/image/pause
 
