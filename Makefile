@@ -21,11 +21,10 @@ build:
 # (hack/build-coredns.sh).
 VERSION ?= dev
 # host programs the e2e tests' probes exec in agnhost/glibc-dns-testing
-# (Alpine's and Debian's images have them): SRC:DST, those present (wget is
-# busybox's, as in Alpine: busybox runs the applet its name says)
+# (Alpine's and Debian's images have them): SRC:DST, those present
 E2E_TOOLS := /bin/dash:/bin/sh /bin/nc.openbsd:/bin/nc /usr/bin/dig:/bin/dig /usr/bin/getent:/bin/getent \
 	/usr/bin/seq:/bin/seq /usr/bin/sleep:/bin/sleep /bin/hostname:/bin/hostname /usr/bin/cat:/bin/cat \
-	/usr/bin/curl:/bin/curl /usr/bin/timeout:/bin/timeout /usr/bin/nslookup:/bin/nslookup /bin/busybox:/bin/wget
+	/usr/bin/curl:/bin/curl /usr/bin/timeout:/bin/timeout /usr/bin/nslookup:/bin/nslookup /usr/bin/wget:/bin/wget
 static:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/static/ ./cmd/lumen ./cmd/lumen-agent ./cmd/lumen-cni ./cmd/lumen-operator ./internal/image/pause
 

@@ -3,8 +3,8 @@
 # containerd (+runc) and kubelet inside the node's network namespace, and
 # Lumen installed by its Helm chart from locally built images (no registry).
 # Nothing on the host changes: namespaces lrn-<lab>-*, state under
-# /tmp/lumen-rn-<lab>, child cgroups lumen-rn-<lab>-<node> only (v1) and
-# lumen-rn-<lab>/<node> in a cgroup2 mounted under the state dir, no host
+# /tmp/lumen-rn-<lab>, child cgroups lumen-rn-<lab>-<node> only (v1, and v2
+# through a cgroup2 mounted under the state dir), no host
 # sysctls (kubelet's are masked in its own mount namespace).
 #
 #   hack/realnode.sh up     [LAB=name NODES=2]   control plane, nodes, Lumen
@@ -187,7 +187,7 @@ state = "$d/containerd/state"
     bin_dir = "$d/opt/cni/bin"
     conf_dir = "$d/etc/cni/net.d"
 TOML
-	CG=$D/cgroup2/lumen-rn-$lab/$n run containerd-$n $P-$n containerd --config $d/containerd/config.toml
+	CG=$D/cgroup2/lumen-rn-$lab-$n run containerd-$n $P-$n containerd --config $d/containerd/config.toml
 	wait_for 30 "containerd on $n" test -S $d/containerd.sock
 	for t in "$IMAGES"/*.tar; do
 		ctr -a $d/containerd.sock -n k8s.io images import "$t" >/dev/null
@@ -237,7 +237,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available:
 Y
 	# own mount namespace: the sysctls kubelet insists on are masked (host
 	# values untouched), /var/log and /var/lib are per node
-	CG=$D/cgroup2/lumen-rn-$lab/$n run kubelet-$n $P-$n unshare -m --propagation unchanged sh -c "
+	CG=$D/cgroup2/lumen-rn-$lab-$n run kubelet-$n $P-$n unshare -m --propagation unchanged sh -c "
 		mount --bind $d/sysctl/vm.overcommit_memory /proc/sys/vm/overcommit_memory &&
 		mount --bind $d/sysctl/kernel.panic /proc/sys/kernel/panic &&
 		mount --bind $d/sysctl/kernel.panic_on_oops /proc/sys/kernel/panic_on_oops &&
@@ -252,7 +252,7 @@ lumen_up() {
 		--set k8sServiceHost=$api,k8sServicePort=6443,devices=eth0,image.pullPolicy=Never \
 		--set image.tag=${LUMEN_TAG:-dev},perNodeHostPaths.hostPathBase=$D/nodes \
 		--set "ipam.operator.clusterPoolIPv4PodCIDRList={10.244.0.0/16}" \
-		--set socketLB.enabled=true,socketLB.hostNamespaceOnly=true,cgroup.hostRoot=$D/cgroup2/lumen-rn-$lab ${HELM_ARGS:-}
+		--set socketLB.enabled=true,socketLB.hostNamespaceOnly=true,cgroup.hostRoot=$D/cgroup-nodes ${HELM_ARGS:-}
 }
 
 # Native routing: the underlay routes each node's pod CIDR to the node (Lumen
@@ -292,12 +292,16 @@ up() {
 	mount --bind $D/nodes $D/nodes
 	mount --make-rshared $D/nodes
 	# Socket load balancing for each node's host namespace (kubelet probes,
-	# hostNetwork pods to ClusterIPs, as Cilium's socketLB): every node's
-	# containerd and kubelet (so its pods too) live in the node's own child
-	# of a cgroup2, where its agent attaches; the host's root is not touched
+	# hostNetwork pods to ClusterIPs, as Cilium's socketLB): a node's
+	# containerd and kubelet live in its v2 cgroup lumen-rn-<lab>-<node>
+	# (runc puts the pods under it too, the kubelet's cgroupRoot), where its
+	# agent attaches (the chart mounts cgroup-nodes/<node>); the root is not touched
 	mkdir -p $D/cgroup2
 	mount -t cgroup2 lumen-rn-$lab $D/cgroup2
-	for n in "${nodes[@]}"; do mkdir -p $D/cgroup2/lumen-rn-$lab/$n; done
+	for n in "${nodes[@]}"; do
+		mkdir -p $D/cgroup2/lumen-rn-$lab-$n $D/cgroup-nodes/$n
+		mount --bind $D/cgroup2/lumen-rn-$lab-$n $D/cgroup-nodes/$n
+	done
 	# containerd 1.6 puts pod namespaces in /run/netns/cni-*: those that
 	# appear while this lab holds the lock are its own (removed by down)
 	ls /run/netns 2>/dev/null | grep '^cni-' >$D/netns-before || true
@@ -348,15 +352,17 @@ down() {
 	done
 	# the nodes' cgroup2 children: whatever is left there is ours (before
 	# the mounts go: the cgroup2 mount is how they are reached)
-	if [[ -d $D/cgroup2/lumen-rn-$lab ]]; then
+	for c in $D/cgroup2/lumen-rn-$lab-*; do
+		[[ -d $c ]] || continue
 		for _ in 1 2 3; do
-			for f in $(find $D/cgroup2/lumen-rn-$lab -name cgroup.procs); do
+			for f in $(find $c -name cgroup.procs); do
 				for p in $(cat $f 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
 			done
 			sleep 0.5
 		done
-		find $D/cgroup2/lumen-rn-$lab -depth -type d -exec rmdir {} \; 2>/dev/null || true
-	fi
+		umount $D/cgroup-nodes/${c##*-} 2>/dev/null || true
+		find $c -depth -type d -exec rmdir {} \; 2>/dev/null || true
+	done
 	# mounts under $D (kubelet dirs, volumes, bpffs, shared state), deepest first
 	for _ in 1 2 3 4 5; do
 		ms=$(awk -v d="$D" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
