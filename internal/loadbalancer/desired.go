@@ -229,7 +229,7 @@ func Desired(services []*Service, slices_ []*EndpointSlice, local NodeInfo) []Fr
 	}
 	var out []Frontend
 	for _, svc := range services {
-		if svc.IsHeadless() {
+		if svc.Unproxied() {
 			continue
 		}
 		out = append(out, serviceFrontends(svc, byService[svc.Key()], local)...)
@@ -242,7 +242,7 @@ func Desired(services []*Service, slices_ []*EndpointSlice, local NodeInfo) []Fr
 // that belong to it (the caller indexes them by their service name label).
 // It lets a caller recompute only the services an event touches.
 func ServiceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) []Frontend {
-	if svc.IsHeadless() {
+	if svc.Unproxied() {
 		return nil
 	}
 	out := serviceFrontends(svc, svcSlices, local)

@@ -140,6 +140,18 @@ func TestDesiredClusterIP(t *testing.T) {
 	if got := Desired([]*Service{headless}, nil, n1a); len(got) != 0 {
 		t.Errorf("headless service has frontends %v", show(got))
 	}
+	// a service labelled for another proxy (any value, even empty) is not ours
+	for _, v := range []string{"foo-bar", ""} {
+		other := webService(nil)
+		other.Labels = map[string]string{LabelServiceProxyName: v}
+		sl := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
+		if got := Desired([]*Service{other}, []*EndpointSlice{sl}, n1a); len(got) != 0 {
+			t.Errorf("service-proxy-name %q: frontends %v", v, show(got))
+		}
+		if got := ServiceFrontends(other, []*EndpointSlice{sl}, n1a); len(got) != 0 {
+			t.Errorf("service-proxy-name %q: ServiceFrontends %v", v, show(got))
+		}
+	}
 	wrongPort := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
 	wrongPort.Ports[0].Name = "metrics"
 	udp := makeSlice("web", "web-2", IPv4, 8080, ready("10.200.1.2", "n1", "a"))
