@@ -62,6 +62,12 @@ func run(bin, out, version, agnhost, agnhostVersion string, tools []string, core
 			return err
 		}
 		specs["coredns.tar"] = s
+		// agnhost's real image carries /coredns too: the e2e DNS tests
+		// run it from there as a pod's own DNS server
+		if a, ok := specs["agnhost.tar"]; ok {
+			a.Files = append(a.Files, image.File{Src: coredns, Dst: "/coredns"})
+			specs["agnhost.tar"] = a
+		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
