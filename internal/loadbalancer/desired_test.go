@@ -140,16 +140,18 @@ func TestDesiredClusterIP(t *testing.T) {
 	if got := Desired([]*Service{headless}, nil, n1a); len(got) != 0 {
 		t.Errorf("headless service has frontends %v", show(got))
 	}
-	// a service labelled for another proxy (any value, even empty) is not ours
-	for _, v := range []string{"foo-bar", ""} {
+	// a service labelled for another proxy or headless (any value, even
+	// empty) is not ours
+	for _, l := range []map[string]string{{LabelServiceProxyName: "foo-bar"}, {LabelServiceProxyName: ""}, {LabelHeadless: ""}} {
+		v := fmt.Sprint(l)
 		other := webService(nil)
-		other.Labels = map[string]string{LabelServiceProxyName: v}
+		other.Labels = l
 		sl := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
 		if got := Desired([]*Service{other}, []*EndpointSlice{sl}, n1a); len(got) != 0 {
-			t.Errorf("service-proxy-name %q: frontends %v", v, show(got))
+			t.Errorf("labels %s: frontends %v", v, show(got))
 		}
 		if got := ServiceFrontends(other, []*EndpointSlice{sl}, n1a); len(got) != 0 {
-			t.Errorf("service-proxy-name %q: ServiceFrontends %v", v, show(got))
+			t.Errorf("labels %s: ServiceFrontends %v", v, show(got))
 		}
 	}
 	wrongPort := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
