@@ -387,17 +387,17 @@ const e2eNetpolFocus = `\[sig-network\] Netpol NetworkPolicy between server and 
 // tests CI runs (docs/conformance.md has the whole suites' results): DNS
 // names of Services and pods, from pods and from hostNetwork pods (socket
 // LB), a pod's own resolver settings, and Services load-balanced and left
-// to another proxy.
+// alone (labelled for another proxy or headless).
 const e2eServicesDNSFocus = `\[sig-network\] (DNS (should provide DNS for the cluster|should provide DNS for services|` +
 	`should provide DNS for pods for Hostname|should support configurable pod resolv.conf|` +
 	`HostNetwork should resolve DNS of partial qualified names for services on hostNetwork pods)|` +
-	`Services (should serve a basic endpoint from pods|should implement service.kubernetes.io/service-proxy-name))`
+	`Services (should serve a basic endpoint from pods|should implement service.kubernetes.io/(service-proxy-name|headless)))`
 
 // e2eNetpol runs Kubernetes' own e2e.test (hack/build-k8s.sh --e2e)
 // against the lab.
 func e2eNetpol(t *testing.T, l *lab) { e2eRun(t, l, e2eNetpolFocus, 8) }
 
-func e2eServicesDNS(t *testing.T, l *lab) { e2eRun(t, l, e2eServicesDNSFocus, 7) }
+func e2eServicesDNS(t *testing.T, l *lab) { e2eRun(t, l, e2eServicesDNSFocus, 8) }
 
 // e2eRun runs the e2e tests focus selects; all want of them must pass.
 func e2eRun(t *testing.T, l *lab, focus string, want int) {
