@@ -358,7 +358,7 @@ func serviceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) 
 func collectEndpoints(svcSlices []*EndpointSlice, portName, protocol, fam string) []epInfo {
 	best := map[netip.Addr]epInfo{}
 	for _, s := range svcSlices {
-		if s.AddressType != fam {
+		if s.AddressType != fam || s.Unproxied() {
 			continue
 		}
 		var port int32

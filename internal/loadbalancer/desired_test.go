@@ -154,6 +154,14 @@ func TestDesiredClusterIP(t *testing.T) {
 			t.Errorf("labels %s: ServiceFrontends %v", v, show(got))
 		}
 	}
+	// so is an endpoint slice labelled so: its endpoints are not backends
+	for _, l := range []string{LabelHeadless, LabelServiceProxyName} {
+		ok := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
+		labelled := makeSlice("web", "web-2", IPv4, 8080, ready("10.200.2.1", "n2", "b"))
+		labelled.Labels[l] = ""
+		check(t, "slice labelled "+l, ServiceFrontends(webService(nil), []*EndpointSlice{ok, labelled}, n1a),
+			"ClusterIP 10.96.0.10:80/TCP internal Cluster [10.200.1.1:8080]")
+	}
 	wrongPort := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
 	wrongPort.Ports[0].Name = "metrics"
 	udp := makeSlice("web", "web-2", IPv4, 8080, ready("10.200.1.2", "n1", "a"))

@@ -155,10 +155,11 @@ func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 // IsHeadless reports a service without a virtual IP.
 func (s *Service) IsHeadless() bool { return s.Spec.ClusterIP == ClusterIPNone }
 
-// LabelServiceProxyName on a service hands it to another proxy, and
-// LabelHeadless marks it headless whatever its spec: like kube-proxy (and
-// Cilium without --k8s-service-proxy-name), Lumen leaves such services
-// alone, whatever the label's value.
+// LabelServiceProxyName on a service or endpoint slice hands it to another
+// proxy, and LabelHeadless marks it headless whatever its spec: like
+// kube-proxy (which selects both kinds by the absence of both labels) and
+// Cilium without --k8s-service-proxy-name, Lumen leaves such services and
+// slices alone, whatever the label's value.
 const (
 	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
 	LabelHeadless         = "service.kubernetes.io/headless"
