@@ -5,7 +5,9 @@ set -euo pipefail
 # bird2 and frr: the lab's BGP routers (run inside lab namespaces only).
 # containerd, runc, containernetworking-plugins: the real-node lab's container
 # runtime (one containerd per lab node, private dirs) and the loopback plugin.
-pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr iptables containerd runc containernetworking-plugins netcat-openbsd)
+# netcat-openbsd, bind9-dnsutils (dig, nslookup), curl, wget: put into the e2e
+# test images by make image.
+pkgs=(clang llvm libbpf-dev iproute2 iputils-ping ethtool iperf3 bird2 frr iptables containerd runc containernetworking-plugins netcat-openbsd bind9-dnsutils curl wget)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,7 +3,8 @@
 # containerd (+runc) and kubelet inside the node's network namespace, and
 # Lumen installed by its Helm chart from locally built images (no registry).
 # Nothing on the host changes: namespaces lrn-<lab>-*, state under
-# /tmp/lumen-rn-<lab>, child cgroups lumen-rn-<lab>-<node> only, no host
+# /tmp/lumen-rn-<lab>, child cgroups lumen-rn-<lab>-<node> only (v1, and v2
+# through a cgroup2 mounted under the state dir), no host
 # sysctls (kubelet's are masked in its own mount namespace).
 #
 #   hack/realnode.sh up     [LAB=name NODES=2]   control plane, nodes, Lumen
@@ -36,9 +37,13 @@ log() { echo "realnode[$lab]: $*" >&2; }
 kubectl() { nsenter --net=/run/netns/$P-ul "$KBIN/kubectl" --kubeconfig=$D/cp/admin.kubeconfig "$@"; }
 helm() { nsenter --net=/run/netns/$P-ul "$HELM" --kubeconfig=$D/cp/admin.kubeconfig "$@"; }
 
-# run NAME NETNS CMD...: a daemon with its log and pid under $D.
+# run NAME NETNS CMD...: a daemon with its log and pid under $D; with CG
+# set, in that cgroup2 directory (it and all it starts).
 run() {
 	local name=$1 ns=$2; shift 2
+	if [[ -n ${CG:-} ]]; then
+		set -- sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@"
+	fi
 	setsid nsenter --net=/run/netns/$ns "$@" >"$D/logs/$name.log" 2>&1 </dev/null &
 	echo $! >"$D/pids/$name"
 }
@@ -182,7 +187,7 @@ state = "$d/containerd/state"
     bin_dir = "$d/opt/cni/bin"
     conf_dir = "$d/etc/cni/net.d"
 TOML
-	run containerd-$n $P-$n containerd --config $d/containerd/config.toml
+	CG=$D/cgroup2/lumen-rn-$lab-$n run containerd-$n $P-$n containerd --config $d/containerd/config.toml
 	wait_for 30 "containerd on $n" test -S $d/containerd.sock
 	for t in "$IMAGES"/*.tar; do
 		ctr -a $d/containerd.sock -n k8s.io images import "$t" >/dev/null
@@ -232,7 +237,7 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available:
 Y
 	# own mount namespace: the sysctls kubelet insists on are masked (host
 	# values untouched), /var/log and /var/lib are per node
-	run kubelet-$n $P-$n unshare -m --propagation unchanged sh -c "
+	CG=$D/cgroup2/lumen-rn-$lab-$n run kubelet-$n $P-$n unshare -m --propagation unchanged sh -c "
 		mount --bind $d/sysctl/vm.overcommit_memory /proc/sys/vm/overcommit_memory &&
 		mount --bind $d/sysctl/kernel.panic /proc/sys/kernel/panic &&
 		mount --bind $d/sysctl/kernel.panic_on_oops /proc/sys/kernel/panic_on_oops &&
@@ -246,7 +251,29 @@ lumen_up() {
 	helm upgrade --install lumen "$src/deploy/helm/lumen" -n kube-system --wait --timeout 10m \
 		--set k8sServiceHost=$api,k8sServicePort=6443,devices=eth0,image.pullPolicy=Never \
 		--set image.tag=${LUMEN_TAG:-dev},perNodeHostPaths.hostPathBase=$D/nodes \
-		--set "ipam.operator.clusterPoolIPv4PodCIDRList={10.244.0.0/16}" ${HELM_ARGS:-}
+		--set "ipam.operator.clusterPoolIPv4PodCIDRList={10.244.0.0/16}" \
+		--set socketLB.enabled=true,socketLB.hostNamespaceOnly=true,cgroup.hostRoot=$D/cgroup-nodes ${HELM_ARGS:-}
+}
+
+# Native routing: the underlay routes each node's pod CIDR to the node (Lumen
+# does not masquerade pods), so pods reach the control plane (the API server
+# through the kubernetes Service, as CoreDNS does) and back.
+underlay_routes() {
+	local n cidr
+	for n in "${nodes[@]}"; do
+		wait_for 120 "$n's pod CIDR" sh -c "nsenter --net=/run/netns/$P-ul $KBIN/kubectl --kubeconfig=$D/cp/admin.kubeconfig get ciliumnode $n -o jsonpath='{.spec.ipam.podCIDRs[0]}' | grep -q /"
+		cidr=$(kubectl get ciliumnode $n -o jsonpath='{.spec.ipam.podCIDRs[0]}')
+		ip -n $P-ul route replace "$cidr" via 10.77.0.1${n#n}
+	done
+}
+
+# cluster DNS: CoreDNS as kube-dns at the kubelets' clusterDNS, when make
+# image made its image (hack/build-coredns.sh)
+dns_up() {
+	[[ -f $IMAGES/coredns.tar ]] || { log "no $IMAGES/coredns.tar: no cluster DNS (hack/build-coredns.sh; make image)"; return 0; }
+	log "CoreDNS as kube-dns (10.96.0.10)"
+	kubectl apply -f "$src/deploy/addons/coredns.yaml" >/dev/null
+	kubectl -n kube-system rollout status deploy/coredns --timeout=300s
 }
 
 up() {
@@ -264,6 +291,17 @@ up() {
 	# kubelets' own, for the Bidirectional propagation
 	mount --bind $D/nodes $D/nodes
 	mount --make-rshared $D/nodes
+	# Socket load balancing for each node's host namespace (kubelet probes,
+	# hostNetwork pods to ClusterIPs, as Cilium's socketLB): a node's
+	# containerd and kubelet live in its v2 cgroup lumen-rn-<lab>-<node>
+	# (runc puts the pods under it too, the kubelet's cgroupRoot), where its
+	# agent attaches (the chart mounts cgroup-nodes/<node>); the root is not touched
+	mkdir -p $D/cgroup2
+	mount -t cgroup2 lumen-rn-$lab $D/cgroup2
+	for n in "${nodes[@]}"; do
+		mkdir -p $D/cgroup2/lumen-rn-$lab-$n $D/cgroup-nodes/$n
+		mount --bind $D/cgroup2/lumen-rn-$lab-$n $D/cgroup-nodes/$n
+	done
 	# containerd 1.6 puts pod namespaces in /run/netns/cni-*: those that
 	# appear while this lab holds the lock are its own (removed by down)
 	ls /run/netns 2>/dev/null | grep '^cni-' >$D/netns-before || true
@@ -275,6 +313,8 @@ up() {
 	wait_for 120 "nodes registered" sh -c "[ \$(nsenter --net=/run/netns/$P-ul $KBIN/kubectl --kubeconfig=$D/cp/admin.kubeconfig get nodes --no-headers | wc -l) = ${#nodes[@]} ]"
 	log "Lumen by its Helm chart"; lumen_up
 	wait_for 180 "nodes Ready" kubectl wait --for=condition=Ready nodes --all --timeout=5s
+	underlay_routes
+	dns_up
 	kubectl get nodes -o wide
 	kubectl -n kube-system get pods -o wide
 }
@@ -309,6 +349,19 @@ down() {
 			for p in $(cat $f 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
 		done
 		sleep 0.5
+	done
+	# the nodes' cgroup2 children: whatever is left there is ours (before
+	# the mounts go: the cgroup2 mount is how they are reached)
+	for c in $D/cgroup2/lumen-rn-$lab-*; do
+		[[ -d $c ]] || continue
+		for _ in 1 2 3; do
+			for f in $(find $c -name cgroup.procs); do
+				for p in $(cat $f 2>/dev/null); do kill -9 $p 2>/dev/null || true; done
+			done
+			sleep 0.5
+		done
+		umount $D/cgroup-nodes/${c##*-} 2>/dev/null || true
+		find $c -depth -type d -exec rmdir {} \; 2>/dev/null || true
 	done
 	# mounts under $D (kubelet dirs, volumes, bpffs, shared state), deepest first
 	for _ in 1 2 3 4 5; do

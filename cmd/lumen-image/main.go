@@ -3,7 +3,8 @@
 // it after building the static binaries):
 //
 //	lumen-image --bin-dir bin/static --out bin/images [--agnhost PATH --agnhost-version 2.xx
-//	            --agnhost-tool /bin/dash:/bin/sh --agnhost-tool /bin/nc.openbsd:/bin/nc]
+//	            --e2e-tool /bin/dash:/bin/sh --e2e-tool /bin/nc.openbsd:/bin/nc ...]
+//	            [--coredns PATH --coredns-version v1.15.0]
 //
 // Load them with `ctr -n k8s.io images import bin/images/lumen.tar` or
 // `docker load -i bin/images/lumen.tar`.
@@ -27,20 +28,24 @@ func main() {
 	agnhost := flag.String("agnhost", "", "agnhost binary (Kubernetes' e2e test image); empty: no agnhost.tar")
 	agnhostVersion := flag.String("agnhost-version", "2.66.1", "tag of the agnhost image (what e2e.test expects)")
 	var tools []string
-	flag.Func("agnhost-tool", "host program SRC[:DST] to put into agnhost.tar with its shared libraries (e2e tests exec /bin/sh and nc there); repeatable",
-		func(s string) error { tools = append(tools, s); return nil })
+	flag.Func("e2e-tool", "host program SRC[:DST] to put with its shared libraries into agnhost.tar and glibc-dns-testing.tar "+
+		"(e2e tests exec /bin/sh, nc, dig, getent... there); repeatable", func(s string) error { tools = append(tools, s); return nil })
+	coredns := flag.String("coredns", "", "static coredns binary (hack/build-coredns.sh); empty: no coredns.tar")
+	corednsVersion := flag.String("coredns-version", "v1.15.0", "tag of the coredns image")
 	flag.Parse()
-	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion, tools); err != nil {
+	if err := run(*bin, *out, *version, *agnhost, *agnhostVersion, tools, *coredns, *corednsVersion); err != nil {
 		fmt.Fprintf(os.Stderr, "lumen-image: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin, out, version, agnhost, agnhostVersion string, tools []string) error {
+func run(bin, out, version, agnhost, agnhostVersion string, tools []string, coredns, corednsVersion string) error {
 	specs, err := image.LumenImages(bin, version, agnhost, agnhostVersion)
 	if err != nil {
 		return err
 	}
+	// the e2e tests' probes: agnhost's own image is Alpine with a shell and
+	// tools; the DNS tests also run glibc's resolver in glibc-dns-testing
 	if s, ok := specs["agnhost.tar"]; ok && len(tools) > 0 {
 		files, err := image.ToolFiles(tools)
 		if err != nil {
@@ -48,7 +53,21 @@ func run(bin, out, version, agnhost, agnhostVersion string, tools []string) erro
 		}
 		s.Files = append(s.Files, files...)
 		specs["agnhost.tar"] = s
-		fmt.Fprintf(os.Stderr, "agnhost.tar: with %s\n", strings.Join(tools, " "))
+		specs["glibc-dns-testing.tar"] = image.GlibcDNSTestingImage(files)
+		fmt.Fprintf(os.Stderr, "agnhost.tar, glibc-dns-testing.tar: with %s\n", strings.Join(tools, " "))
+	}
+	if coredns != "" {
+		s, err := image.CoreDNSImage(coredns, corednsVersion)
+		if err != nil {
+			return err
+		}
+		specs["coredns.tar"] = s
+		// agnhost's real image carries /coredns too: the e2e DNS tests
+		// run it from there as a pod's own DNS server
+		if a, ok := specs["agnhost.tar"]; ok {
+			a.Files = append(a.Files, image.File{Src: coredns, Dst: "/coredns"})
+			specs["agnhost.tar"] = a
+		}
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err

@@ -144,3 +144,30 @@ func TestBuildRejects(t *testing.T) {
 		t.Errorf("missing binaries: %v", err)
 	}
 }
+
+// coredns.tar carries the binary as /coredns under upstream's name; a
+// missing binary is named with the script that builds it.
+func TestCoreDNSImage(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "coredns")
+	if err := os.WriteFile(bin, []byte("#!binary coredns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := CoreDNSImage(bin, "v1.15.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "coredns.tar")
+	if err := Write(out, s); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Read(out, "registry.k8s.io/coredns/coredns:v1.15.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := Files(img); string(files["coredns"]) != "#!binary coredns" {
+		t.Errorf("/coredns: %q", files["coredns"])
+	}
+	if _, err := CoreDNSImage("/nonexistent/coredns", "v1.15.0"); err == nil || !strings.Contains(err.Error(), "build-coredns.sh") {
+		t.Errorf("missing binary: %v", err)
+	}
+}

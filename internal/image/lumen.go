@@ -56,3 +56,27 @@ func LumenImages(binDir, version, agnhost, agnhostVersion string) (map[string]Sp
 	}
 	return out, nil
 }
+
+// CoreDNSTag is the cluster DNS image (hack/build-coredns.sh's binary),
+// named as upstream's so manifests written for it work unchanged.
+func CoreDNSTag(version string) string { return "registry.k8s.io/coredns/coredns:" + version }
+
+// CoreDNSImage is coredns.tar: the static coredns binary as /coredns
+// (upstream's layout; the Corefile comes from a ConfigMap).
+func CoreDNSImage(bin, version string) (Spec, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return Spec{}, fmt.Errorf("coredns.tar: %w (hack/build-coredns.sh)", err)
+	}
+	return Spec{Tags: []string{Repository + "/coredns:" + version, CoreDNSTag(version)}, Entrypoint: []string{"/coredns"},
+		Files: []File{{Src: bin, Dst: "/coredns"}}}, nil
+}
+
+// GlibcDNSTestingTag is the image the e2e DNS tests run their glibc
+// resolver probes in (a shell, dig and getent over glibc).
+const GlibcDNSTestingTag = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
+
+// GlibcDNSTestingImage is glibc-dns-testing.tar made of host tools (see
+// ToolFiles: the host's are glibc programs, which is what the image tests).
+func GlibcDNSTestingImage(tools []File) Spec {
+	return Spec{Tags: []string{Repository + "/glibc-dns-testing:2.1.1", GlibcDNSTestingTag}, Entrypoint: []string{"/bin/sh"}, Files: tools}
+}

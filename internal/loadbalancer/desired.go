@@ -229,7 +229,7 @@ func Desired(services []*Service, slices_ []*EndpointSlice, local NodeInfo) []Fr
 	}
 	var out []Frontend
 	for _, svc := range services {
-		if svc.IsHeadless() {
+		if svc.Unproxied() {
 			continue
 		}
 		out = append(out, serviceFrontends(svc, byService[svc.Key()], local)...)
@@ -242,7 +242,7 @@ func Desired(services []*Service, slices_ []*EndpointSlice, local NodeInfo) []Fr
 // that belong to it (the caller indexes them by their service name label).
 // It lets a caller recompute only the services an event touches.
 func ServiceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) []Frontend {
-	if svc.IsHeadless() {
+	if svc.Unproxied() {
 		return nil
 	}
 	out := serviceFrontends(svc, svcSlices, local)
@@ -358,7 +358,7 @@ func serviceFrontends(svc *Service, svcSlices []*EndpointSlice, local NodeInfo) 
 func collectEndpoints(svcSlices []*EndpointSlice, portName, protocol, fam string) []epInfo {
 	best := map[netip.Addr]epInfo{}
 	for _, s := range svcSlices {
-		if s.AddressType != fam {
+		if s.AddressType != fam || s.Unproxied() {
 			continue
 		}
 		var port int32

@@ -140,6 +140,28 @@ func TestDesiredClusterIP(t *testing.T) {
 	if got := Desired([]*Service{headless}, nil, n1a); len(got) != 0 {
 		t.Errorf("headless service has frontends %v", show(got))
 	}
+	// a service labelled for another proxy or headless (any value, even
+	// empty) is not ours
+	for _, l := range []map[string]string{{LabelServiceProxyName: "foo-bar"}, {LabelServiceProxyName: ""}, {LabelHeadless: ""}} {
+		v := fmt.Sprint(l)
+		other := webService(nil)
+		other.Labels = l
+		sl := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
+		if got := Desired([]*Service{other}, []*EndpointSlice{sl}, n1a); len(got) != 0 {
+			t.Errorf("labels %s: frontends %v", v, show(got))
+		}
+		if got := ServiceFrontends(other, []*EndpointSlice{sl}, n1a); len(got) != 0 {
+			t.Errorf("labels %s: ServiceFrontends %v", v, show(got))
+		}
+	}
+	// so is an endpoint slice labelled so: its endpoints are not backends
+	for _, l := range []string{LabelHeadless, LabelServiceProxyName} {
+		ok := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
+		labelled := makeSlice("web", "web-2", IPv4, 8080, ready("10.200.2.1", "n2", "b"))
+		labelled.Labels[l] = ""
+		check(t, "slice labelled "+l, ServiceFrontends(webService(nil), []*EndpointSlice{ok, labelled}, n1a),
+			"ClusterIP 10.96.0.10:80/TCP internal Cluster [10.200.1.1:8080]")
+	}
 	wrongPort := makeSlice("web", "web-1", IPv4, 8080, ready("10.200.1.1", "n1", "a"))
 	wrongPort.Ports[0].Name = "metrics"
 	udp := makeSlice("web", "web-2", IPv4, 8080, ready("10.200.1.2", "n1", "a"))

@@ -110,6 +110,14 @@ func (s *EndpointSlice) ServiceKey() string {
 	return ""
 }
 
+// Unproxied reports a slice Lumen ignores: labelled for another proxy or
+// headless (see LabelServiceProxyName).
+func (s *EndpointSlice) Unproxied() bool {
+	_, other := s.Labels[LabelServiceProxyName]
+	_, headless := s.Labels[LabelHeadless]
+	return other || headless
+}
+
 // Object returns the slice as a resource object (what the store holds).
 func (s *EndpointSlice) Object() (*resource.Object, error) {
 	other := map[string]json.RawMessage{}

@@ -152,6 +152,24 @@ func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 // IsHeadless reports a service without a virtual IP.
 func (s *Service) IsHeadless() bool { return s.Spec.ClusterIP == ClusterIPNone }
 
+// LabelServiceProxyName on a service or endpoint slice hands it to another
+// proxy, and LabelHeadless marks it headless whatever its spec: like
+// kube-proxy (which selects both kinds by the absence of both labels) and
+// Cilium without --k8s-service-proxy-name, Lumen leaves such services and
+// slices alone, whatever the label's value.
+const (
+	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	LabelHeadless         = "service.kubernetes.io/headless"
+)
+
+// Unproxied reports a service Lumen does not load-balance: headless, or
+// labelled for another proxy or as headless.
+func (s *Service) Unproxied() bool {
+	_, other := s.Labels[LabelServiceProxyName]
+	_, headless := s.Labels[LabelHeadless]
+	return other || headless || s.IsHeadless()
+}
+
 // ExternallyAccessible reports a service reachable from outside the cluster
 // (NodePort, LoadBalancer, or external IPs): externalTrafficPolicy applies.
 func (s *Service) ExternallyAccessible() bool { return externallyAccessible(&s.Spec) }

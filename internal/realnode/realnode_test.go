@@ -44,9 +44,9 @@ func requireTools(t *testing.T) {
 	out, _ := exec.Command(filepath.Join(root, "hack/build-k8s.sh"), "--bin-dir").Output()
 	kbin := strings.TrimSpace(string(out))
 	for _, p := range []string{kbin + "/kubelet", kbin + "/kube-scheduler", kbin + "/kube-apiserver", kbin + "/agnhost",
-		root + "/bin/images/lumen.tar", root + "/bin/images/agnhost.tar", "/usr/bin/containerd", "/usr/lib/cni/loopback"} {
+		root + "/bin/images/lumen.tar", root + "/bin/images/agnhost.tar", root + "/bin/images/coredns.tar", "/usr/bin/containerd", "/usr/lib/cni/loopback"} {
 		if _, err := os.Stat(p); err != nil {
-			testutil.Skip(t, fmt.Sprintf("%v (hack/build-k8s.sh, make image, hack/install-deps.sh)", err))
+			testutil.Skip(t, fmt.Sprintf("%v (hack/build-k8s.sh, hack/build-coredns.sh, make image, hack/install-deps.sh)", err))
 		}
 	}
 	if _, err := exec.Command(filepath.Join(root, "hack/build-helm.sh")).Output(); err != nil {
@@ -192,7 +192,8 @@ func (l *lab) connect(pod, addr string) error {
 }
 
 // TestRealNodes is the issue's "done when": Lumen installed by its chart on
-// two real kubelets; pods on both nodes reach each other and a Service;
+// two real kubelets; pods on both nodes reach each other and a Service, also
+// by its DNS name (CoreDNS);
 // kubectl exec/logs work; a DaemonSet rolling update of the agents keeps
 // an established connection; a NetworkPolicy is enforced.
 func TestRealNodes(t *testing.T) {
@@ -216,6 +217,16 @@ func TestRealNodes(t *testing.T) {
 			t.Fatalf("%s -> %s: %v", c.pod, c.addr, err)
 		}
 	}
+	// cluster DNS (CoreDNS as kube-dns, through Lumen's Services): the
+	// Service by its full name and by the search path, from both nodes
+	for _, c := range []struct{ pod, addr string }{
+		{"client", "web.default.svc.cluster.local:80"}, {"other", "web.default.svc.cluster.local:80"}, {"client", "web:80"},
+	} {
+		eventually(t, time.Minute, c.pod+" -> "+c.addr, func() error { return l.connect(c.pod, c.addr) })
+	}
+	if out := l.must("exec", "other", "--", "dig", "+short", "+tcp", "web.default.svc.cluster.local"); strings.TrimSpace(out) != svc {
+		t.Errorf("dig over TCP web.default.svc.cluster.local: %q, want %s", out, svc)
+	}
 	// kubectl exec with output, and logs
 	if out := l.must("exec", "client", "--", "/agnhost", "dns-suffix"); out == "" {
 		t.Error("kubectl exec printed nothing")
@@ -226,6 +237,7 @@ func TestRealNodes(t *testing.T) {
 
 	t.Run("AgentRollingUpdateKeepsConnection", func(t *testing.T) { rollingUpdate(t, l, webOnN2) })
 	t.Run("KubernetesE2ENetpol", func(t *testing.T) { e2eNetpol(t, l) })
+	t.Run("KubernetesE2EServicesDNS", func(t *testing.T) { e2eServicesDNS(t, l) })
 
 	// NetworkPolicy: only app=client reaches app=web
 	l.apply(policy)
@@ -365,14 +377,29 @@ const e2eNetpolFocus = `\[sig-network\] Netpol NetworkPolicy between server and 
 	`enforce policy based on PodSelector with MatchExpressions|deny egress from all pods in a namespace|enforce policy based on Ports|` +
 	`enforce ingress policy allowing any port traffic to a server on a specific protocol)`
 
+// e2eServicesDNSFocus is the subset of Kubernetes' Services and DNS e2e
+// tests CI runs (docs/conformance.md has the whole suites' results): DNS
+// names of Services and pods, from pods and from hostNetwork pods (socket
+// LB), a pod's own resolver settings, and Services load-balanced and left
+// alone (labelled for another proxy or headless).
+const e2eServicesDNSFocus = `\[sig-network\] (DNS (should provide DNS for the cluster|should provide DNS for services|` +
+	`should provide DNS for pods for Hostname|should support configurable pod resolv.conf|` +
+	`HostNetwork should resolve DNS of partial qualified names for services on hostNetwork pods)|` +
+	`Services (should serve a basic endpoint from pods|should implement service.kubernetes.io/(service-proxy-name|headless)))`
+
 // e2eNetpol runs Kubernetes' own e2e.test (hack/build-k8s.sh --e2e)
 // against the lab.
-func e2eNetpol(t *testing.T, l *lab) {
+func e2eNetpol(t *testing.T, l *lab) { e2eRun(t, l, e2eNetpolFocus, 8) }
+
+func e2eServicesDNS(t *testing.T, l *lab) { e2eRun(t, l, e2eServicesDNSFocus, 8) }
+
+// e2eRun runs the e2e tests focus selects; all want of them must pass.
+func e2eRun(t *testing.T, l *lab, focus string, want int) {
 	out, _ := exec.Command(filepath.Join(root, "hack/build-k8s.sh"), "--bin-dir").Output()
 	if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "e2e.test")); err != nil {
 		testutil.Skip(t, "e2e.test missing: hack/build-k8s.sh --e2e")
 	}
-	cmd := exec.Command(filepath.Join(root, "hack/realnode-e2e.sh"), e2eNetpolFocus)
+	cmd := exec.Command(filepath.Join(root, "hack/realnode-e2e.sh"), focus)
 	cmd.Env = append(os.Environ(), "LAB="+l.name, "E2E_TIMEOUT=15m")
 	cmd.Dir = root
 	b, err := cmd.CombinedOutput()
@@ -380,7 +407,7 @@ func e2eNetpol(t *testing.T, l *lab) {
 	if err != nil {
 		t.Fatalf("e2e.test: %v", err)
 	}
-	if !strings.Contains(string(b), "total: 8 passed, 0 failed") {
-		t.Fatal("want the 8 NetworkPolicy e2e tests passed")
+	if total := fmt.Sprintf("total: %d passed, 0 failed", want); !strings.Contains(string(b), total) {
+		t.Fatalf("want %q", total)
 	}
 }
