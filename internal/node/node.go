@@ -154,11 +154,23 @@ func (m *Manager) Endpoints() []Endpoint { return m.eps.List() }
 // Health reports the manager's state for /v1/status.
 func (m *Manager) Health() api.SubsystemStatus {
 	local := 0
+	isLocal := map[string]bool{}
 	if f := m.localFunc(); f != nil {
-		local = len(f())
+		for _, ep := range f() {
+			isLocal[ep.ContainerID] = true
+		}
+		local = len(isLocal)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// A failed announcement of an endpoint deleted since (a republish
+	// racing the pod's deletion, its namespace terminating) is moot: it
+	// must not keep the agent degraded (and unready) for good.
+	for cid := range m.pending {
+		if !isLocal[cid] {
+			delete(m.pending, cid)
+		}
+	}
 	st := api.SubsystemStatus{Name: "cluster", State: api.StateOK}
 	lastErr := m.lastErr
 	if lastErr == nil {

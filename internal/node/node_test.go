@@ -135,3 +135,31 @@ func TestHealthWithStoreDown(t *testing.T) {
 		t.Errorf("health after a failed announcement: %+v", h)
 	}
 }
+
+// TestHealthForgetsDeletedEndpoints: a failed announcement of an endpoint
+// deleted since (the pod's namespace terminating, a republish racing the
+// deletion) does not keep the subsystem degraded: in Kubernetes mode that
+// made the agent unready for good.
+func TestHealthForgetsDeletedEndpoints(t *testing.T) {
+	c, err := kvstore.New("unix://" + filepath.Join(t.TempDir(), "nothing.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Timeout = time.Second
+	tables := Tables{Nodes: state.NewTable(NodesSpec(), nil), Endpoints: state.NewTable(EndpointsSpec(), nil)}
+	m := New(Node{Name: "n1"}, c, tables, &memIPCache{m: map[netip.Prefix]datapath.IPCacheEntry{}}, nil, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	local := localEndpoints
+	m.SetLocalEndpoints(func() []api.Endpoint { return local })
+	tables.Endpoints.Apply(kvstore.Update{Resync: true})
+	if err := m.Publish(context.Background(), localEndpoints[0]); err == nil {
+		t.Fatal("publishing to a store that is not there succeeded")
+	}
+	if h := m.Health(); !strings.Contains(h.Message, "local endpoints not announced: c1") {
+		t.Fatalf("health with c1 unannounced: %+v", h)
+	}
+	local = localEndpoints[1:] // c1 deleted
+	if h := m.Health(); strings.Contains(h.Message, "not announced") {
+		t.Errorf("health after c1 was deleted still names it: %+v", h)
+	}
+}
