@@ -76,12 +76,11 @@ func (b *watchBody) Close() error {
 // In Kubernetes mode an agent holds one watch per resource kind, however
 // many of its subsystems read that kind, and watches Pods with its node's
 // field selector. This builds the agent's state layer as the agent does
-// (its tables for every kind its controllers read), plus a ListAndWatch of
-// every prefix that subsystems not yet reading tables still follow
-// themselves (policysync, the label watcher, the Hubble enricher and peer
-// announcer, the pod CIDR wait, the identity allocator's Run), and the
-// store's own identity lookups, then counts the watches open on the API
-// server.
+// (its tables for every kind its controllers read), plus a second
+// ListAndWatch of those prefixes (what the identity allocator's Run and the
+// pod CIDR wait still do directly: a second reader must share the informer)
+// and the store's own identity lookups, then counts the watches open on
+// the API server.
 func TestOneWatchPerKind(t *testing.T) {
 	bin, err := controlplane.BinDir()
 	if err != nil {
@@ -124,7 +123,7 @@ func TestOneWatchPerKind(t *testing.T) {
 	if err := tables.WaitSynced(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Readers still on the store.
+	// Second readers of the same prefixes.
 	prefixes := []string{model.NodesPrefix, model.EndpointsPrefix, identity.IDsPrefix, peer.StorePrefix,
 		resource.KindPrefix("Pod"), resource.KindPrefix("Namespace")}
 	for _, k := range policysync.KindNames {
