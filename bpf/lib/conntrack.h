@@ -101,6 +101,21 @@ static __always_inline void ct_create_nat(struct pkt *p, __u8 dir, __u32 src_ide
 	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
 }
 
+/* ct_set_rev_nat gives an existing connection the service it now comes
+ * through: a client port reused towards a second service with the same
+ * backend has the 5-tuple of the first connection, and its replies must
+ * come from the second frontend, not the first. */
+static __always_inline void ct_set_rev_nat(struct pkt *p, __u8 dir, __u32 rev_nat)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+
+	ct_fill(&key, p, dir, 0);
+	e = bpf_map_lookup_elem(&lumen_ct, &key);
+	if (e && e->rev_nat != rev_nat)
+		e->rev_nat = rev_nat;
+}
+
 static __always_inline void ct_create(struct pkt *p, __u8 dir, __u32 src_identity)
 {
 	struct ct_key key;

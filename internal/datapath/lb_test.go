@@ -278,3 +278,34 @@ func TestXDPNodePortAcceleration(t *testing.T) {
 		t.Errorf("DSR mode: XDP counters %+v, want the packet left to tc", st)
 	}
 }
+
+// TestServiceReusedClientPort: a client port reused towards a second
+// service with the same backend gives the same 5-tuple after DNAT as the
+// first connection; its replies must come from the second frontend (they
+// came from the first, which the client drops: seen as a UDP NodePort
+// flake in the lab).
+func TestServiceReusedClientPort(t *testing.T) {
+	f := newFixture(t)
+	f.addPods()
+	vip := netip.MustParseAddr("10.96.0.10")
+	must(t, f.dp.UpsertBackend(7, Backend{Addr: podB4, Port: 5353, Proto: 17}))
+	for i, port := range []uint16{53, 54} {
+		id := uint32(3 + i)
+		must(t, f.dp.UpsertService(ServiceEntry{Frontend: Frontend{Addr: vip, Port: port, Proto: 17, Scope: ScopeExternal}, RevNat: id, Backends: []uint32{7}}, 0))
+		must(t, f.dp.UpsertRevNat(id, vip, port))
+	}
+	for _, vport := range []uint16{53, 54, 53} {
+		pkt := Packet{SrcMAC: podAMAC, DstMAC: hostAMAC, Src: podA4, Dst: vip, Proto: 17, SrcPort: 40000, DstPort: vport, TTL: 64, Payload: []byte("q")}.Bytes()
+		if res := f.run(HookFromContainer, "lxca", pkt); res.Verdict != tcActRedirect {
+			t.Fatalf("to %s:%d: verdict %d", vip, vport, res.Verdict)
+		}
+		reply := Packet{SrcMAC: podBMAC, DstMAC: hostBMAC, Src: podB4, Dst: podA4, Proto: 17, SrcPort: 5353, DstPort: 40000, TTL: 64, Payload: []byte("a")}.Bytes()
+		res := f.run(HookToContainer, "lxca", reply)
+		if res.Verdict != tcActOK {
+			t.Fatalf("reply: verdict %d", res.Verdict)
+		}
+		if src, sport := srcOf(res.Data); src != vip || sport != vport {
+			t.Errorf("client port reused towards %s:%d: reply from %s:%d", vip, vport, src, sport)
+		}
+	}
+}
