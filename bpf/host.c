@@ -159,7 +159,7 @@ int from_netdev(struct __sk_buff *skb)
 	/* For the node itself: the host firewall. */
 	hflags = host_flags();
 	if (hflags && (identity_of(&p.dst) == ID_HOST || is_local_addr(skb, &p.dst))) {
-		if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
+		if (ct_lookup(&p, CT_INGRESS, 0) == CT_NEW) {
 			if (!enforce(skb, &p, HOST_EP_ID, hflags, 0, src_id, ID_HOST, &reason))
 				return drop(skb, &p, reason, DIR_INGRESS, HOST_EP_ID, src_id, ID_HOST);
 			ct_create(&p, CT_INGRESS, src_id);
@@ -203,7 +203,7 @@ int to_netdev(struct __sk_buff *skb)
 	/* The node's own traffic passes the host firewall's egress policy;
 	 * forwarded pod traffic has pod sources. */
 	if (hflags && !lookup_endpoint(&p.src) && node_src(&p)) {
-		if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
+		if (ct_lookup(&p, CT_EGRESS, 0) == CT_NEW) {
 			if (!enforce(skb, &p, HOST_EP_ID, hflags, 1, ID_HOST, dst_id, &reason))
 				return drop(skb, &p, reason, DIR_EGRESS, HOST_EP_ID, ID_HOST, dst_id);
 			ct_create(&p, CT_EGRESS, ID_HOST);

@@ -112,12 +112,10 @@ int from_container(struct __sk_buff *skb)
 		}
 	}
 
-	if (ct_lookup(&p, CT_EGRESS) == CT_NEW) {
+	if (ct_lookup(&p, CT_EGRESS, rev_nat) == CT_NEW) {
 		if (!enforce(skb, &p, ep_id, src->flags, 1, src_id, dst_id, &reason))
 			goto drop_egress;
 		ct_create_nat(&p, CT_EGRESS, src_id, rev_nat, backend);
-	} else if (p.ct_status == CT_ESTABLISHED && rev_nat) {
-		ct_set_rev_nat(&p, CT_EGRESS, rev_nat);
 	} else if (p.ct_status == CT_REPLY && p.rev_nat == REV_NAT_DSR) {
 		/* A backend answering a client that reached it through another
 		 * node's frontend (DSR): from that frontend, straight back. */
@@ -212,12 +210,10 @@ int to_container(struct __sk_buff *skb)
 		rev_nat = REV_NAT_DSR;
 		skb->mark = 0;
 	}
-	if (ct_lookup(&p, CT_INGRESS) == CT_NEW) {
+	if (ct_lookup(&p, CT_INGRESS, rev_nat) == CT_NEW) {
 		if (!enforce(skb, &p, ep->ep_id, ep->flags, 0, src_id, ep->identity, &reason))
 			return drop(skb, &p, reason, DIR_INGRESS, ep->ep_id, src_id, ep->identity);
 		ct_create_nat(&p, CT_INGRESS, src_id, rev_nat, 0);
-	} else if (p.ct_status == CT_ESTABLISHED && rev_nat) {
-		ct_set_rev_nat(&p, CT_INGRESS, rev_nat);
 	} else if (p.ct_status == CT_REPLY && p.rev_nat) {
 		/* The reply of a service connection this pod opened: the source
 		 * becomes the service frontend again. */

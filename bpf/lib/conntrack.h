@@ -45,8 +45,11 @@ static __always_inline void ct_touch(struct ct_entry *e, struct pkt *p, __u64 no
 
 /* ct_lookup classifies p for an endpoint at direction dir: an existing
  * connection of that direction, a reply to one of the other direction, or
- * new. Sets p->ct_status and p->ct_first. */
-static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
+ * new. Sets p->ct_status and p->ct_first. rev_nat is the service p came
+ * through (0: none): an existing connection takes it, since a client port
+ * reused towards a second service with the same backend has the 5-tuple of
+ * the first connection, and its replies must come from the second frontend. */
+static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir, __u32 rev_nat)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -62,6 +65,8 @@ static __always_inline __u8 ct_lookup(struct pkt *p, __u8 dir)
 	}
 	if (e) {
 		ct_touch(e, p, now, 0);
+		if (rev_nat && e->rev_nat != rev_nat)
+			e->rev_nat = rev_nat;
 		p->ct_status = CT_ESTABLISHED;
 		p->ct_first = 0;
 		return p->ct_status;
@@ -99,21 +104,6 @@ static __always_inline void ct_create_nat(struct pkt *p, __u8 dir, __u32 src_ide
 	e.rev_nat = rev_nat;
 	e.backend_id = backend_id;
 	bpf_map_update_elem(&lumen_ct, &key, &e, BPF_ANY);
-}
-
-/* ct_set_rev_nat gives an existing connection the service it now comes
- * through: a client port reused towards a second service with the same
- * backend has the 5-tuple of the first connection, and its replies must
- * come from the second frontend, not the first. */
-static __always_inline void ct_set_rev_nat(struct pkt *p, __u8 dir, __u32 rev_nat)
-{
-	struct ct_key key;
-	struct ct_entry *e;
-
-	ct_fill(&key, p, dir, 0);
-	e = bpf_map_lookup_elem(&lumen_ct, &key);
-	if (e && e->rev_nat != rev_nat)
-		e->rev_nat = rev_nat;
 }
 
 static __always_inline void ct_create(struct pkt *p, __u8 dir, __u32 src_identity)

@@ -64,7 +64,7 @@ static __always_inline int host_enforce(struct __sk_buff *skb, struct pkt *p, __
 	if (!hflags)
 		return 1;
 	ct_save(p, &saved);
-	if (ct_lookup(p, dir) == CT_NEW) {
+	if (ct_lookup(p, dir, 0) == CT_NEW) {
 		ok = enforce(skb, p, HOST_EP_ID, hflags, egress, src_id, dst_id, reason);
 		if (ok)
 			ct_create(p, dir, egress ? ID_HOST : src_id);
