@@ -119,7 +119,7 @@ func buildClients(st *State, t *Topology, log *slog.Logger) error {
 		if err := st.save(); err != nil {
 			return err
 		}
-		if err := setupClient(labpath.UnderlayNS(st.Name), ns, clientPort(c.Name, i), []netip.Prefix{ClientIPv4(i), ClientIPv6(i)}); err != nil {
+		if err := setupUnderlayNS(labpath.UnderlayNS(st.Name), ns, clientPort(c.Name, i), []netip.Prefix{ClientIPv4(i), ClientIPv6(i)}); err != nil {
 			return fmt.Errorf("client %s: %w", c.Name, err)
 		}
 		if WantsXDPPeers(st.AgentArgs) { // complete checksums for XDP, see xdp.go
@@ -139,10 +139,11 @@ func clientPort(name string, i int) string {
 	return fmt.Sprintf("client%d", i)
 }
 
-// setupClient creates a client namespace joined to the underlay bridge by a
-// veth (eth0 inside) carrying addrs. It forwards nothing.
-func setupClient(underlayNS, clientNS, port string, addrs []netip.Prefix) error {
-	if err := CreateNS(clientNS); err != nil {
+// setupUnderlayNS creates a namespace of the underlay (an external client's,
+// a BGP router's) joined to the underlay bridge by a veth (eth0 inside)
+// carrying addrs.
+func setupUnderlayNS(underlayNS, nsName, port string, addrs []netip.Prefix) error {
+	if err := CreateNS(nsName); err != nil {
 		return err
 	}
 	uh, err := nlHandle(underlayNS)
@@ -150,14 +151,14 @@ func setupClient(underlayNS, clientNS, port string, addrs []netip.Prefix) error 
 		return err
 	}
 	defer uh.Close()
-	ch, err := nlHandle(clientNS)
+	nh, err := nlHandle(nsName)
 	if err != nil {
 		return err
 	}
-	defer ch.Close()
-	fd, err := unix.Open(labpath.NSPath(clientNS), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	defer nh.Close()
+	fd, err := unix.Open(labpath.NSPath(nsName), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", clientNS, err)
+		return fmt.Errorf("opening namespace %s: %w", nsName, err)
 	}
 	defer unix.Close(fd)
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port}, PeerName: NodeDevice, PeerNamespace: netlink.NsFd(fd)}
@@ -178,10 +179,10 @@ func setupClient(underlayNS, clientNS, port string, addrs []netip.Prefix) error 
 	if err := uh.LinkSetUp(pl); err != nil {
 		return fmt.Errorf("setting %s up: %w", port, err)
 	}
-	if err := linkUp(ch, "lo"); err != nil {
+	if err := linkUp(nh, "lo"); err != nil {
 		return err
 	}
-	eth, err := ch.LinkByName(NodeDevice)
+	eth, err := nh.LinkByName(NodeDevice)
 	if err != nil {
 		return fmt.Errorf("finding %s: %w", NodeDevice, err)
 	}
@@ -194,11 +195,11 @@ func setupClient(underlayNS, clientNS, port string, addrs []netip.Prefix) error 
 		if a.Addr().Is6() {
 			addr.Flags = unix.IFA_F_NODAD
 		}
-		if err := ch.AddrAdd(eth, addr); err != nil {
+		if err := nh.AddrAdd(eth, addr); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", a, NodeDevice, err)
 		}
 	}
-	if err := ch.LinkSetUp(eth); err != nil {
+	if err := nh.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("setting %s up: %w", NodeDevice, err)
 	}
 	return nil

@@ -17,9 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/lumen-net/lumen/internal/lab/labpath"
 )
 
@@ -83,7 +80,7 @@ func startRouters(ctx context.Context, st *State, t *Topology, log *slog.Logger)
 			return err
 		}
 		log.Info("creating router", "router", r.Name, "kind", r.Kind, "asn", r.ASN, "netns", rt.NetNS)
-		if err := setupRouterNS(labpath.UnderlayNS(st.Name), rt.NetNS, routerPort(r.Name, i), []netip.Prefix{RouterIPv4(i), RouterIPv6(i)}); err != nil {
+		if err := setupUnderlayNS(labpath.UnderlayNS(st.Name), rt.NetNS, routerPort(r.Name, i), []netip.Prefix{RouterIPv4(i), RouterIPv6(i)}); err != nil {
 			return fmt.Errorf("router %s: %w", r.Name, err)
 		}
 		if err := startRouter(ctx, st, rt, func() error { return saveRouters(st.Name, rs) }); err != nil {
@@ -131,71 +128,6 @@ func routerPort(name string, i int) string {
 		return n
 	}
 	return fmt.Sprintf("router%d", i)
-}
-
-// setupRouterNS creates a router's namespace joined to the underlay bridge
-// by a veth (eth0 inside) carrying addrs.
-func setupRouterNS(underlayNS, nsName, port string, addrs []netip.Prefix) error {
-	if err := CreateNS(nsName); err != nil {
-		return err
-	}
-	uh, err := nlHandle(underlayNS)
-	if err != nil {
-		return err
-	}
-	defer uh.Close()
-	rh, err := nlHandle(nsName)
-	if err != nil {
-		return err
-	}
-	defer rh.Close()
-	fd, err := unix.Open(labpath.NSPath(nsName), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", nsName, err)
-	}
-	defer unix.Close(fd)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port}, PeerName: NodeDevice, PeerNamespace: netlink.NsFd(fd)}
-	if err := uh.LinkAdd(veth); err != nil {
-		return fmt.Errorf("adding veth %s/%s: %w", port, NodeDevice, err)
-	}
-	br, err := uh.LinkByName(underlayBridge)
-	if err != nil {
-		return fmt.Errorf("finding bridge: %w", err)
-	}
-	pl, err := uh.LinkByName(port)
-	if err != nil {
-		return fmt.Errorf("finding %s: %w", port, err)
-	}
-	if err := uh.LinkSetMaster(pl, br); err != nil {
-		return fmt.Errorf("attaching %s to the bridge: %w", port, err)
-	}
-	if err := uh.LinkSetUp(pl); err != nil {
-		return fmt.Errorf("setting %s up: %w", port, err)
-	}
-	if err := linkUp(rh, "lo"); err != nil {
-		return err
-	}
-	eth, err := rh.LinkByName(NodeDevice)
-	if err != nil {
-		return fmt.Errorf("finding %s: %w", NodeDevice, err)
-	}
-	for _, a := range addrs {
-		ipn, err := netlink.ParseIPNet(a.String())
-		if err != nil {
-			return err
-		}
-		addr := &netlink.Addr{IPNet: ipn}
-		if a.Addr().Is6() {
-			addr.Flags = unix.IFA_F_NODAD
-		}
-		if err := rh.AddrAdd(eth, addr); err != nil {
-			return fmt.Errorf("adding %s to %s: %w", a, NodeDevice, err)
-		}
-	}
-	if err := rh.LinkSetUp(eth); err != nil {
-		return fmt.Errorf("setting %s up: %w", NodeDevice, err)
-	}
-	return nil
 }
 
 // startRouter writes the router's configuration, starts its daemons in its
