@@ -14,7 +14,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -37,12 +36,7 @@ type ProgramCost struct {
 // against an empty tc program over the same packet.
 func DatapathCost(repeats uint32, endpoints int) (costs []ProgramCost, err error) {
 	name := fmt.Sprintf("lmn-bench-%d", os.Getpid())
-	ns, err := netnsutil.NewNamed(name)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
-	err = netnsutil.Do(ns, func() error {
+	err = netnsutil.DoTemp(name, func() error {
 		var err error
 		costs, err = datapathCostIn(repeats, endpoints)
 		return err

@@ -23,7 +23,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -237,12 +236,7 @@ func withLBDatapath(fn func(*lbDP) error) error {
 	var sfx [3]byte
 	_, _ = rand.Read(sfx[:])
 	name := "lmn-benchlb-" + hex.EncodeToString(sfx[:])
-	ns, err := netnsutil.NewNamed(name)
-	if err != nil {
-		return err
-	}
-	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
-	return netnsutil.Do(ns, func() error { return lbDatapathIn(fn) })
+	return netnsutil.DoTemp(name, func() error { return lbDatapathIn(fn) })
 }
 
 // lbDatapathIn is withLBDatapath on a thread in the namespace.

@@ -20,7 +20,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/lumen-net/lumen/internal/datapath"
@@ -44,12 +43,7 @@ func withPolicyDatapath(fn func(*benchDP) error) error {
 	var sfx [3]byte
 	_, _ = rand.Read(sfx[:])
 	name := "lmn-benchpol-" + hex.EncodeToString(sfx[:])
-	ns, err := netnsutil.NewNamed(name)
-	if err != nil {
-		return err
-	}
-	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
-	return netnsutil.Do(ns, func() error { return policyDatapathIn(fn) })
+	return netnsutil.DoTemp(name, func() error { return policyDatapathIn(fn) })
 }
 
 // policyDatapathIn is withPolicyDatapath on a thread in the namespace.

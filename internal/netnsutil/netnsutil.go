@@ -109,3 +109,14 @@ func NewNamed(name string) (netns.NsHandle, error) {
 	r := <-resc
 	return r.h, r.err
 }
+
+// DoTemp creates the network namespace name, runs fn on a thread inside it
+// (see Do) and deletes the namespace, whatever fn returns.
+func DoTemp(name string, fn func() error) error {
+	ns, err := NewNamed(name)
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Close(); _ = netns.DeleteNamed(name) }()
+	return Do(ns, fn)
+}

@@ -149,3 +149,31 @@ func TestNewNamedExisting(t *testing.T) {
 		t.Errorf("caller's thread moved to %d, was %d", got, before)
 	}
 }
+
+// TestDoTemp: fn runs in a new namespace (bound under its name while it
+// runs), its error comes back, and the namespace is gone after.
+func TestDoTemp(t *testing.T) {
+	testutil.RequirePrivileged(t)
+	name := "lmn-nsutil-" + testutil.Suffix()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before := threadNS(t)
+	boom := errors.New("boom")
+	var in uint64
+	err := netnsutil.DoTemp(name, func() error {
+		in = threadNS(t)
+		if _, err := os.Stat("/run/netns/" + name); err != nil {
+			t.Errorf("namespace not bound while fn runs: %v", err)
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("fn's error: got %v, want %v", err, boom)
+	}
+	if in == 0 || in == before {
+		t.Errorf("fn ran in namespace %d, the caller's is %d", in, before)
+	}
+	if _, err := os.Stat("/run/netns/" + name); !os.IsNotExist(err) {
+		t.Errorf("namespace %s left behind: %v", name, err)
+	}
+}
