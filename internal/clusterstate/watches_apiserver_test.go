@@ -4,11 +4,12 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lumen-net/lumen/internal/controlplane/cptest"
 
 	"github.com/lumen-net/lumen/internal/kinds"
 
@@ -16,7 +17,6 @@ import (
 
 	"github.com/lumen-net/lumen/internal/bgp"
 	"github.com/lumen-net/lumen/internal/clusterstate"
-	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/hubble/peer"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/k8s"
@@ -24,7 +24,6 @@ import (
 	"github.com/lumen-net/lumen/internal/model"
 	"github.com/lumen-net/lumen/internal/policysync"
 	"github.com/lumen-net/lumen/internal/resource"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // watchCounter tracks the watches open through it, by URL path (one
@@ -82,31 +81,9 @@ func (b *watchBody) Close() error {
 // and the store's own identity lookups, then counts the watches open on
 // the API server.
 func TestOneWatchPerKind(t *testing.T) {
-	bin, err := controlplane.BinDir()
-	if err != nil {
-		testutil.Skip(t, err.Error())
-	}
-	dir, err := os.MkdirTemp("", "lumen-clusterstate-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := cptest.Start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: bin, NoControllers: true})
-	if err != nil {
-		t.Fatalf("starting the control plane: %v (state in %s)", err, dir)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	})
-	if err := controlplane.ApplyCRDs(ctx, cp.RESTConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
 	wc := &watchCounter{open: map[string]int{}, peak: map[string]int{}, sel: map[string][]string{}}
 	cfg := rest.CopyConfig(cp.RESTConfig())
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { wc.next = rt; return wc })

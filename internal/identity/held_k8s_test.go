@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/controlplane/cptest"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/identity"
 	"github.com/lumen-net/lumen/internal/k8s"
-	"github.com/lumen-net/lumen/internal/testutil"
 )
 
 // TestK8sDeletedHeldIdentityIsRecreated: in CRD mode an identity is one
@@ -24,24 +24,9 @@ import (
 // labels; one no endpoint holds stays deleted, and no new label set gets
 // the held number. Runs against a real kube-apiserver.
 func TestK8sDeletedHeldIdentityIsRecreated(t *testing.T) {
-	bin, err := controlplane.BinDir()
-	if err != nil {
-		testutil.Skip(t, err.Error())
-	}
+	cp := cptest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: t.TempDir(), BinDir: bin, NoControllers: true})
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	if err := controlplane.ApplyCRDs(ctx, cp.RESTConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
 	c, err := k8s.NewClientsFor(cp.RESTConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -3,16 +3,16 @@ package k8s_test
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lumen-net/lumen/internal/controlplane/cptest"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/lumen-net/lumen/internal/controlplane"
 	"github.com/lumen-net/lumen/internal/k8s"
 	"github.com/lumen-net/lumen/internal/kinds"
 	"github.com/lumen-net/lumen/internal/model"
@@ -97,34 +97,7 @@ func podCIDRs(t *testing.T, c *k8s.Clients, name string) []string {
 // the test. It skips when the Kubernetes binaries are missing, except in CI.
 func apiClients(t *testing.T) *k8s.Clients {
 	t.Helper()
-	bin, err := controlplane.BinDir()
-	if err != nil {
-		testutil.Skip(t, err.Error())
-	}
-	dir, err := os.MkdirTemp("", "lumen-k8s-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: bin, NoControllers: true})
-	if err != nil {
-		t.Fatalf("starting the control plane: %v (state in %s)", err, dir)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		} else {
-			t.Logf("control plane state and logs kept in %s", dir)
-		}
-	})
-	if err := controlplane.ApplyCRDs(ctx, cp.RESTConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := k8s.NewClientsFor(cp.RESTConfig())
+	c, err := k8s.NewClientsFor(cptest.Start(t).RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
